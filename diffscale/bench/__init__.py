@@ -1,0 +1,9 @@
+"""Benchmarks: `python -m diffscale.bench <stage> [options]` writes raw figures as CSV + JSON.
+
+Each stage is a module in this package with `add_arguments(parser)` and `run(args) -> list[dict]`
+(one dict per measured configuration). Speed targets live here, never in timed tests.
+"""
+
+STAGES = {
+    "models": "diffscale.bench.models",
+}

@@ -1,0 +1,57 @@
+"""Timing helpers: warm-up, device synchronisation, median of repeats, phases timed apart."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+
+def synchronize(device: str | None = None) -> None:
+    if device and str(device).startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize(device)
+
+
+class PhaseTimer:
+    """Accumulates wall time per named phase: `with timer.phase("compute"): ...`."""
+
+    def __init__(self, device: str | None = None):
+        self.device = device
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        synchronize(self.device)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            synchronize(self.device)
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+    @property
+    def total(self) -> float:
+        return sum(self.seconds.values())
+
+
+def measure(fn: Callable[[], object], repeats: int = 5, warmup: int = 1, device: str | None = None) -> dict:
+    """Median (and spread) of `repeats` timed calls of `fn` after `warmup` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return {
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "max_s": max(times),
+        "repeats": repeats,
+        "warmup": warmup,
+    }

@@ -1,0 +1,19 @@
+"""What every CLI shares: a user mistake is one line on stderr and exit 2, never a traceback."""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+from diffscale.errors import UserError
+
+
+def run_cli(main: Callable[[], int | None]) -> int:
+    try:
+        return int(main() or 0)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,170 @@
+"""Load and validate the configuration; shared by the Snakefile and every CLI.
+
+Validation happens in two layers, both before any job starts:
+1. the JSON schema (`schemas/config.schema.yaml`): types, ranges, unknown keys;
+2. cross-references the schema cannot express: every hardware key named by an experiment exists
+   in the `hardware:` table, GPU entries say which GPU model they request, and so on.
+Every error is one line naming the key, e.g. ``config.yaml: embed.workers[0]: 0 is less than the
+minimum of 1``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from diffscale import experiments
+from diffscale.errors import ConfigError
+
+SCHEMA_RESOURCE = "schemas/config.schema.yaml"
+
+
+@lru_cache(maxsize=1)
+def schema() -> dict:
+    text = resources.files("diffscale").joinpath(SCHEMA_RESOURCE).read_text()
+    return yaml.safe_load(text)
+
+
+def schema_path() -> Path:
+    return Path(str(resources.files("diffscale").joinpath(SCHEMA_RESOURCE)))
+
+
+def load_config(path: str | Path) -> dict:
+    """Read a YAML config, fill schema defaults, validate; raise ConfigError naming the key."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where} is not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    return validate_config(raw, source=str(path))
+
+
+def validate_config(cfg: dict, source: str = "config") -> dict:
+    """Validate `cfg` in place (defaults filled) and return it."""
+    _check_schema(cfg, source)
+    fill_defaults(cfg, schema(), schema())
+    _check_references(cfg, source)
+    return cfg
+
+
+def _path_of(error: jsonschema.ValidationError) -> str:
+    out = ""
+    for part in error.absolute_path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _check_schema(cfg: dict, source: str) -> None:
+    validator = jsonschema.Draft202012Validator(schema())
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: (len(list(e.absolute_path)), e.path))
+    if not errors:
+        return
+    # The deepest, most specific error is the one a person can act on.
+    error = max(errors, key=lambda e: len(list(e.absolute_path)))
+    if error.validator == "oneOf" and error.schema.get("oneOf") and "pretrained" in str(error.schema):
+        message = "give exactly one of 'pretrained: <hub id or dir>' or 'random: <preset>'"
+    elif error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        allowed = ", ".join(sorted(error.schema.get("properties", {})))
+        message = f"unknown key {extra[0]!r} (allowed: {allowed})" if extra else error.message
+        path = _path_of(error)
+        key = f"{path}.{extra[0]}" if extra and path != "(top level)" else (extra[0] if extra else path)
+        raise ConfigError(f"{source}: {key}: {message}")
+    else:
+        message = error.message
+    raise ConfigError(f"{source}: {_path_of(error)}: {message}")
+
+
+def fill_defaults(node: Any, node_schema: dict, root: dict) -> None:
+    """Insert `default:` values of the schema into `node` where keys are missing."""
+    if "$ref" in node_schema:
+        node_schema = _resolve(node_schema["$ref"], root)
+    if not isinstance(node, dict):
+        if isinstance(node, list) and isinstance(node_schema.get("items"), dict):
+            for item in node:
+                fill_defaults(item, node_schema["items"], root)
+        return
+    for key, sub in node_schema.get("properties", {}).items():
+        if key not in node and "default" in sub:
+            node[key] = copy.deepcopy(sub["default"])
+        if key in node:
+            fill_defaults(node[key], sub, root)
+    extra = node_schema.get("additionalProperties")
+    if isinstance(extra, dict):
+        for key in set(node) - set(node_schema.get("properties", {})):
+            fill_defaults(node[key], extra, root)
+
+
+def _resolve(ref: str, root: dict) -> dict:
+    node = root
+    for part in ref.lstrip("#/").split("/"):
+        node = node[part]
+    return node
+
+
+def _check_references(cfg: dict, source: str) -> None:
+    hardware = cfg["hardware"]
+
+    def need_hw(key: str, where: str) -> None:
+        if key not in hardware:
+            known = ", ".join(sorted(hardware))
+            raise ConfigError(f"{source}: {where}: hardware key {key!r} is not in the hardware table ({known})")
+
+    for name, entry in hardware.items():
+        if entry.get("gpus_per_node", 0) > 0 and "gpu_model" not in entry:
+            raise ConfigError(f"{source}: hardware.{name}.gpu_model: required when gpus_per_node > 0")
+        if entry["device"] == "cuda" and entry.get("gpus_per_node", 0) == 0:
+            raise ConfigError(f"{source}: hardware.{name}.gpus_per_node: device cuda needs at least 1 GPU")
+
+    def need_gpus(hw: str, gpus: int, where: str) -> None:
+        entry = hardware[hw]
+        limit = entry.get("gpus_per_node", 0)
+        if limit and gpus > limit:
+            raise ConfigError(f"{source}: {where}: {gpus} GPUs asked but hardware.{hw}.gpus_per_node is {limit}")
+
+    embed = cfg["embed"]
+    need_hw(embed["hardware"], "embed.hardware")
+    if "gpu" in embed["backends"]:
+        if "gpu_hardware" not in embed:
+            raise ConfigError(f"{source}: embed.gpu_hardware: required when backends include 'gpu'")
+        need_hw(embed["gpu_hardware"], "embed.gpu_hardware")
+        if not embed.get("gpus"):
+            raise ConfigError(f"{source}: embed.gpus: list the GPU counts for the 'gpu' backend")
+        for i, n in enumerate(embed["gpus"]):
+            need_gpus(embed["gpu_hardware"], n, f"embed.gpus[{i}]")
+    names = [run.name for run in experiments.embed_runs(cfg)]
+    if embed["train_source"] not in names:
+        raise ConfigError(
+            f"{source}: embed.train_source: {embed['train_source']!r} is not one of the embed runs "
+            f"({', '.join(names)})"
+        )
+    for study in ("train", "flux"):
+        for i, entry in enumerate(cfg[study]["matrix"]):
+            for hw in entry["hw"]:
+                need_hw(hw, f"{study}.matrix[{i}].hw")
+                for n in entry["gpus"]:
+                    need_gpus(hw, n, f"{study}.matrix[{i}].gpus")
+    for i, hw in enumerate(cfg["ddpm"]["hardware"]):
+        need_hw(hw, f"ddpm.hardware[{i}]")
+        for n in cfg["ddpm"]["gpus"]:
+            need_gpus(hw, n, "ddpm.gpus")
+
+
+def config_hash(obj: Any) -> str:
+    """A short, stable hash of a (slice of a) config, recorded in every result."""
+    blob = json.dumps(obj, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]

@@ -1,0 +1,48 @@
+"""A summary of every study's inputs (counts, sizes), checked for shape; the report shows it."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+from diffscale import atomic
+from diffscale.data.folders import class_folder, subject_folder
+from diffscale.errors import DataError
+
+
+def coco_counts(captions: Path) -> dict:
+    """Counts from a COCO captions json; the COCO stage does the full validation and labelling."""
+    try:
+        data = json.loads(Path(captions).read_text())
+    except FileNotFoundError:
+        raise DataError(f"{captions}: captions file not found") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{captions}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    for key in ("images", "annotations"):
+        if not isinstance(data, dict) or not isinstance(data.get(key), list):
+            raise DataError(f"{captions}: missing the '{key}' list of the COCO captions format")
+    per_image = Counter(a["image_id"] for a in data["annotations"])
+    return {
+        "images": len(data["images"]),
+        "captions": len(data["annotations"]),
+        "captions_per_image_min": min(per_image.values(), default=0),
+        "captions_per_image_max": max(per_image.values(), default=0),
+    }
+
+
+def write_summary(out: Path, captions: Path, images: Path | None, cifar: Path, subject: Path,
+                  trigger: str = "[trigger]") -> dict:
+    coco = coco_counts(captions)
+    if images is not None:
+        coco["image_files"] = sum(1 for p in Path(images).iterdir() if p.is_file())
+    cifar_items = class_folder(cifar)
+    subject_items = subject_folder(subject, trigger)
+    result = {
+        "coco": coco,
+        "cifar": {"images": len(cifar_items), "classes": dict(sorted(Counter(c for _, c in cifar_items).items()))},
+        "subject": {"images": len(subject_items), "captions_with_trigger":
+                    sum(trigger in item.caption for item in subject_items)},
+    }
+    atomic.write_json(out, result)
+    return result

@@ -1,0 +1,123 @@
+"""Where and how a result was made: written as run.json beside every run's outputs.
+
+The bench CSVs and the report are built from these files, so a figure can always be traced to
+the machine, job, code and config that produced it.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+import time
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from diffscale import atomic
+from diffscale.config import config_hash
+
+SLURM_VARS = {
+    "job_id": "SLURM_JOB_ID",
+    "partition": "SLURM_JOB_PARTITION",
+    "node": "SLURMD_NODENAME",
+    "cpus_on_node": "SLURM_CPUS_ON_NODE",
+    "job_gpus": "SLURM_JOB_GPUS",
+    "gpus": "SLURM_GPUS",
+}
+
+LIBRARIES = ["torch", "diffusers", "transformers", "peft", "numpy", "dask", "distributed", "joblib",
+             "snakemake", "pandas", "pillow"]
+
+
+@lru_cache(maxsize=1)
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (SLURM's cgroup/affinity), not the machine's total."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def slurm() -> dict[str, str] | None:
+    found = {key: os.environ[var] for key, var in SLURM_VARS.items() if os.environ.get(var)}
+    return found or None
+
+
+@lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    root = Path(__file__).resolve().parents[1]
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def versions() -> dict[str, str]:
+    found = {}
+    for name in LIBRARIES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def devices() -> dict[str, Any]:
+    """Accelerators visible to this process, without initialising CUDA when torch is absent."""
+    info: dict[str, Any] = {"cuda_available": False, "gpus": []}
+    try:
+        import torch
+    except ImportError:
+        return info
+    info["torch_threads"] = torch.get_num_threads()
+    if torch.cuda.is_available():
+        info["cuda_available"] = True
+        info["cuda_version"] = torch.version.cuda
+        info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return info
+
+
+def collect(config_slice: Any = None, models: list[dict] | None = None, **extra: Any) -> dict[str, Any]:
+    """Everything a run.json records, except the run's own timings (passed in `extra`)."""
+    return {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "usable_cpus": usable_cpus(),
+        "slurm": slurm(),
+        "devices": devices(),
+        "versions": versions(),
+        "git_commit": git_commit(),
+        "config": config_slice,
+        "config_hash": config_hash(config_slice) if config_slice is not None else None,
+        "models": models or [],
+        **extra,
+    }
+
+
+def write_run_json(path: str | Path, **kwargs: Any) -> dict[str, Any]:
+    record = collect(**kwargs)
+    atomic.write_json(path, record)
+    return record
