@@ -1,0 +1,158 @@
+"""The on-disk format of precomputed embeddings: safetensors shards plus one index.
+
+A run directory `results/embed/{modality}/{backend}-{policy}-w{workers}/` holds
+
+  shard-00000.safetensors …   one or more per worker; every tensor's first axis is the item axis
+  index.json                  written last: shards (file, items, sha256, worker), tensor names with
+                              dtype and per-item shape, model spec, and free-form `meta`
+
+Because index.json is written last and atomically, a directory without it is incomplete, and a
+shard listed in it is complete (its checksum is recorded). Readers never hold the whole dataset:
+`ShardReader` opens shards lazily and slices single items out of them.
+
+Tensor names by modality (the embedding stage writes them, the training stage reads them):
+  images: image_id int64 [n]; latent_mean, latent_std [n, C, h, w] (fp16/bf16/fp32)
+  text:   image_id int64 [n]; caption_index int64 [n]; hidden [n, 77, D]; mask int8 [n, 77];
+          pooled [n, D]; truncated bool [n]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from bisect import bisect_right
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from diffscale import atomic
+from diffscale.errors import DataError
+
+INDEX = "index.json"
+FORMAT_VERSION = 1
+
+
+def shard_name(number: int) -> str:
+    return f"shard-{number:05d}.safetensors"
+
+
+def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_shard(path: str | Path, tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> dict:
+    """Write one shard atomically; return its index entry (file, items, sha256)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    counts = {name: int(t.shape[0]) for name, t in tensors.items()}
+    if len(set(counts.values())) != 1:
+        raise ValueError(f"{path.name}: tensors disagree on the item count: {counts}")
+    with atomic.atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    return {"file": path.name, "items": next(iter(counts.values())), "sha256": sha256_of(path)}
+
+
+def tensor_specs(tensors: dict[str, Any]) -> dict[str, dict]:
+    return {name: {"dtype": str(t.dtype).removeprefix("torch."), "item_shape": list(t.shape[1:])}
+            for name, t in tensors.items()}
+
+
+def write_index(run_dir: str | Path, modality: str, shards: list[dict], tensors: dict[str, dict],
+                **meta: Any) -> Path:
+    """Write index.json last: it is what marks the run directory complete."""
+    index = {
+        "format": FORMAT_VERSION,
+        "modality": modality,
+        "items": sum(s["items"] for s in shards),
+        "shards": shards,
+        "tensors": tensors,
+        **meta,
+    }
+    return atomic.write_json(Path(run_dir) / INDEX, index)
+
+
+def read_index(run_dir: str | Path) -> dict:
+    path = Path(run_dir) / INDEX
+    try:
+        index = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path}: no index; the embedding run is missing or incomplete") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON ({exc.msg})") from None
+    if index.get("format") != FORMAT_VERSION:
+        raise DataError(f"{path}: format {index.get('format')!r}, expected {FORMAT_VERSION}")
+    return index
+
+
+def verify(run_dir: str | Path) -> dict:
+    """Check every listed shard exists and matches its checksum; return the index."""
+    run_dir = Path(run_dir)
+    index = read_index(run_dir)
+    for shard in index["shards"]:
+        path = run_dir / shard["file"]
+        if not path.is_file():
+            raise DataError(f"{path}: shard listed in {INDEX} is missing")
+        if sha256_of(path) != shard["sha256"]:
+            raise DataError(f"{path}: checksum differs from {INDEX}; the shard is corrupt")
+    return index
+
+
+@dataclass
+class ShardReader:
+    """Random access to the items of a run directory without loading it whole."""
+
+    run_dir: Path
+
+    def __post_init__(self) -> None:
+        self.run_dir = Path(self.run_dir)
+        self.index = read_index(self.run_dir)
+        self._starts = []
+        total = 0
+        for shard in self.index["shards"]:
+            self._starts.append(total)
+            total += shard["items"]
+        self._len = total
+
+    def __len__(self) -> int:
+        return self._len
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.index["tensors"])
+
+    def _locate(self, i: int) -> tuple[int, int]:
+        if not 0 <= i < self._len:
+            raise IndexError(i)
+        k = bisect_right(self._starts, i) - 1
+        return k, i - self._starts[k]
+
+    def _handle(self, k: int):
+        return _open_shard(str(self.run_dir / self.index["shards"][k]["file"]))
+
+    def item(self, i: int, names: list[str] | None = None) -> dict:
+        k, j = self._locate(i)
+        handle = self._handle(k)
+        return {n: handle.get_slice(n)[j : j + 1][0] for n in (names or self.names)}
+
+    def shard(self, k: int, names: list[str] | None = None) -> dict:
+        handle = self._handle(k)
+        return {n: handle.get_tensor(n) for n in (names or self.names)}
+
+    def column(self, name: str):
+        """One tensor over all items (small ones only: ids, masks), concatenated in index order."""
+        import torch
+
+        return torch.cat([self.shard(k, [name])[name] for k in range(len(self.index["shards"]))])
+
+
+@lru_cache(maxsize=64)
+def _open_shard(path: str):
+    from safetensors import safe_open
+
+    return safe_open(path, framework="pt")
