@@ -48,11 +48,10 @@ FLUX_VAE = dict(  # black-forest-labs/FLUX.1-schnell, subfolder vae
     use_post_quant_conv=False,
 )
 
+# Four blocks like the real one, so images shrink 8x to latents exactly as in the full pipeline.
 TINY_VAE = dict(
     SD_VAE_FT_MSE,
-    down_block_types=["DownEncoderBlock2D"] * 2,
-    up_block_types=["UpDecoderBlock2D"] * 2,
-    block_out_channels=[32, 64],
+    block_out_channels=[32, 32, 64, 64],
     layers_per_block=1,
     sample_size=64,
 )

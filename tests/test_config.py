@@ -1,0 +1,130 @@
+"""Config validation: every user mistake stops the run with one line naming the key."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from diffscale import experiments
+from diffscale.config import config_hash, load_config, validate_config
+from diffscale.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def demo(repo_root) -> dict:
+    return yaml.safe_load((repo_root / "config.yaml").read_text())
+
+
+def check(cfg: dict) -> str:
+    with pytest.raises(ConfigError) as info:
+        validate_config(copy.deepcopy(cfg), source="config.yaml")
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_demo_and_full_configs_validate(repo_root):
+    demo = load_config(repo_root / "config.yaml")
+    full = load_config(repo_root / "config" / "full.yaml")
+    # defaults from the schema are filled in
+    assert demo["train"]["grad_accum"] == 1
+    assert demo["hardware"]["local"]["gpu_request"] == "gres"
+    # the demo has the full study's shape, only smaller
+    for key in ("backends", "policies"):
+        assert set(demo["embed"][key]) <= set(full["embed"][key])
+    assert max(demo["embed"]["workers"]) < max(full["embed"]["workers"])
+    assert demo["train"]["steps"] < full["train"]["steps"]
+    assert {"a40", "a100", "k80"} <= set(full["hardware"])
+
+
+def test_unknown_key_is_named(demo):
+    bad = copy.deepcopy(demo)
+    bad["embed"]["wokers"] = [1]
+    message = check(bad)
+    assert message.startswith("config.yaml: embed.wokers: unknown key 'wokers' (allowed: ")
+    assert "workers" in message.split("allowed:")[1]
+
+
+def test_unknown_top_level_section(demo):
+    bad = dict(demo, trian={})
+    assert check(bad).startswith("config.yaml: trian: unknown key 'trian'")
+
+
+def test_wrong_type_is_named(demo):
+    bad = copy.deepcopy(demo)
+    bad["train"]["steps"] = "many"
+    assert check(bad) == "config.yaml: train.steps: 'many' is not of type 'integer'"
+
+
+def test_zero_workers_is_named(demo):
+    bad = copy.deepcopy(demo)
+    bad["embed"]["workers"] = [0, 2]
+    assert check(bad) == "config.yaml: embed.workers[0]: 0 is less than the minimum of 1"
+
+
+def test_hardware_entry_without_partition(demo):
+    bad = copy.deepcopy(demo)
+    del bad["hardware"]["local"]["partition"]
+    assert check(bad) == "config.yaml: hardware.local: 'partition' is a required property"
+
+
+def test_hardware_key_missing_from_table(demo):
+    bad = copy.deepcopy(demo)
+    bad["train"]["matrix"][0]["hw"] = ["a100"]
+    assert check(bad) == "config.yaml: train.matrix[0].hw: hardware key 'a100' is not in the hardware table (local)"
+
+
+def test_gpu_entry_needs_model_and_gpus(demo):
+    bad = copy.deepcopy(demo)
+    bad["hardware"]["a40"] = {"partition": "a40", "device": "cuda"}
+    assert "hardware.a40.gpus_per_node" in check(bad)
+    bad["hardware"]["a40"]["gpus_per_node"] = 2
+    assert check(bad) == "config.yaml: hardware.a40.gpu_model: required when gpus_per_node > 0"
+
+
+def test_more_gpus_than_the_node_has(repo_root):
+    full = yaml.safe_load((repo_root / "config" / "full.yaml").read_text())
+    full["train"]["matrix"][0]["gpus"] = [8]
+    assert check(full) == "config.yaml: train.matrix[0].gpus: 8 GPUs asked but hardware.a100.gpus_per_node is 4"
+
+
+def test_model_spec_needs_exactly_one_kind(demo):
+    bad = copy.deepcopy(demo)
+    bad["models"]["vae"] = {"random": "tiny", "pretrained": "x/y"}
+    assert check(bad) == (
+        "config.yaml: models.vae: give exactly one of 'pretrained: <hub id or dir>' or 'random: <preset>'"
+    )
+
+
+def test_train_source_must_be_an_embed_run(demo):
+    bad = copy.deepcopy(demo)
+    bad["embed"]["train_source"] = "dask-pinned-w8"
+    assert "embed.train_source: 'dask-pinned-w8' is not one of the embed runs" in check(bad)
+
+
+def test_bad_yaml_names_file_and_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("seed: 0\ndata: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: line \d+ is not valid YAML"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_experiment_matrix_of_the_demo(demo):
+    cfg = validate_config(copy.deepcopy(demo))
+    names = [r.name for r in experiments.embed_runs(cfg)]
+    assert names[0] == "serial-pinned-w1"
+    assert "joblib-naive-w2" in names and "dask-pinned-w1" in names
+    assert len(names) == 1 + 3 * 2 * 2  # serial once; 3 parallel backends × 2 policies × 2 counts
+    assert [r.variant for r in experiments.train_runs(cfg)] == ["fp32-g1", "bf16-g1", "fp32-g2"]
+    runs = experiments.ddpm_runs(cfg)
+    assert len(runs) == len(set(runs))
+    assert {(r.batch_size, r.gpus) for r in runs} == {(8, 1), (8, 2), (16, 1), (16, 2)}
+
+
+def test_config_hash_is_stable_and_order_free():
+    assert config_hash({"a": 1, "b": [1, 2]}) == config_hash({"b": [1, 2], "a": 1})
+    assert config_hash({"a": 1}) != config_hash({"a": 2})
