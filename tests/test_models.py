@@ -122,7 +122,7 @@ def test_spec_errors_name_the_field():
 def test_inventory_rows():
     rows = models.inventory({"vae": {"random": "tiny"}, "ddpm_unet": {"random": "ddpm-cifar10-32"}})
     assert rows == [
-        {"role": "vae", "spec": "random:tiny", "kind": "random", "class": "AutoencoderKL", "params": 658_375},
+        {"role": "vae", "spec": "random:tiny", "kind": "random", "class": "AutoencoderKL", "params": 1_028_935},
         {"role": "ddpm_unet", "spec": "random:ddpm-cifar10-32", "kind": "random", "class": "UNet2DModel",
          "params": 35_746_307},
     ]

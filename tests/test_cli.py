@@ -1,0 +1,41 @@
+"""CLIs: a user's mistake is one line on stderr, exit code 2, no traceback, no output file."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def run(repo_root, *args):
+    return subprocess.run([sys.executable, *args], cwd=repo_root, capture_output=True, text=True, timeout=120)
+
+
+def test_bad_models_json(repo_root, tmp_path):
+    proc = run(repo_root, "scripts/model_inventory.py", "--models", "{oops", "--out", str(tmp_path / "m.csv"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error: --models: not valid JSON")
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "m.csv").exists()
+
+
+def test_bad_config_file(repo_root, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text((repo_root / "config.yaml").read_text().replace("seed: 0", "seed: 0\nsed: 1"))
+    proc = run(repo_root, "scripts/model_inventory.py", "--config", str(cfg), "--out", str(tmp_path / "m.csv"))
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"error: {cfg}: sed: unknown key 'sed'")
+
+
+def test_unknown_preset_names_the_role(repo_root, tmp_path):
+    proc = run(repo_root, "scripts/model_inventory.py", "--models", '{"vae": {"random": "huge"}}',
+               "--out", str(tmp_path / "m.csv"))
+    assert proc.returncode == 2
+    assert "models.vae.random: unknown preset 'huge'" in proc.stderr
+
+
+def test_missing_input_file(repo_root, tmp_path):
+    proc = run(repo_root, "scripts/make_demo_data.py", "summary", "--captions", str(tmp_path / "none.json"),
+               "--cifar", str(tmp_path), "--subject", str(tmp_path), "--out", str(tmp_path / "s.json"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"error: {tmp_path / 'none.json'}: captions file not found"
+    assert not (tmp_path / "s.json").exists()

@@ -1,0 +1,71 @@
+"""The embedding shard format and atomic writes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from diffscale import atomic
+from diffscale.embed import shards
+from diffscale.errors import DataError
+
+
+def make_run(run_dir, sizes=(3, 2)):
+    entries, start = [], 0
+    for k, n in enumerate(sizes):
+        tensors = {"image_id": torch.arange(start, start + n, dtype=torch.int64),
+                   "latent_mean": torch.randn(n, 4, 2, 2).to(torch.float16)}
+        entries.append(shards.write_shard(run_dir / shards.shard_name(k), tensors) | {"worker": k})
+        start += n
+    shards.write_index(run_dir, "images", entries, shards.tensor_specs(tensors), scaling_factor=0.18215)
+    return entries
+
+
+def test_reader_gives_items_across_shards(tmp_path):
+    make_run(tmp_path)
+    reader = shards.ShardReader(tmp_path)
+    assert len(reader) == 5
+    assert reader.item(3)["image_id"].item() == 3  # first item of the second shard
+    assert reader.item(4)["latent_mean"].shape == (4, 2, 2)
+    assert reader.item(4)["latent_mean"].dtype == torch.float16
+    assert reader.column("image_id").tolist() == [0, 1, 2, 3, 4]
+    assert reader.index["scaling_factor"] == 0.18215
+    assert reader.index["tensors"]["latent_mean"] == {"dtype": "float16", "item_shape": [4, 2, 2]}
+    with pytest.raises(IndexError):
+        reader.item(5)
+
+
+def test_verify_detects_missing_and_corrupt_shards(tmp_path):
+    make_run(tmp_path)
+    assert shards.verify(tmp_path)["items"] == 5
+    path = tmp_path / shards.shard_name(1)
+    path.write_bytes(path.read_bytes()[:-4] + b"\0\0\0\0")
+    with pytest.raises(DataError, match="shard-00001.safetensors: checksum differs"):
+        shards.verify(tmp_path)
+    path.unlink()
+    with pytest.raises(DataError, match="shard-00001.safetensors: shard listed in index.json is missing"):
+        shards.verify(tmp_path)
+
+
+def test_a_run_without_index_is_incomplete(tmp_path):
+    with pytest.raises(DataError, match="no index; the embedding run is missing or incomplete"):
+        shards.ShardReader(tmp_path)
+
+
+def test_shard_tensors_must_agree_on_items(tmp_path):
+    with pytest.raises(ValueError, match="disagree on the item count"):
+        shards.write_shard(tmp_path / "x.safetensors", {"a": torch.zeros(2), "b": torch.zeros(3)})
+    assert not list(tmp_path.iterdir())
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out.json"
+    atomic.write_json(target, {"a": 1})
+    with pytest.raises(RuntimeError):
+        with atomic.atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("crash")
+    assert json.loads(target.read_text()) == {"a": 1}  # the old file is untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]  # no temp left behind
