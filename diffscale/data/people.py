@@ -201,6 +201,9 @@ NUMBER_WORDS: dict[str, int] = {
        dozen dozens hundreds thousands several many some few multiple numerous various lots other
        others""".split()},
 }
+# "a two year old": ages in words.
+YEAR_WORDS = {w: k for k, w in enumerate("""zero one two three four five six seven eight nine ten eleven
+    twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty""".split())}
 ARTICLES = {"the", "this", "that", "these", "those"}
 POSSESSORS = {"his", "her", "their", "my", "our", "your"}
 DETERMINERS = ARTICLES | POSSESSORS | {"any", "every", "each", "all", "such", "its"}
@@ -462,6 +465,7 @@ class Lexicon:
         self.body_parts = words("body part")
         self.figures = words("figure", "figure")
         self.media = words("medium", "medium")
+        self.depicters = self.figures | self.media
         self.figure_modifiers = words("figure modifier")
         self.frames = words("frame")
         self.not_person_after = words("not a person after", "not_a_person_after")
@@ -577,8 +581,6 @@ class Lexicon:
                     return None  # "its mother": an animal's
                 definite = definite or t in ARTICLES
                 seen_determiner = True
-            elif t in self.negation or (t == "it" and possessive[j]):
-                return None  # "no people"; "it's mother" (sic) is an animal's
             elif seen_determiner or t in BREAKERS or possessive[j]:
                 break
             elif j >= 1 and (tokens[j - 1], t) in AGE_PHRASES:
@@ -641,7 +643,7 @@ class Lexicon:
             elif head in ("one", "none", "each", "either", "neither"):
                 number = 1
             break
-        if j >= 1 and tokens[j] in DEPICT_LINKS and tokens[j - 1] in (self.media | self.figures):
+        if j >= 1 and tokens[j] in DEPICT_LINKS and tokens[j - 1] in self.depicters:
             depicted = True  # "a poster with a woman on it", "a television showing two men"
         elif j >= 1 and tokens[j] in ("like", "as") and tokens[j - 1] in RESEMBLE_VERBS:
             depicted = True  # "a cake shaped like a man", "a dog dressed as a person"
@@ -679,11 +681,11 @@ class Lexicon:
             kept.append(d)
         animals = not self.not_person_after.isdisjoint(tokens)
         first = kept[0].start if kept else len(tokens)
-        subject = {GENDER_PRONOUNS[t] for t in tokens[:first] if t in ("he", "she")}
+        subject = {t for t in tokens[:first] if t in ("he", "she")}
         if len(subject) == 1 and not animals:
             # "She is holding an umbrella", "He was holding the baby": a person of their own
-            gender = subject.pop()
-            kept.insert(0, _Draft(gender, 0, 0, gender, None, 1))
+            pronoun = subject.pop()
+            kept.insert(0, _Draft(pronoun, 0, 0, GENDER_PRONOUNS[pronoun], None, 1))
         elif len(kept) == 1 and kept[0].gender is None and kept[0].count == 1 and not animals:
             pronouns = {GENDER_PRONOUNS[t] for t in tokens if t in GENDER_PRONOUNS}
             if len(pronouns) == 1:  # "a surfer on his board"
@@ -736,15 +738,11 @@ def _frames_the_photo(tokens: list[str], q: int, lexicon: "Lexicon") -> bool:
     if any(t in TAKE_VERBS for t in before[-3:]):
         return True  # "taking a picture of people": the people are real
     for k, t in enumerate(before):
-        if t in HOLDS_A_PICTURE or t in lexicon.nouns or t in lexicon.media or t in lexicon.figures:
+        if t in HOLDS_A_PICTURE or t in lexicon.nouns or t in lexicon.depicters:
             return False
         if t in lexicon.frames and k + 1 < len(tokens) and tokens[k + 1] == "of":
             return False  # "an image of a photo of a man"
     return True
-
-
-YEAR_WORDS = {w: k for k, w in enumerate("""zero one two three four five six seven eight nine ten eleven
-    twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty""".split())}
 
 
 def _years(word: str) -> int | None:
