@@ -4,7 +4,8 @@ Writes a synthetic COCO captions file (default 83,000 images x 5 captions, the s
 train) or takes a real one (--captions), then runs `scripts/filter_coco.py` on it in a fresh
 process pinned to --cpus cores, so the figures are the CLI's own: wall time from start to the last
 output file, its phases (load, label, write) from run.json, and its peak resident memory.
-Targets: under 60 s on one core and under 2 GB.
+Targets, labels only: under 60 s on one core and under 2 GB. `--image-files N` also writes N small
+JPEGs (the first N synthetic images) and times the header checks on them.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--captions", type=Path, help="a real COCO captions json instead of the synthetic one")
     parser.add_argument("--cpus", type=int, default=1, help="cores the filter process may use (default 1)")
+    parser.add_argument("--image-files", type=int, default=0,
+                        help="also write this many synthetic JPEGs and check their headers (default 0: labels only)")
 
 
 def _pin(cpus: int):
@@ -42,14 +45,16 @@ def _pin(cpus: int):
     return preexec
 
 
-def run_filter(captions: Path, out_dir: Path, cpus: int = 1) -> dict:
-    """Run the CLI on `captions` (labels only) in a child process; its wall time, phases and peak RSS."""
+def run_filter(captions: Path, out_dir: Path, cpus: int = 1, images: Path | None = None) -> dict:
+    """Run the CLI on `captions` in a child process; its wall time, phases and peak RSS."""
     env = {**os.environ, "OMP_NUM_THREADS": str(cpus), "OPENBLAS_NUM_THREADS": str(cpus),
            "MKL_NUM_THREADS": str(cpus), "ARROW_NUM_THREADS": str(cpus)}
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--captions", str(captions), "--out-dir", str(out_dir)],
-                          env=env, preexec_fn=_pin(cpus), capture_output=True, text=True)
+    command = [sys.executable, str(SCRIPT), "--captions", str(captions), "--out-dir", str(out_dir)]
+    if images is not None:
+        command += ["--images", str(images)]
+    proc = subprocess.run(command, env=env, preexec_fn=_pin(cpus), capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(f"filter_coco.py failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
@@ -60,17 +65,34 @@ def run_filter(captions: Path, out_dir: Path, cpus: int = 1) -> dict:
     return {"seconds": seconds, "peak_rss_mb": peak_kb / 1024, **summary}
 
 
+def write_image_files(data: dict, folder: Path) -> None:
+    """Flat-colour JPEGs of the json's sizes: real headers and end markers, cheap to make."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, img in enumerate(data["images"]):
+        Image.new("RGB", (img["width"], img["height"]), (k % 256, 80, 160)).save(folder / img["file_name"], quality=80)
+
+
 def run(args: argparse.Namespace) -> list[dict]:
     from diffscale.data.synthetic import coco_captions
 
     with tempfile.TemporaryDirectory(prefix="bench_coco_") as tmp:
         tmp = Path(tmp)
+        images = None
         if args.captions:
             captions, source = args.captions, str(args.captions)
         else:
-            captions, source = tmp / "captions.json", f"synthetic ({args.images} images, seed {args.seed})"
-            captions.write_text(json.dumps(coco_captions(args.images, args.people_fraction, args.seed)))
-        found = run_filter(captions, tmp / "out", args.cpus)
+            n = min(args.image_files, args.images) if args.image_files else args.images
+            data = coco_captions(n, args.people_fraction, args.seed)
+            captions, source = tmp / "captions.json", f"synthetic ({n} images, seed {args.seed})"
+            captions.write_text(json.dumps(data))
+            if args.image_files:
+                images = tmp / "images"
+                write_image_files(data, images)
+                source += ", with image files"
+        found = run_filter(captions, tmp / "out", args.cpus, images)
+    check_s = found.get("image_check_s")
     return [{
         "stage": "coco_filter",
         "source": source,
@@ -84,6 +106,8 @@ def run(args: argparse.Namespace) -> list[dict]:
         "load_s": found["load_s"],
         "label_s": found["label_s"],
         "write_s": found["write_s"],
+        "image_check_s": check_s if check_s is not None else "",
+        "images_checked_per_s": found["images"] / check_s if check_s else "",
         "peak_rss_mb": found["peak_rss_mb"],
         "target_s": TARGET_S,
         "target_rss_mb": TARGET_RSS_MB,

@@ -24,3 +24,12 @@ def test_bench_coco_reports_rate_and_memory(tmp_path):
     assert 10 < row["peak_rss_mb"] < 4096
     assert row["target_s"] == 60 and row["target_rss_mb"] == 2048
     assert (tmp_path / "coco.csv").read_text().startswith("stage,source,cpus,images,captions,kept,seconds")
+
+
+def test_bench_coco_with_image_files(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "diffscale.bench", "--out-dir", str(tmp_path), "coco",
+                           "--image-files", "40"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    row = json.loads((tmp_path / "coco.json").read_text())["rows"][0]
+    assert row["images"] == 40 and row["source"].endswith("with image files")
+    assert row["image_check_s"] > 0 and row["images_checked_per_s"] > 0
