@@ -60,6 +60,25 @@ def cpu_resources():
     return resources_for(hw=config["embed"]["hardware"])
 
 
+# ---- study 1, stage 1: COCO people-centric filtering (rules/data.smk: coco_manifest) ----
+from diffscale.data import demographics as coco_demographics
+
+COCO_DIR = "results/data/coco"
+COCO_FILTER_TABLE = "results/bench/coco_filter.csv"
+COCO_FILTER_FIGURES = [str(p) for p in coco_demographics.figure_paths("results/bench")]
+
+
+def coco_inputs():
+    """The COCO captions json, and the image folder and instances json when the config names them."""
+    coco = DATA["coco"]
+    found = {"captions": coco["captions"]}
+    for key in ("images", "instances"):
+        if coco.get(key):
+            found[key] = coco[key]
+    return found
+
+
 def report_inputs():
     """Everything the report reads: the bench tables of every study the config enables."""
-    return ["results/bench/models.csv", "results/data/summary.json"]
+    return ["results/bench/models.csv", "results/data/summary.json", COCO_FILTER_TABLE, *COCO_FILTER_FIGURES]
+
