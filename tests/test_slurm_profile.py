@@ -143,7 +143,7 @@ def test_a_job_on_a_hardware_key_missing_from_the_table_stops_the_dag_naming_it(
 def test_an_experiment_naming_an_unknown_hardware_key_stops_before_any_job(tmp_path):
     overlay = tmp_path / "bad.yaml"
     overlay.write_text(yaml.safe_dump({"train": {"matrix": [{"hw": ["h100"], "precision": ["fp32"], "gpus": [1]}]}}))
-    done = snakemake("-n", "--nolock", "--configfile", "config.yaml", str(overlay))
+    done = snakemake("-n", "--nolock", "--configfile", str(overlay))  # an overlay on config.yaml
     assert done.returncode != 0
     assert "train.matrix[0].hw: hardware key 'h100' is not in the hardware table (local)" in done.stdout + done.stderr
 
@@ -159,3 +159,5 @@ def test_cluster_jobs_see_the_same_config_as_the_submitting_process(tmp_path):
     assert as_a_job.returncode == 0, as_a_job.stderr[-2000:]
     assert "synthetic_coco" not in as_a_job.stdout and "data_summary" in as_a_job.stdout
     assert "synthetic_coco" in snakemake("--list-rules").stdout
+    # a partial config is still an overlay on the demo
+    assert "synthetic_coco" in snakemake("--list-rules", "--configfile", "config/slurm-test.yaml").stdout
