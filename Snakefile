@@ -1,17 +1,29 @@
 # diffscale: how diffusion-model workloads scale across hardware.
 # Demo:    snakemake --cores all
 # Cluster: snakemake --profile profiles/slurm results/report.html   (uses config/full.yaml)
+import sys
+
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# The demo config, unless the command line gives a complete one (the SLURM profile gives
+# config/full.yaml): that replaces config.yaml instead of being merged onto it, in this process
+# and in every cluster job alike (jobs are not passed --replace-workflow-config). A partial config
+# on the command line is an overlay on the demo, as usual.
+sys.path.insert(0, workflow.basedir)
+from diffscale.workflow import is_complete_config
+
+if not is_complete_config(workflow.config_settings.overwrite_config):
+
+    configfile: "config.yaml"
 
 
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/report.smk"
+include: "rules/hardware.smk"
 
 
 rule all:

@@ -2,13 +2,22 @@
 
 A hardware entry says `device: cuda` (real GPUs) or `device: cpu` (CPU partitions, and test
 clusters whose GPUs are fake). A cuda job that finds no usable GPU fails at once, naming the
-partition: it never falls back to the CPU silently, which would make every timing a lie.
+partition: it never falls back to the CPU silently, which would make every timing a lie. A GPU
+the installed PyTorch has no kernels for (a K80, compute capability 3.7, under a current build)
+fails just as early, naming the env to run in instead.
+
+`check` is the preflight the workflow runs once per hardware key (rule hardware_check): resolve
+the placement, then run a kernel on every device, so a wrong partition, GPU request or env shows
+up in one cheap job instead of hours into a study.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+import sys
+from dataclasses import asdict, dataclass
 
+from diffscale import experiments
 from diffscale.errors import HardwareError
 
 
@@ -58,9 +67,57 @@ def resolve(cfg: dict, hw: str, count: int = 1, env_hint: str | None = None) -> 
     for i in range(count):
         capability = torch.cuda.get_device_capability(i)
         if not arch_supported(capability, arch_list):
-            env = env_hint or entry.get("conda_env") or "an env whose PyTorch supports this GPU"
+            env = env_hint or entry.get("conda_env")
+            advice = (f"run it in envs/{env}.yaml" if env else
+                      f"set hardware.{hw}.conda_env to an env in envs/ whose PyTorch supports it")
             raise HardwareError(
                 f"{where}: GPU {i} ({torch.cuda.get_device_name(i)}, compute capability "
-                f"{capability[0]}.{capability[1]}) is not supported by this PyTorch build "
-                f"({' '.join(arch_list)}); use {env}")
+                f"{capability[0]}.{capability[1]}) is not supported by PyTorch {torch.__version__} "
+                f"in {sys.prefix} (built for {' '.join(arch_list) or 'no CUDA arch'}); {advice}")
     return Placement("cuda", count, hw)
+
+
+def demand(cfg: dict) -> dict[str, int]:
+    """Every hardware key the config's studies run on, with the most devices one job there uses
+    (GPUs on GPU entries, processes on CPU entries): what the preflight check must prove."""
+    found: dict[str, int] = {}
+
+    def need(hw: str, count: int) -> None:
+        found[hw] = max(found.get(hw, 0), count)
+
+    for run in experiments.embed_runs(cfg):
+        need(run.hw, run.workers)
+    for run in [*experiments.train_runs(cfg), *experiments.flux_runs(cfg), *experiments.ddpm_runs(cfg)]:
+        need(run.hw, run.gpus)
+    return dict(sorted(found.items()))
+
+
+def check(cfg: dict, hw: str, count: int, size: int = 512) -> dict:
+    """Resolve the placement of a `count`-device job on `hw`, then run a `size`² matmul on each
+    device and synchronize: a build without kernels for the GPU fails here, not in a study."""
+    placement = resolve(cfg, hw, count)
+    import torch
+
+    devices = []
+    for rank in range(placement.count if placement.device == "cuda" else 1):
+        device = torch.device(placement.device_for(rank))
+        a = torch.randn(size, size, device=device)
+        product = a @ a
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        info = {"device": str(device), "finite": bool(torch.isfinite(product).all())}
+        if device.type == "cuda":
+            info["name"] = torch.cuda.get_device_name(device)
+            info["capability"] = ".".join(map(str, torch.cuda.get_device_capability(device)))
+        devices.append(info)
+    if not all(d["finite"] for d in devices):
+        raise HardwareError(f"hardware.{hw}: a {size}x{size} matmul gave non-finite values on "
+                            f"{[d['device'] for d in devices if not d['finite']]}")
+    return {
+        "placement": asdict(placement),
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "arch_list": torch.cuda.get_arch_list() if torch.cuda.is_available() else [],
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "devices": devices,
+    }

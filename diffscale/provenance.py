@@ -19,17 +19,30 @@ from typing import Any
 from diffscale import atomic
 from diffscale.config import config_hash
 
+# What SLURM tells a job about itself. Inside snakemake-executor-plugin-slurm's job step only the
+# step's variables are set (it strips the batch job's before its inner srun): the job id, cluster,
+# partition, node, CPUs and the step's GPUs remain; the others appear when a script runs in a
+# plain batch job.
 SLURM_VARS = {
     "job_id": "SLURM_JOB_ID",
+    "array_task": "SLURM_ARRAY_TASK_ID",
+    "cluster": "SLURM_CLUSTER_NAME",
     "partition": "SLURM_JOB_PARTITION",
+    "account": "SLURM_JOB_ACCOUNT",
     "node": "SLURMD_NODENAME",
+    "nodelist": "SLURM_JOB_NODELIST",
     "cpus_on_node": "SLURM_CPUS_ON_NODE",
+    "cpus_per_task": "SLURM_CPUS_PER_TASK",
+    "mem_per_node_mb": "SLURM_MEM_PER_NODE",
+    "gpus_on_node": "SLURM_GPUS_ON_NODE",
     "job_gpus": "SLURM_JOB_GPUS",
+    "step_gpus": "SLURM_STEP_GPUS",
     "gpus": "SLURM_GPUS",
+    "restarts": "SLURM_RESTART_COUNT",
 }
 
-LIBRARIES = ["torch", "diffusers", "transformers", "peft", "numpy", "dask", "distributed", "joblib",
-             "snakemake", "pandas", "pillow"]
+LIBRARIES = ["torch", "diffusers", "transformers", "peft", "accelerate", "safetensors", "numpy", "dask",
+             "distributed", "joblib", "snakemake", "pandas", "pillow"]
 
 
 @lru_cache(maxsize=1)
@@ -83,16 +96,22 @@ def versions() -> dict[str, str]:
 
 def devices() -> dict[str, Any]:
     """Accelerators visible to this process, without initialising CUDA when torch is absent."""
-    info: dict[str, Any] = {"cuda_available": False, "gpus": []}
+    info: dict[str, Any] = {"cuda_available": False, "gpus": [],
+                            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
     try:
         import torch
     except ImportError:
         return info
     info["torch_threads"] = torch.get_num_threads()
     if torch.cuda.is_available():
+        count = torch.cuda.device_count()
         info["cuda_available"] = True
         info["cuda_version"] = torch.version.cuda
-        info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        info["cudnn_version"] = torch.backends.cudnn.version()
+        info["gpus"] = [torch.cuda.get_device_name(i) for i in range(count)]
+        info["gpu_capabilities"] = [".".join(map(str, torch.cuda.get_device_capability(i))) for i in range(count)]
+        info["gpu_memory_gb"] = [round(torch.cuda.get_device_properties(i).total_memory / 2**30, 1)
+                                 for i in range(count)]
     return info
 
 

@@ -1,14 +1,18 @@
-"""SLURM resources of a job, from the config's hardware table — the one place to edit when a
-cluster names its partitions or GPU types differently.
+"""SLURM resources and conda env of a job, from the config's hardware table — the one place to
+edit when a cluster names its partitions or GPU types differently.
 
 Keys follow snakemake-executor-plugin-slurm: `slurm_partition`, `cpus_per_task`, `mem_mb`,
-`runtime` (minutes), and either `gres` ("gpu:<model>:<n>") or `gpu` + `gpu_model` (--gpus=<model>:<n>)
-as the hardware entry's `gpu_request` says.
+`runtime` (minutes), and either `gres` ("gpu:<model>:<n>" -> --gres) or `gpu` + `gpu_model`
+(-> --gpus=<model>:<n>) as the hardware entry's `gpu_request` says (clusters accept one or the
+other). rules/common.smk turns these into `resources:` callables of the {hw}/{gpus}/{workers}
+wildcards; jobs without a {hw} wildcard run on the CPU hardware (`cpu_hardware`).
 """
 
 from __future__ import annotations
 
 from diffscale.errors import ConfigError
+
+RESOURCE_KEYS = ("slurm_partition", "cpus_per_task", "mem_mb", "runtime", "gres", "gpu", "gpu_model")
 
 
 def hardware_entry(cfg: dict, hw: str) -> dict:
@@ -19,24 +23,39 @@ def hardware_entry(cfg: dict, hw: str) -> dict:
         raise ConfigError(f"hardware key {hw!r} is not in the config's hardware table ({known})") from None
 
 
-def job_resources(cfg: dict, hw: str, gpus: int = 0, workers: int = 1) -> dict:
-    """Resources for a job on hardware `hw` using `gpus` GPUs (0: CPU job) and `workers` processes.
+def cpu_hardware(cfg: dict) -> str:
+    """The hardware key of jobs that name none (data preparation, report): the CPU backends'."""
+    return cfg["embed"]["hardware"]
+
+
+def requests_gpus(entry: dict, gpus: int) -> bool:
+    """Whether a job with `gpus` on this entry asks SLURM for GPUs (entries without GPUs count
+    `gpus` as processes)."""
+    return bool(gpus) and entry.get("gpus_per_node", 0) > 0
+
+
+def job_resources(cfg: dict, hw: str | None, gpus: int = 0, workers: int = 1, attempt: int = 1) -> dict:
+    """Resources for a job on hardware `hw` (None: the CPU hardware) using `gpus` GPUs (0: CPU
+    job) and `workers` processes, on its `attempt`-th try.
 
     A CPU job asks for as many CPUs as it runs workers (at least the entry's `cpus`), so a scaling
-    study measures what it claims; a GPU job asks for `cpus_per_gpu` per GPU.
+    study measures what it claims; a GPU job asks for `cpus_per_gpu` and `mem_mb` per GPU. A retry
+    gets `attempt` times the run time: a job killed at its time limit resumes from its checkpoint
+    and should not hit the same limit again.
     """
+    hw = hw or cpu_hardware(cfg)
     entry = hardware_entry(cfg, hw)
     # Every key is always present (falsy when unused) so a rule's resource keys do not depend on
     # its wildcards; the SLURM executor skips empty gres / gpu / gpu_model.
     res: dict = {
         "slurm_partition": entry["partition"],
         "mem_mb": entry["mem_mb"],
-        "runtime": entry["runtime_min"],
+        "runtime": entry["runtime_min"] * attempt,
         "gres": "",
         "gpu": 0,
         "gpu_model": "",
     }
-    if gpus and entry.get("gpus_per_node", 0):
+    if requests_gpus(entry, gpus):
         if gpus > entry["gpus_per_node"]:
             raise ConfigError(f"hardware.{hw}: {gpus} GPUs asked but gpus_per_node is {entry['gpus_per_node']}")
         res["cpus_per_task"] = max(workers, gpus * entry["cpus_per_gpu"])
@@ -49,6 +68,16 @@ def job_resources(cfg: dict, hw: str, gpus: int = 0, workers: int = 1) -> dict:
     else:
         res["cpus_per_task"] = max(workers, gpus, entry["cpus"])
     return res
+
+
+def conda_env(cfg: dict, hw: str | None, family: str) -> str:
+    """Name of the env (envs/<name>.yaml) a job of rule family `family` runs in on hardware `hw`
+    (None: a job tied to no hardware key): the hardware entry's `conda_env` when it names one
+    (a K80 partition needs a PyTorch that still supports compute capability 3.7), else the
+    family's own env."""
+    if hw is None:
+        return family
+    return hardware_entry(cfg, hw).get("conda_env") or family
 
 
 def compute_device(cfg: dict, hw: str) -> str:

@@ -1,11 +1,13 @@
 # Config validation, the experiment matrix as target paths, resource functions, wildcard
 # constraints. The logic lives in the diffscale package (tested there); this file adapts it.
 import json
+import os
 import sys
 
 sys.path.insert(0, workflow.basedir)
 
 from diffscale import experiments, resources as hwres
+from diffscale.hardware import demand as hardware_demand
 from diffscale.config import validate_config
 from diffscale.errors import UserError
 from diffscale.workflow import put_interpreter_on_path
@@ -31,33 +33,51 @@ wildcard_constraints:
     workers=r"\d+",
 
 
-def res(hw, gpus=0, workers=1):
-    """Resources of a job on hardware key `hw` (see diffscale.resources)."""
-    return hwres.job_resources(config, hw, int(gpus), int(workers))
-
-
-RESOURCE_KEYS = ["slurm_partition", "cpus_per_task", "mem_mb", "runtime", "gres", "gpu", "gpu_model"]
-
-
 def resources_for(hw=None, gpus=0, workers=1):
     """Resources as callables of the wildcards, for `resources: **resources_for()`.
 
-    `hw`, `gpus` and `workers` come from the wildcards of the same name when present,
-    else from the arguments (a fixed hardware key for rules without a {hw} wildcard)."""
+    `hw`, `gpus` and `workers` come from the wildcards of the same name when present, else from
+    the arguments (a fixed hardware key for rules without a {hw} wildcard; none: the CPU
+    hardware). A retry gets a longer time limit (diffscale.resources.job_resources). A hardware
+    key missing from the table stops the DAG build with a message naming it."""
 
     def one(key):
-        def fn(wildcards):
+        def fn(wildcards, attempt):
             w = dict(wildcards)
-            return res(w.get("hw", hw), w.get("gpus", gpus), w.get("workers", workers))[key]
+            found = hwres.job_resources(config, w.get("hw", hw), int(w.get("gpus", gpus)),
+                                        int(w.get("workers", workers)), attempt)
+            return found[key]
 
         return fn
 
-    return {key: one(key) for key in RESOURCE_KEYS}
+    return {key: one(key) for key in hwres.RESOURCE_KEYS}
 
 
 def cpu_resources():
-    """Resources of the light CPU rules (data, report): the embedding stage's CPU hardware."""
-    return resources_for(hw=config["embed"]["hardware"])
+    """Resources of the light CPU rules (data, report): the CPU hardware's (embed.hardware)."""
+    return resources_for()
+
+
+def conda_env_for(family, hw=None):
+    """The `conda:` env of a job of the `family` rules (data, embed, train, ...), chosen per job -
+    envs/<family>.yaml, unless the job's hardware entry (its {hw} wildcard, else `hw`) names its
+    own `conda_env` (the K80's older PyTorch)."""
+
+    def env(wildcards):
+        name = hwres.conda_env(config, dict(wildcards).get("hw", hw), family)
+        return os.path.join(workflow.basedir, "envs", f"{name}.yaml")
+
+    return env
+
+
+def hardware_entry_json(wildcards):
+    """The job's hardware entry as params: editing it re-runs the jobs on that hardware."""
+    return json.dumps(hwres.hardware_entry(config, wildcards.hw), sort_keys=True)
+
+
+def hardware_checks():
+    """One preflight job per hardware key the studies use, with the most devices a job there asks."""
+    return [f"results/hardware/check/{hw}/g{count}/run.json" for hw, count in hardware_demand(config).items()]
 
 
 # ---- study 1, stage 1: COCO people-centric filtering (rules/data.smk: coco_manifest) ----
@@ -80,5 +100,5 @@ def coco_inputs():
 
 def report_inputs():
     """Everything the report reads: the bench tables of every study the config enables."""
-    return ["results/bench/models.csv", "results/data/summary.json", COCO_FILTER_TABLE, *COCO_FILTER_FIGURES]
-
+    return ["results/bench/models.csv", "results/data/summary.json", COCO_FILTER_TABLE, *COCO_FILTER_FIGURES,
+            *hardware_checks()]

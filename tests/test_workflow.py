@@ -8,13 +8,15 @@ import yaml
 
 from diffscale import experiments
 from diffscale.config import load_config
+from diffscale.hardware import demand as hardware_demand
 from workflow_helpers import clone_workflow, planned_jobs, snakemake
 
 
 def expected_jobs(cfg: dict) -> dict[str, int]:
     """The demo's full job list, derived from the experiment matrix."""
     jobs = {"synthetic_coco": 1, "synthetic_cifar": 1, "synthetic_subject": 1, "data_summary": 1, "coco_manifest": 1,
-            "model_inventory": 1, "report": 1, "all": 1}
+            "model_inventory": 1, "report": 1, "all": 1,
+            "hardware_check": len(hardware_demand(cfg))}
     return jobs
 
 

@@ -1,0 +1,357 @@
+"""Did every job of a run go where the config's hardware table sends it? Answered from SLURM's own
+records, for the CI cluster (.ci/slurm) and for anyone who wants proof from a real cluster.
+
+Three sources, none of them trusted alone:
+- Snakemake's output of the run: each job's rule, wildcards and the resources it asked for (the
+  job blocks), and the SLURM job id it got ("Job N has been submitted with SLURM jobid M").
+- The config: what each job *should* have asked for. With a {hw} wildcard that is exactly
+  `diffscale.resources.job_resources` of the job's hardware key, GPUs and workers; without one the
+  request must be that of a hardware entry on the same partition (the CPU hardware by default).
+- SLURM: where each job actually ran — partition, node, allocated GPUs by model, final state —
+  from sacct (accounting) or scontrol (no accounting, while MinJobAge keeps finished jobs).
+Nothing here knows the workflow's rule names, so rules added later are audited the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from diffscale import resources as hwres
+from diffscale.config import validate_config
+from diffscale.errors import ConfigError
+from diffscale.hardware import demand
+
+SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+)")
+JOB_HEADER = re.compile(r"^(local)?rule (\w+):$")
+NOTHING_TO_DO = "Nothing to be done"
+GPU_KEYS = ("gres", "gpu", "gpu_model")
+
+
+@dataclass
+class PlannedJob:
+    """One job as Snakemake printed it: what it asked for, and the SLURM job ids it got (one per
+    attempt)."""
+
+    jobid: str
+    rule: str
+    local: bool
+    wildcards: dict[str, str] = field(default_factory=dict)
+    resources: dict[str, str] = field(default_factory=dict)
+    slurm_ids: list[str] = field(default_factory=list)
+    command: str = ""  # with --printshellcmds; empty for target-only rules such as `all`
+
+    @property
+    def label(self) -> str:
+        wc = ",".join(f"{k}={v}" for k, v in self.wildcards.items())
+        return f"{self.rule}[{wc}]" if wc else self.rule
+
+
+@dataclass(frozen=True)
+class SlurmRecord:
+    """Where SLURM ran a job: partition, node, allocated GPUs {model: count}, final state."""
+
+    job_id: str
+    partition: str
+    node: str
+    state: str
+    gpus: dict[str, int]
+
+
+def _pairs(text: str) -> dict[str, str]:
+    """'a=1, b=x y' -> {'a': '1', 'b': 'x y'} (Snakemake's wildcards/resources lines)."""
+    out = {}
+    for item in text.split(", "):
+        key, sep, value = item.partition("=")
+        if sep:
+            out[key.strip()] = value.strip()
+    return out
+
+
+def parse_run_log(text: str) -> list[PlannedJob]:
+    """The jobs of a Snakemake run (or dry run) from its output, in the order they appear."""
+    jobs: dict[str, PlannedJob] = {}
+    current: dict | None = None
+
+    def flush() -> None:
+        if current and "jobid" in current:
+            job = jobs.setdefault(current["jobid"], PlannedJob(current["jobid"], current["rule"], current["local"]))
+            # A retried job is printed again: its latest request is the one to check.
+            job.wildcards = _pairs(current.get("wildcards", ""))
+            job.resources = _pairs(current.get("resources", ""))
+
+    last = None
+    for line in text.splitlines():
+        header = JOB_HEADER.match(line)
+        if header:
+            flush()
+            current = {"rule": header.group(2), "local": bool(header.group(1))}
+            continue
+        if current is not None and line.startswith("    ") and ":" in line:
+            key, _, value = line.strip().partition(": ")
+            current[key.rstrip(":")] = value
+            continue
+        if current is not None and not line.startswith("    "):
+            flush()
+            last = jobs.get(current.get("jobid", ""))
+            current = None
+        if line.startswith("Shell command: ") and last is not None:
+            command = line.removeprefix("Shell command: ")
+            last.command = "" if command == "None" else command
+        submitted = SUBMITTED.search(line)
+        if submitted and submitted.group(1) in jobs:
+            jobs[submitted.group(1)].slurm_ids.append(submitted.group(2))
+    flush()
+    return list(jobs.values())
+
+
+def _int(value: str | None, default: int = 0) -> int:
+    try:
+        return int(value) if value not in (None, "") else default
+    except ValueError:
+        return default
+
+
+def requested_gpus(resources: dict) -> tuple[str, int]:
+    """(GPU model, count) a job asked for, in either request style; ('', 0) for none."""
+    gres = resources.get("gres") or ""
+    if gres.startswith("gpu"):
+        parts = gres.split(":")
+        if len(parts) == 3:
+            return parts[1], int(parts[2])
+        return "", int(parts[1]) if len(parts) == 2 else 1
+    if _int(resources.get("gpu")) > 0 or resources.get("gpu_model"):
+        return resources.get("gpu_model") or "", max(1, _int(resources.get("gpu"), 1))
+    return "", 0
+
+
+def request_problems(cfg: dict, job: PlannedJob) -> list[str]:
+    """How the job's request differs from what the hardware table says it should be."""
+    asked = job.resources
+    model, count = requested_gpus(asked)
+    gpus = _int(job.wildcards.get("gpus"), count)
+    workers = _int(job.wildcards.get("workers"), 1)
+    hw = job.wildcards.get("hw")
+    if hw is None:
+        # No {hw}: the CPU hardware, or another entry on the partition the rule chose.
+        partition = asked.get("slurm_partition")
+        candidates = [hwres.cpu_hardware(cfg)] + sorted(cfg["hardware"])
+        matches = [key for key in candidates if cfg["hardware"][key]["partition"] == partition]
+        if not matches:
+            return [f"{job.label}: partition {partition!r} is not the partition of any hardware entry"]
+        hw = next((key for key in matches if _gpu_request_matches(cfg, key, gpus, asked)), matches[0])
+    try:
+        expected = hwres.job_resources(cfg, hw, gpus, workers)
+    except ConfigError as exc:
+        return [f"{job.label}: {exc}"]
+    problems = []
+    for key in hwres.RESOURCE_KEYS:
+        want, got = expected[key], asked.get(key)
+        if key == "runtime":
+            ok = got is not None and _int(got) % want == 0 and _int(got) >= want  # retries multiply
+        elif key == "cpus_per_task" and "workers" not in job.wildcards:
+            ok = _int(got) >= want  # a rule may run more processes than the entry's minimum
+        else:
+            ok = _plain(want) == _plain(got)
+        if not ok:
+            problems.append(f"{job.label}: {key} is {got!r}, hardware.{hw} says {want!r}")
+    return problems
+
+
+def _plain(value) -> str:
+    """Resource values as Snakemake prints them, unused ones ('', 0, None) as ''."""
+    return "" if value in (None, "", 0, "0") else str(value)
+
+
+def _gpu_request_matches(cfg: dict, hw: str, gpus: int, asked: dict) -> bool:
+    try:
+        expected = hwres.job_resources(cfg, hw, gpus)
+    except ConfigError:
+        return False
+    return all(_plain(expected[key]) == _plain(asked.get(key)) for key in GPU_KEYS)
+
+
+def placement_problems(job: PlannedJob, record: SlurmRecord, partition_nodes: dict[str, set[str]]) -> list[str]:
+    """How SLURM's record of the job differs from what the job asked for."""
+    where = f"{job.label} (SLURM job {record.job_id})"
+    problems = []
+    partition = job.resources.get("slurm_partition")
+    if record.partition != partition:
+        problems.append(f"{where}: ran in partition {record.partition!r}, asked for {partition!r}")
+    if record.node not in partition_nodes.get(partition or "", set()):
+        problems.append(f"{where}: ran on node {record.node!r}, not a node of partition {partition!r}")
+    model, count = requested_gpus(job.resources)
+    if model:
+        allocated_ok = record.gpus == {model: count}
+    else:  # a request without a model ("gpu:2"): any model, the right number
+        allocated_ok = sum(record.gpus.values()) == count
+    if not allocated_ok:
+        wanted = f"{model or 'any'}:{count}" if count else "none"
+        problems.append(f"{where}: SLURM allocated GPUs {record.gpus or 'none'}, asked for {wanted}")
+    if record.state != "COMPLETED":
+        problems.append(f"{where}: ended {record.state}")
+    return problems
+
+
+def _run(cmd: list[str]) -> str:
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise RuntimeError(f"{' '.join(cmd)}: {exc}") from None
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed: {done.stderr.strip()}")
+    return done.stdout
+
+
+def _gpus_from_tres(tres: str) -> dict[str, int]:
+    """sacct AllocTRES / scontrol TRES: 'cpu=2,gres/gpu:a100=2,gres/gpu=2' -> {'a100': 2}."""
+    found = dict(re.findall(r"gres/gpu:([\w.]+)=(\d+)", tres))
+    if not found:
+        total = re.search(r"gres/gpu=(\d+)", tres)
+        return {"": int(total.group(1))} if total else {}
+    return {model: int(n) for model, n in found.items()}
+
+
+def _gpus_from_job_gres(gres: str) -> dict[str, int]:
+    """scontrol JOB_GRES: 'gpu:a100:2' or 'gpu:a100:2(IDX:0-1)' -> {'a100': 2}."""
+    found: dict[str, int] = {}
+    for item in gres.split(","):
+        parts = re.sub(r"\(.*?\)", "", item).split(":")
+        if parts[0] == "gpu" and len(parts) == 3:
+            found[parts[1]] = found.get(parts[1], 0) + int(parts[2])
+        elif parts[0] == "gpu" and len(parts) == 2:
+            found[""] = found.get("", 0) + int(parts[1])
+    return found
+
+
+def parse_sacct(text: str) -> dict[str, SlurmRecord]:
+    """`sacct -X -n -P --format=JobIDRaw,Partition,NodeList,State,AllocTRES`."""
+    records = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        job_id, partition, node, state, tres = line.split("|")[:5]
+        records[job_id] = SlurmRecord(job_id, partition, node, state.split()[0], _gpus_from_tres(tres))
+    return records
+
+
+def parse_scontrol(text: str) -> dict[str, SlurmRecord]:
+    """`scontrol -d -o show job`: one line per job, Key=Value fields."""
+    records = {}
+    for line in text.splitlines():
+        fields = dict(re.findall(r"(\S+?)=(\S*)", line))
+        if "JobId" not in fields:
+            continue
+        gpus = _gpus_from_job_gres(fields.get("JOB_GRES", "")) or _gpus_from_tres(fields.get("TRES", ""))
+        records[fields["JobId"]] = SlurmRecord(fields["JobId"], fields.get("Partition", ""),
+                                               fields.get("NodeList", ""), fields.get("JobState", ""), gpus)
+    return records
+
+
+def slurm_records(source: str, job_ids: list[str] | None = None) -> dict[str, SlurmRecord]:
+    """SLURM's records of `job_ids` (all it knows when None): 'sacct' or 'scontrol'."""
+    if source == "sacct":
+        cmd = ["sacct", "-X", "-n", "-P", "--format=JobIDRaw,Partition,NodeList,State,AllocTRES"]
+        cmd += ["-j", ",".join(job_ids)] if job_ids else ["-a", "-S", "2000-01-01"]
+        return parse_sacct(_run(cmd))
+    if source == "scontrol":
+        records = parse_scontrol(_run(["scontrol", "-d", "-o", "show", "job"]))
+        return {k: v for k, v in records.items() if job_ids is None or k in job_ids}
+    raise ValueError(f"unknown record source {source!r} (sacct or scontrol)")
+
+
+def partition_nodes() -> dict[str, set[str]]:
+    """Nodes of each partition, from sinfo (one line per node and partition)."""
+    found: dict[str, set[str]] = {}
+    for line in _run(["sinfo", "-h", "-N", "-o", "%N %P"]).splitlines():
+        node, partition = line.split()
+        found.setdefault(partition.rstrip("*"), set()).add(node)
+    return found
+
+
+def merged_config(paths: list[str | Path]) -> dict:
+    """Config files merged the way Snakemake merges --configfile a b (mappings deep, lists
+    replaced), then validated."""
+
+    def merge(base: dict, update: dict) -> dict:
+        for key, value in update.items():
+            base[key] = merge(base.get(key, {}), value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+        return base
+
+    cfg: dict = {}
+    for path in paths:
+        merge(cfg, yaml.safe_load(Path(path).read_text()) or {})
+    return validate_config(cfg, source=" + ".join(map(str, paths)))
+
+
+def provenance_problems(results: Path, records: dict[str, SlurmRecord]) -> list[str]:
+    """Every run.json written by an audited job must name the job, partition and node SLURM did."""
+    problems = []
+    for path in sorted(results.rglob("run.json")):
+        slurm = (json.loads(path.read_text()).get("slurm") or {})
+        record = records.get(slurm.get("job_id", ""))
+        if record is None:
+            continue
+        for key, want in (("partition", record.partition), ("node", record.node)):
+            if slurm.get(key) != want:
+                problems.append(f"{path}: slurm.{key} is {slurm.get(key)!r}, SLURM says {want!r}")
+    return problems
+
+
+@dataclass
+class Audit:
+    rows: list[tuple[str, str, str, str, str]]  # job, SLURM id, partition, node, GPUs
+    problems: list[str]
+
+
+def audit_run(log_text: str, cfg: dict, records: dict[str, SlurmRecord],
+              nodes: dict[str, set[str]], results: Path | None = None) -> Audit:
+    """Check every submitted job: its request against the config, SLURM's record against its
+    request; every partition of a hardware key the studies use got at least one job; and the
+    provenance the jobs wrote agrees with SLURM."""
+    jobs = [job for job in parse_run_log(log_text) if not job.local]
+    rows, problems = [], []
+    if not jobs:
+        problems.append("the run submitted no jobs (is the output from a run through the SLURM executor?)")
+    used_partitions = set()
+    for job in jobs:
+        problems += request_problems(cfg, job)
+        if not job.slurm_ids:
+            problems.append(f"{job.label}: never submitted to SLURM")
+            continue
+        for slurm_id in job.slurm_ids:
+            record = records.get(slurm_id)
+            if record is None:
+                problems.append(f"{job.label}: SLURM has no record of job {slurm_id}")
+                continue
+            problems += placement_problems(job, record, nodes)
+            used_partitions.add(record.partition)
+            gpus = ",".join(f"{m or 'gpu'}:{n}" for m, n in record.gpus.items()) or "-"
+            rows.append((job.label, slurm_id, record.partition, record.node, gpus))
+    for hw in demand(cfg):
+        partition = cfg["hardware"][hw]["partition"]
+        if partition not in used_partitions:
+            problems.append(f"hardware.{hw}: no job ran in its partition {partition!r}")
+    if results is not None:
+        audited = {r.job_id: r for r in records.values() if any(r.job_id in j.slurm_ids for j in jobs)}
+        problems += provenance_problems(results, audited)
+    return Audit(rows, problems)
+
+
+def idle_rerun_problems(log_text: str, known_ids: set[str], records: dict[str, SlurmRecord]) -> list[str]:
+    """A second run of a finished workflow must submit nothing, by its own account and SLURM's."""
+    problems = []
+    submitted = SUBMITTED.findall(log_text)
+    if submitted:
+        problems.append(f"the second run submitted {len(submitted)} jobs: {[s for _, s in submitted]}")
+    if NOTHING_TO_DO not in log_text:
+        problems.append(f"the second run did not report {NOTHING_TO_DO!r}")
+    new = sorted(set(records) - known_ids, key=int)
+    if new:
+        problems.append(f"SLURM has jobs that did not exist before the second run: {new}")
+    return problems

@@ -1,0 +1,42 @@
+#!/usr/bin/env python
+"""Preflight check of one hardware key: resolve the device placement, run a kernel on every
+device, record where it ran (SLURM job, partition, node, GPUs, PyTorch build) in run.json.
+
+  python scripts/hardware_check.py --hw a100 --gpus 4 --hardware '{"partition": "a100", "device": "cuda", ...}' \\
+      --out results/hardware/check/a100/g4/run.json
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from diffscale.cli import run_cli  # noqa: E402
+from diffscale.errors import ConfigError  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--hw", required=True, help="hardware key")
+    parser.add_argument("--gpus", type=int, default=1, help="GPUs (cuda) or processes (cpu) to check")
+    parser.add_argument("--hardware", required=True, help="the key's hardware entry as JSON")
+    parser.add_argument("--out", required=True, type=Path)
+    args = parser.parse_args()
+
+    from diffscale import hardware, provenance
+
+    try:
+        entry = json.loads(args.hardware)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--hardware: not valid JSON ({exc.msg})") from None
+    cfg = {"hardware": {args.hw: entry}}
+    record = hardware.check(cfg, args.hw, args.gpus)
+    provenance.write_run_json(args.out, config_slice=cfg, hw=args.hw, check=record)
+    print(f"hardware.{args.hw}: {record['placement']} on {[d['device'] for d in record['devices']]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,65 @@
+#!/usr/bin/env python
+"""Audit a workflow run through the SLURM executor from SLURM's own records.
+
+  python scripts/slurm_audit.py run --log run.log --configfile config.yaml config/slurm-test.yaml \\
+      --records sacct --results results --save-ids slurm-ids.txt
+      every job asked for what the hardware table says, and SLURM ran it there (partition, node,
+      GPUs by model, COMPLETED); each partition of a hardware key in use got a job; run.json agrees
+  python scripts/slurm_audit.py rerun --log run2.log --known-ids slurm-ids.txt --records sacct
+      a second run submitted nothing
+--records: sacct (cluster with accounting) or scontrol (without; finished jobs are kept MinJobAge).
+Exit 1 with one line per problem.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from diffscale.cli import run_cli  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="what", required=True)
+    run = sub.add_parser("run", help="audit a run's jobs")
+    run.add_argument("--log", required=True, type=Path, help="Snakemake's output of the run")
+    run.add_argument("--configfile", required=True, nargs="+", help="the run's config files, in order")
+    run.add_argument("--results", type=Path, help="check the run.json files under this folder")
+    run.add_argument("--save-ids", type=Path, help="write every SLURM job id known now (for `rerun`)")
+    rerun = sub.add_parser("rerun", help="check that a second run submitted nothing")
+    rerun.add_argument("--log", required=True, type=Path)
+    rerun.add_argument("--known-ids", required=True, type=Path, help="ids saved by `run --save-ids`")
+    for p in (run, rerun):
+        p.add_argument("--records", choices=["sacct", "scontrol"], default="sacct")
+    args = parser.parse_args()
+
+    from diffscale import slurm_audit as audit
+
+    text = args.log.read_text()
+    if args.what == "run":
+        cfg = audit.merged_config(args.configfile)
+        ids = [i for job in audit.parse_run_log(text) for i in job.slurm_ids]
+        result = audit.audit_run(text, cfg, audit.slurm_records(args.records, ids or None),
+                                 audit.partition_nodes(), args.results)
+        for row in result.rows:
+            print("  ".join(f"{cell:<{width}}" for cell, width in zip(row, (44, 6, 6, 10, 10))))
+        problems = result.problems
+        if args.save_ids:
+            args.save_ids.write_text("\n".join(sorted(audit.slurm_records(args.records), key=int)) + "\n")
+        ok = f"{len(result.rows)} SLURM jobs ran where the hardware table says"
+    else:
+        known = set(args.known_ids.read_text().split())
+        problems = audit.idle_rerun_problems(text, known, audit.slurm_records(args.records))
+        ok = "the second run submitted nothing"
+    for problem in problems:
+        print(f"PROBLEM: {problem}", file=sys.stderr)
+    if problems:
+        return 1
+    print(ok)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

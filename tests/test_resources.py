@@ -1,0 +1,100 @@
+"""The hardware table -> SLURM resources and conda env mapping (diffscale.resources)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from diffscale import resources as hwres
+from diffscale.config import load_config
+from diffscale.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def full(repo_root):
+    return load_config(repo_root / "config" / "full.yaml")
+
+
+def with_request_style(cfg: dict, hw: str, style: str) -> dict:
+    cfg = copy.deepcopy(cfg)
+    cfg["hardware"][hw]["gpu_request"] = style
+    return cfg
+
+
+def test_every_key_is_always_present_for_every_hardware_key_and_wildcard(full):
+    for hw, entry in full["hardware"].items():
+        for gpus in range(entry.get("gpus_per_node", 0) + 1):
+            for workers in (1, 2, 8):
+                res = hwres.job_resources(full, hw, gpus, workers)
+                assert set(res) == set(hwres.RESOURCE_KEYS), (hw, gpus, workers)
+                assert res["slurm_partition"] == entry["partition"]
+
+
+def test_cpu_job_asks_for_one_cpu_per_worker_but_at_least_the_entrys_cpus(full):
+    cpu = full["hardware"]["cpu"]
+    assert hwres.job_resources(full, "cpu", 0, 1) == {
+        "slurm_partition": "cpu", "cpus_per_task": cpu["cpus"], "mem_mb": cpu["mem_mb"],
+        "runtime": cpu["runtime_min"], "gres": "", "gpu": 0, "gpu_model": "",
+    }
+    assert hwres.job_resources(full, "cpu", 0, 16)["cpus_per_task"] == 16
+
+
+@pytest.mark.parametrize("hw", ["a40", "a100", "k80"])
+@pytest.mark.parametrize("gpus", [1, 2])
+def test_gres_style_asks_for_gpus_of_the_entrys_model(full, hw, gpus):
+    entry = full["hardware"][hw]
+    res = hwres.job_resources(full, hw, gpus, workers=1)
+    assert res["slurm_partition"] == entry["partition"]
+    assert res["gres"] == f"gpu:{entry['gpu_model']}:{gpus}"
+    assert (res["gpu"], res["gpu_model"]) == (0, "")
+    assert res["cpus_per_task"] == gpus * entry["cpus_per_gpu"]
+    assert res["mem_mb"] == gpus * entry["mem_mb"]
+
+
+@pytest.mark.parametrize("hw", ["a40", "a100", "k80"])
+def test_gpus_style_asks_for_gpu_count_and_model(full, hw):
+    cfg = with_request_style(full, hw, "gpus")
+    entry = cfg["hardware"][hw]
+    res = hwres.job_resources(cfg, hw, 2)
+    assert (res["gpu"], res["gpu_model"], res["gres"]) == (2, entry["gpu_model"], "")
+    assert res["slurm_partition"] == entry["partition"]
+
+
+def test_gpu_job_with_more_workers_than_cpus_per_gpu_gets_one_cpu_per_worker(full):
+    assert hwres.job_resources(full, "a100", 1, workers=12)["cpus_per_task"] == 12
+
+
+def test_gpus_on_a_cpu_entry_count_processes_not_gpus(full):
+    res = hwres.job_resources(full, "cpu", gpus=2)
+    assert (res["gres"], res["gpu"], res["slurm_partition"]) == ("", 0, "cpu")
+
+
+def test_a_retry_gets_a_longer_time_limit_and_nothing_else(full):
+    first, third = hwres.job_resources(full, "a40", 1), hwres.job_resources(full, "a40", 1, attempt=3)
+    assert third["runtime"] == 3 * first["runtime"]
+    assert {k: v for k, v in third.items() if k != "runtime"} == {k: v for k, v in first.items() if k != "runtime"}
+
+
+def test_more_gpus_than_a_node_has_is_an_error_naming_the_entry(full):
+    with pytest.raises(ConfigError, match=r"hardware\.a100: 8 GPUs asked but gpus_per_node is 4"):
+        hwres.job_resources(full, "a100", 8)
+
+
+def test_unknown_hardware_key_is_an_error_naming_it_and_the_known_keys(full):
+    with pytest.raises(ConfigError, match=r"hardware key 'h100' is not in the config's hardware table \(a100, a40, cpu, k80\)"):
+        hwres.job_resources(full, "h100", 1)
+
+
+def test_jobs_without_a_hardware_key_run_on_the_cpu_hardware(full):
+    assert hwres.cpu_hardware(full) == full["embed"]["hardware"] == "cpu"
+    assert hwres.job_resources(full, None) == hwres.job_resources(full, "cpu")
+
+
+def test_a_hardware_entry_can_override_the_rule_familys_env(full):
+    assert full["hardware"]["k80"]["conda_env"] == "train-k80"
+    assert hwres.conda_env(full, "k80", "train") == "train-k80"
+    assert hwres.conda_env(full, "a100", "train") == "train"
+    assert hwres.conda_env(full, None, "data") == "data"
+    with pytest.raises(ConfigError, match="'v100'"):
+        hwres.conda_env(full, "v100", "train")

@@ -1,0 +1,202 @@
+"""The SLURM audit (diffscale.slurm_audit) on recorded Snakemake output and SLURM records."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from diffscale import slurm_audit as audit
+from diffscale.config import load_config
+
+# Shaped like Snakemake 9's output of a run through the SLURM executor (abridged).
+RUN_LOG = """\
+Building DAG of jobs...
+SLURM run ID: 2682b761-e7f2-4f7a-af5b-2866c0281528
+[Sun Nov 22 21:04:28 2026]
+rule data_summary:
+    input: a, b
+    output: results/data/summary.json
+    jobid: 3
+    reason: Missing output files: results/data/summary.json
+    resources: tmpdir=<TBD>, mem_mb=4000, mem=4 GB, slurm_partition=cpu, runtime=30, cpus_per_task=2, gres=, gpu=0, gpu_model=
+Shell command: python scripts/make_demo_data.py summary --out results/data/summary.json > log 2>&1
+
+[Sun Nov 22 21:04:28 2026]
+rule hardware_check:
+    output: results/hardware/check/a40/g1/run.json
+    jobid: 8
+    reason: Missing output files: results/hardware/check/a40/g1/run.json
+    wildcards: hw=a40, gpus=1
+    resources: tmpdir=<TBD>, mem_mb=1500, mem=1.5 GB, slurm_partition=a40, runtime=15, cpus_per_task=1, gres=gpu:a40:1, gpu=0, gpu_model=
+Shell command: python scripts/hardware_check.py --hw a40 --gpus 1 > log 2>&1
+
+[Sun Nov 22 21:04:28 2026]
+rule hardware_check:
+    output: results/hardware/check/a100/g2/run.json
+    jobid: 7
+    reason: Missing output files: results/hardware/check/a100/g2/run.json
+    wildcards: hw=a100, gpus=2
+    resources: tmpdir=<TBD>, mem_mb=3000, mem=3 GB, slurm_partition=a100, runtime=15, cpus_per_task=2, gres=, gpu=2, gpu_model=a100
+Shell command: python scripts/hardware_check.py --hw a100 --gpus 2 > log 2>&1
+Job 3 has been submitted with SLURM jobid 21 (log: .snakemake/slurm_logs/rule_data_summary/21.log).
+Job 8 has been submitted with SLURM jobid 19 (log: .snakemake/slurm_logs/rule_hardware_check/a40_1/19.log).
+Job 7 has been submitted with SLURM jobid 20 (log: .snakemake/slurm_logs/rule_hardware_check/a100_2/20.log).
+[Sun Nov 22 21:05:39 2026]
+localrule all:
+    input: results/report.html
+    jobid: 0
+    reason: Input files updated by another job: results/report.html
+    resources: tmpdir=/tmp
+[Sun Nov 22 21:05:39 2026]
+Finished jobid: 0 (Rule: all)
+"""
+
+SACCT = """\
+19|a40|node-a40|COMPLETED|billing=1,cpu=1,gres/gpu:a40=1,gres/gpu=1,mem=1500M,node=1
+20|a100|node-a100|COMPLETED|billing=2,cpu=2,gres/gpu:a100=2,gres/gpu=2,mem=3000M,node=1
+21|cpu|node-cpu|COMPLETED|billing=2,cpu=2,mem=4000M,node=1
+"""
+
+SCONTROL = (
+    "JobId=19 JobName=x JobState=COMPLETED Partition=a40 NodeList=node-a40 "
+    "TRES=cpu=1,mem=1500M,node=1,billing=1 JOB_GRES=gpu:a40:1   Nodes=node-a40 CPU_IDs=0 Mem=1500 GRES= "
+    "Comment=rule_hardware_check_wildcards_a40_1 TresPerNode=gres:gpu:a40:1\n"
+    "JobId=20 JobName=x JobState=COMPLETED Partition=a100 NodeList=node-a100 "
+    "TRES=cpu=2,mem=3000M,node=1,billing=2 JOB_GRES=gpu:a100:2(IDX:0-1) TresPerJob=gres:gpu:a100:2\n"
+    "JobId=21 JobName=x JobState=COMPLETED Partition=cpu NodeList=node-cpu TRES=cpu=2,mem=4000M JOB_GRES=(null)\n"
+)
+
+NODES = {"cpu": {"node-cpu"}, "a40": {"node-a40"}, "a100": {"node-a100"}, "k80": {"node-k80"}}
+
+
+@pytest.fixture
+def cfg(repo_root):
+    return audit.merged_config([repo_root / "config.yaml", repo_root / "config" / "slurm-test.yaml"])
+
+
+@pytest.fixture
+def two_gpu_cfg(cfg):
+    # the log above is a slice of the CI demo: local asks 2 CPUs, and only a40/a100 are in use
+    cfg = copy.deepcopy(cfg)
+    cfg["hardware"]["local"]["cpus"] = 2
+    cfg["train"]["matrix"] = [{"hw": ["a40"], "precision": ["fp32"], "gpus": [1]},
+                              {"hw": ["a100"], "precision": ["fp32"], "gpus": [2]}]
+    cfg["flux"]["matrix"] = [{"hw": ["a40"], "gpus": [1]}]
+    return cfg
+
+
+def test_parse_run_log_reads_requests_and_slurm_ids():
+    jobs = {job.jobid: job for job in audit.parse_run_log(RUN_LOG)}
+    assert set(jobs) == {"3", "8", "7", "0"}
+    assert jobs["8"].rule == "hardware_check" and jobs["8"].wildcards == {"hw": "a40", "gpus": "1"}
+    assert jobs["8"].resources["gres"] == "gpu:a40:1" and jobs["8"].slurm_ids == ["19"]
+    assert jobs["7"].resources["gpu_model"] == "a100" and jobs["7"].slurm_ids == ["20"]
+    assert jobs["3"].wildcards == {} and jobs["3"].command.startswith("python scripts/make_demo_data.py")
+    assert jobs["0"].local and not jobs["0"].slurm_ids
+
+
+@pytest.mark.parametrize("parse, text", [(audit.parse_sacct, SACCT), (audit.parse_scontrol, SCONTROL)])
+def test_both_record_sources_give_partition_node_and_gpus_by_model(parse, text):
+    records = parse(text)
+    assert records["19"] == audit.SlurmRecord("19", "a40", "node-a40", "COMPLETED", {"a40": 1})
+    assert records["20"].gpus == {"a100": 2} and records["20"].partition == "a100"
+    assert records["21"].gpus == {} and records["21"].node == "node-cpu"
+
+
+def test_a_run_that_went_where_the_table_says_passes(two_gpu_cfg):
+    result = audit.audit_run(RUN_LOG, two_gpu_cfg, audit.parse_sacct(SACCT), NODES)
+    assert result.problems == []
+    assert ("hardware_check[hw=a100,gpus=2]", "20", "a100", "node-a100", "a100:2") in result.rows
+    assert len(result.rows) == 3
+
+
+def test_a_job_slurm_ran_in_another_partition_is_caught(two_gpu_cfg):
+    wrong = SACCT.replace("19|a40|node-a40", "19|a100|node-a100")
+    problems = audit.audit_run(RUN_LOG, two_gpu_cfg, audit.parse_sacct(wrong), NODES).problems
+    assert "hardware_check[hw=a40,gpus=1] (SLURM job 19): ran in partition 'a100', asked for 'a40'" in problems
+    assert any("not a node of partition 'a40'" in p for p in problems)
+
+
+def test_wrong_or_missing_gpu_allocations_are_caught(two_gpu_cfg):
+    fewer = SACCT.replace("gres/gpu:a100=2,gres/gpu=2", "gres/gpu:a100=1,gres/gpu=1")
+    problems = audit.audit_run(RUN_LOG, two_gpu_cfg, audit.parse_sacct(fewer), NODES).problems
+    assert problems == ["hardware_check[hw=a100,gpus=2] (SLURM job 20): SLURM allocated GPUs {'a100': 1}, asked for a100:2"]
+    none = SACCT.replace("gres/gpu:a40=1,gres/gpu=1,", "")
+    problems = audit.audit_run(RUN_LOG, two_gpu_cfg, audit.parse_sacct(none), NODES).problems
+    assert problems == ["hardware_check[hw=a40,gpus=1] (SLURM job 19): SLURM allocated GPUs none, asked for a40:1"]
+
+
+def test_a_request_that_disagrees_with_the_hardware_table_is_caught(two_gpu_cfg):
+    two_gpu_cfg["hardware"]["a40"]["partition"] = "gpu-a40"
+    problems = audit.audit_run(RUN_LOG, two_gpu_cfg, audit.parse_sacct(SACCT), NODES).problems
+    assert "hardware_check[hw=a40,gpus=1]: slurm_partition is 'a40', hardware.a40 says 'gpu-a40'" in problems
+
+
+def test_a_job_without_hw_must_ask_for_a_hardware_entrys_partition(two_gpu_cfg):
+    log = RUN_LOG.replace("slurm_partition=cpu", "slurm_partition=bigmem")
+    problems = audit.audit_run(log, two_gpu_cfg, audit.parse_sacct(SACCT), NODES).problems
+    assert "data_summary: partition 'bigmem' is not the partition of any hardware entry" in problems
+
+
+def test_failed_unrecorded_and_unsubmitted_jobs_are_caught(two_gpu_cfg):
+    failed = SACCT.replace("21|cpu|node-cpu|COMPLETED", "21|cpu|node-cpu|FAILED")
+    assert "data_summary (SLURM job 21): ended FAILED" in audit.audit_run(
+        RUN_LOG, two_gpu_cfg, audit.parse_sacct(failed), NODES).problems
+    unrecorded = "".join(line + "\n" for line in SACCT.splitlines() if not line.startswith("20|"))
+    assert "hardware_check[hw=a100,gpus=2]: SLURM has no record of job 20" in audit.audit_run(
+        RUN_LOG, two_gpu_cfg, audit.parse_sacct(unrecorded), NODES).problems
+    unsubmitted = RUN_LOG.replace("Job 3 has been submitted with SLURM jobid 21", "")
+    assert "data_summary: never submitted to SLURM" in audit.audit_run(
+        unsubmitted, two_gpu_cfg, audit.parse_sacct(SACCT), NODES).problems
+
+
+def test_every_partition_in_use_must_have_run_a_job(cfg):
+    # the CI overlay also trains on k80: the log above has no job there
+    problems = audit.audit_run(RUN_LOG, cfg, audit.parse_sacct(SACCT), NODES).problems
+    assert "hardware.k80: no job ran in its partition 'k80'" in problems
+
+
+def test_provenance_must_agree_with_slurm(two_gpu_cfg, tmp_path):
+    run = tmp_path / "results" / "hardware" / "check" / "a40" / "g1"
+    run.mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"slurm": {"job_id": "19", "partition": "a40", "node": "node-a40"}}))
+    assert audit.audit_run(RUN_LOG, two_gpu_cfg, audit.parse_sacct(SACCT), NODES, tmp_path / "results").problems == []
+    (run / "run.json").write_text(json.dumps({"slurm": {"job_id": "19", "partition": "cpu", "node": "node-a40"}}))
+    problems = audit.audit_run(RUN_LOG, two_gpu_cfg, audit.parse_sacct(SACCT), NODES, tmp_path / "results").problems
+    assert problems == [f"{run / 'run.json'}: slurm.partition is 'cpu', SLURM says 'a40'"]
+
+
+def test_a_second_run_must_submit_nothing():
+    idle = "Building DAG of jobs...\nNothing to be done (all requested files are present and up to date).\n"
+    records = audit.parse_sacct(SACCT)
+    assert audit.idle_rerun_problems(idle, set(records), records) == []
+    busy = RUN_LOG
+    problems = audit.idle_rerun_problems(busy, {"19", "20"}, records)
+    assert problems == ["the second run submitted 3 jobs: ['21', '19', '20']",
+                        "the second run did not report 'Nothing to be done'",
+                        "SLURM has jobs that did not exist before the second run: ['21']"]
+
+
+def test_a_retry_counts_every_attempt_and_allows_the_longer_time_limit(two_gpu_cfg):
+    retried = RUN_LOG.replace(
+        "Job 3 has been submitted with SLURM jobid 21",
+        "Job 3 has been submitted with SLURM jobid 18 (log: x).\n"
+        "[Sun Nov 22 21:04:50 2026]\nrule data_summary:\n    output: results/data/summary.json\n    jobid: 3\n"
+        "    resources: tmpdir=<TBD>, mem_mb=4000, slurm_partition=cpu, runtime=60, cpus_per_task=2, gres=, gpu=0, gpu_model=\n"
+        "Shell command: python x\nJob 3 has been submitted with SLURM jobid 21")
+    records = audit.parse_sacct(SACCT + "18|cpu|node-cpu|TIMEOUT|cpu=2,mem=4000M\n")
+    problems = audit.audit_run(retried, two_gpu_cfg, records, NODES).problems
+    assert problems == ["data_summary (SLURM job 18): ended TIMEOUT"]
+
+
+def test_merged_config_merges_mappings_and_replaces_lists(repo_root):
+    cfg = audit.merged_config([repo_root / "config.yaml", repo_root / "config" / "slurm-test.yaml"])
+    demo = load_config(repo_root / "config.yaml")
+    assert set(cfg["hardware"]) == {"local", "a40", "a100", "k80"}
+    assert cfg["hardware"]["local"]["partition"] == demo["hardware"]["local"]["partition"]
+    assert cfg["hardware"]["local"]["cpus"] == 1
+    assert {hw for entry in cfg["train"]["matrix"] for hw in entry["hw"]} == {"a40", "a100", "k80"}
+    assert cfg["train"]["steps"] == demo["train"]["steps"]
+    assert all(cfg["hardware"][hw]["device"] == "cpu" for hw in ("a40", "a100", "k80"))

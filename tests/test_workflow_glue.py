@@ -1,0 +1,18 @@
+"""Glue between the Snakefile and the package (diffscale.workflow)."""
+
+from __future__ import annotations
+
+import yaml
+
+from diffscale.workflow import is_complete_config
+
+
+def test_a_complete_config_replaces_the_demo_and_a_partial_one_overlays_it(repo_root):
+    def read(name):
+        return yaml.safe_load((repo_root / name).read_text())
+
+    assert is_complete_config(read("config/full.yaml"))
+    assert is_complete_config(read("config.yaml"))
+    assert not is_complete_config(read("config/slurm-test.yaml"))
+    assert not is_complete_config({})
+    assert not is_complete_config(None)

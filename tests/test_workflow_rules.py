@@ -1,0 +1,73 @@
+"""Every rule of the workflow, as Snakemake loads it: a pinned env from envs/ (the hardware entry's
+own env where it names one), resources from the hardware table, a log. Holds for rules added later."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from diffscale.resources import RESOURCE_KEYS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def inventory(*configfiles: str) -> dict:
+    done = subprocess.run([sys.executable, str(ROOT / "tests" / "rule_inventory.py"), *configfiles],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module", params=["config.yaml", "config/full.yaml"])
+def rules(request) -> tuple[str, dict]:
+    return request.param, inventory(request.param)
+
+
+def job_rules(found: dict) -> list[dict]:
+    """Rules that run something (not target-only rules such as `all`)."""
+    return [r for r in found["rules"] if r["has_shell"]]
+
+
+def test_every_rule_runs_in_an_existing_pinned_env(rules):
+    _, found = rules
+    assert job_rules(found)
+    for rule in job_rules(found):
+        for hw, env in rule["envs"].items():
+            assert env, f"rule {rule['name']} has no conda: directive"
+            path = ROOT / env
+            assert path.parent == ROOT / "envs" and path.is_file(), f"rule {rule['name']} ({hw}): {env} is not in envs/"
+            assert yaml.safe_load(path.read_text())["dependencies"], env
+
+
+def test_rules_with_a_hardware_wildcard_honour_the_entrys_own_env(rules):
+    config, found = rules
+    hardware = yaml.safe_load((ROOT / config).read_text())["hardware"]
+    for rule in job_rules(found):
+        if "hw" not in rule["wildcards"]:
+            continue
+        for hw, entry in hardware.items():
+            if entry.get("conda_env"):
+                assert rule["envs"][hw] == f"envs/{entry['conda_env']}.yaml", (
+                    f"rule {rule['name']} ignores hardware.{hw}.conda_env: use conda: conda_env_for(<family>)")
+        family_envs = {env for hw, env in rule["envs"].items() if not hardware[hw].get("conda_env")}
+        assert len(family_envs) == 1, f"rule {rule['name']}: one family env expected, got {family_envs}"
+
+
+def test_every_rule_takes_its_resources_from_the_hardware_table(rules):
+    _, found = rules
+    for rule in job_rules(found):
+        missing = set(RESOURCE_KEYS) - set(rule["resources"])
+        assert not missing, f"rule {rule['name']} lacks {sorted(missing)}: use resources: **resources_for()"
+        assert rule["log"], f"rule {rule['name']} has no log:"
+
+
+def test_the_k80_entry_of_the_full_study_gets_the_k80_env():
+    found = inventory("config/full.yaml")
+    check = next(r for r in found["rules"] if r["name"] == "hardware_check")
+    assert check["envs"] == {"a100": "envs/train.yaml", "a40": "envs/train.yaml", "cpu": "envs/train.yaml",
+                             "k80": "envs/train-k80.yaml"}
