@@ -43,12 +43,14 @@ def resources_for(hw=None, gpus=0, workers=1):
     """Resources as callables of the wildcards, for `resources: **resources_for()`.
 
     `hw`, `gpus` and `workers` come from the wildcards of the same name when present,
-    else from the arguments (a fixed hardware key for rules without a {hw} wildcard)."""
+    else from the arguments (a fixed hardware key for rules without a {hw} wildcard, or a
+    function of the wildcards where it depends on another one)."""
 
     def one(key):
         def fn(wildcards):
             w = dict(wildcards)
-            return res(w.get("hw", hw), w.get("gpus", gpus), w.get("workers", workers))[key]
+            pick = lambda name, default: (lambda v: v(wildcards) if callable(v) else v)(w.get(name, default))
+            return res(pick("hw", hw), pick("gpus", gpus), pick("workers", workers))[key]
 
         return fn
 
@@ -62,4 +64,34 @@ def cpu_resources():
 
 def report_inputs():
     """Everything the report reads: the bench tables of every study the config enables."""
-    return ["results/bench/models.csv", "results/data/summary.json"]
+    return ["results/bench/models.csv", "results/data/summary.json", "results/bench/embed_scaling.csv"]
+
+
+# --- embedding (study 1, stage 2) ---
+from diffscale.embed.settings import settings_for as _embed_settings_for
+
+
+def embed_settings(modality, backend):
+    """The config slice one embedding run depends on, as the JSON its script reads."""
+    return json.dumps(_embed_settings_for(config, modality, backend), sort_keys=True)
+
+
+def embed_hw(wildcards):
+    """The gpu backend runs on embed.gpu_hardware, the CPU backends on embed.hardware."""
+    return config["embed"]["gpu_hardware"] if wildcards.backend == "gpu" else config["embed"]["hardware"]
+
+
+def embed_gpus(wildcards):
+    return int(wildcards.workers) if wildcards.backend == "gpu" else 0
+
+
+def embed_threads(wildcards):
+    """All the CPUs the job asks SLURM for: locally this also keeps embedding jobs from sharing
+    cores with each other (Snakemake caps it at --cores), so their timings stay honest."""
+    return res(embed_hw(wildcards), embed_gpus(wildcards), wildcards.workers)["cpus_per_task"]
+
+
+def embed_timings():
+    """timing.json of every embedding run the config asks for, both modalities."""
+    return [f"results/embed/{modality}/{run.name}/timing.json"
+            for modality in ("images", "text") for run in experiments.embed_runs(config)]
