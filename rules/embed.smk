@@ -36,7 +36,7 @@ rule embed_images:
     shell:
         "python scripts/embed.py images --manifest {input.manifest} --skipped {input.skipped}"
         " --backend {wildcards.backend} --policy {wildcards.policy} --workers {wildcards.workers}"
-        " --cpus {threads} --settings {params.settings:q} --out-dir {params.out_dir} > {log} 2>&1"
+        " --cpus {resources.cpus_per_task} --settings {params.settings:q} --out-dir {params.out_dir} > {log} 2>&1"
 
 
 rule embed_text:
@@ -62,7 +62,7 @@ rule embed_text:
     shell:
         "python scripts/embed.py text --manifest {input.manifest} --skipped {input.skipped}"
         " --backend {wildcards.backend} --policy {wildcards.policy} --workers {wildcards.workers}"
-        " --cpus {threads} --settings {params.settings:q} --out-dir {params.out_dir} > {log} 2>&1"
+        " --cpus {resources.cpus_per_task} --settings {params.settings:q} --out-dir {params.out_dir} > {log} 2>&1"
 
 
 rule embed_scaling:

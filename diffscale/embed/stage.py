@@ -96,7 +96,8 @@ def run_embedding(modality: str, manifest: str | Path, out_dir: str | Path, back
     if not inputs.items:
         raise DataError(f"{manifest}: nothing to embed ({inputs.images} images, {len(inputs.skipped)} skipped)")
     plans = planning.plan(inputs.items, workers, settings.batch_size, settings.shard_size)
-    cores = cpus or provenance.usable_cpus()
+    # the job's CPUs (SLURM's cpus_per_task), never more than this process may run on
+    cores = min(cpus or provenance.usable_cpus(), provenance.usable_cpus())
     threads = thread_policy.threads_per_worker(policy, cores, workers)
     loader_threads = settings.loader_threads or max(1, (threads or 1) - 1)
     tasks = [

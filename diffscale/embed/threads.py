@@ -1,10 +1,12 @@
 """Thread policies: how many compute threads each worker runs, and what it actually ran with.
 
 Backends start their workers with different thread counts (checked on this stack): spawned
-multiprocessing workers inherit OMP_NUM_THREADS from the job (Snakemake sets it to the job's
-threads) or take PyTorch's default of one thread per core; joblib's loky sets OMP_NUM_THREADS to
-cores / n_jobs; dask's nanny sets OMP_NUM_THREADS=1. N workers that each keep all cores
-oversubscribe the machine, which is why the original study saw CPU workers slower than one CPU.
+multiprocessing workers take PyTorch's default of one thread per core; joblib's loky sets
+OMP_NUM_THREADS to cores / n_jobs; dask's nanny sets OMP_NUM_THREADS=1 — but all three keep an
+OMP_NUM_THREADS the job already has, and Snakemake sets it to the job's threads, so under
+Snakemake (and SLURM) every naive worker runs with all the job's cores. N workers that each keep
+all cores oversubscribe the machine, which is why the original study saw CPU workers slower than
+one CPU.
 
   pinned  threads per worker = cores / workers (at least 1), set inside the worker
   naive   the backend's default, left alone: reproduces the original result
