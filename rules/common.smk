@@ -91,6 +91,12 @@ def embed_threads(wildcards):
     return res(embed_hw(wildcards), embed_gpus(wildcards), wildcards.workers)["cpus_per_task"]
 
 
+def embed_train_source():
+    """index.json of the embedding run the training stage reads (embed.train_source), per modality."""
+    run = config["embed"]["train_source"]
+    return {modality: f"results/embed/{modality}/{run}/index.json" for modality in ("images", "text")}
+
+
 def embed_timings():
     """timing.json of every embedding run the config asks for, both modalities."""
     return [f"results/embed/{modality}/{run.name}/timing.json"

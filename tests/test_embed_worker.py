@@ -37,7 +37,7 @@ def test_overlapped_schedule_writes_the_same_shards_as_inline(fixture, tmp_path,
         for name in a:
             assert torch.equal(a[name], b[name]), name
     assert inline["skipped"] == overlapped["skipped"] and inline["truncated"] == overlapped["truncated"]
-    assert set(overlapped["phases"]) == {"prepare", "compute", "write", "wait"}
+    assert set(overlapped["phases"]) == {"prepare", "compute", "write", "wait", "collect"}
     assert inline["threads"] == torch.get_num_threads()
 
 

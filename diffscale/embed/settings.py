@@ -17,6 +17,7 @@ BACKENDS = ("serial", "multiprocessing", "joblib", "dask", "gpu")
 POLICIES = ("pinned", "naive")
 MODEL_ROLE = {"images": "vae", "text": "text_encoder"}
 TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+HARDWARE_KEYS = ("partition", "device", "gpu_model", "gpus_per_node")
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,8 @@ def settings_for(cfg: dict, modality: str, backend: str) -> dict:
         shard_size=embed["shard_size"],
         seed=cfg["seed"],
         hw=hw,
-        hardware=cfg["hardware"][hw],
+        # what decides where the run computes; a price or a run-time limit does not re-run it
+        hardware={k: v for k, v in cfg["hardware"][hw].items() if k in HARDWARE_KEYS},
     )
     if modality == "images":
         out["image_size"] = embed["image_size"]

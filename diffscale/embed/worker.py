@@ -8,9 +8,9 @@ full. Two schedules share this code:
   inline    prepare, compute and write in turn (CPU workers: a second thread would steal the
             cores the pinned policy gave to compute)
   overlap   a loader thread prepares batches ahead into pinned memory (decode on a thread pool;
-            PIL releases the GIL), the main thread keeps the device busy, a writer thread copies
-            results back and writes shards (the GPU path; also runs on CPU, which is how the
-            tests cover it)
+            PIL releases the GIL), the main thread keeps the device busy, a writer thread collects
+            the results as their device-to-host copies land and hands full shards to a few write
+            threads (the GPU path; also runs on CPU, which is how the tests cover it)
 
 Before each shard the worker notes in `.status/w<k>.json` which shard it is on, so when a
 worker process dies outright (killed, segfault) the job can still name the worker and shard.
@@ -42,6 +42,10 @@ from diffscale.errors import UserError
 
 STATUS_DIR = ".status"
 QUEUE_DEPTH = 4  # batches in flight between loader, compute and writer
+# Shards written at once on the overlapped schedule: CLIP-L text states in bf16 come off an H100 at
+# ~2.8 GB/s, more than one thread can concatenate, save and checksum. Bounds memory to this many
+# shards plus the one being filled.
+WRITE_THREADS = 3
 
 
 class WorkerFailed(UserError):
@@ -133,9 +137,10 @@ class _Progress:
         names = encoders.TENSOR_NAMES[self.task.modality]
         tensors = {name: torch.cat([o[name] for o in outputs]) for name in names}
         entry = write_shard(Path(self.task.out_dir) / shard.file, tensors)
-        self.shards.append({**entry, "worker": self.task.worker})
-        self.tensors = self.tensors or tensor_specs(tensors)
-        self.items += entry["items"]
+        with self.lock:  # the overlapped schedule writes shards from a pool of threads
+            self.shards.append({**entry, "worker": self.task.worker})
+            self.tensors = self.tensors or tensor_specs(tensors)
+            self.items += entry["items"]
 
     def _maybe_fail(self, shard: ShardPlan) -> None:
         if not self.task.fault or self.task.fault[1] != shard.number:
@@ -166,7 +171,7 @@ def run_worker(task: WorkerTask) -> dict:
         ready = time.time()
         timer = (_run_overlapped if task.overlap else _run_inline)(task, embedder, progress)
         threads = thread_policy.record()
-    except (WorkerFailed, UserError):
+    except UserError:  # WorkerFailed, or a bad model spec: already one clear line
         raise
     except Exception as exc:
         where = f"on {progress.current.file}" if progress.current else "while starting"
@@ -249,7 +254,7 @@ def _run_overlapped(task: WorkerTask, embedder, progress: _Progress) -> PhaseTim
     import torch
 
     cuda = task.device.startswith("cuda")
-    seconds = {"prepare": 0.0, "compute": 0.0, "write": 0.0, "wait": 0.0}
+    seconds = {"prepare": 0.0, "compute": 0.0, "write": 0.0, "wait": 0.0, "collect": 0.0}
     failed = threading.Event()
     errors: list[BaseException] = []
     to_compute: queue.Queue = queue.Queue(QUEUE_DEPTH)
@@ -280,20 +285,32 @@ def _run_overlapped(task: WorkerTask, embedder, progress: _Progress) -> PhaseTim
                 _put(to_compute, (shard, prepared, k == len(shard_batches) - 1), failed)
         _put(to_compute, end, failed)
 
+    def write_timed(shard, outputs):
+        start = time.perf_counter()
+        progress.write(shard, outputs)
+        with progress.lock:
+            seconds["write"] += time.perf_counter() - start
+
     def writing():
         outputs: list[dict] = []
-        while (item := _get(to_write, failed)) is not end:
-            shard, prepared, out, done, last = item
-            start = time.perf_counter()
-            if done is not None:
-                done.synchronize()  # the device-to-host copies of this batch have landed
-            progress.add_batch(prepared)
-            outputs.append({**prepared.columns, **out})
-            if last:
-                progress.note(shard, "writing")
-                progress.write(shard, outputs)
-                outputs = []
-            seconds["write"] += time.perf_counter() - start
+        pending: list = []
+        with ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="write") as writers:
+            while (item := _get(to_write, failed)) is not end:
+                shard, prepared, out, done, last = item
+                start = time.perf_counter()
+                if done is not None:
+                    done.synchronize()  # the device-to-host copies of this batch have landed
+                progress.add_batch(prepared)
+                outputs.append({**prepared.columns, **out})
+                seconds["collect"] += time.perf_counter() - start
+                if last:
+                    progress.note(shard, "writing")
+                    pending.append(writers.submit(write_timed, shard, outputs))
+                    outputs = []
+                    while len(pending) > WRITE_THREADS:
+                        pending.pop(0).result()
+            for future in pending:
+                future.result()
 
     loader_thread = threading.Thread(target=guarded(loading), name="embed-loader", daemon=True)
     writer_thread = threading.Thread(target=guarded(writing), name="embed-writer", daemon=True)
