@@ -17,9 +17,8 @@ pytestmark = pytest.mark.slow
 
 TOLERANCE = 1e-4
 FAKE_GPUS = {"partition": "gpu", "device": "cpu", "gpu_model": "fake", "gpus_per_node": 2}  # a test partition
-RUNS = [("multiprocessing", "pinned", 1), ("multiprocessing", "pinned", 2), ("multiprocessing", "naive", 2),
-        ("joblib", "pinned", 1), ("joblib", "pinned", 2), ("dask", "pinned", 1), ("dask", "pinned", 2),
-        ("gpu", "pinned", 2)]
+RUNS = [("multiprocessing", "pinned", 1), ("multiprocessing", "pinned", 2), ("joblib", "pinned", 1),
+        ("joblib", "pinned", 2), ("dask", "pinned", 1), ("dask", "pinned", 2), ("gpu", "pinned", 2)]
 
 
 @pytest.fixture(scope="module")

@@ -278,10 +278,10 @@ class DaskBackend(Backend):
         for future in as_completed([f for _, _, f in futures.values()]):
             task, address, _ = futures[future.key]
             if future.status == "error":
+                exc = future.exception()
                 # Our own clusters close (killing the other workers) on the way out; on a shared
                 # scheduler the siblings are cancelled, and a task already running finishes.
-                self.client.cancel([f for _, _, f in futures.values()])
-                exc = future.exception()
+                self.client.cancel([f for _, _, f in futures.values() if f.key != future.key])
                 if isinstance(exc, KilledWorker):
                     raise died(task, f"died (dask worker {address} lost)") from None
                 raise exc

@@ -170,7 +170,6 @@ def run_embedding(modality: str, manifest: str | Path, out_dir: str | Path, back
         from diffscale.tokenize import tokenizer_for
 
         meta["tokenizer"] = tokenizer_for(spec).source
-        meta["captions"] = len(inputs.items) + sum(1 for s in inputs.skipped if "caption_index" in s)
     timing["finalize_s"] = time.time() - finalizing
     timing["wall_s"] = (gathered - t0) + timing["finalize_s"]
     timing["items_per_s"] = items / timing["wall_s"]
