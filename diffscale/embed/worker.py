@@ -29,6 +29,7 @@ import signal
 import socket
 import threading
 import time
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,6 +175,7 @@ def run_worker(task: WorkerTask) -> dict:
     except UserError:  # WorkerFailed, or a bad model spec: already one clear line
         raise
     except Exception as exc:
+        traceback.print_exc()  # the whole story goes to the job's log; the error is one line
         where = f"on {progress.current.file}" if progress.current else "while starting"
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise WorkerFailed(f"{task.run}: {task.label()} (pid {os.getpid()}) failed {where}: "
