@@ -49,7 +49,11 @@ def resources_for(hw=None, gpus=0, workers=1):
     def one(key):
         def fn(wildcards):
             w = dict(wildcards)
-            pick = lambda name, default: (lambda v: v(wildcards) if callable(v) else v)(w.get(name, default))
+
+            def pick(name, default):
+                value = w.get(name, default)
+                return value(wildcards) if callable(value) else value
+
             return res(pick("hw", hw), pick("gpus", gpus), pick("workers", workers))[key]
 
         return fn
