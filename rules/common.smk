@@ -37,15 +37,21 @@ def resources_for(hw=None, gpus=0, workers=1):
     """Resources as callables of the wildcards, for `resources: **resources_for()`.
 
     `hw`, `gpus` and `workers` come from the wildcards of the same name when present, else from
-    the arguments (a fixed hardware key for rules without a {hw} wildcard; none: the CPU
-    hardware). A retry gets a longer time limit (diffscale.resources.job_resources). A hardware
-    key missing from the table stops the DAG build with a message naming it."""
+    the arguments: a fixed hardware key for rules without a {hw} wildcard (none: the CPU
+    hardware), or a function of the wildcards where it depends on another one. A retry gets a
+    longer time limit (diffscale.resources.job_resources). A hardware key missing from the table
+    stops the DAG build with a message naming it."""
 
     def one(key):
         def fn(wildcards, attempt):
             w = dict(wildcards)
-            found = hwres.job_resources(config, w.get("hw", hw), int(w.get("gpus", gpus)),
-                                        int(w.get("workers", workers)), attempt)
+
+            def pick(name, default):
+                value = w.get(name, default)
+                return value(wildcards) if callable(value) else value
+
+            found = hwres.job_resources(config, pick("hw", hw), int(pick("gpus", gpus)),
+                                        int(pick("workers", workers)), attempt)
             return found[key]
 
         return fn
@@ -101,4 +107,41 @@ def coco_inputs():
 def report_inputs():
     """Everything the report reads: the bench tables of every study the config enables."""
     return ["results/bench/models.csv", "results/data/summary.json", COCO_FILTER_TABLE, *COCO_FILTER_FIGURES,
-            *hardware_checks()]
+            *hardware_checks(), "results/bench/embed_scaling.csv"]
+
+
+# --- embedding (study 1, stage 2) ---
+from diffscale.embed.settings import settings_for as _embed_settings_for
+
+
+def embed_settings(modality, backend):
+    """The config slice one embedding run depends on, as the JSON its script reads."""
+    return json.dumps(_embed_settings_for(config, modality, backend), sort_keys=True)
+
+
+def embed_hw(wildcards):
+    """The gpu backend runs on embed.gpu_hardware, the CPU backends on embed.hardware."""
+    return config["embed"]["gpu_hardware"] if wildcards.backend == "gpu" else config["embed"]["hardware"]
+
+
+def embed_gpus(wildcards):
+    return int(wildcards.workers) if wildcards.backend == "gpu" else 0
+
+
+def embed_threads(wildcards):
+    """All the CPUs the job asks SLURM for: locally this also keeps embedding jobs from sharing
+    cores with each other (Snakemake caps it at --cores), so their timings stay honest."""
+    found = hwres.job_resources(config, embed_hw(wildcards), embed_gpus(wildcards), int(wildcards.workers))
+    return found["cpus_per_task"]
+
+
+def embed_train_source():
+    """index.json of the embedding run the training stage reads (embed.train_source), per modality."""
+    run = config["embed"]["train_source"]
+    return {modality: f"results/embed/{modality}/{run}/index.json" for modality in ("images", "text")}
+
+
+def embed_timings():
+    """timing.json of every embedding run the config asks for, both modalities."""
+    return [f"results/embed/{modality}/{run.name}/timing.json"
+            for modality in ("images", "text") for run in experiments.embed_runs(config)]

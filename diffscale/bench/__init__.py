@@ -7,4 +7,5 @@ Each stage is a module in this package with `add_arguments(parser)` and `run(arg
 STAGES = {
     "models": "diffscale.bench.models",
     "coco": "diffscale.bench.coco",
+    "embed": "diffscale.bench.embed",
 }

@@ -1,0 +1,210 @@
+"""The per-item work of each modality: prepare a batch on the CPU, then run the model on it.
+
+Preparing (decode + resize + center-crop; tokenize) needs no model, so the GPU path runs it in
+loader threads while the device computes. Computing needs the model, loaded once per worker
+process by `embedder()` from the factory (diffscale.models.build) and never shipped through a
+task graph.
+
+Images: JPEGs are decoded at the smallest DCT scale still at least the target size (PIL draft
+mode: COCO's 640x480 decode at 320x240 for a 256 px crop, ~3x faster and deterministic), resized
+so the shorter side is `image_size` (bicubic) and center-cropped. Pixels travel as uint8 (a
+quarter of the bytes of fp32 over PCIe) and become [-1, 1] floats on the compute device. The VAE's
+latent distribution is stored as mean and std; the scaling factor (0.18215 for SD's VAE) comes
+from the VAE config and is recorded in the index.
+
+Text: the SD text tower's last hidden state over all 77 tokens, its pooled output (the end-of-text
+token's state) and the attention mask. The model is called without the mask, as Stable Diffusion
+1.x does, so padded positions carry the states SD conditions on; the mask is stored for trainers
+that want it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from diffscale.embed.settings import TORCH_DTYPES
+
+# PIL's ways of saying "not an image I can decode": corrupt, truncated, missing, not an image, huge.
+UNREADABLE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+TENSOR_NAMES = {
+    "images": ("image_id", "latent_mean", "latent_std"),
+    "text": ("image_id", "caption_index", "hidden", "mask", "pooled", "truncated"),
+}
+
+
+def torch_dtype(name: str):
+    import torch
+
+    return getattr(torch, TORCH_DTYPES[name])
+
+
+def load_image(path: str, size: int) -> np.ndarray:
+    """uint8 [size, size, 3]: decoded, shorter side resized to `size`, center-cropped."""
+    with Image.open(path) as img:
+        width, height = img.size
+        scale = size / min(width, height)
+        target = (max(size, round(width * scale)), max(size, round(height * scale)))
+        img.draft("RGB", target)  # JPEG only: decode at a reduced DCT scale >= target
+        rgb = img.convert("RGB")
+    if rgb.size != target:
+        rgb = rgb.resize(target, Image.Resampling.BICUBIC)
+    left, top = (target[0] - size) // 2, (target[1] - size) // 2
+    return np.asarray(rgb.crop((left, top, left + size, top + size)))
+
+
+def _cast(dtype):
+    """The dtype to cast a freshly built model to: none for fp32, which models are built in."""
+    import torch
+
+    return None if dtype == torch.float32 else dtype
+
+
+@dataclass
+class Prepared:
+    """One batch ready to compute: ids and inputs of the items that could be read."""
+
+    columns: dict[str, Any]  # image_id (and caption_index, truncated, mask) as torch tensors
+    inputs: Any  # uint8 pixels [n, H, W, 3] or int64 token ids [n, 77]
+    skipped: list[dict] = field(default_factory=list)
+    truncated: list[list[int]] = field(default_factory=list)  # [image_id, caption_index, tokens]
+
+    @property
+    def size(self) -> int:
+        return len(self.columns["image_id"])
+
+
+class ImageLoader:
+    def __init__(self, image_size: int, pool: Executor | None = None):
+        self.image_size = image_size
+        self.pool = pool
+
+    def _one(self, item):
+        try:
+            return load_image(item.path, self.image_size), None
+        except UNREADABLE as exc:
+            detail = str(exc).splitlines()[0] if str(exc) else ""
+            return None, f"unreadable: {type(exc).__name__}" + (f": {detail}" if detail else "")
+
+    def __call__(self, items, pin: bool = False) -> Prepared:
+        import torch
+
+        results = list(self.pool.map(self._one, items)) if self.pool else [self._one(i) for i in items]
+        ids, pixels, skipped = [], [], []
+        for item, (array, error) in zip(items, results):
+            if error:
+                skipped.append({"image_id": item.image_id, "file_name": os.path.basename(item.path), "path": item.path,
+                                "reason": error, "source": "embed"})
+            else:
+                ids.append(item.image_id)
+                pixels.append(array)
+        size = self.image_size
+        batch = torch.from_numpy(np.stack(pixels)) if pixels else torch.empty(0, size, size, 3, dtype=torch.uint8)
+        if pin:
+            batch = batch.pin_memory()
+        return Prepared({"image_id": torch.tensor(ids, dtype=torch.int64)}, batch, skipped)
+
+
+class TextLoader:
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def __call__(self, items, pin: bool = False) -> Prepared:
+        import torch
+
+        tokens = self.tokenizer([item.caption for item in items])
+        ids = torch.from_numpy(tokens.input_ids)
+        if pin:
+            ids = ids.pin_memory()
+        columns = {
+            "image_id": torch.tensor([i.image_id for i in items], dtype=torch.int64),
+            "caption_index": torch.tensor([i.caption_index for i in items], dtype=torch.int64),
+            "mask": torch.from_numpy(tokens.attention_mask.astype(np.int8)),
+            "truncated": torch.from_numpy(tokens.truncated),
+        }
+        truncated = [[item.image_id, item.caption_index, int(n)]
+                     for item, cut, n in zip(items, tokens.truncated, tokens.lengths) if cut]
+        return Prepared(columns, ids, [], truncated)
+
+
+class ImageEmbedder:
+    modality = "images"
+
+    def __init__(self, spec: dict, device: str, compute_dtype: str, store_dtype: str, seed: int):
+        from diffscale import models
+
+        self.device, self.dtype, self.store_dtype = device, torch_dtype(compute_dtype), torch_dtype(store_dtype)
+        self.model = models.build("vae", spec, seed=seed, device=device, dtype=_cast(self.dtype))
+        self.scaling_factor = float(self.model.config.scaling_factor)
+        shift = getattr(self.model.config, "shift_factor", None)
+        self.shift_factor = None if shift is None else float(shift)
+
+    def compute(self, pixels) -> dict:
+        """uint8 [n, H, W, 3] (any device) -> latent mean and std on the compute device."""
+        import torch
+
+        x = pixels.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
+        x = (x.to(torch.float32) / 127.5 - 1.0).to(self.dtype)
+        with torch.inference_mode():
+            dist = self.model.encode(x).latent_dist
+        return {"latent_mean": dist.mean.to(self.store_dtype), "latent_std": dist.std.to(self.store_dtype)}
+
+    def meta(self) -> dict:
+        return {"scaling_factor": self.scaling_factor, "shift_factor": self.shift_factor,
+                "latent_channels": int(self.model.config.latent_channels)}
+
+
+class TextEmbedder:
+    modality = "text"
+
+    def __init__(self, spec: dict, device: str, compute_dtype: str, store_dtype: str, seed: int):
+        from diffscale import models
+
+        self.device, self.dtype, self.store_dtype = device, torch_dtype(compute_dtype), torch_dtype(store_dtype)
+        self.model = models.build("text_encoder", spec, seed=seed, device=device, dtype=_cast(self.dtype))
+
+    def compute(self, input_ids) -> dict:
+        import torch
+
+        with torch.inference_mode():
+            out = self.model(input_ids=input_ids.to(self.device, non_blocking=True))
+        return {"hidden": out.last_hidden_state.to(self.store_dtype), "pooled": out.pooler_output.to(self.store_dtype)}
+
+    def meta(self) -> dict:
+        config = self.model.config
+        return {"hidden_size": int(config.hidden_size), "context_length": int(config.max_position_embeddings)}
+
+
+EMBEDDERS = {"images": ImageEmbedder, "text": TextEmbedder}
+
+
+def embedder(modality: str, spec: dict, device: str, compute_dtype: str, store_dtype: str, seed: int):
+    """The worker process's model for this modality: built on first use, then reused."""
+    return _embedder(modality, json.dumps(spec, sort_keys=True), device, compute_dtype, store_dtype, seed)
+
+
+@lru_cache(maxsize=2)
+def _embedder(modality: str, spec_json: str, device: str, compute_dtype: str, store_dtype: str, seed: int):
+    return EMBEDDERS[modality](json.loads(spec_json), device, compute_dtype, store_dtype, seed)
+
+
+def loader(modality: str, spec: dict, image_size: int | None, pool: Executor | None = None):
+    """The CPU side of a batch: image decoding, or tokenizing with the text encoder's own tokenizer."""
+    if modality == "images":
+        return ImageLoader(image_size, pool)
+    return TextLoader(_tokenizer(json.dumps(spec, sort_keys=True)))
+
+
+@lru_cache(maxsize=2)
+def _tokenizer(spec_json: str):
+    from diffscale.tokenize import tokenizer_for
+
+    return tokenizer_for(json.loads(spec_json))

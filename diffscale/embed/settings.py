@@ -1,0 +1,92 @@
+"""What one embedding run depends on, as a JSON-able slice of the config.
+
+The rules pass exactly this slice as a `params:` value, so editing the image size re-runs the image
+runs and nothing else, and a dask setting re-runs only the dask runs. The CLI builds the same
+slice from a config file when run by hand (`--config`), so both paths agree by construction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from diffscale.errors import ConfigError
+
+MODALITIES = ("images", "text")
+BACKENDS = ("serial", "multiprocessing", "joblib", "dask", "gpu")
+POLICIES = ("pinned", "naive")
+MODEL_ROLE = {"images": "vae", "text": "text_encoder"}
+TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+HARDWARE_KEYS = ("partition", "device", "gpu_model", "gpus_per_node")
+
+
+@dataclass(frozen=True)
+class EmbedSettings:
+    modality: str
+    model: dict  # the factory spec of models.vae or models.text_encoder
+    batch_size: int
+    dtype: str  # storage dtype of the shards; also the compute dtype on GPUs
+    cpu_dtype: str  # compute dtype on CPUs (bf16 is slow on CPUs without AMX)
+    shard_size: int  # items per shard, rounded down to whole batches
+    seed: int  # random-weight models are built from it, identically in every worker
+    hw: str
+    hardware: dict  # the hardware table entry of `hw`
+    image_size: int | None = None
+    loader_threads: int = 0
+    dask: dict = field(default_factory=dict)
+
+    @property
+    def role(self) -> str:
+        return MODEL_ROLE[self.modality]
+
+    def compute_dtype(self, device: str) -> str:
+        return self.dtype if device.startswith("cuda") else self.cpu_dtype
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "EmbedSettings":
+        try:
+            settings = cls(**raw)
+        except TypeError as exc:
+            raise ConfigError(f"embed settings: {exc}") from None
+        if settings.modality not in MODALITIES:
+            raise ConfigError(f"embed settings: modality {settings.modality!r} is not one of {', '.join(MODALITIES)}")
+        for key in ("dtype", "cpu_dtype"):
+            if getattr(settings, key) not in TORCH_DTYPES:
+                raise ConfigError(f"embed.{key}: {getattr(settings, key)!r} is not one of {', '.join(TORCH_DTYPES)}")
+        if settings.modality == "images" and not settings.image_size:
+            raise ConfigError("embed.image_size: required for the images modality")
+        return settings
+
+
+def settings_for(cfg: dict, modality: str, backend: str) -> dict:
+    """The config slice one `{modality}` run of `backend` depends on (validated config in)."""
+    if modality not in MODALITIES:
+        raise ConfigError(f"embed: unknown modality {modality!r} (known: {', '.join(MODALITIES)})")
+    if backend not in BACKENDS:
+        raise ConfigError(f"embed: unknown backend {backend!r} (known: {', '.join(BACKENDS)})")
+    embed = cfg["embed"]
+    hw = embed["gpu_hardware"] if backend == "gpu" else embed["hardware"]
+    if hw not in cfg["hardware"]:
+        raise ConfigError(f"embed: hardware key {hw!r} is not in the hardware table")
+    out: dict[str, Any] = dict(
+        modality=modality,
+        model=cfg["models"][MODEL_ROLE[modality]],
+        batch_size=embed["batch_size"] if modality == "images" else embed["text_batch_size"],
+        dtype=embed["dtype"],
+        cpu_dtype=embed["cpu_dtype"],
+        shard_size=embed["shard_size"],
+        seed=cfg["seed"],
+        hw=hw,
+        # what decides where the run computes; a price or a run-time limit does not re-run it
+        hardware={k: v for k, v in cfg["hardware"][hw].items() if k in HARDWARE_KEYS},
+    )
+    if modality == "images":
+        out["image_size"] = embed["image_size"]
+    if backend == "gpu":
+        out["loader_threads"] = embed["loader_threads"]
+    if backend == "dask":
+        out["dask"] = embed["dask"]
+    return out

@@ -1,0 +1,81 @@
+# Embedding (study 1, stage 2): VAE latents and CLIP text embeddings of the COCO manifest, with
+# every backend × thread policy × worker count of config `embed:` (diffscale.experiments.embed_runs),
+# and the scaling table the report shows. Each run's config slice is a param, so editing one
+# setting re-runs only the runs that depend on it.
+
+EMBED_MANIFEST = "results/data/coco/manifest.parquet"
+EMBED_SKIPPED = "results/data/coco/skipped.csv"
+EMBED_RUN = "{backend}-{policy}-w{workers}"
+
+
+wildcard_constraints:
+    backend="serial|multiprocessing|joblib|dask|gpu",
+    policy="pinned|naive",
+
+
+rule embed_images:
+    input:
+        manifest=EMBED_MANIFEST,
+        skipped=EMBED_SKIPPED,
+    output:
+        index=f"results/embed/images/{EMBED_RUN}/index.json",
+        timing=f"results/embed/images/{EMBED_RUN}/timing.json",
+        run=f"results/embed/images/{EMBED_RUN}/run.json",
+    params:
+        settings=lambda w: embed_settings("images", w.backend),
+        out_dir=lambda w: f"results/embed/images/{w.backend}-{w.policy}-w{w.workers}",
+    threads: embed_threads
+    log:
+        f"results/logs/embed/images/{EMBED_RUN}.log",
+    benchmark:
+        f"results/benchmarks/embed/images/{EMBED_RUN}.tsv"
+    conda:
+        "../envs/embed.yaml"
+    resources:
+        **resources_for(hw=embed_hw, gpus=embed_gpus),
+    shell:
+        "python scripts/embed.py images --manifest {input.manifest} --skipped {input.skipped}"
+        " --backend {wildcards.backend} --policy {wildcards.policy} --workers {wildcards.workers}"
+        " --cpus {resources.cpus_per_task} --settings {params.settings:q} --out-dir {params.out_dir} > {log} 2>&1"
+
+
+rule embed_text:
+    input:
+        manifest=EMBED_MANIFEST,
+        skipped=EMBED_SKIPPED,
+    output:
+        index=f"results/embed/text/{EMBED_RUN}/index.json",
+        timing=f"results/embed/text/{EMBED_RUN}/timing.json",
+        run=f"results/embed/text/{EMBED_RUN}/run.json",
+    params:
+        settings=lambda w: embed_settings("text", w.backend),
+        out_dir=lambda w: f"results/embed/text/{w.backend}-{w.policy}-w{w.workers}",
+    threads: embed_threads
+    log:
+        f"results/logs/embed/text/{EMBED_RUN}.log",
+    benchmark:
+        f"results/benchmarks/embed/text/{EMBED_RUN}.tsv"
+    conda:
+        "../envs/embed.yaml"
+    resources:
+        **resources_for(hw=embed_hw, gpus=embed_gpus),
+    shell:
+        "python scripts/embed.py text --manifest {input.manifest} --skipped {input.skipped}"
+        " --backend {wildcards.backend} --policy {wildcards.policy} --workers {wildcards.workers}"
+        " --cpus {resources.cpus_per_task} --settings {params.settings:q} --out-dir {params.out_dir} > {log} 2>&1"
+
+
+rule embed_scaling:
+    input:
+        embed_timings(),
+    output:
+        table="results/bench/embed_scaling.csv",
+        figure="results/bench/embed_scaling.png",
+    log:
+        "results/logs/embed/scaling.log",
+    conda:
+        "../envs/report.yaml"
+    resources:
+        **cpu_resources(),
+    shell:
+        "python scripts/embed_scaling.py --timings {input} --out {output.table} --figure {output.figure} > {log} 2>&1"

@@ -1,0 +1,38 @@
+#!/usr/bin/env python
+"""Build the embedding study's scaling table and figure from the runs' timing.json files.
+
+  python scripts/embed_scaling.py --timings results/embed/*/*/timing.json \\
+      --out results/bench/embed_scaling.csv --figure results/bench/embed_scaling.png
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from diffscale.cli import run_cli  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--timings", nargs="+", required=True, type=Path)
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--figure", required=True, type=Path)
+    args = parser.parse_args()
+
+    from diffscale.embed import scaling
+
+    rows = scaling.scaling_rows(scaling.load_timings(args.timings))
+    scaling.write_table(rows, args.out)
+    scaling.write_figure(rows, args.figure)
+    for r in rows:
+        print(f"{r['modality']:6} {r['backend']:15} {r['policy']:6} w{r['workers']}: {r['wall_s']:.2f} s, "
+              f"speedup {r['speedup']:.2f}, efficiency {r['efficiency']:.2f}, steady speedup {r['steady_speedup']:.2f}, "
+              f"threads {r['threads_per_worker']}")
+    print(f"wrote {args.out} and {args.figure}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,59 @@
+import math
+
+import pandas as pd
+import pytest
+
+from diffscale.embed.scaling import load_timings, scaling_rows, write_figure, write_table
+from diffscale.errors import DataError
+
+
+def _timing(backend, policy, workers, wall, startup, modality="images", threads=None):
+    return {"modality": modality, "backend": backend, "policy": policy, "workers": workers, "hw": "local",
+            "device": "cpu", "cores": 8, "threads_per_worker": threads or [8 // workers] * workers, "items": 100,
+            "wall_s": wall, "startup_s": startup, "decode_s": 0.1, "compute_s": wall - startup - 0.2,
+            "write_s": 0.1, "items_per_s": 100 / wall, "steady_items_per_s": 100 / (wall - startup),
+            "peak_rss_mb": [400.0 + k for k in range(workers)]}
+
+
+def test_speedup_efficiency_and_karp_flatt_against_serial_one_worker():
+    rows = scaling_rows([
+        _timing("dask", "pinned", 4, wall=3.0, startup=1.0),
+        _timing("serial", "pinned", 1, wall=10.0, startup=2.0),
+        _timing("dask", "naive", 4, wall=20.0, startup=1.0, threads=[8, 8, 8, 8]),
+        _timing("serial", "pinned", 1, wall=5.0, startup=1.0, modality="text"),
+    ])
+    assert [(r["modality"], r["backend"], r["policy"]) for r in rows] == [
+        ("images", "serial", "pinned"), ("images", "dask", "pinned"), ("images", "dask", "naive"),
+        ("text", "serial", "pinned")]
+    serial, pinned, naive, text = rows
+    assert serial["speedup"] == 1 and math.isnan(serial["karp_flatt"])
+    assert pinned["speedup"] == pytest.approx(10 / 3) and pinned["efficiency"] == pytest.approx(10 / 12)
+    assert pinned["karp_flatt"] == pytest.approx((0.3 - 0.25) / 0.75)
+    assert pinned["steady_speedup"] == pytest.approx(8 / 2) and pinned["steady_efficiency"] == pytest.approx(1.0)
+    assert naive["speedup"] == pytest.approx(0.5) and naive["threads_per_worker"] == "8"
+    assert pinned["threads_per_worker"] == "2" and pinned["peak_rss_mb"] == 403.0
+    assert text["speedup"] == 1
+
+
+def test_without_a_serial_run_speedups_are_blank():
+    [row] = scaling_rows([_timing("joblib", "pinned", 2, wall=3.0, startup=1.0)])
+    assert math.isnan(row["speedup"]) and math.isnan(row["steady_efficiency"])
+
+
+def test_table_and_figure_files(tmp_path):
+    rows = scaling_rows([_timing("serial", "pinned", 1, 10.0, 2.0), _timing("multiprocessing", "pinned", 2, 6.0, 2.0),
+                         _timing("multiprocessing", "naive", 2, 9.0, 2.0, threads=[8, 8])])
+    table = pd.read_csv(write_table(rows, tmp_path / "embed_scaling.csv"))
+    assert list(table["backend"]) == ["serial", "multiprocessing", "multiprocessing"]
+    assert {"speedup", "efficiency", "karp_flatt", "steady_speedup", "threads_per_worker"} <= set(table.columns)
+    figure = write_figure(rows, tmp_path / "embed_scaling.png")
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_load_timings_names_the_bad_file(tmp_path):
+    bad = tmp_path / "timing.json"
+    bad.write_text("{")
+    with pytest.raises(DataError, match="timing.json: not valid JSON"):
+        load_timings([bad])
+    with pytest.raises(DataError, match="timing file not found"):
+        load_timings([tmp_path / "missing.json"])

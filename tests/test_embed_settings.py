@@ -1,0 +1,70 @@
+import copy
+import sys
+
+import pytest
+
+from diffscale.config import load_config, validate_config
+from diffscale.embed import backends
+from diffscale.embed.settings import EmbedSettings, settings_for
+from diffscale.embed.threads import threads_per_worker
+from diffscale.errors import ConfigError
+from diffscale.experiments import embed_runs
+
+
+@pytest.fixture(scope="module")
+def demo(repo_root):
+    return load_config(repo_root / "config.yaml")
+
+
+@pytest.fixture(scope="module")
+def full(repo_root):
+    return load_config(repo_root / "config" / "full.yaml")
+
+
+def test_demo_matrix_has_13_runs_per_modality(demo):
+    names = [r.name for r in embed_runs(demo)]
+    assert len(names) == 13 and names[0] == "serial-pinned-w1" and "dask-naive-w2" in names
+
+
+def test_each_run_depends_only_on_its_slice(demo, full):
+    images = settings_for(demo, "images", "multiprocessing")
+    text = settings_for(demo, "text", "multiprocessing")
+    assert images["image_size"] == 64 and images["batch_size"] == 4 and images["model"] == {"random": "tiny"}
+    assert "image_size" not in text and text["batch_size"] == 16
+    assert "dask" not in images and settings_for(demo, "images", "dask")["dask"]["cluster"] == "local"
+    gpu = settings_for(full, "images", "gpu")
+    assert gpu["hw"] == "a100" and gpu["hardware"]["device"] == "cuda" and gpu["dtype"] == "bf16"
+    assert settings_for(full, "text", "joblib")["hw"] == "cpu"
+    settings = EmbedSettings.from_dict(gpu)
+    assert settings.compute_dtype("cuda:0") == "bf16" and settings.compute_dtype("cpu") == "fp32"
+
+
+def test_settings_errors(demo):
+    with pytest.raises(ConfigError, match="unknown backend 'mpi'"):
+        settings_for(demo, "images", "mpi")
+    with pytest.raises(ConfigError, match="embed.dtype: 'fp8'"):
+        EmbedSettings.from_dict({**settings_for(demo, "images", "serial"), "dtype": "fp8"})
+    with pytest.raises(ConfigError, match="embed settings: .*unexpected keyword"):
+        EmbedSettings.from_dict({**settings_for(demo, "images", "serial"), "colour": 1})
+
+
+def test_dask_address_cluster_needs_an_address(demo):
+    cfg = copy.deepcopy(demo)
+    cfg["embed"]["dask"] = {"cluster": "address"}
+    with pytest.raises(ConfigError, match=r"embed.dask: 'address' is a required property"):
+        validate_config(cfg)
+    cfg["embed"]["dask"] = {"cluster": "kubernetes"}
+    with pytest.raises(ConfigError, match=r"embed.dask.cluster: 'kubernetes' is not one of"):
+        validate_config(cfg)
+
+
+def test_slurm_cluster_without_dask_jobqueue_says_how_to_get_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "dask_jobqueue", None)  # as if not installed
+    with pytest.raises(ConfigError, match="embed.dask.cluster: slurm needs dask-jobqueue, which is not installed"):
+        backends.DaskBackend(2, {"cluster": "slurm", "slurm": {"memory": "4GB"}}, threads=1, label="t")
+
+
+def test_thread_policies():
+    assert threads_per_worker("pinned", 16, 4) == 4
+    assert threads_per_worker("pinned", 2, 8) == 1
+    assert threads_per_worker("naive", 16, 4) is None

@@ -1,0 +1,121 @@
+"""One run end to end in this process (serial backend), and what must fail before any work."""
+
+import json
+
+import pytest
+import torch
+
+from diffscale.embed.shards import ShardReader, verify
+from diffscale.embed.stage import parse_faults, run_embedding
+from diffscale.errors import ConfigError, DataError, HardwareError
+from embed_data import demo_settings, make_manifest
+
+
+@pytest.fixture(scope="module")
+def fixture(tmp_path_factory):
+    return make_manifest(tmp_path_factory.mktemp("manifest"), n_synthetic=10, n_real=2)
+
+
+@pytest.fixture(scope="module")
+def image_run(fixture, tmp_path_factory):
+    out = tmp_path_factory.mktemp("images") / "serial-pinned-w1"
+    timing = run_embedding("images", fixture.manifest, out, "serial", "pinned", 1, demo_settings("images"),
+                           skip_list=fixture.skipped)
+    return out, timing
+
+
+@pytest.fixture(scope="module")
+def text_run(fixture, tmp_path_factory):
+    out = tmp_path_factory.mktemp("text") / "serial-pinned-w1"
+    timing = run_embedding("text", fixture.manifest, out, "serial", "pinned", 1, demo_settings("text"),
+                           skip_list=fixture.skipped)
+    return out, timing
+
+
+def test_image_run_writes_a_verified_index_in_manifest_order(fixture, image_run):
+    out, timing = image_run
+    index = verify(out)
+    reader = ShardReader(out)
+    ids = reader.column("image_id").tolist()
+    assert ids == sorted(ids) and fixture.corrupt_id not in ids and fixture.skip_listed_id not in ids
+    assert len(ids) == index["items"] == timing["items"] == 10 + 2 - 2
+    assert set(fixture.real_ids) <= set(ids) or not fixture.real_ids
+    meta = index["meta"]
+    assert meta["scaling_factor"] == pytest.approx(0.18215)
+    assert meta["image_size"] == 64 and meta["dtype"] == "fp32"
+    assert {(s["image_id"], s["source"]) for s in meta["skipped"]} == {(fixture.skip_listed_id, "skip list"),
+                                                                       (fixture.corrupt_id, "embed")}
+    assert index["model"] == {"role": "vae", "random": "tiny"}
+    assert index["tensors"]["latent_std"] == {"dtype": "float32", "item_shape": [4, 32, 32]}
+    assert all(s["worker"] == 0 for s in index["shards"]) and len(index["shards"]) >= 2
+    item = reader.item(0)
+    assert item["latent_mean"].shape == (4, 32, 32) and (item["latent_std"] > 0).all()
+    assert not (out / ".status").exists()
+
+
+def test_timing_and_provenance(image_run):
+    out, timing = image_run
+    on_disk = json.loads((out / "timing.json").read_text())
+    assert on_disk["run"] == "serial-pinned-w1" and on_disk["threads_per_worker"] == [timing["cores"]]
+    for key in ("startup_s", "decode_s", "compute_s", "write_s", "wall_s", "items_per_s"):
+        assert on_disk[key] >= 0, key
+    assert on_disk["items_per_s"] == pytest.approx(on_disk["items"] / on_disk["wall_s"])
+    assert on_disk["startup_s"] + on_disk["decode_s"] + on_disk["compute_s"] <= on_disk["wall_s"] + 1e-6
+    worker = on_disk["per_worker"][0]
+    assert worker["peak_rss_mb"] > 50 and worker["threads"] == on_disk["threads_requested"]
+    run = json.loads((out / "run.json").read_text())
+    assert run["models"] == [{"role": "vae", "random": "tiny"}]
+    assert run["config"]["backend"] == "serial" and run["config"]["image_size"] == 64
+    assert run["timings"]["items"] == timing["items"] and run["config_hash"]
+
+
+def test_text_run_reports_truncation_and_empty_captions(fixture, text_run):
+    out, timing = text_run
+    index = verify(out)
+    reader = ShardReader(out)
+    keys = list(zip(reader.column("image_id").tolist(), reader.column("caption_index").tolist()))
+    assert keys == sorted(keys) and (fixture.empty_caption_id, 0) not in keys
+    truncated = reader.column("truncated")
+    assert truncated.sum() == 1 and index["meta"]["truncated"]["count"] == 1 == timing["truncated"]
+    [[image_id, caption_index, tokens]] = index["meta"]["truncated"]["items"]
+    assert image_id == fixture.long_caption_id and tokens > 77
+    assert keys[int(truncated.nonzero()[0, 0])] == (image_id, caption_index)
+    assert any(s["reason"] == "empty caption" for s in index["meta"]["skipped"])
+    first = reader.item(0)
+    assert first["hidden"].shape == (77, 32) and first["mask"].dtype == torch.int8 and first["pooled"].shape == (32,)
+    assert index["meta"]["tokenizer"].startswith("instant-clip-tokenizer")
+
+
+def test_rerun_replaces_the_previous_shards(fixture, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "shard-00099.safetensors").write_bytes(b"stale")
+    (out / "index.json").write_text("{}")
+    settings = demo_settings("text", shard_size=1000, batch_size=64)
+    run_embedding("text", fixture.manifest, out, "serial", "pinned", 1, settings, skip_list=fixture.skipped)
+    assert sorted(p.name for p in out.glob("shard-*")) == ["shard-00000.safetensors"]
+
+
+def test_gpu_backend_fails_at_once_without_gpus(tmp_path):
+    settings = demo_settings("images", hw="a100", hardware={"partition": "a100", "device": "cuda",
+                                                            "gpu_model": "a100", "gpus_per_node": 4})
+    with pytest.raises(HardwareError, match=r"hardware.a100 \(partition a100\): device cuda requested but no usable GPU"):
+        run_embedding("images", tmp_path / "never-read.parquet", tmp_path / "out", "gpu", "pinned", 2, settings)
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_arguments_and_empty_input(fixture, tmp_path):
+    with pytest.raises(ConfigError, match="unknown backend 'mpi'"):
+        run_embedding("images", fixture.manifest, tmp_path, "mpi", "pinned", 1, demo_settings("images"))
+    with pytest.raises(ConfigError, match="the serial backend runs one worker, not 2"):
+        run_embedding("images", fixture.manifest, tmp_path, "serial", "pinned", 2, demo_settings("images"))
+    with pytest.raises(ConfigError, match="DIFFSCALE_EMBED_FAULT: 'x' is not"):
+        parse_faults("x")
+    assert parse_faults("1:3:kill,0:0:raise") == {1: ("kill", 3), 0: ("raise", 0)}
+    import pandas as pd
+
+    empty = tmp_path / "empty.parquet"
+    pd.DataFrame({"image_id": pd.Series([], dtype="int64"), "file_name": pd.Series([], dtype=str),
+                  "path": pd.Series([], dtype=str)}).to_parquet(empty)
+    with pytest.raises(DataError, match="nothing to embed"):
+        run_embedding("images", empty, tmp_path / "e", "serial", "pinned", 1, demo_settings("images"))

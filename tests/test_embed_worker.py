@@ -1,0 +1,100 @@
+"""The worker body in this process: inline and overlapped schedules, streaming, failures."""
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from diffscale.embed import shards as shard_format
+from diffscale.embed.inputs import load_inputs
+from diffscale.embed.plan import plan
+from diffscale.embed.worker import WorkerFailed, WorkerTask, read_status, run_worker
+from embed_data import demo_settings, make_manifest
+
+
+@pytest.fixture(scope="module")
+def fixture(tmp_path_factory):
+    return make_manifest(tmp_path_factory.mktemp("manifest"), n_synthetic=10, n_real=2)
+
+
+def _task(fixture, out_dir, modality="images", overlap=False, fault=None, worker=1, workers=2):
+    settings = demo_settings(modality)
+    items = load_inputs(fixture.manifest, modality, fixture.skipped).items
+    part = plan(items, workers, settings.batch_size, settings.shard_size)[worker]
+    return WorkerTask(run="test", backend="serial", worker=worker, shards=part.shards, out_dir=str(out_dir),
+                      settings=settings.to_dict(), device="cpu", threads=torch.get_num_threads(), overlap=overlap,
+                      loader_threads=2, fault=fault)
+
+
+@pytest.mark.parametrize("modality", ["images", "text"])
+def test_overlapped_schedule_writes_the_same_shards_as_inline(fixture, tmp_path, modality):
+    inline = run_worker(_task(fixture, tmp_path / "inline", modality))
+    overlapped = run_worker(_task(fixture, tmp_path / "overlap", modality, overlap=True))
+    assert [s["file"] for s in inline["shards"]] == [s["file"] for s in overlapped["shards"]]
+    assert [s["items"] for s in inline["shards"]] == [s["items"] for s in overlapped["shards"]]
+    for entry in inline["shards"]:
+        a, b = load_file(tmp_path / "inline" / entry["file"]), load_file(tmp_path / "overlap" / entry["file"])
+        assert a.keys() == b.keys()
+        for name in a:
+            assert torch.equal(a[name], b[name]), name
+    assert inline["skipped"] == overlapped["skipped"] and inline["truncated"] == overlapped["truncated"]
+    assert set(overlapped["phases"]) == {"prepare", "compute", "write", "wait", "collect"}
+    assert inline["threads"] == torch.get_num_threads()
+
+
+def test_worker_streams_one_shard_at_a_time(fixture, tmp_path, monkeypatch):
+    """Each shard is written as soon as its batches are computed: writes interleave with compute,
+    so a worker never holds more than one shard of outputs."""
+    import diffscale.embed.worker as worker_module
+    from diffscale.embed import encoders
+
+    events = []
+    real_write, real_compute = worker_module.write_shard, encoders.ImageEmbedder.compute
+
+    def write(path, tensors):
+        events.append(("write", len(tensors["image_id"])))
+        return real_write(path, tensors)
+
+    def compute(self, pixels):
+        events.append(("compute", len(pixels)))
+        return real_compute(self, pixels)
+
+    monkeypatch.setattr(worker_module, "write_shard", write)
+    monkeypatch.setattr(encoders.ImageEmbedder, "compute", compute)
+    task = _task(fixture, tmp_path, "images", worker=0, workers=1)
+    result = run_worker(task)
+    expected = []
+    for shard in task.shards:
+        readable = [sum(i.image_id != fixture.corrupt_id for i in shard.items[k:k + 4])
+                    for k in range(0, len(shard.items), 4)]
+        expected += [("compute", n) for n in readable] + [("write", sum(readable))]
+    assert len(task.shards) >= 2 and events == expected
+    assert max(n for kind, n in events if kind == "write") <= task.settings["shard_size"]
+    entry = result["shards"][0]
+    assert entry["worker"] == 0 and entry["sha256"] == shard_format.sha256_of(tmp_path / entry["file"])
+    assert result["tensors"]["latent_mean"] == {"dtype": "float32", "item_shape": [4, 32, 32]}
+    assert read_status(tmp_path, 0)["state"] == "done"
+
+
+def test_text_tensors_and_dtypes(fixture, tmp_path):
+    result = run_worker(_task(fixture, tmp_path, "text"))
+    assert result["tensors"]["hidden"] == {"dtype": "float32", "item_shape": [77, 32]}
+    assert result["tensors"]["mask"]["dtype"] == "int8" and result["tensors"]["truncated"]["dtype"] == "bool"
+    assert result["tensors"]["caption_index"]["dtype"] == "int64"
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_failure_names_worker_and_shard(fixture, tmp_path, overlap):
+    task = _task(fixture, tmp_path, "images", overlap=overlap)
+    target = task.shards[-1]
+    task = _task(fixture, tmp_path, "images", overlap=overlap, fault=("raise", target.number))
+    with pytest.raises(WorkerFailed, match=rf"test: serial worker 1 \(pid \d+\) failed on {target.file}: "
+                                           r"RuntimeError: injected fault"):
+        run_worker(task)
+    assert not (tmp_path / target.file).exists()
+
+
+def test_unreadable_images_are_reported_by_the_worker(fixture, tmp_path):
+    results = [run_worker(_task(fixture, tmp_path, "images", worker=w)) for w in (0, 1)]
+    skipped = [s for r in results for s in r["skipped"]]
+    assert [s["image_id"] for s in skipped] == [fixture.corrupt_id]
+    assert sum(r["items"] for r in results) == len(load_inputs(fixture.manifest, "images", fixture.skipped).items) - 1
