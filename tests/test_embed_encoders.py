@@ -66,7 +66,7 @@ def test_image_embedder_outputs_mean_std_and_scaling_factor(tmp_path):
     pixels = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8))
     out = embedder.compute(pixels)
     assert set(out) == {"latent_mean", "latent_std"}
-    assert out["latent_mean"].shape == (3, 4, 32, 32) and out["latent_mean"].dtype == torch.float16
+    assert out["latent_mean"].shape == (3, 4, 8, 8) and out["latent_mean"].dtype == torch.float16
     assert (out["latent_std"] > 0).all()
     # the same as the model's own encode of the [-1, 1] image
     x = pixels.permute(0, 3, 1, 2).float() / 127.5 - 1

@@ -46,10 +46,10 @@ def test_image_run_writes_a_verified_index_in_manifest_order(fixture, image_run)
     assert {(s["image_id"], s["source"]) for s in meta["skipped"]} == {(fixture.skip_listed_id, "skip list"),
                                                                        (fixture.corrupt_id, "embed")}
     assert index["model"] == {"role": "vae", "random": "tiny"}
-    assert index["tensors"]["latent_std"] == {"dtype": "float32", "item_shape": [4, 32, 32]}
+    assert index["tensors"]["latent_std"] == {"dtype": "float32", "item_shape": [4, 8, 8]}
     assert all(s["worker"] == 0 for s in index["shards"]) and len(index["shards"]) >= 2
     item = reader.item(0)
-    assert item["latent_mean"].shape == (4, 32, 32) and (item["latent_std"] > 0).all()
+    assert item["latent_mean"].shape == (4, 8, 8) and (item["latent_std"] > 0).all()
     assert not (out / ".status").exists()
 
 

@@ -71,7 +71,7 @@ def test_worker_streams_one_shard_at_a_time(fixture, tmp_path, monkeypatch):
     assert max(n for kind, n in events if kind == "write") <= task.settings["shard_size"]
     entry = result["shards"][0]
     assert entry["worker"] == 0 and entry["sha256"] == shard_format.sha256_of(tmp_path / entry["file"])
-    assert result["tensors"]["latent_mean"] == {"dtype": "float32", "item_shape": [4, 32, 32]}
+    assert result["tensors"]["latent_mean"] == {"dtype": "float32", "item_shape": [4, 8, 8]}
     assert read_status(tmp_path, 0)["state"] == "done"
 
 

@@ -17,6 +17,8 @@ def expected_jobs(cfg: dict) -> dict[str, int]:
     jobs = {"synthetic_coco": 1, "synthetic_cifar": 1, "synthetic_subject": 1, "data_summary": 1, "coco_manifest": 1,
             "model_inventory": 1, "report": 1, "all": 1,
             "hardware_check": len(hardware_demand(cfg))}
+    embed_runs = len(experiments.embed_runs(cfg))
+    jobs |= {"embed_images": embed_runs, "embed_text": embed_runs, "embed_scaling": 1}
     return jobs
 
 
