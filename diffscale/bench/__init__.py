@@ -6,4 +6,5 @@ Each stage is a module in this package with `add_arguments(parser)` and `run(arg
 
 STAGES = {
     "models": "diffscale.bench.models",
+    "train": "diffscale.bench.train",
 }

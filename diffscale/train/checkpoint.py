@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any
-
 import numpy as np
 
 from diffscale import atomic
@@ -100,12 +98,18 @@ def check_weights(state: dict, model, where: str, expected: str) -> None:
         raise ModelSpecError(f"{where}: has {extra[0]!r}, which {expected} lacks; it is another architecture")
 
 
+def full_unet_config(arch: dict) -> dict:
+    """An architecture config with the class defaults filled in, as a built model's `config` is."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    with torch.device("meta"):
+        return dict(UNet2DConditionModel.from_config(arch).config)
+
+
 def architecture_differences(saved: dict, current: dict) -> list[str]:
-    """Architecture config keys whose values differ (private `_` keys ignored)."""
+    """Keys of two full architecture configs whose values differ (private `_` keys ignored)."""
     keys = {k for k in set(saved) | set(current) if not str(k).startswith("_")}
     norm = lambda v: list(v) if isinstance(v, tuple) else v  # noqa: E731
     return sorted(k for k in keys if norm(saved.get(k)) != norm(current.get(k)))
 
-
-def describe(ckpt: dict) -> dict[str, Any]:
-    return {"step": ckpt.get("step"), "config_hash": ckpt.get("trajectory_hash")}

@@ -161,13 +161,14 @@ def _choose_checkpoint(job: Job, arch: dict, verbose: bool) -> Path | None:
     cfg, steps = job.run_config, job.run_config["train"]["steps"]
     if job.resume_from is not None:
         ckpt = ckpt_io.load(job.resume_from)
-        changed = ckpt_io.architecture_differences(ckpt["unet_config"], arch)
+        full_arch = ckpt_io.full_unet_config(arch)
+        changed = ckpt_io.architecture_differences(ckpt["unet_config"], full_arch)
         if changed:
             key = changed[0]
             raise ModelSpecError(
                 f"{job.resume_from}: a U-Net of another size than models.unet "
                 f"({models.parse_spec('unet', cfg['models']['unet']).label}): {key} is "
-                f"{ckpt['unet_config'].get(key)!r} in the checkpoint, {arch.get(key)!r} in the config")
+                f"{ckpt['unet_config'].get(key)!r} in the checkpoint, {full_arch.get(key)!r} in the config")
         if ckpt["step"] > steps:
             raise ConfigError(f"{job.resume_from}: already at step {ckpt['step']}, past train.steps {steps}")
         diffs = differences(trajectory(ckpt["run_config"]), trajectory(cfg))
@@ -263,7 +264,7 @@ def fit(job: Job, rank: int, world: int, device: str) -> dict | None:
         del state
 
     model = DistributedDataParallel(unet, device_ids=[device] if device_type == "cuda" else None,
-                                    broadcast_buffers=False, gradient_as_bucket_view=True) if ddp else unet
+                                    gradient_as_bucket_view=True) if ddp else unet
     end_step = min(steps, job.stop_after) if job.stop_after is not None else steps
     sampler = StepBatches(len(data), batch, accum, world, rank, seed, start_step, end_step)
     batches = iter(make_loader(data, sampler, train["loader_workers"], pin_memory=device_type == "cuda"))
@@ -289,50 +290,17 @@ def fit(job: Job, rank: int, world: int, device: str) -> dict | None:
 
     segment = {"start_step": start_step, "host": socket.gethostname(), "world": world, "device": device_name,
                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    last_good = (job.start_checkpoint, start_step) if job.start_checkpoint else (None, None)
-    saved = False
-    pending_losses, pending_norms, lrs = [], [], []
-    interval_start, interval_step, data_wait, first_row = time.perf_counter(), start_step, 0.0, True
     run_start = time.perf_counter()
-    train_seconds = sum(s.get("seconds", 0.0) for s in segments)
+    meter = Meter(rows, batch, world, flops_per_sample, peak, start_step,
+                  elapsed_before=sum(s["seconds"] for s in segments), verbose=is_main)
+    last_good = (job.start_checkpoint, start_step) if job.start_checkpoint else (None, None)
     _say(f"rank 0/{world} on {device_name}: steps {start_step}..{end_step} of {steps}, global batch {batch} "
          f"= {world} x {accum} x {micro}, {precision}, {len(data)} captions, "
          f"{flops_per_sample / 1e9:.3g} GFLOP/sample", is_main)
 
-    def flush(done: int) -> None:
-        """Reduce the losses since the last row over processes, check them, append a row."""
-        nonlocal interval_start, interval_step, data_wait, first_row, pending_losses, pending_norms, lrs
-        losses = torch.stack(pending_losses)
-        if ddp:
-            dist.all_reduce(losses)
-            losses /= world
-        values = losses.tolist()
-        for i, value in enumerate(values):
-            if not math.isfinite(value):
-                bad = done - len(values) + i + 1
-                path, at = last_good
-                kept = f"the last good checkpoint (step {at}) is kept at {path}" if path else "no checkpoint was written"
-                raise TrainingError(f"loss is {value} at step {bad}; stopped ({kept}). Lower train.lr, raise "
-                                    "train.warmup_steps or train.grad_clip, or train in bf16 instead of fp16")
-        seconds = time.perf_counter() - interval_start
-        rate = (done - interval_step) * batch / seconds
-        norms = torch.stack(pending_norms).tolist() if pending_norms else []
-        row = {"step": done, "loss": statistics.fmean(values), "lr": lrs[-1],
-               "grad_norm": statistics.fmean(norms) if norms else None, "samples_per_s": rate,
-               "tflops": flops_per_sample * rate / 1e12, "mfu": flops_per_sample * rate / (peak * world) if peak else None,
-               "data_wait_frac": data_wait / seconds, "elapsed_s": train_seconds + time.perf_counter() - run_start,
-               "warmup": int(first_row)}
-        rows.append(row)
-        _say(f"step {done:>6}  loss {row['loss']:.4f}  lr {row['lr']:.3g}  {rate:8.2f} samples/s"
-             + (f"  MFU {row['mfu']:.1%}" if row["mfu"] is not None else f"  {row['tflops']:.3g} TFLOP/s")
-             + f"  data wait {row['data_wait_frac']:.1%}", is_main)
-        pending_losses, pending_norms, lrs = [], [], []
-        interval_step, data_wait, first_row = done, 0.0, False
-        interval_start = time.perf_counter()
-
     def save_checkpoint(done: int) -> None:
         """Gather every process's RNG state; rank 0 writes the checkpoint atomically."""
-        nonlocal last_good, interval_start, saved
+        nonlocal last_good
         rng = [None] * world
         if ddp:
             dist.all_gather_object(rng, ckpt_io.rng_state())
@@ -352,43 +320,47 @@ def fit(job: Job, rank: int, world: int, device: str) -> dict | None:
                 "segments": segments + [{**segment, "end_step": done, "seconds": time.perf_counter() - run_start}],
             })
             last_good = (path, done)
-        saved = True
-        interval_start = time.perf_counter()  # checkpoint I/O is not part of the measured rate
+        meter.restart()  # checkpoint I/O is not part of the measured rate
 
-    ema_params = list(ema.parameters())
-    params = list(unet.parameters())
+    ema_params, params = list(ema.parameters()), list(unet.parameters())
+    saved = False
     try:
         for step in range(start_step, end_step):
             draws = step_noise(seed, step, batch, data.latent_shape, schedule.config.num_train_timesteps,
                                train["caption_dropout"], device)
             step_loss = 0.0
             for micro_step in range(accum):
-                wait = time.perf_counter()
-                micro_batch_data = next(batches)
-                data_wait += time.perf_counter() - wait
+                with meter.waiting():
+                    micro_batch_data = next(batches)
                 sync = model.no_sync() if ddp and micro_step < accum - 1 else contextlib.nullcontext()
                 with sync:
                     loss = loss_of(micro_batch_data, draws, micro_step) / accum
                     scaler.scale(loss).backward()
                 step_loss = step_loss + loss.detach()
+            grad_norm = None
             if train["grad_clip"] > 0:
                 scaler.unscale_(optimizer)
-                pending_norms.append(torch.nn.utils.clip_grad_norm_(params, train["grad_clip"]))
-            lrs.append(lr_schedule.get_last_lr()[0])
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, train["grad_clip"])
+            lr = lr_schedule.get_last_lr()[0]
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
             lr_schedule.step()
             decay = min(train["ema_decay"], (1 + step) / (10 + step))
             torch._foreach_lerp_(ema_params, params, 1.0 - decay)
-            pending_losses.append(step_loss)
+            meter.add(step_loss, grad_norm, lr)
 
             done = step + 1
             checkpoint_now = done % train["checkpoint_every"] == 0 or done == end_step
             if done % train["log_every"] == 0 or checkpoint_now:
-                flush(done)
+                losses = meter.pending_losses()
+                if ddp:
+                    dist.all_reduce(losses)
+                    losses /= world
+                meter.row(done, losses.tolist(), last_good)
             if checkpoint_now:
                 save_checkpoint(done)
+                saved = True
     except torch.OutOfMemoryError:
         raise TrainingError(
             f"out of memory on {device} with micro-batch {micro} (train.batch_size {batch} / ({world} processes x "
@@ -401,6 +373,70 @@ def fit(job: Job, rank: int, world: int, device: str) -> dict | None:
     return finish(job, rows, segments + [{**segment, "end_step": end_step,
                                           "seconds": time.perf_counter() - run_start}],
                   data, flops_per_sample, device_name, peak, unet)
+
+
+class Meter:
+    """The metrics rows. Losses stay on the device between rows, so the loop synchronises once per
+    row (not per step); each row checks every step's loss for NaN/inf before anything is saved."""
+
+    def __init__(self, rows: list[dict], batch: int, world: int, flops_per_sample: int, peak: float | None,
+                 start_step: int, elapsed_before: float, verbose: bool):
+        self.rows, self.batch, self.world = rows, batch, world
+        self.flops_per_sample, self.peak, self.verbose = flops_per_sample, peak, verbose
+        self.elapsed_before, self.started = elapsed_before, time.perf_counter()
+        self.last_step, self.first = start_step, True
+        self._losses, self._norms, self._lr = [], [], None
+        self.restart()
+
+    def restart(self) -> None:
+        self.clock, self.data_wait = time.perf_counter(), 0.0
+
+    @contextlib.contextmanager
+    def waiting(self):
+        start = time.perf_counter()
+        yield
+        self.data_wait += time.perf_counter() - start
+
+    def add(self, loss, grad_norm, lr: float) -> None:
+        self._losses.append(loss)
+        if grad_norm is not None:
+            self._norms.append(grad_norm)
+        self._lr = lr
+
+    def pending_losses(self):
+        """This process's losses since the last row, one per step, as one tensor to reduce."""
+        import torch
+
+        return torch.stack(self._losses)
+
+    def row(self, done: int, losses: list[float], last_good: tuple) -> dict:
+        """Check the (process-averaged) losses and append a row; raise TrainingError on NaN/inf."""
+        import torch
+
+        for i, value in enumerate(losses):
+            if not math.isfinite(value):
+                path, at = last_good
+                kept = f"the last good checkpoint (step {at}) is kept at {path}" if path else "no checkpoint was written"
+                raise TrainingError(f"loss is {value} at step {done - len(losses) + i + 1}; stopped ({kept}). Lower "
+                                    "train.lr, raise train.warmup_steps or train.grad_clip, or train in bf16 instead "
+                                    "of fp16")
+        seconds = time.perf_counter() - self.clock
+        rate = (done - self.last_step) * self.batch / seconds
+        norms = torch.stack(self._norms).tolist() if self._norms else []
+        row = {"step": done, "loss": statistics.fmean(losses), "lr": self._lr,
+               "grad_norm": statistics.fmean(norms) if norms else None, "samples_per_s": rate,
+               "tflops": self.flops_per_sample * rate / 1e12,
+               "mfu": self.flops_per_sample * rate / (self.peak * self.world) if self.peak else None,
+               "data_wait_frac": self.data_wait / seconds,
+               "elapsed_s": self.elapsed_before + time.perf_counter() - self.started, "warmup": int(self.first)}
+        self.rows.append(row)
+        _say(f"step {done:>6}  loss {row['loss']:.4f}  lr {row['lr']:.3g}  {rate:8.2f} samples/s"
+             + (f"  MFU {row['mfu']:.1%}" if row["mfu"] is not None else f"  {row['tflops']:.3g} TFLOP/s")
+             + f"  data wait {row['data_wait_frac']:.1%}", self.verbose)
+        self._losses, self._norms = [], []
+        self.last_step, self.first = done, False
+        self.restart()
+        return row
 
 
 # --- outputs ------------------------------------------------------------------------------------
