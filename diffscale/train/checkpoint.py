@@ -72,7 +72,8 @@ def load(path: str | Path) -> dict:
     if not path.is_file():
         raise DataError(f"{path}: checkpoint not found")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        # memory-mapped: reading the metadata of a large checkpoint does not load its tensors
+        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{path}: not a readable checkpoint ({first})") from None

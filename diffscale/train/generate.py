@@ -3,7 +3,8 @@
 The run directory's config.json names the text encoder and VAE the model was trained with
 (models.text_encoder, models.vae); prompts are encoded by that text encoder exactly as training
 encoded the empty prompt (text.py), sampled with classifier-free guidance from the EMA weights,
-decoded by the VAE and written as PNGs carrying the prompt and every setting in their metadata.
+decoded by the VAE and written as PNGs carrying the prompt and every setting in their metadata,
+with samples.json (the images and settings) and run.json (provenance and timings) beside them.
 
 Each image's noise comes from its own generator seeded by (seed, prompt number), so an image
 depends on its prompt, the seed and the settings, not on the batch it was generated in.
@@ -13,10 +14,11 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from diffscale import atomic, models
+from diffscale import atomic, models, provenance
 from diffscale.errors import DataError, ModelSpecError
 from diffscale.train import checkpoint as ckpt_io
 from diffscale.train.diffusion import SAMPLERS, predict_noise, sampler
@@ -168,6 +170,15 @@ def generate(prompts: list[str], model_path: str | Path, out_dir: str | Path, se
         raise DataError(f"prompt {empty[0] + 1} is empty")
     if settings.scheduler not in SAMPLERS:
         raise DataError(f"--scheduler {settings.scheduler!r}: expected one of {', '.join(SAMPLERS)}")
+    start = time.perf_counter()
     model = TrainedModel(model_path, device=device, weights=settings.weights)
+    loaded = time.perf_counter()
     images = model.generate(prompts, settings)
-    return write_images(images, prompts, settings, model, out_dir)
+    seconds = time.perf_counter() - loaded
+    written = write_images(images, prompts, settings, model, out_dir)
+    specs = [models.parse_spec(role, model.config["models"][role]).describe() for role in ("unet", "text_encoder", "vae")]
+    provenance.write_run_json(Path(out_dir) / "run.json", config_slice={**asdict(settings), "prompts": prompts},
+                              models=specs, model_path=str(model.path), train_step=model.step, device=device,
+                              timings={"load_s": loaded - start, "generate_s": seconds,
+                                       "images_per_s": len(prompts) / seconds})
+    return written

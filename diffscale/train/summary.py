@@ -73,12 +73,15 @@ def write_study(run_dirs: list[str | Path], table: str | Path, loss_figure: str 
         frame.to_csv(tmp, index=False)
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    for run_dir in map(Path, run_dirs):
+    styles = ["-", "--", ":", "-."]
+    for number, run_dir in enumerate(map(Path, run_dirs)):
         metrics_path = run_dir / "metrics.csv"
         if not metrics_path.is_file():
             raise DataError(f"{metrics_path}: missing; the run did not finish")
         metrics = pd.read_csv(metrics_path)
-        ax.plot(metrics["step"], metrics["loss"], marker=".", label=run_label(run_dir))
+        # runs share their sample sequence, so their curves may overlap: line styles keep them apart
+        ax.plot(metrics["step"], metrics["loss"], linestyle=styles[number % len(styles)], marker=".",
+                label=run_label(run_dir))
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("training loss (MSE of predicted noise)")
     ax.set_title("Text-conditioned U-Net: training loss per run")

@@ -91,8 +91,8 @@ def train(run_config: dict, images_dir, text_dir, out_dir, *, resume: bool = Fal
     if world == 1:
         return _process(job, 0, 0, 1)
     _spawn(job, world)
-    return read_summary(job.out_dir) if job.stop_after is None or job.stop_after >= job.run_config["train"]["steps"] \
-        else None
+    finished = job.stop_after is None or job.stop_after >= job.run_config["train"]["steps"]
+    return read_summary(job.out_dir) if finished else None
 
 
 def _spawn(job: Job, world: int) -> None:
@@ -138,6 +138,8 @@ def prepare(job: Job, verbose: bool = True) -> None:
     run = cfg["run"]
     hardware.resolve(cfg, run["hw"], int(run["gpus"]))
     data = LatentTextDataset(job.images_dir, job.text_dir)
+    _say(f"{data.unmatched_captions} captions of {job.text_dir} have no latent in {job.images_dir}; skipped",
+         verbose and data.unmatched_captions > 0)
     arch = models.architecture_config(models.parse_spec("unet", cfg["models"]["unet"]))
     check_data_fits(arch, data)
     job.start_checkpoint = _choose_checkpoint(job, arch, verbose)

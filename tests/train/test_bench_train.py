@@ -10,7 +10,7 @@ def test_bench_train_reports_loop_and_bare_rates():
     assert STAGES["train"] == "diffscale.bench.train"
     parser = argparse.ArgumentParser()
     bench_train.add_arguments(parser)
-    args = parser.parse_args(["--batch", "4", "--latent-size", "8", "--steps", "6", "--log-every", "2"])
+    args = parser.parse_args(["--batch", "4", "--latent-size", "8", "--steps", "6", "--log-every", "2", "--rounds", "1"])
     (row,) = bench_train.run(args)
     assert row["preset"] == "tiny" and row["batch"] == 4 and row["latent"] == "4x8x8"
     assert row["loop_samples_per_s"] > 0 and row["bare_samples_per_s"] > 0

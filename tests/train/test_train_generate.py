@@ -72,6 +72,9 @@ def test_png_carries_prompt_and_settings(tmp_path, trained_run):
     assert text["model_path"] == str(trained_run)
     manifest = json.loads((tmp_path / "samples.json").read_text())
     assert [i["prompt"] for i in manifest["images"]] == PROMPTS[:2] and manifest["settings"]["seed"] == 7
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert record["config"]["prompts"] == PROMPTS[:2] and record["timings"]["images_per_s"] > 0
+    assert [m["role"] for m in record["models"]] == ["unet", "text_encoder", "vae"]
 
 
 def test_prompt_file(tmp_path):

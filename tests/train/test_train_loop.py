@@ -233,3 +233,13 @@ def test_cli_errors_are_one_line(tmp_path, embeddings):
                              "--out", str(tmp_path / "out")], capture_output=True, text=True)
     assert result.returncode == 2 and "missing/index.json: no index" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_gpu_run_without_gpus_fails_naming_the_hardware(tmp_path, embeddings, make_run_config):
+    cfg = make_run_config()
+    cfg["hardware"]["local"] = {"partition": "a100", "device": "cuda"}
+    from diffscale.errors import HardwareError
+
+    with pytest.raises(HardwareError, match=r"hardware.local \(partition a100\): device cuda requested but no usable GPU"):
+        train(cfg, *embeddings, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
