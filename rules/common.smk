@@ -100,13 +100,12 @@ def train_run_config(wildcards):
 
 def train_threads(wildcards):
     """All the CPUs the job asks SLURM for, so a local run never times two trainings at once."""
-    return res(wildcards.hw, wildcards.gpus)["cpus_per_task"]
+    return hwres.job_resources(config, wildcards.hw, int(wildcards.gpus))["cpus_per_task"]
 
 
 def sampling_resources():
     """Sampling runs on the CPU hardware, whichever hardware trained the model."""
-    fixed = res(config["embed"]["hardware"])
-    return {key: fixed[key] for key in RESOURCE_KEYS}
+    return hwres.job_resources(config, config["embed"]["hardware"])
 
 
 def train_prompt_flags():

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from diffscale import models
 from diffscale.bench.timing import measure
+from diffscale.train import compat
 from diffscale.train.unet import AMP_DTYPES, train
 
 TEXT_ENCODER_FOR_WIDTH = {32: {"random": "tiny"}, 768: {"random": "clip-vit-large-patch14"}}
@@ -42,11 +43,11 @@ def bare_step_rate(args: argparse.Namespace, latent_shape: tuple, text_shape: tu
 
     unet = models.build("unet", {"random": args.preset}, device=device)
     unet.train()
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-4, fused=device.startswith("cuda"))
+    optimizer = compat.adamw(unet.parameters(), 1e-4, 0.0, fused=device.startswith("cuda"))
     amp = args.precision in AMP_DTYPES
     dtype = getattr(torch, AMP_DTYPES.get(args.precision, "float32"))
     device_type = "cuda" if device.startswith("cuda") else "cpu"
-    scaler = torch.amp.GradScaler(device_type, enabled=args.precision == "fp16")
+    scaler = compat.grad_scaler(device_type, enabled=args.precision == "fp16")
     latents = torch.randn(args.batch, *latent_shape, device=device)
     noise = torch.randn_like(latents)
     hidden = torch.randn(args.batch, *text_shape, device=device)
@@ -105,7 +106,7 @@ def run(args: argparse.Namespace) -> list[dict]:
         "loop_samples_per_s": loop["samples_per_s"],
         "bare_samples_per_s": bare,
         "ratio": loop["samples_per_s"] / bare,
-        "gflops_per_sample": loop["flops_per_sample"] / 1e9,
+        "gflops_per_sample": loop["flops_per_sample"] / 1e9 if loop["flops_per_sample"] else None,
         "loop_tflops": loop["tflops"],
         "mfu": loop["mfu"],
     }]

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+
 import numpy as np
 
 from diffscale import atomic
 from diffscale.errors import DataError, ModelSpecError
+from diffscale.train import compat
 
 FORMAT = "diffscale-unet-checkpoint"
 VERSION = 1
@@ -72,8 +74,7 @@ def load(path: str | Path) -> dict:
     if not path.is_file():
         raise DataError(f"{path}: checkpoint not found")
     try:
-        # memory-mapped: reading the metadata of a large checkpoint does not load its tensors
-        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=False, **compat.load_kwargs())
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{path}: not a readable checkpoint ({first})") from None
@@ -104,8 +105,10 @@ def full_unet_config(arch: dict) -> dict:
     import torch
     from diffusers import UNet2DConditionModel
 
-    with torch.device("meta"):
-        return dict(UNet2DConditionModel.from_config(arch).config)
+    if hasattr(torch, "get_default_device"):  # the meta device as a context: nothing is allocated
+        with torch.device("meta"):
+            return dict(UNet2DConditionModel.from_config(arch).config)
+    return dict(UNet2DConditionModel.from_config(arch).config)
 
 
 def architecture_differences(saved: dict, current: dict) -> list[str]:

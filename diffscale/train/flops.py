@@ -2,7 +2,8 @@
 
 FLOPs are counted, not estimated: one forward pass of the model under
 `torch.utils.flop_counter.FlopCounterMode` (matmuls, convolutions, attention), times 3 for a
-training step (the backward pass costs about twice the forward).
+training step (the backward pass costs about twice the forward). Builds of PyTorch without the
+counter (1.13, the K80 env) report no FLOPs and hence no MFU.
 """
 
 from __future__ import annotations
@@ -33,9 +34,14 @@ def peak_flops(device_name: str, precision: str, tf32: bool = True) -> float | N
     return None
 
 
-def forward_flops(model, *args, **kwargs) -> int:
-    """FLOPs of one forward call, counted."""
+def forward_flops(model, *args, **kwargs) -> int | None:
+    """FLOPs of one forward call, counted (None where PyTorch has no FLOP counter)."""
     import torch
+
+    from diffscale.train.compat import has_flop_counter
+
+    if not has_flop_counter():
+        return None
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
@@ -44,11 +50,12 @@ def forward_flops(model, *args, **kwargs) -> int:
     return int(counter.get_total_flops())
 
 
-def unet_train_flops_per_sample(unet, latent_shape: tuple, text_shape: tuple, device) -> int:
+def unet_train_flops_per_sample(unet, latent_shape: tuple, text_shape: tuple, device) -> int | None:
     """Training FLOPs per sample of a conditional U-Net: 3 x a counted batch-1 forward."""
     import torch
 
     latents = torch.zeros(1, *latent_shape, device=device)
     hidden = torch.zeros(1, *text_shape, device=device)
     timestep = torch.zeros(1, dtype=torch.long, device=device)
-    return 3 * forward_flops(unet, latents, timestep, encoder_hidden_states=hidden)
+    forward = forward_flops(unet, latents, timestep, encoder_hidden_states=hidden)
+    return None if forward is None else 3 * forward

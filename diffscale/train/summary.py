@@ -40,7 +40,7 @@ def study_rows(run_dirs: list[str | Path]) -> list[dict]:
         slurm = record.get("slurm") or {}
         rows.append({
             **{k: results.get(k) for k in COLUMNS if k in results},
-            "gflops_per_sample": results["flops_per_sample"] / 1e9,
+            "gflops_per_sample": results["flops_per_sample"] / 1e9 if results.get("flops_per_sample") else None,
             "partition": slurm.get("partition", ""),
             "slurm_job": slurm.get("job_id", ""),
             "config_hash": record.get("config_hash"),

@@ -39,6 +39,7 @@ from typing import Any
 from diffscale import atomic, hardware, models, provenance
 from diffscale.errors import ConfigError, DataError, HardwareError, ModelSpecError, UserError
 from diffscale.train import checkpoint as ckpt_io
+from diffscale.train import compat
 from diffscale.train.config import check_run_config, differences, micro_batch, trajectory, trajectory_hash
 from diffscale.train.data import LatentTextDataset, StepBatches, make_loader
 from diffscale.train.diffusion import noise_scheduler, step_noise
@@ -210,8 +211,7 @@ def _process(job: Job, rank: int, local_rank: int, world: int) -> dict | None:
         torch.set_num_threads(max(1, provenance.usable_cpus() // world))
     if world > 1:
         backend = "nccl" if placement.device == "cuda" else "gloo"
-        dist.init_process_group(backend, rank=rank, world_size=world,
-                                device_id=torch.device(device) if placement.device == "cuda" else None)
+        compat.init_process_group(backend, rank, world, torch.device(device) if placement.device == "cuda" else None)
     try:
         return fit(job, rank, world, device)
     finally:
@@ -241,12 +241,11 @@ def fit(job: Job, rank: int, world: int, device: str) -> dict | None:
     null = encoder.null_embedding()
     del encoder
     schedule = noise_scheduler()
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=train["lr"], weight_decay=train["weight_decay"],
-                                  fused=device_type == "cuda")
+    optimizer = compat.adamw(unet.parameters(), train["lr"], train["weight_decay"], fused=device_type == "cuda")
     warmup = train["warmup_steps"]
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
-    scaler = torch.amp.GradScaler(device_type, enabled=precision == "fp16")
+    scaler = compat.grad_scaler(device_type, enabled=precision == "fp16")
     flops_per_sample = unet_train_flops_per_sample(unet, data.latent_shape, data.hidden_shape, device)
     device_name = torch.cuda.get_device_name(device) if device_type == "cuda" else provenance.cpu_model()
     peak = peak_flops(device_name, precision, train["tf32"]) if device_type == "cuda" else None
@@ -297,8 +296,8 @@ def fit(job: Job, rank: int, world: int, device: str) -> dict | None:
                   elapsed_before=sum(s["seconds"] for s in segments), verbose=is_main)
     last_good = (job.start_checkpoint, start_step) if job.start_checkpoint else (None, None)
     _say(f"rank 0/{world} on {device_name}: steps {start_step}..{end_step} of {steps}, global batch {batch} "
-         f"= {world} x {accum} x {micro}, {precision}, {len(data)} captions, "
-         f"{flops_per_sample / 1e9:.3g} GFLOP/sample", is_main)
+         f"= {world} x {accum} x {micro}, {precision}, {len(data)} captions"
+         + (f", {flops_per_sample / 1e9:.3g} GFLOP/sample" if flops_per_sample else ""), is_main)
 
     def save_checkpoint(done: int) -> None:
         """Gather every process's RNG state; rank 0 writes the checkpoint atomically."""
@@ -349,7 +348,7 @@ def fit(job: Job, rank: int, world: int, device: str) -> dict | None:
             optimizer.zero_grad(set_to_none=True)
             lr_schedule.step()
             decay = min(train["ema_decay"], (1 + step) / (10 + step))
-            torch._foreach_lerp_(ema_params, params, 1.0 - decay)
+            compat.lerp_(ema_params, params, 1.0 - decay)
             meter.add(step_loss, grad_norm, lr)
 
             done = step + 1
@@ -363,7 +362,7 @@ def fit(job: Job, rank: int, world: int, device: str) -> dict | None:
             if checkpoint_now:
                 save_checkpoint(done)
                 saved = True
-    except torch.OutOfMemoryError:
+    except compat.oom_errors():
         raise TrainingError(
             f"out of memory on {device} with micro-batch {micro} (train.batch_size {batch} / ({world} processes x "
             f"grad_accum {accum})); lower train.batch_size or raise train.grad_accum") from None
@@ -425,15 +424,15 @@ class Meter:
         seconds = time.perf_counter() - self.clock
         rate = (done - self.last_step) * self.batch / seconds
         norms = torch.stack(self._norms).tolist() if self._norms else []
+        tflops, mfu = achieved(self.flops_per_sample, rate, self.peak, self.world)
         row = {"step": done, "loss": statistics.fmean(losses), "lr": self._lr,
                "grad_norm": statistics.fmean(norms) if norms else None, "samples_per_s": rate,
-               "tflops": self.flops_per_sample * rate / 1e12,
-               "mfu": self.flops_per_sample * rate / (self.peak * self.world) if self.peak else None,
+               "tflops": tflops, "mfu": mfu,
                "data_wait_frac": self.data_wait / seconds,
                "elapsed_s": self.elapsed_before + time.perf_counter() - self.started, "warmup": int(self.first)}
         self.rows.append(row)
         _say(f"step {done:>6}  loss {row['loss']:.4f}  lr {row['lr']:.3g}  {rate:8.2f} samples/s"
-             + (f"  MFU {row['mfu']:.1%}" if row["mfu"] is not None else f"  {row['tflops']:.3g} TFLOP/s")
+             + (f"  MFU {mfu:.1%}" if mfu is not None else f"  {tflops:.3g} TFLOP/s" if tflops is not None else "")
              + f"  data wait {row['data_wait_frac']:.1%}", self.verbose)
         self._losses, self._norms = [], []
         self.last_step, self.first = done, False
@@ -442,6 +441,15 @@ class Meter:
 
 
 # --- outputs ------------------------------------------------------------------------------------
+
+def achieved(flops_per_sample: int | None, samples_per_s: float, peak: float | None,
+             devices: int) -> tuple[float | None, float | None]:
+    """Achieved TFLOP/s and MFU (model FLOPs over the devices' peak); None where unknown."""
+    if not flops_per_sample:
+        return None, None
+    flops = flops_per_sample * samples_per_s
+    return flops / 1e12, (flops / (peak * devices) if peak else None)
+
 
 def steady_rate(rows: list[dict]) -> float:
     """Samples/s after warm-up: the median over metrics rows, each process start's first row left out."""
@@ -470,6 +478,7 @@ def finish(job: Job, rows: list[dict], segments: list[dict], data: LatentTextDat
     cfg, out = job.run_config, job.out_dir
     world = int(cfg["run"]["gpus"])
     rate = steady_rate(rows)
+    tflops, mfu = achieved(flops_per_sample, rate, peak, world)
     unet_spec = models.parse_spec("unet", cfg["models"]["unet"])
     summary = {
         **cfg["run"],
@@ -477,8 +486,8 @@ def finish(job: Job, rows: list[dict], segments: list[dict], data: LatentTextDat
         "samples_per_s": rate,
         "samples_per_s_per_device": rate / world,
         "final_loss": final_loss(rows),
-        "tflops": flops_per_sample * rate / 1e12,
-        "mfu": flops_per_sample * rate / (peak * world) if peak else None,
+        "tflops": tflops,
+        "mfu": mfu,
         "flops_per_sample": flops_per_sample,
         "params": sum(p.numel() for p in unet.parameters()),
         "model": unet_spec.label,
