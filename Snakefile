@@ -23,6 +23,7 @@ if not is_complete_config(workflow.config_settings.overwrite_config):
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/embed.smk"
+include: "rules/train.smk"
 include: "rules/report.smk"
 include: "rules/hardware.smk"
 

@@ -31,6 +31,7 @@ wildcard_constraints:
     hw="[a-z][a-z0-9_]*",
     gpus=r"\d+",
     workers=r"\d+",
+    precision="fp32|bf16|fp16",
 
 
 def resources_for(hw=None, gpus=0, workers=1):
@@ -107,7 +108,7 @@ def coco_inputs():
 def report_inputs():
     """Everything the report reads: the bench tables of every study the config enables."""
     return ["results/bench/models.csv", "results/data/summary.json", COCO_FILTER_TABLE, *COCO_FILTER_FIGURES,
-            *hardware_checks(), "results/bench/embed_scaling.csv"]
+            *hardware_checks(), "results/bench/embed_scaling.csv", *train_report_inputs()]
 
 
 # --- embedding (study 1, stage 2) ---
@@ -145,3 +146,50 @@ def embed_timings():
     """timing.json of every embedding run the config asks for, both modalities."""
     return [f"results/embed/{modality}/{run.name}/timing.json"
             for modality in ("images", "text") for run in experiments.embed_runs(config)]
+
+
+# --- study 1, stage 3: U-Net training (rules/train.smk) ----------------------------------------
+from diffscale.train import config as train_config
+
+try:
+    train_config.validate_train(config)
+except UserError as exc:
+    raise WorkflowError(str(exc)) from None
+
+TRAIN_RUN = "results/train/unet/{hw}/{precision}-g{gpus}"
+TRAIN_SAMPLES = "results/train/samples/{hw}/{precision}-g{gpus}"
+
+
+def train_run_wildcards():
+    """The training matrix as zipped wildcard lists, for expand(..., zip, **train_run_wildcards())."""
+    runs = experiments.train_runs(config)
+    return {"hw": [r.hw for r in runs], "precision": [r.precision for r in runs], "gpus": [r.gpus for r in runs]}
+
+
+def train_run_config(wildcards):
+    """Exactly what one training job reads, as JSON: an edit of it re-runs the job, nothing else does."""
+    run = train_config.run_config(config, wildcards.hw, wildcards.precision, int(wildcards.gpus))
+    return json.dumps(run, sort_keys=True)
+
+
+def train_threads(wildcards):
+    """All the CPUs the job asks SLURM for, so a local run never times two trainings at once."""
+    return hwres.job_resources(config, wildcards.hw, int(wildcards.gpus))["cpus_per_task"]
+
+
+def sampling_resources():
+    """Sampling runs on the CPU hardware, whichever hardware trained the model."""
+    return hwres.job_resources(config, config["embed"]["hardware"])
+
+
+def train_prompt_flags():
+    import shlex
+
+    return " ".join(f"--prompt {shlex.quote(p)}" for p in config["train"]["prompts"])
+
+
+def train_report_inputs():
+    targets = ["results/bench/train_unet.csv", "results/bench/train_unet_loss.png"]
+    if config["train"]["prompts"]:
+        targets.append("results/bench/train_unet_samples.png")
+    return targets

@@ -19,6 +19,8 @@ def expected_jobs(cfg: dict) -> dict[str, int]:
             "hardware_check": len(hardware_demand(cfg))}
     embed_runs = len(experiments.embed_runs(cfg))
     jobs |= {"embed_images": embed_runs, "embed_text": embed_runs, "embed_scaling": 1}
+    train_runs = len(experiments.train_runs(cfg))
+    jobs |= {"train_unet": train_runs, "generate_unet_samples": train_runs, "train_unet_table": 1, "samples": 1}
     return jobs
 
 
@@ -54,6 +56,19 @@ def test_editing_models_reruns_only_what_depends_on_them(demo_run):
     plan = planned_jobs(work, "--configfile", str(edited), "--replace-workflow-config")
     assert plan.get("model_inventory") == 1 and plan.get("report") == 1
     assert not any(rule.startswith("synthetic_") for rule in plan)
+
+
+@pytest.mark.slow
+def test_editing_one_training_parameter_reruns_only_training_downstream(demo_run):
+    work, _ = demo_run
+    cfg = yaml.safe_load((work / "config.yaml").read_text())
+    cfg["train"]["lr"] = cfg["train"]["lr"] * 2
+    edited = work / "edited-train.yaml"
+    edited.write_text(yaml.safe_dump(cfg))
+    plan = planned_jobs(work, "--configfile", str(edited), "--replace-workflow-config")
+    runs = len(experiments.train_runs(cfg))
+    assert plan == {"train_unet": runs, "generate_unet_samples": runs, "train_unet_table": 1, "samples": 1,
+                    "report": 1, "all": 1}
 
 
 def test_config_error_stops_before_any_job(repo_root, tmp_path):

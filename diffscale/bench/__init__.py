@@ -8,4 +8,5 @@ STAGES = {
     "models": "diffscale.bench.models",
     "coco": "diffscale.bench.coco",
     "embed": "diffscale.bench.embed",
+    "train": "diffscale.bench.train",
 }

@@ -1,0 +1,118 @@
+"""What one training run reads: its run config, built from the pipeline config in one place.
+
+The rule passes the run config to the script as JSON in its `params`, so Snakemake re-runs a
+training job exactly when something the job reads changes: editing `train.lr` re-runs every
+training job, editing `train.prompts` or adding a run to `train.matrix` re-runs none (the
+sampling keys go to the sampling rule instead). The same JSON is saved as `config.json` in the run
+directory, and `generate.py` builds its models from it.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from diffscale import experiments
+from diffscale.config import config_hash
+from diffscale.errors import ConfigError
+
+# Keys of the train section that only the sampling rule reads, or that describe which runs exist.
+SAMPLING_KEYS = ("prompts", "guidance_scale", "inference_steps", "scheduler")
+NOT_PER_RUN = ("matrix", *SAMPLING_KEYS)
+# Keys that change how a run is carried out but not the weights it ends with: a checkpoint made
+# under other values of these still resumes (a longer `steps` continues a shorter run).
+LOGISTICS_KEYS = ("steps", "checkpoint_every", "log_every", "loader_workers")
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def validate_train(cfg: dict, source: str = "config") -> None:
+    """Checks the schema cannot express: the global batch splits evenly over every run."""
+    train = cfg["train"]
+    for run in experiments.train_runs(cfg):
+        parts = run.gpus * train["grad_accum"]
+        if train["batch_size"] % parts:
+            raise ConfigError(
+                f"{source}: train.batch_size: {train['batch_size']} does not split into {run.gpus} GPUs x "
+                f"grad_accum {train['grad_accum']} equal micro-batches (run {run.hw}/{run.variant}); "
+                f"use a multiple of {parts}")
+
+
+def run_config(cfg: dict, hw: str, precision: str, gpus: int) -> dict:
+    """Everything one training run reads, and nothing else."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if hw not in cfg["hardware"]:
+        raise ConfigError(f"hardware key {hw!r} is not in the config's hardware table "
+                          f"({', '.join(sorted(cfg['hardware']))})")
+    validate_train(cfg)
+    entry = cfg["hardware"][hw]
+    hardware = {k: entry[k] for k in ("partition", "device", "conda_env") if k in entry}
+    train = {k: copy.deepcopy(v) for k, v in cfg["train"].items() if k not in NOT_PER_RUN}
+    return {
+        "run": {"hw": hw, "precision": precision, "gpus": int(gpus)},
+        "seed": cfg["seed"],
+        "hardware": {hw: hardware},
+        "models": {role: copy.deepcopy(cfg["models"][role]) for role in ("unet", "text_encoder", "vae")},
+        "embed": {"train_source": cfg["embed"]["train_source"]},
+        "train": train,
+    }
+
+
+def sampling_config(cfg: dict) -> dict:
+    """What the sampling rule reads: the prompts and sampler settings, and the seed."""
+    return {"seed": cfg["seed"], **{k: copy.deepcopy(cfg["train"][k]) for k in SAMPLING_KEYS}}
+
+
+def check_run_config(run_cfg: Any, source: str = "--run-config") -> dict:
+    """A run config read from JSON: the sections and keys the training needs are there."""
+    if not isinstance(run_cfg, dict):
+        raise ConfigError(f"{source}: expected a JSON object")
+    for section in ("run", "seed", "hardware", "models", "embed", "train"):
+        if section not in run_cfg:
+            raise ConfigError(f"{source}: missing section {section!r}")
+    run = run_cfg["run"]
+    for key in ("hw", "precision", "gpus"):
+        if key not in run:
+            raise ConfigError(f"{source}: run.{key} is missing")
+    if run["precision"] not in PRECISIONS:
+        raise ConfigError(f"{source}: run.precision: {run['precision']!r} is not one of {', '.join(PRECISIONS)}")
+    if run["hw"] not in run_cfg["hardware"]:
+        raise ConfigError(f"{source}: hardware.{run['hw']}: missing")
+    needed = ("steps", "batch_size", "grad_accum", "lr", "weight_decay", "warmup_steps", "ema_decay", "grad_clip",
+              "caption_dropout", "tf32", "loader_workers", "log_every", "checkpoint_every")
+    missing = [k for k in needed if k not in run_cfg["train"]]
+    if missing:
+        raise ConfigError(f"{source}: train.{missing[0]} is missing")
+    parts = int(run["gpus"]) * run_cfg["train"]["grad_accum"]
+    if run_cfg["train"]["batch_size"] % parts:
+        raise ConfigError(f"{source}: train.batch_size {run_cfg['train']['batch_size']} does not split into "
+                          f"{run['gpus']} processes x grad_accum {run_cfg['train']['grad_accum']}")
+    return run_cfg
+
+
+def micro_batch(run_cfg: dict) -> int:
+    """Samples per forward pass on one process."""
+    train = run_cfg["train"]
+    return train["batch_size"] // (int(run_cfg["run"]["gpus"]) * train["grad_accum"])
+
+
+def trajectory(run_cfg: dict) -> dict:
+    """The part of a run config that decides the weights a run ends with."""
+    out = copy.deepcopy(run_cfg)
+    for key in LOGISTICS_KEYS:
+        out["train"].pop(key, None)
+    return out
+
+
+def trajectory_hash(run_cfg: dict) -> str:
+    return config_hash(trajectory(run_cfg))
+
+
+def differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted keys where two configs differ (for messages)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: list[str] = []
+        for key in sorted(set(a) | set(b), key=str):
+            out += differences(a.get(key), b.get(key), f"{prefix}.{key}" if prefix else str(key))
+        return out
+    return [] if a == b else [prefix or "(top level)"]

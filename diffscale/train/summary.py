@@ -1,0 +1,132 @@
+"""The U-Net training study for the report: one table row per run, loss curves, a sample grid.
+
+Built only from what the runs left in their directories (run.json, metrics.csv, samples.json),
+so a table row can always be traced to the run that produced it.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+from diffscale import atomic
+from diffscale.bench.metrics import efficiency, speedup
+from diffscale.errors import DataError
+from diffscale.train.generate import MANIFEST
+
+COLUMNS = ["hw", "precision", "gpus", "device", "samples_per_s", "samples_per_s_per_device", "speedup",
+           "efficiency", "final_loss", "tflops", "mfu", "train_time_s", "steps", "global_batch", "micro_batch",
+           "model", "params", "gflops_per_sample", "resumed", "partition", "slurm_job", "config_hash"]
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing; the run did not finish") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON ({exc.msg})") from None
+
+
+def study_rows(run_dirs: list[str | Path]) -> list[dict]:
+    """One row per run; speedup and efficiency against the 1-device run of the same hw and precision."""
+    rows = []
+    for run_dir in map(Path, run_dirs):
+        record = _read_json(run_dir / "run.json")
+        results = record.get("results")
+        if not results:
+            raise DataError(f"{run_dir / 'run.json'}: no results section; not a training run's record")
+        slurm = record.get("slurm") or {}
+        rows.append({
+            **{k: results.get(k) for k in COLUMNS if k in results},
+            "gflops_per_sample": results["flops_per_sample"] / 1e9 if results.get("flops_per_sample") else None,
+            "partition": slurm.get("partition", ""),
+            "slurm_job": slurm.get("job_id", ""),
+            "config_hash": record.get("config_hash"),
+        })
+    base = {(r["hw"], r["precision"]): r["samples_per_s"] for r in rows if r["gpus"] == 1}
+    for row in rows:
+        one = base.get((row["hw"], row["precision"]))
+        # throughput ratio: the global batch is fixed, so time per step ~ 1 / samples_per_s
+        row["speedup"] = speedup(1.0 / one, 1.0 / row["samples_per_s"]) if one else None
+        row["efficiency"] = efficiency(1.0 / one, 1.0 / row["samples_per_s"], row["gpus"]) if one else None
+    return [{k: row.get(k) for k in COLUMNS} for row in rows]
+
+
+def run_label(run_dir: str | Path) -> str:
+    """`hw precision-gN` from a run directory results/train/unet/<hw>/<variant>."""
+    path = Path(run_dir)
+    return f"{path.parent.name} {path.name}"
+
+
+def write_study(run_dirs: list[str | Path], table: str | Path, loss_figure: str | Path) -> Path:
+    """The study table (CSV) and the loss curves of every run (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    frame = pd.DataFrame(study_rows(run_dirs), columns=COLUMNS)
+    with atomic.atomic_path(table) as tmp:
+        frame.to_csv(tmp, index=False)
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    styles = ["-", "--", ":", "-."]
+    for number, run_dir in enumerate(map(Path, run_dirs)):
+        metrics_path = run_dir / "metrics.csv"
+        if not metrics_path.is_file():
+            raise DataError(f"{metrics_path}: missing; the run did not finish")
+        metrics = pd.read_csv(metrics_path)
+        # runs share their sample sequence, so their curves may overlap: line styles keep them apart
+        ax.plot(metrics["step"], metrics["loss"], linestyle=styles[number % len(styles)], marker=".",
+                label=run_label(run_dir))
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss (MSE of predicted noise)")
+    ax.set_title("Text-conditioned U-Net: training loss per run")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic.atomic_path(loss_figure) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    return Path(table)
+
+
+def write_sample_grid(sample_dirs: list[str | Path], out: str | Path, labels: list[str] | None = None) -> Path:
+    """One row per run, one column per prompt, from generate.py output directories."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    manifests = [(Path(d), _read_json(Path(d) / MANIFEST)) for d in sample_dirs]
+    if not manifests:
+        raise DataError("no sample directories given")
+    prompts = [item["prompt"] for item in manifests[0][1]["images"]]
+    for folder, manifest in manifests[1:]:
+        if [item["prompt"] for item in manifest["images"]] != prompts:
+            raise DataError(f"{folder / MANIFEST}: other prompts than {manifests[0][0] / MANIFEST}")
+    labels = labels or [run_label(folder) for folder, _ in manifests]
+    rows, cols = len(manifests), len(prompts)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols + 0.6, 1.9 * rows + 0.5), squeeze=False)
+    for r, (folder, manifest) in enumerate(manifests):
+        for c, item in enumerate(manifest["images"]):
+            ax = axes[r][c]
+            ax.imshow(Image.open(folder / item["file"]).convert("RGB"))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title("\n".join(textwrap.wrap(item["prompt"], 24)), fontsize=7)
+            if c == 0:
+                ax.set_ylabel(labels[r], fontsize=8)
+    settings = manifests[0][1]["settings"]
+    fig.suptitle(f"{settings['scheduler']}, {settings['num_inference_steps']} steps, guidance "
+                 f"{settings['guidance_scale']}, seed {settings['seed']}, {settings['weights']} weights", fontsize=8)
+    fig.tight_layout()
+    with atomic.atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    return Path(out)

@@ -1,0 +1,75 @@
+#!/usr/bin/env python
+"""Train the text-conditioned U-Net of one run on the cached embeddings (study 1, stage 3).
+
+As the workflow runs it (the run config is JSON built by diffscale.train.config.run_config):
+  python scripts/train_unet.py --run-config '{...}' --images results/embed/images/serial-pinned-w1 \\
+      --text results/embed/text/serial-pinned-w1 --out results/train/unet/local/fp32-g1 --resume
+By hand, from a config file:
+  python scripts/train_unet.py --config config.yaml --hw local --precision bf16 --gpus 2 \\
+      --out results/train/unet/local/bf16-g2 --resume
+With gpus > 1 the script spawns one process per device; under torchrun
+(torchrun --nproc-per-node N scripts/train_unet.py ...) it uses the processes torchrun started.
+Writes checkpoint.pt, metrics.csv, config.json and run.json into --out; resumable checkpoints go
+to --out/resume/ (see diffscale/train/checkpoint.py).
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from diffscale.cli import run_cli  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run-config", help="the run config as JSON (what the workflow passes)")
+    source.add_argument("--config", type=Path, help="a pipeline config file; needs --hw, --precision, --gpus")
+    parser.add_argument("--hw", help="hardware key (with --config)")
+    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help="with --config")
+    parser.add_argument("--gpus", type=int, help="devices, or gloo processes on a CPU hardware key (with --config)")
+    parser.add_argument("--images", type=Path, help="image embedding run (default: from embed.train_source)")
+    parser.add_argument("--text", type=Path, help="text embedding run (default: from embed.train_source)")
+    parser.add_argument("--out", type=Path, required=True, help="run directory")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from --out/resume/last.pt when it was made with the same settings")
+    parser.add_argument("--resume-from", type=Path, help="continue from this checkpoint (same architecture)")
+    parser.add_argument("--stop-after", type=int, metavar="STEP",
+                        help="end after this step, checkpointed (time-limited jobs; a later --resume continues)")
+    args = parser.parse_args()
+
+    from diffscale.config import load_config
+    from diffscale.errors import ConfigError
+    from diffscale.train.config import run_config
+    from diffscale.train.unet import train
+
+    if args.config:
+        missing = [flag for flag, value in (("--hw", args.hw), ("--precision", args.precision),
+                                            ("--gpus", args.gpus)) if value is None]
+        if missing:
+            raise ConfigError(f"--config needs {', '.join(missing)}")
+        cfg = load_config(args.config)
+        run_cfg = run_config(cfg, args.hw, args.precision, args.gpus)
+        source = cfg["embed"]["train_source"]
+        images = args.images or Path("results/embed/images") / source
+        text = args.text or Path("results/embed/text") / source
+    else:
+        try:
+            run_cfg = json.loads(args.run_config)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--run-config: not valid JSON ({exc.msg})") from None
+        if args.images is None or args.text is None:
+            raise ConfigError("--run-config needs --images and --text")
+        images, text = args.images, args.text
+    if args.stop_after is not None and args.stop_after < 1:
+        raise ConfigError("--stop-after: must be at least 1")
+    train(run_cfg, images, text, args.out, resume=args.resume, resume_from=args.resume_from,
+          stop_after=args.stop_after)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
