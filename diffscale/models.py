@@ -226,6 +226,7 @@ class ModelSpec:
     random: str | None = None
     subfolder: str | None = None
     overrides: dict = field(default_factory=dict)
+    seed: int = 0  # of random weights: a frozen encoder rebuilt anywhere from one spec is the same
 
     def describe(self) -> dict:
         """What a result records about its model."""
@@ -236,6 +237,8 @@ class ModelSpec:
                 out["subfolder"] = self.subfolder
         else:
             out["random"] = self.random
+            if self.seed:
+                out["seed"] = self.seed
         if self.overrides:
             out["overrides"] = dict(self.overrides)
         return out
@@ -254,14 +257,16 @@ def parse_spec(role: str, raw: dict | ModelSpec, where: str | None = None) -> Mo
         raise ModelSpecError(f"{where}: unknown model role {role!r} (known: {', '.join(ROLES)})")
     if not isinstance(raw, dict) or ("pretrained" in raw) == ("random" in raw):
         raise ModelSpecError(f"{where}: give exactly one of 'pretrained: <hub id or dir>' or 'random: <preset>'")
-    unknown = set(raw) - {"pretrained", "random", "subfolder", "overrides"}
+    unknown = set(raw) - {"pretrained", "random", "subfolder", "overrides", "seed"}
     if unknown:
         raise ModelSpecError(f"{where}: unknown key {sorted(unknown)[0]!r}")
+    if "seed" in raw and ("random" not in raw or not isinstance(raw["seed"], int) or raw["seed"] < 0):
+        raise ModelSpecError(f"{where}.seed: a non-negative integer, and only with 'random:' (pretrained weights have none)")
     if "random" in raw and raw["random"] not in ROLES[role].presets:
         known = ", ".join(ROLES[role].presets)
         raise ModelSpecError(f"{where}.random: unknown preset {raw['random']!r} for {role} (known: {known})")
     return ModelSpec(role, raw.get("pretrained"), raw.get("random"), raw.get("subfolder"),
-                     dict(raw.get("overrides") or {}))
+                     dict(raw.get("overrides") or {}), int(raw.get("seed", 0)))
 
 
 def preset_config(spec: ModelSpec) -> dict:
@@ -279,8 +284,12 @@ def _from_config(role: Role, config: dict):
     return cls(config_obj)
 
 
-def build(role: str, raw_spec: dict | ModelSpec, *, seed: int = 0, device: str = "cpu", dtype=None):
-    """Build the model a spec describes, in eval mode, on `device`."""
+def build(role: str, raw_spec: dict | ModelSpec, *, seed: int | None = None, device: str = "cpu", dtype=None):
+    """Build the model a spec describes, in eval mode, on `device`.
+
+    Random weights come from the spec's `seed` (default 0), so every stage that rebuilds a frozen
+    model from the same spec gets the same weights; `seed` overrides it for models a run trains
+    from scratch."""
     import torch
 
     spec = parse_spec(role, raw_spec)
@@ -288,7 +297,7 @@ def build(role: str, raw_spec: dict | ModelSpec, *, seed: int = 0, device: str =
         model = load_pretrained(spec)
     else:
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            torch.manual_seed(spec.seed if seed is None else seed)
             model = _from_config(ROLES[role], preset_config(spec))
     model.eval()
     if dtype is not None or device != "cpu":

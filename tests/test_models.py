@@ -126,3 +126,15 @@ def test_inventory_rows():
         {"role": "ddpm_unet", "spec": "random:ddpm-cifar10-32", "kind": "random", "class": "UNet2DModel",
          "params": 35_746_307},
     ]
+
+
+def test_random_weights_come_from_the_spec_seed():
+    """Frozen encoders rebuilt by another stage from the same spec are the same model."""
+    default = models.build("text_encoder", {"random": "tiny"})
+    again = models.build("text_encoder", {"random": "tiny", "seed": 0})
+    other = models.build("text_encoder", {"random": "tiny", "seed": 5})
+    assert all(torch.equal(a, b) for a, b in zip(default.parameters(), again.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(default.parameters(), other.parameters()))
+    assert models.parse_spec("text_encoder", {"random": "tiny", "seed": 5}).describe()["seed"] == 5
+    with pytest.raises(ModelSpecError, match=r"models.vae.seed: a non-negative integer, and only with 'random:'"):
+        models.parse_spec("vae", {"pretrained": "/x", "seed": 1})

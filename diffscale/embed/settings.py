@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from diffscale import models
 from diffscale.errors import ConfigError
 
 MODALITIES = ("images", "text")
@@ -78,7 +79,9 @@ def settings_for(cfg: dict, modality: str, backend: str) -> dict:
         dtype=embed["dtype"],
         cpu_dtype=embed["cpu_dtype"],
         shard_size=embed["shard_size"],
-        seed=cfg["seed"],
+        # random weights come from the spec's own seed, so the training and generate.py rebuild
+        # exactly the encoder that made these embeddings, whatever the run's seed
+        seed=models.parse_spec(MODEL_ROLE[modality], cfg["models"][MODEL_ROLE[modality]]).seed,
         hw=hw,
         # what decides where the run computes; a price or a run-time limit does not re-run it
         hardware={k: v for k, v in cfg["hardware"][hw].items() if k in HARDWARE_KEYS},
