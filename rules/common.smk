@@ -177,11 +177,6 @@ def train_threads(wildcards):
     return hwres.job_resources(config, wildcards.hw, int(wildcards.gpus))["cpus_per_task"]
 
 
-def sampling_resources():
-    """Sampling runs on the CPU hardware, whichever hardware trained the model."""
-    return hwres.job_resources(config, config["embed"]["hardware"])
-
-
 def train_prompt_flags():
     import shlex
 

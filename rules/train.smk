@@ -67,16 +67,18 @@ rule generate_unet_samples:
         scheduler=config["train"]["scheduler"],
         seed=config["seed"],
         model=lambda wildcards, input: os.path.dirname(input.checkpoint),
+        device=lambda wildcards: hwres.compute_device(config, wildcards.hw),
     log:
         "results/logs/train/samples/{hw}/{precision}-g{gpus}.log",
     conda:
         conda_env_for("train")
     resources:
-        **sampling_resources(),
+        # sampled where the model was trained, with the same request (one job per run)
+        **resources_for(),
     shell:
         "python scripts/generate.py {params.prompts} --model-path {params.model}"
         " --guidance-scale {params.guidance} --num-inference-steps {params.steps} --seed {params.seed}"
-        " --scheduler {params.scheduler} --device cpu --out {output} > {log} 2>&1"
+        " --scheduler {params.scheduler} --device {params.device} --out {output} > {log} 2>&1"
 
 
 rule samples:

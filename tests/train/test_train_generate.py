@@ -28,7 +28,7 @@ def test_same_seed_same_images_other_seed_other_images(tmp_path, trained_run):
     first = pixels(generate(PROMPTS, trained_run, tmp_path / "a", FAST))
     again = pixels(generate(PROMPTS, trained_run, tmp_path / "b", FAST))
     other = pixels(generate(PROMPTS, trained_run, tmp_path / "c", Settings(**{**FAST.__dict__, "seed": 8})))
-    assert first.shape == (3, 16, 16, 3) and first.dtype == np.uint8  # 8x8 latents, tiny VAE upsamples 2x
+    assert first.shape == (3, 64, 64, 3) and first.dtype == np.uint8  # 8x8 latents, the VAE upsamples 8x
     assert np.array_equal(first, again)
     assert not np.array_equal(first, other)
 
@@ -59,7 +59,7 @@ def test_guidance_one_is_the_conditional_prediction(trained_run):
 @pytest.mark.parametrize("scheduler", ["ddpm", "euler"])
 def test_every_sampler_runs(tmp_path, trained_run, scheduler):
     images = pixels(generate(PROMPTS[:1], trained_run, tmp_path, Settings(**{**FAST.__dict__, "scheduler": scheduler})))
-    assert images.shape == (1, 16, 16, 3) and images.std() > 0
+    assert images.shape == (1, 64, 64, 3) and images.std() > 0
 
 
 def test_png_carries_prompt_and_settings(tmp_path, trained_run):
