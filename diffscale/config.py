@@ -33,10 +33,6 @@ def schema() -> dict:
     return yaml.safe_load(text)
 
 
-def schema_path() -> Path:
-    return Path(str(resources.files("diffscale").joinpath(SCHEMA_RESOURCE)))
-
-
 def load_config(path: str | Path) -> dict:
     """Read a YAML config, fill schema defaults, validate; raise ConfigError naming the key."""
     path = Path(path)

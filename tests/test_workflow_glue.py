@@ -16,3 +16,17 @@ def test_a_complete_config_replaces_the_demo_and_a_partial_one_overlays_it(repo_
     assert not is_complete_config(read("config/slurm-test.yaml"))
     assert not is_complete_config({})
     assert not is_complete_config(None)
+
+
+def test_rules_find_the_venv_python_without_conda(monkeypatch):
+    import os
+    import sys
+
+    from diffscale.workflow import put_interpreter_on_path
+
+    monkeypatch.setenv("PATH", "/usr/bin")
+    assert put_interpreter_on_path(["env-modules"])
+    assert os.environ["PATH"].split(os.pathsep)[0] == os.path.dirname(sys.executable)
+    monkeypatch.setenv("PATH", "/usr/bin")
+    assert not put_interpreter_on_path(["DeploymentMethod.CONDA"])  # the rule's env brings python
+    assert os.environ["PATH"] == "/usr/bin"
