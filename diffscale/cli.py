@@ -17,3 +17,16 @@ def run_cli(main: Callable[[], int | None]) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def json_flag(flag: str, text: str):
+    """The value of a flag that carries JSON (rules pass config slices this way), or a
+    ConfigError naming the flag."""
+    import json
+
+    from diffscale.errors import ConfigError
+
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{flag}: not valid JSON ({exc.msg})") from None

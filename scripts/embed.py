@@ -10,13 +10,12 @@ Writes shards, timing.json, run.json and, last, index.json into --out-dir.
 """
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from diffscale.cli import run_cli  # noqa: E402
+from diffscale.cli import json_flag, run_cli  # noqa: E402
 
 
 def main() -> int:
@@ -37,15 +36,11 @@ def main() -> int:
     from diffscale.config import load_config
     from diffscale.embed.settings import EmbedSettings, settings_for
     from diffscale.embed.stage import run_embedding
-    from diffscale.errors import ConfigError
 
     if args.config:
         raw = settings_for(load_config(args.config), args.modality, args.backend)
     else:
-        try:
-            raw = json.loads(args.settings)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"--settings: not valid JSON ({exc.msg})") from None
+        raw = json_flag("--settings", args.settings)
     settings = EmbedSettings.from_dict(raw)
     timing = run_embedding(args.modality, args.manifest, args.out_dir, args.backend, args.policy, args.workers,
                            settings, skip_list=args.skipped, cpus=args.cpus)

@@ -11,14 +11,12 @@ as JSON) or --config (a diffscale config file); without either, the schema's def
 """
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from diffscale.cli import run_cli  # noqa: E402
-from diffscale.errors import ConfigError  # noqa: E402
+from diffscale.cli import json_flag, run_cli  # noqa: E402
 
 
 def main() -> int:
@@ -40,10 +38,7 @@ def main() -> int:
     if args.config:
         people = load_config(args.config)["data"]["people"]
     elif args.people:
-        try:
-            people = json.loads(args.people)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"--people: not valid JSON ({exc.msg})") from None
+        people = json_flag("--people", args.people)
     else:
         people = {}
     summary = build_manifest(args.captions, args.out_dir, images=args.images or None,

@@ -7,14 +7,12 @@ device, record where it ran (SLURM job, partition, node, GPUs, PyTorch build) in
 """
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from diffscale.cli import run_cli  # noqa: E402
-from diffscale.errors import ConfigError  # noqa: E402
+from diffscale.cli import json_flag, run_cli  # noqa: E402
 
 
 def main() -> int:
@@ -27,10 +25,7 @@ def main() -> int:
 
     from diffscale import hardware, provenance
 
-    try:
-        entry = json.loads(args.hardware)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"--hardware: not valid JSON ({exc.msg})") from None
+    entry = json_flag("--hardware", args.hardware)
     cfg = {"hardware": {args.hw: entry}}
     record = hardware.check(cfg, args.hw, args.gpus)
     provenance.write_run_json(args.out, config_slice=cfg, hw=args.hw, check=record)

@@ -6,13 +6,12 @@
 """
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from diffscale.cli import run_cli  # noqa: E402
+from diffscale.cli import json_flag, run_cli  # noqa: E402
 
 
 def main() -> int:
@@ -27,15 +26,11 @@ def main() -> int:
 
     from diffscale import atomic, models
     from diffscale.config import load_config
-    from diffscale.errors import ConfigError
 
     if args.config:
         models_cfg = load_config(args.config)["models"]
     else:
-        try:
-            models_cfg = json.loads(args.models)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"--models: not valid JSON ({exc.msg})") from None
+        models_cfg = json_flag("--models", args.models)
     table = pd.DataFrame(models.inventory(models_cfg))
     with atomic.atomic_path(args.out) as tmp:
         table.to_csv(tmp, index=False)

@@ -14,13 +14,12 @@ to --out/resume/ (see diffscale/train/checkpoint.py).
 """
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from diffscale.cli import run_cli  # noqa: E402
+from diffscale.cli import json_flag, run_cli  # noqa: E402
 
 
 def main() -> int:
@@ -57,10 +56,7 @@ def main() -> int:
         images = args.images or Path("results/embed/images") / source
         text = args.text or Path("results/embed/text") / source
     else:
-        try:
-            run_cfg = json.loads(args.run_config)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"--run-config: not valid JSON ({exc.msg})") from None
+        run_cfg = json_flag("--run-config", args.run_config)
         if args.images is None or args.text is None:
             raise ConfigError("--run-config needs --images and --text")
         images, text = args.images, args.text
