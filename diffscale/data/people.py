@@ -426,6 +426,21 @@ class _Draft:
     body_part: bool = False
 
 
+@dataclass(slots=True)
+class _Phrase:
+    """A person noun's phrase while it is walked back over ("the two young men")."""
+
+    gender: str | None
+    age: str | None
+    count: float | None        # the noun's own count (a couple 2, a crowd 3+)
+    age_mod: str | None = None  # young/old/child/teen/elderly/adult from a modifier
+    number: float | None = None  # from a number word or quantifier ("two", "a group of")
+    definite: bool = False
+    depicted: bool = False
+    start: int = 0             # the phrase's first word
+    before: int = -1           # the word before it (moves back over "a group of")
+
+
 class Lexicon:
     """The compiled word lists. `read` reads one caption, `label` one image's captions."""
 
@@ -537,32 +552,58 @@ class Lexicon:
                     drafts: list[_Draft]) -> _Draft | None:
         """The person mention whose noun is tokens[i], or None when it is not a real person."""
         tok = tokens[i]
-        n = len(tokens)
-        nxt = tokens[i + 1] if i + 1 < n else ""
+        if not self._person_word_here(tokens, possessive, i):
+            return None
+        if i + 1 < len(tokens) and tokens[i + 1] in self.figures:
+            return _Draft(tok, i, i, depicted=True)  # "a woman mannequin", "people figurines"
+        phrase = self._noun_phrase(tokens, possessive, i, noun, drafts)
+        if phrase is None:
+            return None
+        drafts[:] = [d for d in drafts if not phrase.start <= d.end < i]  # "a teen boy" is one person
+        if not self._quantify(tokens, phrase) or not self._real_in_context(tokens, tok, phrase):
+            return None
+        if _on_screen_after(tokens, i):
+            phrase.depicted = True  # "a tennis player on TV"
+        j = phrase.before
+        if tok in BEHIND_CAMERA and phrase.definite:
+            return None
+        if tok in NOT_A_PERSON_IN and j >= 0 and tokens[j] in ("in", "into"):
+            return None
+        age = _combine_age(phrase.age, phrase.age_mod)
+        count = phrase.count
+        if count is None:
+            count = phrase.number if phrase.number is not None else (BARE_PLURAL if noun.plural else 1)
+        elif noun.count == 2 and phrase.number is not None and phrase.number >= 2:
+            count = MANY  # "two couples"
+        return _Draft(tok, phrase.start, i, phrase.gender, age, count, definite=phrase.definite,
+                      depicted=phrase.depicted)
+
+    def _person_word_here(self, tokens: list[str], possessive: list[bool], i: int) -> bool:
+        """Is the person noun at tokens[i] a person here at all ("a pitcher of water" is not)?"""
+        tok = tokens[i]
+        nxt = tokens[i + 1] if i + 1 < len(tokens) else ""
         prev = tokens[i - 1] if i else ""
-        # ---- is this word a person here at all? ----
         if tok in NEEDS_CONTEXT and (nxt == "of" or not SPORTS_CONTEXT.intersection(tokens)):
-            return None  # "a pitcher of water"
+            return False  # "a pitcher of water"
         if tok in NOUN_AFTER_DETERMINER and prev not in DETERMINERS and prev not in NUMBER_WORDS \
                 and prev not in AGE_MODIFIERS and prev not in ("head", "line"):
-            return None  # "while they cook", "coach bus"
+            return False  # "while they cook", "coach bus"
         if tok in self.collective and nxt == "of":
-            return None  # "a couple of", "a family of giraffes": the next noun phrase decides
+            return False  # "a couple of", "a family of giraffes": the next noun phrase decides
         if tok in AMBIGUOUS_COLLECTIVES and not (nxt in BREAKERS or not nxt or nxt.endswith("ing")
                                                  or nxt in self.nouns):
-            return None  # "a couple purple flowers", "a group photo"
+            return False  # "a couple purple flowers", "a group photo"
         if not possessive[i]:
-            if nxt in self.not_person_after:
-                return None  # "passenger train", "baby elephant", "police car"
-        elif nxt not in self.body_parts:
-            return None  # "a man's urinal", "someone's living room": owned, not shown
-        if nxt in self.figures:
-            return _Draft(tok, i, i, depicted=True)  # "a woman mannequin", "people figurines"
-        # ---- walk back over the noun phrase ----
-        gender, age, count = noun.gender, noun.age, noun.count
-        age_mod: str | None = None
-        number: float | None = None
-        definite = depicted = seen_determiner = False
+            return nxt not in self.not_person_after  # "passenger train", "baby elephant", "police car"
+        return nxt in self.body_parts  # "a man's face"; "a man's urinal" is owned, not shown
+
+    def _noun_phrase(self, tokens: list[str], possessive: list[bool], i: int, noun: PersonNoun,
+                     drafts: list[_Draft]) -> _Phrase | None:
+        """Walk back from the noun at tokens[i] over its noun phrase ("the two young men"), merging
+        an earlier noun of the same phrase ("a woman tennis player"); None: "no people"."""
+        tok = tokens[i]
+        p = _Phrase(noun.gender, noun.age, noun.count)
+        seen_determiner = False
         j = i - 1
         unknown_words = 0
         while j >= 0:
@@ -570,46 +611,46 @@ class Lexicon:
             if t in self.negation or (t == "it" and possessive[j]):
                 return None  # "no people", "not many passengers"; "it's mother" (sic) is an animal's
             if t.isdigit():
-                number = number or min(int(t), MANY) or None
+                p.number = p.number or min(int(t), MANY) or None
                 seen_determiner = True
             elif t in NUMBER_WORDS:
-                if number is None or t not in ("a", "an"):  # "a few people" are a few
-                    number = NUMBER_WORDS[t]
+                if p.number is None or t not in ("a", "an"):  # "a few people" are a few
+                    p.number = NUMBER_WORDS[t]
                 seen_determiner = True
             elif t in DETERMINERS:
                 if t == "its":
                     return None  # "its mother": an animal's
-                definite = definite or t in ARTICLES
+                p.definite = p.definite or t in ARTICLES
                 seen_determiner = True
             elif seen_determiner or t in BREAKERS or possessive[j]:
                 break
             elif j >= 1 and (tokens[j - 1], t) in AGE_PHRASES:
-                age_mod = AGE_PHRASES[(tokens[j - 1], t)]
+                p.age_mod = AGE_PHRASES[(tokens[j - 1], t)]
                 j -= 1
             elif t in ("year", "years", "month", "months") and j + 1 < i and tokens[j + 1] == "old":
                 years = _years(tokens[j - 1]) if j >= 1 else None
                 if years is not None:  # "a 3 year old boy", "a two year old"
-                    age_mod = _age_of_years(years if t.startswith("year") else 0)
+                    p.age_mod = _age_of_years(years if t.startswith("year") else 0)
                     j -= 1
             elif t in AGE_MODIFIERS:
-                if age_mod is None and not (t == "old" and j >= 1 and tokens[j - 1] in ("year", "years",
-                                                                                          "month", "months")):
-                    age_mod = AGE_MODIFIERS[t]
+                if p.age_mod is None and not (t == "old" and j >= 1 and tokens[j - 1] in ("year", "years",
+                                                                                            "month", "months")):
+                    p.age_mod = AGE_MODIFIERS[t]
             elif t in GENDER_MODIFIERS and t not in self.nouns:
-                gender = gender or GENDER_MODIFIERS[t]
+                p.gender = p.gender or GENDER_MODIFIERS[t]
             elif t in self.figure_modifiers:
-                depicted = True
+                p.depicted = True
             elif t in self.not_person_before and tok in ("player", "players", "fans", "man", "men"):
                 return None  # "a dvd player", "ceiling fans", "spider man"
             elif t in self.nouns:
                 # "a woman tennis player", "a male skier", "a couple skiers": one mention
                 inner = self.nouns[t]
-                gender, age, count = gender or inner.gender, age or inner.age, count or inner.count
+                p.gender, p.age, p.count = p.gender or inner.gender, p.age or inner.age, p.count or inner.count
                 earlier = next((d for d in reversed(drafts) if d.end == j), None)
                 if earlier is not None:
                     drafts.remove(earlier)
-                    gender, age = gender or earlier.gender, age or earlier.age
-                    number, definite = earlier.count, earlier.definite
+                    p.gender, p.age = p.gender or earlier.gender, p.age or earlier.age
+                    p.number, p.definite = earlier.count, earlier.definite
                     j = earlier.start - 1
                     break
             elif t.endswith(("ing", "ed")) and t not in NOT_VERBS:
@@ -619,57 +660,54 @@ class Lexicon:
                 if unknown_words > 3:
                     break
             j -= 1
-        start = j + 1
-        drafts[:] = [d for d in drafts if not start <= d.end < i]  # "a teen boy" is one person
-        # ---- what comes before the noun phrase ----
+        p.start, p.before = j + 1, j
+        return p
+
+    def _quantify(self, tokens: list[str], p: _Phrase) -> bool:
+        """What comes before the noun phrase: "a group of", "a statue of", "a photo of"; moves
+        `p.before` back over quantifiers. False: "empty of people"."""
+        j = p.before
         while j >= 1 and tokens[j] == "of":
             q = j - 1
             while q >= 0 and (tokens[q] in QUANTIFIER_ADJECTIVES or tokens[q] in AGE_MODIFIERS):
                 q -= 1
             head = tokens[q] if q >= 0 else ""
             if head in ("empty", "devoid", "free", "void", "absent"):
-                return None  # "empty of people"
+                return False  # "empty of people"
             if head in QUANTIFIERS:
-                if number is None or number == 1:
-                    number = QUANTIFIERS[head]
+                if p.number is None or p.number == 1:
+                    p.number = QUANTIFIERS[head]
                 j = q - 1  # "a photo of a group of people": look further back
                 while j >= 0 and (tokens[j] in NUMBER_WORDS or tokens[j] in DETERMINERS):
                     j -= 1
                 continue
             if head in self.figures or head in self.media:
-                depicted = True
+                p.depicted = True
             elif head in self.frames and not _frames_the_photo(tokens, q, self):
-                depicted = True
+                p.depicted = True
             elif head in ("one", "none", "each", "either", "neither"):
-                number = 1
+                p.number = 1
             break
+        p.before = j
+        return True
+
+    def _real_in_context(self, tokens: list[str], tok: str, p: _Phrase) -> bool:
+        """The word before the phrase: a depiction ("a poster with a woman"), or nobody at all
+        ("without people", "a bus waiting for people") -> False."""
+        j = p.before
         if j >= 1 and tokens[j] in DEPICT_LINKS and tokens[j - 1] in self.depicters:
-            depicted = True  # "a poster with a woman on it", "a television showing two men"
+            p.depicted = True  # "a poster with a woman on it", "a television showing two men"
         elif j >= 1 and tokens[j] in ("like", "as") and tokens[j - 1] in RESEMBLE_VERBS:
-            depicted = True  # "a cake shaped like a man", "a dog dressed as a person"
+            p.depicted = True  # "a cake shaped like a man", "a dog dressed as a person"
         elif j >= 0 and tokens[j] in self.negation:
-            return None  # "without people"
+            return False  # "without people"
         elif j >= 1 and (tokens[j - 1], tokens[j]) in ABSENT_AFTER:
-            return None  # "a bus waiting for people"
+            return False  # "a bus waiting for people"
         elif j >= 0 and tokens[j] == "for" and tok in ("passenger", "passengers", "customer", "customers"):
-            return None  # "a bus stopped for passengers"
+            return False  # "a bus stopped for passengers"
         elif j >= 0 and tokens[j] in CARRY_VERBS and tok in ("passenger", "passengers", "people"):
-            return None  # "a jet carrying passengers"
-        # ---- what comes after the noun: "a tennis player on TV" ----
-        if nxt in ("on", "in") and i + 2 < n:
-            k = i + 3 if tokens[i + 2] in ("a", "an", "the", "this", "that") else i + 2
-            if k < n and tokens[k] in ON_SCREEN:
-                depicted = True
-        if tok in BEHIND_CAMERA and definite:
-            return None
-        if tok in NOT_A_PERSON_IN and j >= 0 and tokens[j] in ("in", "into"):
-            return None
-        age = _combine_age(age, age_mod)
-        if count is None:
-            count = number if number is not None else (BARE_PLURAL if noun.plural else 1)
-        elif noun.count == 2 and number is not None and number >= 2:
-            count = MANY  # "two couples"
-        return _Draft(tok, start, i, gender, age, count, definite=definite, depicted=depicted)
+            return False  # "a jet carrying passengers"
+        return True
 
     def _resolve(self, tokens: list[str], drafts: list[_Draft]) -> tuple[Mention, ...]:
         kept: list[_Draft] = []
@@ -729,6 +767,14 @@ def _acts(tokens: list[str], i: int) -> bool:
     return (nxt.endswith("ing") and nxt not in NOT_VERBS) or nxt in (
         "holds", "reaches", "grabs", "touches", "points", "uses", "cuts", "pours", "picks", "takes",
         "pets", "feeds", "opens", "presses", "types")
+
+
+def _on_screen_after(tokens: list[str], i: int) -> bool:
+    """'a tennis player on TV', 'a man in a painting': the noun at i is shown on a screen or print."""
+    if i + 2 >= len(tokens) or tokens[i + 1] not in ("on", "in"):
+        return False
+    k = i + 3 if tokens[i + 2] in ("a", "an", "the", "this", "that") else i + 2
+    return k < len(tokens) and tokens[k] in ON_SCREEN
 
 
 def _frames_the_photo(tokens: list[str], q: int, lexicon: "Lexicon") -> bool:
