@@ -10,32 +10,36 @@ Every word list lives in this module (`WORDS`, the modifier tables, `ACTIVITIES`
    ("a couple of", "little league", "3 year old", "shaped like") are matched on word sequences.
 2. `label_image(readings)` decides the image's labels from all its captions together.
 
-How captions are combined (the rules a careful reader of five captions applies; checked against
-the hand-labelled sample in tests/data/coco_hand_labels.csv):
+How captions are combined: presence by one mention, everything else by majority reading.
 
-* people: the image shows people when at least one caption mentions a real person and such
-  captions are at least as many as those that see only a depicted person ("a statue of a man"
-  four times against "a man on a horse" once is a statue). Annotators describe the main subject
-  and leave the rest out, so a caption that mentions nobody is no evidence against one that
-  does. How central the people are is the filter's business (`min_person_captions`).
-* group: each caption's head count (a man 1; a man and a woman 2; two men 2; a group of kids, a
-  crowd, several people 3+; bare "people" at least 2). The image takes the largest count that at
-  least two captions reach: one "two athletes" against four "a player" is a miscount, two "a
-  woman watches another woman" are a second person. Bare plurals settle on the exact count other
-  captions give ("two surfers" + "people" is a pair), else a group. One person caption: its count.
-* gender: specific words win over unspecific ones ("a person" never votes); "his"/"her" give a
-  gender to a caption's one unspecified person ("a surfer on his board"). One person: the
-  majority of male vs female captions, a tie is neutral. Several people: a sex is present when
-  the captions naming it are at least as many as those contradicting it, and only a caption
-  that counts the whole group contradicts ("two men" contradicts "a man and a woman"; "the girl"
-  does not contradict "a girl with boys nearby"). Both present: mixed.
-* age: unspecified words (person, player, skier, "young person") do not vote; man/woman are
-  adults; old/elderly/senior mark the elderly; boy/girl/kid/little/baby children; teenage/
-  teenager teens; "N year old" by N. Adult and elderly captions do not contradict each other (an
-  "old man" is also "a man"): elderly wins with two votes or as many as the plain adult ones.
-  Minors against grown-ups is a majority; a tie is teen for one person ("a boy" against "a young
-  man") and child for several (a man holding his baby: a child is in the picture). Teen against
-  child: teen with two votes or as many.
+* people: one explicit mention of a real human is enough; the image shows people when at least
+  one caption mentions a real person and such captions are at least as many as those that see
+  only a depicted person ("a statue of a man" four times against "a man on a horse" once is a
+  statue). A caption that mentions nobody is no evidence against one that does; how central the
+  people are is the filter's business (`min_person_captions`).
+* Each caption that mentions people gives ONE reading of gender, age and group
+  (`CaptionReading.gender_reading`, `.age_reading`, `.group_reading`); captions that mention
+  nobody do not vote. A caption whose people carry no gendered word ("a person", "a skier", "two
+  players") reads neutral; one with no age cue reads unspecified; both readings vote like any
+  other. "his"/"her" give a gender to a caption's one unnamed person ("a surfer on his board").
+* The image takes the most frequent reading among its person captions: 3 x "a man" + 2 x "a
+  person" is male; 2 x "a woman" + 3 x "a person" is neutral; 2 x "a man" + 2 x "a person" + 1 x
+  "a woman" is male.
+* Ties: a specific reading beats an unspecific one (male over neutral, adult over unspecified).
+  Gender: male against female (or mixed) is neutral for one person (group single) and mixed for
+  several; mixed is for images that show people of both genders. Age: between specific ages the
+  first of child, teen, elderly, adult wins. Group: the larger head count, where an unnumbered
+  plural ("boys", "people") is consistent with an explicit "two" (pair) and more than one.
+* gender of a caption: male or female words only, male or female; both ("a man and a woman", "a
+  couple"), mixed; none, neutral.
+* age of a caption: man, woman, lady, guy and adult roles (father, businessman, bride) are adult;
+  "young man"/"young woman" are adult; boy, girl, kid, child, baby, toddler, little/young boy or
+  girl are child; teen/teenager/adolescent teen; old/elderly man or woman, senior, grandmother/
+  grandfather elderly; "N year old" by N; "male skateboarder" and "young person" are unspecified.
+  A caption naming several ages reads the first of child, teen, elderly, adult ("a man and a boy"
+  reads child).
+* group of a caption: one person single (a hand alone is one person); two people or a couple
+  pair; three or more, or an unnumbered plural (people, crowd, team, group, family) group.
 * activity: each caption's most specific activity (sports before riding; eating, phones, … before
   sitting/standing); the image takes the most frequent one among its person captions, ties to the
   more specific; "other" when none is named, "none" without people.
@@ -57,7 +61,7 @@ AGES = ("child", "teen", "adult", "elderly", "unspecified")
 GROUPS = ("single", "pair", "group")
 MANY = 3            # head counts stop here: three or more people are a group
 BARE_PLURAL = 2.5   # "people": at least two, exactly how many other captions may say
-GROUP_OF_COUNT = {1: "single", 2: "pair", 3: "group"}
+AGE_ORDER = ("child", "teen", "elderly", "adult")  # within a caption and in a tie, the first wins
 OTHER_ACTIVITY = "other"
 NO_ACTIVITY = "none"
 
@@ -83,7 +87,7 @@ WORDS: dict[str, str] = {
         youngster/youngsters newborn/newborns schoolchild/schoolchildren""",
     "teen": "teenager/teenagers teen/teens adolescent/adolescents youth/youths",
     "adult": "adult/adults parent/parents grownup/grownups",
-    "elderly": "grandparent/grandparents elder/elders retiree/retirees",
+    "elderly": "grandparent/grandparents elder/elders retiree/retirees senior/seniors",
     "male elderly": "grandfather/grandfathers grandpa/grandpas",
     "female elderly": "grandmother/grandmothers grandma/grandmas granny/grannies",
     "person": """person/people persons someone somebody individual/individuals human/humans
@@ -143,8 +147,9 @@ WORDS: dict[str, str] = {
     # ("a man holding a picture of a woman").
     "frame": """picture/pictures photo/photos photograph/photographs image/images pic/pics shot/shots
         snapshot/snapshots view/views closeup/closeups""",
-    # A person noun before one of these is a modifier: "passenger train", "baby elephant".
-    "not a person after": """elephant/elephants giraffe/giraffes zebra/zebras bear/bears cow/cows
+    # A person noun before one of these is a modifier: "baby elephant"; and "his"/"her" in a
+    # caption that names an animal may be the animal's ("a cat scratching his ear").
+    "animal": """elephant/elephants giraffe/giraffes zebra/zebras bear/bears cow/cows
         calf/calves sheep lamb/lambs goat/goats horse/horses pony/ponies foal/foals bird/birds
         duck/ducks duckling/ducklings chick/chicks chicken/chickens goose/geese swan/swans dog/dogs
         puppy/puppies cat/cats kitten/kittens kitty animal/animals deer fawn/fawns monkey/monkeys
@@ -154,7 +159,9 @@ WORDS: dict[str, str] = {
         squirrel/squirrels rabbit/rabbits bunny/bunnies mouse/mice rat/rats frog/frogs
         alpaca/alpacas donkey/donkeys mule/mules buffalo bison yak/yaks antelope/antelopes
         pigeon/pigeons seagull/seagulls gull/gulls parrot/parrots eagle/eagles hawk/hawks
-        sparrow/sparrows train/trains jet/jets plane/planes airplane/airplanes airliner/airliners
+        sparrow/sparrows""",
+    # ... and so is one before these: "passenger train", "police car", "baby blue".
+    "not a person after": """train/trains jet/jets plane/planes airplane/airplanes airliner/airliners
         bus/buses car/cars van/vans boat/boats ship/ships ferry/ferries seat/seats side
         area/areas terminal/terminals window/windows cabin/cabins door/doors stroller/strollers
         carriage/carriages bottle/bottles shower/showers food crib/cribs clothes shoes gate/gates
@@ -395,9 +402,27 @@ class CaptionReading:
             return BARE_PLURAL if bare == 1 else MANY  # "men and women" are a group
         return min(sum(exact) + 2 * bare, MANY)
 
-    def only(self, gender: str) -> bool:
-        """Every person this caption mentions is of `gender` (none left unspecified)."""
-        return bool(self.mentions) and all(m.gender == gender for m in self.mentions)
+    @property
+    def gender_reading(self) -> str:
+        """male, female, mixed (both named) or neutral (no gendered word)."""
+        found = self.genders
+        if len(found) == 2:
+            return "mixed"
+        return found.pop() if found else "neutral"
+
+    @property
+    def age_reading(self) -> str:
+        """The first of AGE_ORDER this caption names ("a man and a boy" reads child), else unspecified."""
+        found = self.ages
+        return next((a for a in AGE_ORDER if a in found), "unspecified")
+
+    @property
+    def group_reading(self) -> str:
+        """single, pair or group (three or more, or an unnumbered plural); a hand alone is one person."""
+        count = self.count
+        if count is None or count == 1:
+            return "single"
+        return "pair" if count == 2 else "group"
 
 
 @dataclass(frozen=True, slots=True)
@@ -483,7 +508,8 @@ class Lexicon:
         self.depicters = self.figures | self.media
         self.figure_modifiers = words("figure modifier")
         self.frames = words("frame")
-        self.not_person_after = words("not a person after", "not_a_person_after")
+        self.animals = words("animal", "not_a_person_after")
+        self.not_person_after = self.animals | words("not a person after")
         self.not_person_before = words("not a person before")
         self.negation = words("negation")
         self.activities = _compile_activities(ACTIVITIES, extra_activities or {})
@@ -717,17 +743,18 @@ class Lexicon:
             if d.body_part and (kept or any(not k.body_part for k in drafts)):
                 continue  # "a man ... his hand", "a hand ... someone's"
             kept.append(d)
-        animals = not self.not_person_after.isdisjoint(tokens)
+        animals = not self.animals.isdisjoint(tokens)
         first = kept[0].start if kept else len(tokens)
-        subject = {t for t in tokens[:first] if t in ("he", "she")}
+        subject = {t for k, t in enumerate(tokens[:first]) if t in ("he", "she") and tokens[k + 1] != "who"}
         if len(subject) == 1 and not animals:
             # "She is holding an umbrella", "He was holding the baby": a person of their own
             pronoun = subject.pop()
             kept.insert(0, _Draft(pronoun, 0, 0, GENDER_PRONOUNS[pronoun], None, 1))
-        elif len(kept) == 1 and kept[0].gender is None and kept[0].count == 1 and not animals:
+        elif not animals and not any(d.gender for d in kept):
+            one = [d for d in kept if d.count == 1]
             pronouns = {GENDER_PRONOUNS[t] for t in tokens if t in GENDER_PRONOUNS}
-            if len(pronouns) == 1:  # "a surfer on his board"
-                kept[0].gender = pronouns.pop()
+            if len(one) == 1 and len(pronouns) == 1:  # "a surfer on his board", "a player, a crowd behind him"
+                one[0].gender = pronouns.pop()
         return tuple(Mention(d.noun, d.gender, d.age, d.count) for d in kept)
 
     def _activity(self, tokens: list[str]) -> str | None:
@@ -760,7 +787,11 @@ def _config_word(word: object, name: str | None) -> str:
 
 def _acts(tokens: list[str], i: int) -> bool:
     """'a hand holding a cup', 'hands are cutting a cake': a body part doing something."""
-    k = i + 2 if i + 1 < len(tokens) and tokens[i + 1] in ("is", "are") else i + 1
+    k = i + 1
+    if k < len(tokens) and tokens[k] in ("that", "which"):
+        k += 1  # "a hand that is holding a cup"
+    if k < len(tokens) and tokens[k] in ("is", "are"):
+        k += 1
     nxt = tokens[k] if k < len(tokens) else ""
     if i and tokens[i - 1] in ("with", "of", "in", "on", "by"):
         return False  # "a cat with paws", "a man on one hand"
@@ -868,52 +899,46 @@ def label_image(readings: Sequence[CaptionReading], activity_rank: Mapping[str, 
     depicted = sum(1 for r in readings if r.depicted)
     if not persons or len(persons) < depicted:
         return ImageLabels(False, "neutral", "unspecified", "single", NO_ACTIVITY, len(persons), len(readings))
-    count = head_count(persons)
-    return ImageLabels(True, _gender(persons, count), _age(persons, count), GROUP_OF_COUNT[count],
+    group = _group(persons)
+    return ImageLabels(True, _gender(persons, group), _age(persons), group,
                        _activity(persons, activity_rank), len(persons), len(readings))
 
 
-def head_count(persons: Sequence[CaptionReading]) -> int:
-    """1, 2 or 3 (three or more): the largest count two captions reach (see the module doc)."""
-    counts = sorted((r.count for r in persons if r.count is not None), reverse=True)
-    if not counts:
-        return 1
-    value = counts[1] if len(counts) >= 2 else counts[0]
-    if value == BARE_PLURAL:
-        return 2 if 2 in counts else MANY
-    return int(value)
+def _most_frequent(readings: Iterable[str]) -> list[str]:
+    """The readings with the most votes (several on a tie)."""
+    votes: dict[str, int] = {}
+    for r in readings:
+        votes[r] = votes.get(r, 0) + 1
+    top = max(votes.values())
+    return [r for r, v in votes.items() if v == top]
 
 
-def _gender(persons: Sequence[CaptionReading], count: int) -> str:
-    male = sum(1 for r in persons if "male" in r.genders)
-    female = sum(1 for r in persons if "female" in r.genders)
-    if not male and not female:
+def _gender(persons: Sequence[CaptionReading], group: str) -> str:
+    """Majority reading; ties: a specific reading beats neutral, and male against female (or
+    mixed) is neutral for one person and mixed for several."""
+    tied = _most_frequent(r.gender_reading for r in persons)
+    specific = [g for g in tied if g != "neutral"]
+    if not specific:
         return "neutral"
-    if count == 1:
-        return "neutral" if male == female else "male" if male > female else "female"
-    covering = [r for r in persons if r.count is not None and (r.count >= count or r.count == BARE_PLURAL)]
-    male_present = male > 0 and male >= sum(1 for r in covering if r.only("female"))
-    female_present = female > 0 and female >= sum(1 for r in covering if r.only("male"))
-    if male_present and female_present:
-        return "mixed"
-    if male_present or female_present:
-        return "male" if male_present else "female"
-    return "neutral" if male == female else "male" if male > female else "female"
+    if len(specific) == 1:
+        return specific[0]
+    return "neutral" if group == "single" else "mixed"
 
 
-def _age(persons: Sequence[CaptionReading], count: int) -> str:
-    votes = {a: sum(1 for r in persons if a in r.ages) for a in ("child", "teen", "adult", "elderly")}
-    child, teen, adult, elderly = votes["child"], votes["teen"], votes["adult"], votes["elderly"]
-    minors, grown = child + teen, adult + elderly
-    if not minors and not grown:
-        return "unspecified"
-    if grown > minors:
-        return "elderly" if elderly and (elderly >= 2 or elderly >= adult) else "adult"
-    if minors > grown:
-        return "teen" if teen and (teen >= 2 or teen >= child) else "child"
-    if count == 1:
-        return "teen"  # "a boy" against "a young man": somewhere in between
-    return "teen" if teen > child else "child"
+def _age(persons: Sequence[CaptionReading]) -> str:
+    """Majority reading; ties: a specific age beats unspecified, then the first of AGE_ORDER."""
+    tied = _most_frequent(r.age_reading for r in persons)
+    return next((a for a in AGE_ORDER if a in tied), "unspecified")
+
+
+def _group(persons: Sequence[CaptionReading]) -> str:
+    """Majority reading; ties: the larger head count, where an unnumbered plural ("people") is
+    consistent with an explicit "two" (pair) and larger than one."""
+    tied = _most_frequent(r.group_reading for r in persons)
+    if "group" in tied and "pair" in tied \
+            and all(r.count == BARE_PLURAL for r in persons if r.group_reading == "group"):
+        return "pair"  # "two surfers" twice, "people surfing" twice
+    return next(g for g in ("group", "pair", "single") if g in tied)
 
 
 def _activity(persons: Sequence[CaptionReading], rank: Mapping[str, int] | None) -> str:

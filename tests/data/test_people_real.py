@@ -70,11 +70,11 @@ def test_accuracy_targets(scored, sample):
     (463802, dict(people=False)),                      # a tennis player on a television
     (94326, dict(people=False)),                       # a statue of a man reading a newspaper
     (581615, dict(people=False)),                      # "a view of a man's urinal"
-    (546475, dict(gender="mixed", age="child", group="pair")),   # a man and his baby girl
-    (345252, dict(gender="male", age="teen", group="single")),   # "a boy" vs "a young man"
-    (21879, dict(gender="mixed", age="child", group="group")),   # a girl surfing with boys nearby
-    (130826, dict(gender="mixed", age="elderly", group="pair")),  # an elderly couple
-    (510329, dict(gender="male", age="adult", group="pair")),    # two men; one caption: man and woman
+    (546475, dict(gender="male", age="child", group="pair")),    # 4 x a man with a baby, 1 x his baby girl
+    (345252, dict(gender="male", age="child", group="single")),  # 2 x "a boy" vs 2 x "a young man"
+    (21879, dict(gender="female", age="child", group="group")),  # 2 x a girl, 2 x surfers, 1 x girl + boys
+    (130826, dict(gender="mixed", age="elderly", group="pair")),  # 3 x elderly man and woman or couple
+    (510329, dict(gender="male", age="adult", group="pair")),    # 2 x men, 2 x neutral, 1 x man and woman
     (475387, dict(people=True, group="group", n_person_captions=1)),  # people waiting in the background
 ])
 def test_real_images(val2017, image_id, expected):
