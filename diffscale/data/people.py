@@ -659,8 +659,8 @@ class Lexicon:
                     p.age_mod = _age_of_years(years if t.startswith("year") else 0)
                     j -= 1
             elif t in AGE_MODIFIERS:
-                if p.age_mod is None and not (t == "old" and j >= 1 and tokens[j - 1] in ("year", "years",
-                                                                                            "month", "months")):
+                after_years = t == "old" and j >= 1 and tokens[j - 1] in ("year", "years", "month", "months")
+                if p.age_mod is None and not after_years:
                     p.age_mod = AGE_MODIFIERS[t]
             elif t in GENDER_MODIFIERS and t not in self.nouns:
                 p.gender = p.gender or GENDER_MODIFIERS[t]
@@ -671,7 +671,8 @@ class Lexicon:
             elif t in self.nouns:
                 # "a woman tennis player", "a male skier", "a couple skiers": one mention
                 inner = self.nouns[t]
-                p.gender, p.age, p.count = p.gender or inner.gender, p.age or inner.age, p.count or inner.count
+                p.gender, p.age = p.gender or inner.gender, p.age or inner.age
+                p.count = p.count or inner.count
                 earlier = next((d for d in reversed(drafts) if d.end == j), None)
                 if earlier is not None:
                     drafts.remove(earlier)
@@ -745,7 +746,8 @@ class Lexicon:
             kept.append(d)
         animals = not self.animals.isdisjoint(tokens)
         first = kept[0].start if kept else len(tokens)
-        subject = {t for k, t in enumerate(tokens[:first]) if t in ("he", "she") and tokens[k + 1] != "who"}
+        subject = {t for k, t in enumerate(tokens[:first])
+                   if t in ("he", "she") and tokens[k + 1:k + 2] != ["who"]}  # not "he who laughs last"
         if len(subject) == 1 and not animals:
             # "She is holding an umbrella", "He was holding the baby": a person of their own
             pronoun = subject.pop()
@@ -753,7 +755,7 @@ class Lexicon:
         elif not animals and not any(d.gender for d in kept):
             one = [d for d in kept if d.count == 1]
             pronouns = {GENDER_PRONOUNS[t] for t in tokens if t in GENDER_PRONOUNS}
-            if len(one) == 1 and len(pronouns) == 1:  # "a surfer on his board", "a player, a crowd behind him"
+            if len(one) == 1 and len(pronouns) == 1:  # "a surfer on his board", "a crowd behind him"
                 one[0].gender = pronouns.pop()
         return tuple(Mention(d.noun, d.gender, d.age, d.count) for d in kept)
 

@@ -116,6 +116,7 @@ def test_hands_and_pronouns():
     assert read("a blue-eyed toddler talks on the phone while he types").genders == {"male"}
     assert read("a cat scratching his ear next to a man").genders == {"male"}
     assert not read('a sign saying "he who laughs last thinks slowest"').person
+    assert read("this is he").genders == {"male"}  # a pronoun as the last word
 
 
 def test_plural_forms_and_context_words():
