@@ -14,8 +14,10 @@ import getpass
 import os
 import signal
 import socket
+import subprocess
 import time
 from functools import partial
+from pathlib import Path
 
 import pytest
 from distributed import LocalCluster
@@ -42,7 +44,7 @@ def test_cluster_kwargs_for_a_config():
     prologue = kwargs["job_script_prologue"]
     assert prologue[0] == f"export {dask_slurm.STARTED_ENV}=$(date +%s.%N)"  # first: the queue wait ends
     assert prologue[1].startswith(f"export PYTHONPATH={dask_slurm.REPO_ROOT}") and prologue[2:] == ["module load gcc"]
-    assert kwargs["scheduler_options"] == {"dashboard_address": None}
+    assert kwargs["scheduler_options"] == {"dashboard_address": ":0"}
     assert kwargs["log_directory"] == "results/logs/embed/dask-slurm"  # the schema's default
     # pinned: each of the job's 2 processes computes with 4 / 2 threads; naive: the default
     assert threads_per_process(slurm, 1) == 2 and threads_per_process(slurm, None) is None
@@ -108,7 +110,7 @@ class FakeSLURMCluster(LocalCluster):
     def __init__(self, join: bool, **kwargs):
         self.kwargs, self.join, self.closed = kwargs, join, False
         FakeSLURMCluster.made.append(self)
-        super().__init__(n_workers=0, processes=False, threads_per_worker=1, dashboard_address=None)
+        super().__init__(n_workers=0, processes=False, threads_per_worker=1, dashboard_address=":0")
 
     def scale(self, n=0, **kwargs):
         if self.join:
@@ -124,13 +126,22 @@ class FakeSLURMCluster(LocalCluster):
         return super().close(*args, **kwargs)
 
 
+# what `sbatch --test-only` answers: (exit code, stderr); a test may change it
+SBATCH_TEST = {"answer": (0, "sbatch: Job 100 to start at 2026-12-04T17:00:00 using 1 processors on nodes node-cpu")}
+
+
 @pytest.fixture
 def slurm_calls(monkeypatch):
-    """scancel/squeue calls, recorded; squeue answers from `calls.queue`."""
+    """scancel calls, recorded; squeue answers from the second value returned, sbatch --test-only
+    from SBATCH_TEST."""
     calls = []
     calls_queue: dict = {}
 
     def fake_run(cmd, timeout=30):
+        if cmd[:2] == ["sbatch", "--test-only"]:
+            assert "#SBATCH -p fake" in Path(cmd[2]).read_text()  # the cluster's job script
+            code, stderr = SBATCH_TEST["answer"]
+            return subprocess.CompletedProcess(cmd, code, "", stderr)
         calls.append(cmd)
         return None
 
@@ -236,6 +247,21 @@ def test_sigterm_cancels_the_jobs_then_exits_143(slurm_calls, monkeypatch, tmp_p
     first = calls.index(["scancel", "--name", backend.job_name, "--user", getpass.getuser()])
     assert first < calls.index(["close"]) and calls.count(["scancel", "101", "102"]) == 2
     assert FakeSLURMCluster.made[0].closed and signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_job_slurm_refuses_fails_before_any_is_submitted(slurm_calls, monkeypatch):
+    calls, _ = slurm_calls
+    monkeypatch.setitem(SBATCH_TEST, "answer", (1, "sbatch: error: CPU count per node can not be satisfied\n"
+                                                   "sbatch: error: Batch job submission failed: Requested node "
+                                                   "configuration is not available\n"))
+    with pytest.raises(ConfigError) as caught:
+        _backend(join=True, cores=64)
+    assert str(caught.value) == ("embed.dask.slurm: SLURM refuses the worker job (partition cpu): sbatch: error: "
+                                 "Batch job submission failed: Requested node configuration is not available")
+    assert FakeSLURMCluster.made[0].closed and _cancelled(calls, FakeSLURMCluster.made[0].kwargs["job_name"])
+    monkeypatch.setattr(dask_slurm, "_run", lambda cmd, timeout=30: None)  # no sbatch on this machine
+    with pytest.raises(ConfigError, match=r"^embed.dask.cluster: slurm needs sbatch, which is not on this "):
+        _backend(join=True)
 
 
 def test_processes_must_divide_workers():

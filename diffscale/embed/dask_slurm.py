@@ -15,14 +15,15 @@ of SLURMCluster's `cores`, set here to `processes`), while SLURM gives the job `
 the pinned policy each process computes with cores / processes torch threads; under naive, with
 the backend's default. Either way the worker sets and records it from inside (worker.py).
 
-Life cycle (SlurmDaskBackend): submit -> wait until every worker has joined, at most
-embed.dask.timeout_s, failing early when a job ends before its worker joined, and on time-out
-with one line naming the partition and each job's squeue state and reason -> run -> close: the
-cluster's own scancel of each job, then `scancel --name` of the cluster's unique job name, which
-also catches a job whose id never came back. A SIGTERM (SLURM or Snakemake cancelling the
-submitting job) cancels the jobs first, then exits with 143 through the same path. A submitting
-process killed with SIGKILL cannot clean up: its workers exit on their own once they lose the
-scheduler (dask-jobqueue's death_timeout, 60 s by default), which ends their jobs.
+Life cycle (SlurmDaskBackend): `sbatch --test-only` (a request SLURM refuses fails at once) ->
+submit -> wait until every worker has joined, at most embed.dask.timeout_s, failing early when a
+job ends before its worker joined, and on time-out with one line naming the partition and each
+job's squeue state and reason -> run -> close: the cluster's own scancel of each job, then
+`scancel --name` of the cluster's unique job name, which also catches a job whose id never came
+back. A SIGTERM (SLURM or Snakemake cancelling the submitting job) cancels the jobs first, then
+exits with 143 through the same path. A submitting process killed with SIGKILL cannot clean up:
+its workers exit on their own once they lose the scheduler (dask-jobqueue's death_timeout, 60 s by
+default), which ends their jobs.
 
 Timing: the first prologue line notes when each job started. `queue_wait_s` runs from the
 request (scale) to the start of the last worker job, `worker_start_s` from there until every
@@ -43,6 +44,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -101,7 +103,7 @@ def cluster_kwargs(slurm: dict, job_name: str, python: str | None = None) -> dic
         "interface": slurm["interface"],
         "log_directory": slurm["log_directory"],
         "local_directory": slurm["local_directory"],
-        "scheduler_options": {"dashboard_address": None},
+        "scheduler_options": {"dashboard_address": ":0"},  # any free port: runs on one node never collide
     }
     return {**kwargs, **slurm["options"]}
 
@@ -127,6 +129,23 @@ def queue_states(job_ids: list[str]) -> dict[str, tuple[str, str, str]] | None:
         if len(parts) == 4:
             found[parts[0]] = (parts[1], parts[2], parts[3])
     return found
+
+
+def check_submission(job_script: str, partition: str | None) -> None:
+    """Ask SLURM whether it would take a worker job (`sbatch --test-only`) before submitting any:
+    a request it refuses (too many CPUs, unknown partition or account) is one line at once, not a
+    time-out later."""
+    with tempfile.NamedTemporaryFile("w", suffix=".sh", prefix="diffscale-dask-") as script:
+        script.write(job_script)
+        script.flush()
+        out = _run(["sbatch", "--test-only", script.name])
+    if out is None:
+        raise ConfigError("embed.dask.cluster: slurm needs sbatch, which is not on this machine's PATH "
+                          "(run on a node of the SLURM cluster)")
+    if out.returncode != 0:
+        where = f"partition {partition}" if partition else "the default partition"
+        lines = [line.strip() for line in out.stderr.splitlines() if line.strip()] or [f"exit code {out.returncode}"]
+        raise ConfigError(f"embed.dask.slurm: SLURM refuses the worker job ({where}): {lines[-1]}")
 
 
 def describe_jobs(job_ids: list[str], states: dict | None) -> str:
@@ -229,6 +248,7 @@ class SlurmDaskBackend(DaskBackend):
                     self.cluster = cluster_cls(**cluster_kwargs(self.slurm, self.job_name))
                 except (TypeError, ValueError) as exc:
                     raise ConfigError(f"embed.dask.slurm: {str(exc).strip().splitlines()[0]}") from None
+                check_submission(self.cluster.job_script(), self.slurm["partition"])
                 requested = time.time()
                 self.cluster.scale(n=self.workers)
                 self.client = Client(self.cluster, timeout=self.settings["timeout_s"])
