@@ -268,3 +268,26 @@ def test_processes_must_divide_workers():
     with pytest.raises(ConfigError, match=r"embed.dask.slurm.processes: 2 processes per job do not divide 3 workers"):
         SlurmDaskBackend(3, {"cluster": "slurm", "slurm": {"processes": 2}}, threads=1, label="t",
                          cluster_cls=lambda **kw: pytest.fail("no cluster should start"))
+
+
+def test_the_stage_shows_the_queue_wait_but_does_not_charge_it(tmp_path, monkeypatch):
+    from diffscale.embed import stage
+    from embed_data import demo_settings, make_manifest
+
+    fixture = make_manifest(tmp_path / "manifest", n_synthetic=6, n_real=0)
+
+    class Queued(backends.SerialBackend):
+        """Starts after 2 s in the queue, as SlurmDaskBackend reports it."""
+
+        def __init__(self, workers):
+            super().__init__(workers)
+            time.sleep(2.0)
+            self.info = {"queue_wait_s": 2.0}
+
+    monkeypatch.setattr(stage, "make_backend", lambda name, workers, **kw: Queued(workers))
+    started = time.time()
+    timing = stage.run_embedding("text", fixture.manifest, tmp_path / "run", "serial", "pinned", 1,
+                                 demo_settings("text"), skip_list=fixture.skipped, cpus=1)
+    elapsed = time.time() - started
+    assert timing["queue_wait_s"] == 2.0 and 0 <= timing["launch_s"] < 1.0
+    assert timing["wall_s"] <= elapsed - 2.0 and timing["startup_s"] <= timing["wall_s"]
