@@ -379,16 +379,16 @@ def dask_worker_problems(run_dir: Path, records: dict[str, SlurmRecord], partiti
     rows, problems = [], []
     if len(workers) != timing["workers"]:
         problems.append(f"{run_dir}: {len(workers)} workers recorded their SLURM job, the run had {timing['workers']}")
-    named = {}
+    by_job: dict[str, list[dict]] = {}  # a job runs embed.dask.slurm.processes workers
     for worker in workers:
         job = str(worker.get("job_id") or "")
         if not job:
             problems.append(f"{run_dir}: worker {worker['worker']} did not run in a SLURM job")
             continue
-        named[job] = worker
-    for job in sorted(set(info.get("job_ids") or []) | set(named), key=int):
-        worker = named.get(job)
-        label = f"worker {worker['worker']}" if worker else "(no worker)"
+        by_job.setdefault(job, []).append(worker)
+    for job in sorted(set(info.get("job_ids") or []) | set(by_job), key=int):
+        mine = by_job.get(job, [])
+        label = ("worker" + "s" * (len(mine) > 1) + " " + ",".join(str(w["worker"]) for w in mine)) if mine else "-"
         record = records.get(job)
         if record is None:
             problems.append(f"{run_dir}: SLURM has no record of worker job {job}")
@@ -398,11 +398,12 @@ def dask_worker_problems(run_dir: Path, records: dict[str, SlurmRecord], partiti
             problems.append(f"{run_dir}: worker job {job} ran in partition {record.partition!r}, not {partition!r}")
         if record.state not in DASK_JOB_ENDED:
             problems.append(f"{run_dir}: worker job {job} is {record.state}, not ended ({', '.join(DASK_JOB_ENDED)})")
-        if worker is None:
+        if not mine:
             problems.append(f"{run_dir}: worker job {job} was submitted but no worker reported from it")
-        elif record.node != worker.get("node"):
-            problems.append(f"{run_dir}: worker job {job} ran on {record.node!r} by SLURM's record, "
-                            f"its worker said {worker.get('node')!r}")
+        for worker in mine:
+            if record.node != worker.get("node"):
+                problems.append(f"{run_dir}: worker job {job} ran on {record.node!r} by SLURM's record, "
+                                f"its worker {worker['worker']} said {worker.get('node')!r}")
     return Audit(rows, problems)
 
 

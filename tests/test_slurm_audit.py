@@ -226,6 +226,11 @@ def test_dask_worker_jobs_that_ran_in_the_partition_and_ended_pass(tmp_path):
     assert result.problems == []
     assert result.rows == [("worker 0", "31", "cpu", "node-cpu", "CANCELLED"),
                            ("worker 1", "32", "cpu", "node-cpu", "COMPLETED")]
+    # two processes per job (embed.dask.slurm.processes: 2): one job, both workers
+    shared = _dask_run(tmp_path, "shared", {}, [1, 1], job_ids=("31",), workers=[
+        {"worker": 0, "job_id": "31", "node": "node-cpu"}, {"worker": 1, "job_id": "31", "node": "node-cpu"}])
+    result = audit.dask_worker_problems(shared, {"31": _record("31")}, "cpu")
+    assert result.problems == [] and result.rows == [("workers 0,1", "31", "cpu", "node-cpu", "CANCELLED")]
 
 
 def test_dask_worker_jobs_elsewhere_running_or_unreported_are_caught(tmp_path):
@@ -236,7 +241,7 @@ def test_dask_worker_jobs_elsewhere_running_or_unreported_are_caught(tmp_path):
     assert problems == [
         f"{run}: worker job 31 ran in partition 'a40', not 'cpu'",
         f"{run}: worker job 32 is RUNNING, not ended (COMPLETED, CANCELLED)",
-        f"{run}: worker job 32 ran on 'node-x' by SLURM's record, its worker said 'node-cpu'",
+        f"{run}: worker job 32 ran on 'node-x' by SLURM's record, its worker 1 said 'node-cpu'",
         f"{run}: worker job 33 was submitted but no worker reported from it"]
     assert audit.dask_worker_problems(run, {}, "cpu").problems[0] == f"{run}: SLURM has no record of worker job 31"
     local = _dask_run(tmp_path, "local", {}, [1, 1])
