@@ -84,7 +84,7 @@ def threads_per_process(slurm: dict, policy_threads: int | None) -> int | None:
     return max(1, slurm["cores"] // slurm["processes"])
 
 
-def cluster_kwargs(slurm: dict, job_name: str, python: str | None = None) -> dict:
+def cluster_kwargs(slurm: dict, job_name: str) -> dict:
     """SLURMCluster's keyword arguments for embed.dask.slurm (defaults filled)."""
     pythonpath = f"export PYTHONPATH={shlex.quote(str(REPO_ROOT))}${{PYTHONPATH:+:$PYTHONPATH}}"
     kwargs = {
@@ -95,7 +95,7 @@ def cluster_kwargs(slurm: dict, job_name: str, python: str | None = None) -> dic
         "processes": slurm["processes"],
         "memory": slurm["memory"],
         "walltime": slurm["walltime"],
-        "python": slurm["python"] or python or sys.executable,
+        "python": slurm["python"] or sys.executable,
         "job_name": job_name,
         # first: when the job started (queue wait ends); the workers unpickle diffscale's tasks
         "job_script_prologue": [f"export {STARTED_ENV}=$(date +%s.%N)", pythonpath, *slurm["prologue"]],
@@ -269,7 +269,7 @@ class SlurmDaskBackend(DaskBackend):
             "queue_wait_s": max(0.0, last_start - requested),
             "worker_start_s": max(0.0, joined - last_start),
             "cluster_start_s": joined - began,
-            "job_script": self.cluster.job_script(),
+            "job_script": self.cluster.job_script(),  # each job's, but for the worker's --name
         }
 
     def current_job_ids(self) -> list[str]:
