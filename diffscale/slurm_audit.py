@@ -10,6 +10,9 @@ Three sources, none of them trusted alone:
 - SLURM: where each job actually ran — partition, node, allocated GPUs by model, final state —
   from sacct (accounting) or scontrol (no accounting, while MinJobAge keeps finished jobs).
 Nothing here knows the workflow's rule names, so rules added later are audited the same way.
+
+The dask backend's own SLURM jobs (diffscale.embed.dask_slurm) are audited from the run's
+timing.json, which names every worker job and the node each worker said it ran on.
 """
 
 from __future__ import annotations
@@ -355,3 +358,84 @@ def idle_rerun_problems(log_text: str, known_ids: set[str], records: dict[str, S
     if new:
         problems.append(f"SLURM has jobs that did not exist before the second run: {new}")
     return problems
+
+
+# --- the dask backend's worker jobs (diffscale.embed.dask_slurm) --------------------------------
+
+# The backend cancels its worker jobs when the run ends (dask-jobqueue's scancel), so a worker job
+# that did its work ends CANCELLED, or COMPLETED when its worker exited first.
+DASK_JOB_ENDED = ("COMPLETED", "CANCELLED")
+
+
+def dask_worker_problems(run_dir: Path, records: dict[str, SlurmRecord], partition: str) -> Audit:
+    """An embedding run of the dask backend on SLURM: every worker reported from inside a SLURM job,
+    and SLURM's record of each submitted job says it ran in `partition`, on the node its worker
+    named, and ended. Rows: worker, job id, partition, node, state."""
+    timing = json.loads((run_dir / "timing.json").read_text())
+    info = timing.get("backend_info") or {}
+    if info.get("cluster") != "slurm":
+        return Audit([], [f"{run_dir}: backend_info.cluster is {info.get('cluster')!r}, not 'slurm'"])
+    workers = info.get("workers") or []
+    rows, problems = [], []
+    if len(workers) != timing["workers"]:
+        problems.append(f"{run_dir}: {len(workers)} workers recorded their SLURM job, the run had {timing['workers']}")
+    by_job: dict[str, list[dict]] = {}  # a job runs embed.dask.slurm.processes workers
+    for worker in workers:
+        job = str(worker.get("job_id") or "")
+        if not job:
+            problems.append(f"{run_dir}: worker {worker['worker']} did not run in a SLURM job")
+            continue
+        by_job.setdefault(job, []).append(worker)
+    for job in sorted(set(info.get("job_ids") or []) | set(by_job), key=int):
+        mine = by_job.get(job, [])
+        label = ("worker" + "s" * (len(mine) > 1) + " " + ",".join(str(w["worker"]) for w in mine)) if mine else "-"
+        record = records.get(job)
+        if record is None:
+            problems.append(f"{run_dir}: SLURM has no record of worker job {job}")
+            continue
+        rows.append((label, job, record.partition, record.node, record.state))
+        if record.partition != partition:
+            problems.append(f"{run_dir}: worker job {job} ran in partition {record.partition!r}, not {partition!r}")
+        if record.state not in DASK_JOB_ENDED:
+            problems.append(f"{run_dir}: worker job {job} is {record.state}, not ended ({', '.join(DASK_JOB_ENDED)})")
+        if not mine:
+            problems.append(f"{run_dir}: worker job {job} was submitted but no worker reported from it")
+        for worker in mine:
+            if record.node != worker.get("node"):
+                problems.append(f"{run_dir}: worker job {job} ran on {record.node!r} by SLURM's record, "
+                                f"its worker {worker['worker']} said {worker.get('node')!r}")
+    return Audit(rows, problems)
+
+
+def same_shards_problems(run_dir: Path, reference_dir: Path) -> list[str]:
+    """The run's shards are bitwise those of the reference run (index.json's checksums), computed
+    at the same thread count."""
+    def load(path: Path, name: str) -> dict:
+        return json.loads((path / name).read_text())
+
+    problems = []
+    threads = set(load(run_dir, "timing.json")["threads_per_worker"])
+    reference_threads = set(load(reference_dir, "timing.json")["threads_per_worker"])
+    if threads != reference_threads:
+        problems.append(f"{run_dir}: threads per worker {sorted(threads)}, the reference ran with "
+                        f"{sorted(reference_threads)}: not comparable bitwise")
+    shards = {s["file"]: s["sha256"] for s in load(run_dir, "index.json")["shards"]}
+    reference = {s["file"]: s["sha256"] for s in load(reference_dir, "index.json")["shards"]}
+    if shards.keys() != reference.keys():
+        problems.append(f"{run_dir}: shards {sorted(shards)}, the reference has {sorted(reference)}")
+    differ = sorted(f for f in shards.keys() & reference.keys() if shards[f] != reference[f])
+    if differ:
+        problems.append(f"{run_dir}: {len(differ)} shards differ from {reference_dir}'s: {', '.join(differ)}")
+    return problems
+
+
+def audit_dask_run(run_dir: Path, partition: str, source: str, reference: Path | None = None) -> Audit:
+    """dask_worker_problems from SLURM's records (`source`: sacct or scontrol) of the run's jobs,
+    plus same_shards_problems against `reference` when given."""
+    info = json.loads((Path(run_dir) / "timing.json").read_text()).get("backend_info") or {}
+    ids = {str(i) for i in info.get("job_ids") or []}
+    ids |= {str(w["job_id"]) for w in info.get("workers") or [] if w.get("job_id")}
+    result = dask_worker_problems(Path(run_dir), slurm_records(source, sorted(ids)) if ids else {}, partition)
+    if reference is not None:
+        result.problems += same_shards_problems(Path(run_dir), Path(reference))
+    return result

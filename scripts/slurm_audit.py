@@ -7,6 +7,10 @@
       GPUs by model, COMPLETED); each partition of a hardware key in use got a job; run.json agrees
   python scripts/slurm_audit.py rerun --log run2.log --known-ids slurm-ids.txt --records sacct
       a second run submitted nothing
+  python scripts/slurm_audit.py dask --run-dir results/embed/images/dask-pinned-w2 --partition cpu \
+      --reference results/embed/images/serial-pinned-w1 --records sacct
+      every worker of a dask-on-SLURM embedding run reported from its own SLURM job, which ran in
+      the partition and ended; the shards equal the reference run's bitwise
 --records: sacct (cluster with accounting) or scontrol (without; finished jobs are kept MinJobAge).
 Exit 1 with one line per problem.
 """
@@ -31,14 +35,25 @@ def main() -> int:
     rerun = sub.add_parser("rerun", help="check that a second run submitted nothing")
     rerun.add_argument("--log", required=True, type=Path)
     rerun.add_argument("--known-ids", required=True, type=Path, help="ids saved by `run --save-ids`")
-    for p in (run, rerun):
+    dask = sub.add_parser("dask", help="audit the worker jobs of a dask-on-SLURM embedding run")
+    dask.add_argument("--run-dir", required=True, type=Path, help="the run's directory (timing.json, index.json)")
+    dask.add_argument("--partition", required=True, help="the partition its worker jobs must have run in")
+    dask.add_argument("--reference", type=Path, help="a run whose shards it must equal bitwise (serial-pinned-w1)")
+    for p in (run, rerun, dask):
         p.add_argument("--records", choices=["sacct", "scontrol"], default="sacct")
     args = parser.parse_args()
 
     from diffscale import slurm_audit as audit
 
-    text = args.log.read_text()
-    if args.what == "run":
+    if args.what == "dask":
+        result = audit.audit_dask_run(args.run_dir, args.partition, args.records, args.reference)
+        for row in result.rows:
+            print("  ".join(f"{cell:<{width}}" for cell, width in zip(row, (10, 8, 10, 12, 10))))
+        problems = result.problems
+        ok = (f"{len(result.rows)} dask worker jobs ran in partition {args.partition} and ended"
+              + ("; the shards equal the reference run's bitwise" if args.reference else ""))
+    elif args.what == "run":
+        text = args.log.read_text()
         cfg = audit.merged_config(args.configfile)
         ids = [i for job in audit.parse_run_log(text) for i in job.slurm_ids]
         result = audit.audit_run(text, cfg, audit.slurm_records(args.records, ids or None),
@@ -51,7 +66,7 @@ def main() -> int:
         ok = f"{len(result.rows)} SLURM jobs ran where the hardware table says"
     else:
         known = set(args.known_ids.read_text().split())
-        problems = audit.idle_rerun_problems(text, known, audit.slurm_records(args.records))
+        problems = audit.idle_rerun_problems(args.log.read_text(), known, audit.slurm_records(args.records))
         ok = "the second run submitted nothing"
     for problem in problems:
         print(f"PROBLEM: {problem}", file=sys.stderr)

@@ -57,3 +57,11 @@ def test_load_timings_names_the_bad_file(tmp_path):
         load_timings([bad])
     with pytest.raises(DataError, match="timing file not found"):
         load_timings([tmp_path / "missing.json"])
+
+
+def test_the_slurm_queue_wait_is_shown_not_charged():
+    # the stage keeps queue_wait_s out of wall_s (diffscale.embed.dask_slurm); older runs have none
+    slurm = {**_timing("dask", "pinned", 2, wall=6.0, startup=2.0), "queue_wait_s": 40.0}
+    rows = scaling_rows([_timing("serial", "pinned", 1, wall=10.0, startup=2.0), slurm])
+    assert [r["queue_wait_s"] for r in rows] == [0.0, 40.0]
+    assert rows[1]["speedup"] == pytest.approx(10 / 6)

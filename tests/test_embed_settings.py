@@ -61,7 +61,7 @@ def test_dask_address_cluster_needs_an_address(demo):
 def test_slurm_cluster_without_dask_jobqueue_says_how_to_get_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "dask_jobqueue", None)  # as if not installed
     with pytest.raises(ConfigError, match="embed.dask.cluster: slurm needs dask-jobqueue, which is not installed"):
-        backends.DaskBackend(2, {"cluster": "slurm", "slurm": {"memory": "4GB"}}, threads=1, label="t")
+        backends.make_backend("dask", 2, dask_settings={"cluster": "slurm", "slurm": {"memory": "4GB"}}, threads=1)
 
 
 def test_thread_policies():

@@ -200,3 +200,63 @@ def test_merged_config_merges_mappings_and_replaces_lists(repo_root):
     assert {hw for entry in cfg["train"]["matrix"] for hw in entry["hw"]} == {"a40", "a100", "k80"}
     assert cfg["train"]["steps"] == demo["train"]["steps"]
     assert all(cfg["hardware"][hw]["device"] == "cpu" for hw in ("a40", "a100", "k80"))
+
+
+# --- the dask backend's worker jobs (diffscale.embed.dask_slurm) ------------------------------
+
+def _dask_run(root, name, shards, threads, workers=None, job_ids=("31", "32")):
+    run = root / name
+    run.mkdir()
+    timing = {"workers": 2, "threads_per_worker": threads,
+              "backend_info": {"cluster": "slurm", "job_ids": list(job_ids), "workers": workers or [
+                  {"worker": 0, "job_id": "31", "node": "node-cpu"},
+                  {"worker": 1, "job_id": "32", "node": "node-cpu"}]}}
+    (run / "timing.json").write_text(json.dumps(timing))
+    (run / "index.json").write_text(json.dumps({"shards": [{"file": f, "sha256": h} for f, h in shards.items()]}))
+    return run
+
+
+def _record(job, partition="cpu", node="node-cpu", state="CANCELLED"):
+    return audit.SlurmRecord(job, partition, node, state, {})
+
+
+def test_dask_worker_jobs_that_ran_in_the_partition_and_ended_pass(tmp_path):
+    run = _dask_run(tmp_path, "dask", {"shard-00000.safetensors": "aa"}, [1, 1])
+    result = audit.dask_worker_problems(run, {"31": _record("31"), "32": _record("32", state="COMPLETED")}, "cpu")
+    assert result.problems == []
+    assert result.rows == [("worker 0", "31", "cpu", "node-cpu", "CANCELLED"),
+                           ("worker 1", "32", "cpu", "node-cpu", "COMPLETED")]
+    # two processes per job (embed.dask.slurm.processes: 2): one job, both workers
+    shared = _dask_run(tmp_path, "shared", {}, [1, 1], job_ids=("31",), workers=[
+        {"worker": 0, "job_id": "31", "node": "node-cpu"}, {"worker": 1, "job_id": "31", "node": "node-cpu"}])
+    result = audit.dask_worker_problems(shared, {"31": _record("31")}, "cpu")
+    assert result.problems == [] and result.rows == [("workers 0,1", "31", "cpu", "node-cpu", "CANCELLED")]
+
+
+def test_dask_worker_jobs_elsewhere_running_or_unreported_are_caught(tmp_path):
+    run = _dask_run(tmp_path, "dask", {}, [1, 1], job_ids=("31", "32", "33"))
+    records = {"31": _record("31", partition="a40"), "32": _record("32", state="RUNNING", node="node-x"),
+               "33": _record("33")}
+    problems = audit.dask_worker_problems(run, records, "cpu").problems
+    assert problems == [
+        f"{run}: worker job 31 ran in partition 'a40', not 'cpu'",
+        f"{run}: worker job 32 is RUNNING, not ended (COMPLETED, CANCELLED)",
+        f"{run}: worker job 32 ran on 'node-x' by SLURM's record, its worker 1 said 'node-cpu'",
+        f"{run}: worker job 33 was submitted but no worker reported from it"]
+    assert audit.dask_worker_problems(run, {}, "cpu").problems[0] == f"{run}: SLURM has no record of worker job 31"
+    local = _dask_run(tmp_path, "local", {}, [1, 1])
+    info = json.loads((local / "timing.json").read_text())
+    info["backend_info"] = {"cluster": "local"}
+    (local / "timing.json").write_text(json.dumps(info))
+    assert audit.dask_worker_problems(local, {}, "cpu").problems == [
+        f"{local}: backend_info.cluster is 'local', not 'slurm'"]
+
+
+def test_shards_must_equal_the_reference_at_the_same_thread_count(tmp_path):
+    shards = {"shard-00000.safetensors": "aa", "shard-00001.safetensors": "bb"}
+    reference = _dask_run(tmp_path, "serial", shards, [1])
+    assert audit.same_shards_problems(_dask_run(tmp_path, "same", shards, [1, 1]), reference) == []
+    other = _dask_run(tmp_path, "other", {**shards, "shard-00001.safetensors": "cc"}, [2, 2])
+    assert audit.same_shards_problems(other, reference) == [
+        f"{other}: threads per worker [2], the reference ran with [1]: not comparable bitwise",
+        f"{other}: 1 shards differ from {reference}'s: shard-00001.safetensors"]

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The demo, end to end, on the CI SLURM cluster through the project's SLURM profile, without conda;
-# audited from SLURM's own records; then a second run that must submit nothing.
+# audited from SLURM's own records; then a second run that must submit nothing; then the dask
+# backend with its workers as SLURM jobs (run-dask.sh).
 #
 #   .ci/slurm/setup.sh start && .ci/slurm/run-demo.sh
 #   ACCOUNTING=none .ci/slurm/setup.sh start && ACCOUNTING=none .ci/slurm/run-demo.sh
@@ -54,3 +55,6 @@ log "run 2: must submit nothing"
 run_workflow run2.log
 "$python" scripts/slurm_audit.py rerun --log run2.log --known-ids slurm-ids.txt --records "$records"
 log "run 2 done in $((SECONDS - t1)) s; SLURM demo passed in $((SECONDS - t0)) s"
+
+# the dask backend's workers as SLURM jobs (dask-jobqueue), on the demo's manifest and serial run
+PYTHON="$python" "$repo/.ci/slurm/run-dask.sh" "$work"

@@ -13,7 +13,8 @@ run_worker) and nothing heavy crosses the task graph: a task is a few hundred by
                    in this process, as joblib does); fresh workers each run, so thread settings
                    and start-up costs of one run never leak into the next
   dask             dask.distributed: a LocalCluster by default, an existing scheduler
-                   (`dask.address`) or SLURM jobs through dask-jobqueue (`dask.cluster: slurm`);
+                   (`dask.address`) or SLURM jobs through dask-jobqueue (`dask.cluster: slurm`,
+                   dask_slurm.py);
                    task k is pinned to worker k and is not retried elsewhere (allowed-failures 0)
   gpu              one spawned process per device, the overlapped loader/compute/writer schedule
 
@@ -239,12 +240,8 @@ class DaskBackend(Backend):
                 self.client = Client(self.cluster, timeout=timeout)
             elif kind == "address":
                 self.client = Client(self.settings["address"], timeout=timeout)
-            elif kind == "slurm":
-                self.cluster = self._slurm_cluster()
-                self.cluster.scale(n=self.workers)
-                self.client = Client(self.cluster, timeout=timeout)
-            else:
-                raise ConfigError(f"embed.dask.cluster: {kind!r} is not one of local, address, slurm")
+            else:  # slurm: diffscale.embed.dask_slurm.SlurmDaskBackend, which make_backend picks
+                raise ConfigError(f"embed.dask.cluster: {kind!r} is not one of local, address (DaskBackend)")
         try:
             self.client.wait_for_workers(self.workers, timeout=timeout)
         except TimeoutError:
@@ -253,18 +250,6 @@ class DaskBackend(Backend):
             raise WorkerFailed(f"{self.label}: dask: {have} of {self.workers} workers joined within "
                                f"{timeout:g} s (embed.dask.timeout_s)") from None
         self.info = {"cluster": kind, "scheduler": self.client.scheduler.address}
-
-    def _slurm_cluster(self):
-        try:
-            from dask_jobqueue import SLURMCluster
-        except ImportError:
-            raise ConfigError("embed.dask.cluster: slurm needs dask-jobqueue, which is not installed "
-                              "(it is pinned in envs/embed.yaml; or `pip install dask-jobqueue`)") from None
-        kwargs = {"cores": self.threads or 1, "processes": 1, **self.settings["slurm"]}
-        try:
-            return SLURMCluster(**kwargs)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"embed.dask.slurm: {str(exc).splitlines()[0]}") from None
 
     def run(self, tasks: list[WorkerTask]) -> list[dict]:
         from distributed import as_completed
@@ -310,5 +295,9 @@ def make_backend(name: str, workers: int, *, dask_settings: dict | None = None, 
     if name == "joblib":
         return JoblibBackend(workers)
     if name == "dask":
+        if (dask_settings or {}).get("cluster") == "slurm":
+            from diffscale.embed.dask_slurm import SlurmDaskBackend
+
+            return SlurmDaskBackend(workers, dask_settings, threads, label)
         return DaskBackend(workers, dask_settings or {}, threads, label)
     raise ConfigError(f"embed: unknown backend {name!r} (serial, multiprocessing, joblib, dask, gpu)")

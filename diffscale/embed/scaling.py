@@ -47,6 +47,7 @@ def scaling_rows(timings: list[dict]) -> list[dict]:
             "hw": t["hw"], "device": t["device"], "cores": t["cores"],
             "threads_per_worker": _threads(t["threads_per_worker"]),
             "items": t["items"], "wall_s": t["wall_s"], "startup_s": t["startup_s"],
+            "queue_wait_s": t.get("queue_wait_s", 0.0),  # SLURM workers' queue wait: not in wall_s
             "decode_or_tokenize_s": prepare, "compute_s": t["compute_s"], "write_s": t["write_s"],
             "items_per_s": t["items_per_s"], "steady_items_per_s": t["steady_items_per_s"],
             "peak_rss_mb": max(t["peak_rss_mb"]),

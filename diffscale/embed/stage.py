@@ -15,6 +15,9 @@ figures are per-worker means, so start-up plus their sum is about the wall time 
 balanced. On the GPU path decode and write overlap compute, so they do not add up; there
 `wait_s` is the time the device loop waited for input.
 
+SLURM-started dask workers (diffscale.embed.dask_slurm): the time their jobs waited in the queue
+is kept out of every figure above and recorded beside them as `queue_wait_s` (0 elsewhere).
+
 A failed run removes every shard it wrote, so nothing in the directory looks complete.
 """
 
@@ -113,6 +116,9 @@ def run_embedding(modality: str, manifest: str | Path, out_dir: str | Path, back
     try:
         with make_backend(backend, workers, dask_settings=settings.dask, threads=threads, label=name) as runner:
             launched = time.time()
+            # SLURM workers: the queue wait is recorded, not charged to the backend's times
+            queue_wait_s = runner.info.get("queue_wait_s", 0.0)
+            t0 += queue_wait_s
             results = runner.run(tasks)
             gathered = time.time()
             backend_info = runner.info
@@ -141,6 +147,7 @@ def run_embedding(modality: str, manifest: str | Path, out_dir: str | Path, back
         "items": items, "skipped": len(skipped), "truncated": len(truncated),
         "overlapped": backend == "gpu",
         "plan_s": plan_s,
+        "queue_wait_s": queue_wait_s,
         "launch_s": launched - t0,
         "startup_s": max(r["ready_at"] for r in results) - t0,
         f"{prepare}_s": statistics.fmean(w[f"{prepare}_s"] for w in busy),
