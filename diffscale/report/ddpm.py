@@ -11,11 +11,12 @@ from __future__ import annotations
 import pandas as pd
 
 from diffscale.report import fmt, plots
+from diffscale.report.contract import STUDY_FILES
 from diffscale.report.page import Context, Finding, Section, as_int, part_table, superlinear
 from diffscale.report.tables import Col, full, short
 
 ROLES = ["ddpm_unet"]
-TABLES = ["ddpm_profile.csv", "ddpm_batch.csv", "ddpm_amp.csv", "ddpm_workers.csv", "ddpm_compile.csv", "ddpm_peer.csv"]
+TABLES = [name for name in STUDY_FILES["ddpm"] if name.endswith(".csv")]
 COMMON = ["hw", "gpus", "batch", "global_batch", "precision", "workers", "compile", "steps_per_s", "images_per_s",
           "time_to_first_step_s", "loss_end"]
 PROFILE_REQUIRED = ["sort_by", "rank", "op", "calls", "self_ms", "total_ms", "pct"]
@@ -102,8 +103,8 @@ def _batch(ctx: Context, out: Section):
     png = plots.lines(series, "DDPM throughput: batch size × GPUs", "GPUs", "images/s", marker="o")
     best = frame["images_per_s"].idxmax()
     row = frame.loc[best]
-    out.findings.append(Finding(f"DDPM: most images/s ({fmt.sig(row['images_per_s'])}) with {as_int(row['gpus'])} "
-                                f"GPU(s) × batch {as_int(row['batch'])} per device ({fmt.ratio(row['speedup'])} one GPU, "
+    out.findings.append(Finding(f"DDPM: most images/s ({fmt.sig(row['images_per_s'])}) with "
+                                f"{ctx.devices(row['hw'], row['gpus'])} × batch {as_int(row['batch'])} per device ({fmt.ratio(row['speedup'])} one GPU, "
                                 f"{fmt.percent(row['efficiency'])} efficiency).", out.id, _runs(frame, best)))
     return ("<h3>Batch size × GPUs</h3>" + short(frame, cols, "ddpm-batch")
             + superlinear(frame, "gpus", ["batch"], frame["batch"], "images per device per step")

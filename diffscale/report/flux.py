@@ -55,7 +55,7 @@ def section(ctx: Context) -> Section:
     out.add(short(frame, train_cols(random), "flux-train"))
     per_device = frame["batch_size"] / frame["gpus"] if "batch_size" in frame.columns else None
     out.add(superlinear(frame, "gpus", ["hw", "steps"], per_device, "images per GPU per step"))
-    out.findings += _train_findings(frame, out.id)
+    out.findings += _train_findings(ctx, frame, out.id)
     series = {}
     for (hw, steps), rows in frame.groupby(["hw", "steps"], sort=False):
         series[f"{hw}, {steps} steps"] = [(float(g), float(s)) for g, s in zip(rows["gpus"], rows["speedup"])
@@ -77,18 +77,18 @@ def section(ctx: Context) -> Section:
     return out
 
 
-def _train_findings(frame: pd.DataFrame, anchor: str) -> list[Finding]:
+def _train_findings(ctx: Context, frame: pd.DataFrame, anchor: str) -> list[Finding]:
     found = []
     for hw, rows in frame.groupby("hw", sort=False):
         top = rows.loc[rows["gpus"].idxmax()]
         if as_int(top["gpus"]) > 1:
-            found.append(Finding(f"FLUX LoRA on {hw}: {as_int(top['gpus'])} GPUs {fmt.ratio(top['speedup'])} one "
+            found.append(Finding(f"FLUX LoRA on {hw}: {ctx.devices(hw, top['gpus'])} {fmt.ratio(top['speedup'])} one "
                                  f"({fmt.percent(top['efficiency'])} efficiency, {as_int(top['steps'])} steps).",
                                  anchor, [top["run"]]))
     if frame["cost"].notna().any():
         cheap = frame.loc[frame["cost"].idxmin()]
         found.append(Finding(f"FLUX LoRA: cheapest fine-tune {fmt.money(cheap['cost'])} ({cheap['hw']}, "
-                             f"{as_int(cheap['gpus'])} GPU(s), {as_int(cheap['steps'])} steps, "
+                             f"{ctx.devices(cheap['hw'], cheap['gpus'])}, {as_int(cheap['steps'])} steps, "
                              f"{fmt.seconds(cheap['total_s'])} s start-up included).", anchor, [cheap["run"]]))
     train_share = (frame["train_s"] / frame["total_s"]).median()
     if fmt.number(train_share) is not None:
@@ -140,7 +140,8 @@ def _quality(ctx: Context, out: Section, random: bool) -> str:
                                     + (" (random weights: timing only)." if random else "."), out.id,
                                     [str(last["run"])] if "run" in frame.columns else []))
     grid = ctx.existing_figure("flux", "flux_samples.png", "Samples: one row per run, one column per checkpoint, "
-                               "fixed prompt and seed.", "random weights: timing only" if random else "")
+                               "fixed prompt and seed.", "random weights: timing only" if random else "",
+                               single=True)
     return "".join(parts) + grid
 
 

@@ -53,7 +53,7 @@ table{border-collapse:collapse;margin:.5em 0 .8em;font-size:.88em;max-width:100%
 th,td{border-bottom:1px solid var(--line);padding:.28em .7em;text-align:right;vertical-align:top}
 th{background:var(--soft);font-weight:600;border-top:1px solid var(--line)}
 td:first-child,th:first-child{text-align:left}
-td[data-col=op],td[data-col=label],td[data-col=settings],td[data-col=status],td[data-col=category]{text-align:left}
+td.t,th.t{text-align:left}
 caption{text-align:left;color:var(--muted);font-size:.9em;padding:.2em 0}
 table.short{table-layout:auto}td{overflow-wrap:anywhere}
 details.full{margin:.3em 0 1em;font-size:.85em}details.full summary{cursor:pointer;color:var(--muted)}
@@ -62,7 +62,7 @@ a.download{margin-left:.5em}
 .figs{display:grid;grid-template-columns:repeat(auto-fit,minmax(460px,1fr));gap:1em;align-items:start}
 .thumbs{display:grid;grid-template-columns:repeat(auto-fit,minmax(240px,1fr));gap:.8em}
 figure{margin:.6em 0}figure img{display:block;width:100%;height:auto;border:1px solid var(--line);border-radius:4px}
-.figs figure,.thumbs figure{margin:0}
+.figs figure,.thumbs figure{margin:0}figure.single{max-width:820px}
 """
 
 

@@ -71,20 +71,31 @@ class Context:
         return tables.read(self.bench / name, list(required))
 
     # ---- figures ----------------------------------------------------------------------------
-    def figure(self, study: str, name: str, png: bytes, caption: str, note: str = "") -> str:
-        """The figure as an embedded <img> (data URI); also kept for the Snakemake report."""
+    def figure(self, study: str, name: str, png: bytes, caption: str, note: str = "", single: bool = False) -> str:
+        """The figure as an embedded <img> (data URI); also kept for the Snakemake report.
+        `single`: a figure on its own, kept to a readable width instead of the page's."""
         self.figures.append(Figure(study, name, png))
         data = base64.b64encode(png).decode()
         extra = f' <span class="warn">{html.escape(note)}</span>' if note else ""
-        return (f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
+        cls = ' class="single"' if single else ""
+        return (f'<figure{cls}><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
                 f"<figcaption>{html.escape(caption)}{extra}</figcaption></figure>")
 
-    def existing_figure(self, study: str, filename: str, caption: str, note: str = "") -> str:
+    def existing_figure(self, study: str, filename: str, caption: str, note: str = "", single: bool = False) -> str:
         """A PNG another rule drew in results/bench, or '' when it is not there."""
         path = self.bench / filename
         if not path.is_file():
             return ""
-        return self.figure(study, path.stem, path.read_bytes(), caption, note)
+        return self.figure(study, path.stem, path.read_bytes(), caption, note, single)
+
+    def devices(self, hw: str, count) -> str:
+        """'2 GPUs', '1 GPU', or '2 processes' where the hardware key has no GPUs (the demo's
+        multi-process runs on a CPU)."""
+        n = as_int(count, 1)
+        entry = self.prices.hardware.get(hw) or {}
+        word = "GPU" if entry.get("gpus_per_node", 0) > 0 or entry.get("device") == "cuda" or not entry else "process"
+        plural = "es" if word == "process" else "s"
+        return f"{n} {word}{plural if n != 1 else ''}"
 
     def job_seconds(self, benchmark: str) -> float | None:
         """The whole job's wall time from Snakemake's benchmark file results/benchmarks/<benchmark>

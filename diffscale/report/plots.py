@@ -63,11 +63,15 @@ def scatter(points: Sequence[tuple[str, str, float, float]], title: str, xlabel:
     """(label, group, x, y) points, one colour per group (the hardware key), each point labelled."""
     fig, ax = _figure()
     groups = sorted({g for _, g, _, _ in points})
+    # every point labelled when few; else the three cheapest and the most expensive
+    by_cost = sorted(points, key=lambda p: p[3])
+    labelled = set(map(id, points if len(points) <= 8 else by_cost[:3] + by_cost[-1:]))
     for group in groups:
-        mine = [(label, x, y) for label, g, x, y in points if g == group]
-        ax.scatter([x for _, x, _ in mine], [y for _, _, y in mine], label=group, s=28)
-        for label, x, y in mine:
-            ax.annotate(label, (x, y), fontsize=6.5, xytext=(3, 3), textcoords="offset points")
+        mine = [p for p in points if p[1] == group]
+        ax.scatter([p[2] for p in mine], [p[3] for p in mine], label=group, s=28)
+        for p in mine:
+            if id(p) in labelled:
+                ax.annotate(p[0], (p[2], p[3]), fontsize=7, xytext=(4, 2), textcoords="offset points")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)

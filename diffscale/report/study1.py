@@ -122,7 +122,10 @@ def _embed_findings(mine: pd.DataFrame, title: str, item: str, anchor: str, ctx:
         top = int(parallel["workers"].max())
         at_top = parallel[parallel["workers"] == top]
         pinned = _best(at_top[at_top["policy"] == "pinned"])
-        naive = _best(at_top[at_top["policy"] == "naive"])
+        naive_rows = at_top[at_top["policy"] == "naive"]
+        if pinned is not None and (naive_rows["backend"] == pinned["backend"]).any():
+            naive_rows = naive_rows[naive_rows["backend"] == pinned["backend"]]
+        naive = _best(naive_rows)
         parts, runs = [], []
         if pinned is not None:
             parts.append(f"pinned workers ({pinned['backend']}) {fmt.ratio(pinned['speedup'])} one CPU "
@@ -146,7 +149,7 @@ def _embed_findings(mine: pd.DataFrame, title: str, item: str, anchor: str, ctx:
         n = as_int(one_gpu["workers"])
         found.append(Finding(
             f"{title}: {n} GPU{'s' if n > 1 else ''} = {fmt.ratio(one_gpu['items_per_s'] / best_cpu['items_per_s'])} "
-            f"the best CPU run ({best_cpu['label']}, {as_int(best_cpu['workers'])} CPUs).", anchor,
+            f"the best CPU run ({best_cpu['label']}, {_workers(best_cpu)}).", anchor,
             [one_gpu["run"], best_cpu["run"]]))
     costs = []
     for kind, rows in (("CPU", cpu), ("GPU", gpu)):
@@ -157,9 +160,15 @@ def _embed_findings(mine: pd.DataFrame, title: str, item: str, anchor: str, ctx:
     if costs:
         found.append(Finding(
             f"{title}: cost per 1,000 {item}: " + ", ".join(
-                f"{kind} {fmt.money(row['cost_per_1k'])} ({row['label']}, {as_int(row['workers'])})" for kind, row in costs)
+                f"{kind} {fmt.money(row['cost_per_1k'])} ({row['label']}, {_workers(row)})" for kind, row in costs)
             + ".", anchor, [row["run"] for _, row in costs]))
     return found
+
+
+def _workers(row) -> str:
+    n = as_int(row["workers"], 1)
+    word = "GPU" if row["backend"] == "gpu" else "worker"
+    return f"{n} {word}{'s' if n != 1 else ''}"
 
 
 def _speedup_plot(ctx: Context, mine: pd.DataFrame, title: str) -> str:
@@ -275,7 +284,7 @@ def train_section(ctx: Context) -> Section:
     section.add(short(frame, train_cols(random), "train-unet"))
     per_device = frame["micro_batch"] if "micro_batch" in frame.columns else None
     section.add(superlinear(frame, "gpus", ["hw", "precision"], per_device, "samples per device per step"))
-    section.findings += _train_findings(frame, section.id)
+    section.findings += _train_findings(ctx, frame, section.id)
     bars = plots.bars([f"{r['hw']} {r['precision']} g{as_int(r['gpus'])}" for _, r in frame.iterrows()],
                       list(frame["samples_per_s"].astype(float)), "U-Net training throughput", "samples/s")
     section.add('<div class="figs">'
@@ -284,7 +293,7 @@ def train_section(ctx: Context) -> Section:
                                       "random weights: timing only" if random else "")
                 + "</div>")
     section.add(ctx.existing_figure("train", "train_unet_samples.png", "Samples of each run, fixed prompts and seed.",
-                                    "random weights: timing only" if random else ""))
+                                    "random weights: timing only" if random else "", single=True))
     section.add(full(frame.drop(columns=["job_s", "cost_per_1k_steps"]), "train_unet.csv"))
     section.add(ctx.trust(frame["run"], ["unet", "vae", "text_encoder"], frame))
     return section
@@ -295,18 +304,18 @@ def _per_1k(cost: float | None, steps) -> float | None:
     return cost / n * 1000 if cost is not None and n else None
 
 
-def _train_findings(frame: pd.DataFrame, anchor: str) -> list[Finding]:
+def _train_findings(ctx: Context, frame: pd.DataFrame, anchor: str) -> list[Finding]:
     found = []
     best = _best(frame, "samples_per_s")
     if best is not None:
         found.append(Finding(f"U-Net training: fastest run {best['hw']} {best['precision']} on "
-                             f"{as_int(best['gpus'])} GPU(s), {fmt.sig(best['samples_per_s'])} samples/s.", anchor,
+                             f"{ctx.devices(best['hw'], best['gpus'])}, {fmt.sig(best['samples_per_s'])} samples/s.", anchor,
                              [best["run"]]))
     multi = frame[frame["gpus"] > 1]
     if not multi.empty:
         top = multi.loc[multi["gpus"].idxmax()]
         found.append(Finding(
-            f"U-Net training, {top['hw']} {top['precision']}: {as_int(top['gpus'])} GPUs "
+            f"U-Net training, {top['hw']} {top['precision']}: {ctx.devices(top['hw'], top['gpus'])} "
             f"{fmt.ratio(top['speedup'])} one ({fmt.percent(top['efficiency'])} efficiency).", anchor, [top["run"]]))
     one = frame[frame["gpus"] == 1]
     for hw in dict.fromkeys(one["hw"]):
@@ -320,7 +329,7 @@ def _train_findings(frame: pd.DataFrame, anchor: str) -> list[Finding]:
     if frame["cost_per_1k_steps"].notna().any():
         cheap = frame.loc[frame["cost_per_1k_steps"].idxmin()]
         found.append(Finding(f"U-Net training: cheapest {fmt.money(cheap['cost_per_1k_steps'])} per 1,000 steps "
-                             f"({cheap['hw']} {cheap['precision']}, {as_int(cheap['gpus'])} GPU(s), start-up included).",
+                             f"({cheap['hw']} {cheap['precision']}, {ctx.devices(cheap['hw'], cheap['gpus'])}, start-up included).",
                              anchor, [cheap["run"]]))
     return found
 

@@ -71,18 +71,23 @@ def _raw(value: Any) -> str:
 def short(frame: pd.DataFrame, cols: Sequence[Col], table_id: str, caption: str = "") -> str:
     """The few columns that answer the question, formatted, each cell with its raw value."""
     shown = present(frame, cols)
-    head = "".join(f'<th title="{html.escape(c.title)}">{html.escape(c.label)}</th>' for c in shown)
+    left = {c.name for c in shown if c.format is fmt.text}
+    head = "".join(f'<th{_left(c, left)} title="{html.escape(c.title)}">{html.escape(c.label)}</th>' for c in shown)
     body = []
     for _, row in frame.iterrows():
         cells = []
         for c in shown:
             value = row.get(c.name)
-            cells.append(f'<td data-col="{html.escape(c.name)}" data-value="{html.escape(_raw(value))}">'
+            cells.append(f'<td{_left(c, left)} data-col="{html.escape(c.name)}" data-value="{html.escape(_raw(value))}">'
                          f"{html.escape(c.format(value))}</td>")
         body.append(f"<tr>{''.join(cells)}</tr>")
     cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
     return (f'<table class="short" id="{html.escape(table_id)}">{cap}<thead><tr>{head}</tr></thead>'
             f"<tbody>{''.join(body)}</tbody></table>")
+
+
+def _left(col: Col, left: set[str]) -> str:
+    return ' class="t"' if col.name in left else ""
 
 
 def csv_link(frame: pd.DataFrame, filename: str) -> str:

@@ -1,0 +1,20 @@
+"""The tables the report reads from the FLUX and DDPM studies (HELPERS' table contract), by study.
+
+rules/report.smk asks for a study's files only where a rule of the workflow makes them, so the
+report builds before a study's rules exist and picks its tables up once they do.
+"""
+
+from __future__ import annotations
+
+BENCH = "results/bench"
+
+STUDY_FILES = {
+    "flux": ["flux_train.csv", "flux_loss.csv", "flux_quality.csv", "flux_infer.csv", "flux_samples.png"],
+    "ddpm": ["ddpm_profile.csv", "ddpm_batch.csv", "ddpm_amp.csv", "ddpm_workers.csv", "ddpm_compile.csv",
+             "ddpm_peer.csv"],
+}
+
+
+def study_tables(cfg: dict) -> list[str]:
+    """results/bench paths of every contract file of the studies `cfg` configures."""
+    return [f"{BENCH}/{name}" for study, names in STUDY_FILES.items() if cfg.get(study) for name in names]
