@@ -70,7 +70,7 @@ class Prices:
                      if entry.get("gpus_per_node", 0) > 0 else f"{entry['cpus']} CPUs")
             price = self.per_hour(hw)
             rows.append(f"<tr><td>{html.escape(hw)}</td><td>{html.escape(entry['partition'])}</td>"
-                        f"<td>{html.escape(share)}</td><td>{fmt.money(price) if price else 'no price set'}</td></tr>")
+                        f"<td>{html.escape(share)}</td><td>{'$%.2f' % price if price else 'no price set'}</td></tr>")
         return ('<table class="short prices"><thead><tr><th>hardware key</th><th>partition</th><th>one share</th>'
                 f"<th>USD per hour</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
 

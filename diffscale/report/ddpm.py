@@ -12,7 +12,7 @@ import pandas as pd
 
 from diffscale.report import fmt, plots
 from diffscale.report.contract import STUDY_FILES
-from diffscale.report.page import Context, Finding, Section, as_int, part_table, superlinear
+from diffscale.report.page import Context, Finding, Section, as_int, pair, part_table, superlinear
 from diffscale.report.tables import Col, full, short
 
 ROLES = ["ddpm_unet"]
@@ -70,19 +70,17 @@ def _profile(ctx: Context, out: Section):
     cols = [Col("rank", "#", fmt.integer), Col("op", "operator", fmt.text), Col("calls", "calls", fmt.integer),
             Col("self_ms", "self (ms)", fmt.sig), Col("total_ms", "total (ms)", fmt.sig),
             Col("pct", "% of time", lambda v: f"{fmt.sig(v, 3)} %")]
-    figs = []
     for sort_by in sorted(set(frame["sort_by"]), key=lambda s: s != "device"):
         top = frame[frame["sort_by"] == sort_by].sort_values("rank").head(10)
         hw = f" on {top['hw'].iloc[0]}" if "hw" in top.columns else ""
-        parts.append(short(top, cols, f"ddpm-profile-{sort_by}", f"sorted by {sort_by} time{hw}"))
-        figs.append(ctx.figure("ddpm", f"profile-{sort_by}", plots.barh(list(top["op"]), list(top["self_ms"]),
-                                                                        f"Top operators by {sort_by} time",
-                                                                        "self time (ms)"),
-                               f"Profiler top 10 operators by {sort_by} self time."))
+        figure = ctx.figure("ddpm", f"profile-{sort_by}",
+                            plots.barh(list(top["op"]), list(top["self_ms"]), f"Top operators by {sort_by} time",
+                                       "self time (ms)"),
+                            f"Profiler top 10 operators by {sort_by} self time.")
+        parts.append(pair(short(top, cols, f"ddpm-profile-{sort_by}", f"sorted by {sort_by} time{hw}"), figure))
         first = top.iloc[0]
         out.findings.append(Finding(f"DDPM profile: the top operator by {sort_by} time is {first['op']} "
-                                    f"({fmt.sig(first['pct'])} % of it).", out.id, _runs(top)[:1]))
-    parts.append('<div class="figs">' + "".join(figs) + "</div>")
+                                    f"({fmt.sig(first['pct'])} % of {sort_by} time).", out.id, _runs(top)[:1]))
     parts.append(full(frame, "ddpm_profile.csv"))
     return "".join(parts), frame
 
@@ -106,9 +104,10 @@ def _batch(ctx: Context, out: Section):
     out.findings.append(Finding(f"DDPM: most images/s ({fmt.sig(row['images_per_s'])}) with "
                                 f"{ctx.devices(row['hw'], row['gpus'])} × batch {as_int(row['batch'])} per device ({fmt.ratio(row['speedup'])} one GPU, "
                                 f"{fmt.percent(row['efficiency'])} efficiency).", out.id, _runs(frame, best)))
-    return ("<h3>Batch size × GPUs</h3>" + short(frame, cols, "ddpm-batch")
-            + superlinear(frame, "gpus", ["batch"], frame["batch"], "images per device per step")
-            + ctx.figure("ddpm", "batch", png, "Images/s against GPUs, one line per per-device batch.")
+    return ("<h3>Batch size × GPUs</h3>"
+            + pair(short(frame, cols, "ddpm-batch")
+                   + superlinear(frame, "gpus", ["batch"], frame["batch"], "images per device per step"),
+                   ctx.figure("ddpm", "batch", png, "Images/s against GPUs, one line per per-device batch."))
             + full(frame.drop(columns=["cost"]), "ddpm_batch.csv")), frame
 
 
@@ -129,9 +128,9 @@ def _amp(ctx: Context, out: Section):
         out.findings.append(Finding(f"DDPM: {frame.loc[best, 'precision']} trains at "
                                     f"{fmt.ratio(frame.loc[best, 'vs_fp32'])} the fp32 throughput.", out.id,
                                     _runs(frame, best)))
-    return ("<h3>Mixed precision</h3>" + short(frame, cols, "ddpm-amp")
-            + ctx.figure("ddpm", "amp", png, "Images/s per precision.") + full(frame.drop(columns=["vs_fp32"]),
-                                                                              "ddpm_amp.csv")), frame
+    return ("<h3>Mixed precision</h3>"
+            + pair(short(frame, cols, "ddpm-amp"), ctx.figure("ddpm", "amp", png, "Images/s per precision."))
+            + full(frame.drop(columns=["vs_fp32"]), "ddpm_amp.csv")), frame
 
 
 def _workers(ctx: Context, out: Section):
@@ -144,14 +143,15 @@ def _workers(ctx: Context, out: Section):
             Col("data_wait_s_per_step", "data wait per step (ms)", ms),
             Col("data_wait_frac", "time waiting for data", fmt.percent)]
     png = plots.bars([str(as_int(w)) for w in frame["workers"]], list(frame["data_wait_frac"].astype(float) * 100),
-                     "DDPM: time waiting for data by loader workers", "% of step time", "{:.2g} %")
+                     "DDPM: time waiting for data by loader workers", "% of step time", " %")
     first, best = frame.iloc[0], frame.loc[frame["images_per_s"].idxmax()]
     out.findings.append(Finding(f"DDPM: {as_int(best['workers'])} loader workers wait "
                                 f"{fmt.percent(best['data_wait_frac'])} of each step for data "
                                 f"({as_int(first['workers'])} workers: {fmt.percent(first['data_wait_frac'])}).",
                                 out.id, _runs(frame)))
-    return ("<h3>Data-loader workers</h3>" + short(frame, cols, "ddpm-workers")
-            + ctx.figure("ddpm", "workers", png, "Share of step time spent waiting for data.")
+    return ("<h3>Data-loader workers</h3>"
+            + pair(short(frame, cols, "ddpm-workers"),
+                   ctx.figure("ddpm", "workers", png, "Share of step time spent waiting for data."))
             + full(frame, "ddpm_workers.csv")), frame
 
 
@@ -181,8 +181,9 @@ def _compile(ctx: Context, out: Section):
             f"DDPM: torch.compile ({row['compile']}) costs {fmt.seconds(row['compile_s'])} s to compile, saves "
             f"{ms(row['saving_per_step_s'])} ms per step and pays off after {fmt.integer(row['break_even_steps'])} "
             f"steps (this run: {fmt.integer(row['run_steps'])}).", out.id, _runs(compiled)[:1]))
-    return ("<h3>torch.compile</h3>" + short(frame, cols, "ddpm-compile")
-            + ctx.figure("ddpm", "compile", png, "Cumulative training time: eager against compiled, with break-even.")
+    return ("<h3>torch.compile</h3>"
+            + pair(short(frame, cols, "ddpm-compile"),
+                   ctx.figure("ddpm", "compile", png, "Cumulative training time: eager against compiled, with break-even."))
             + full(frame.drop(columns=["pays_off"]), "ddpm_compile.csv")), frame
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 
 from diffscale.report import fmt, plots
-from diffscale.report.page import (Context, Finding, Section, as_int, part_table, quality_tag, runs_of,
+from diffscale.report.page import (Context, Finding, Section, as_int, pair, part_table, quality_tag, runs_of,
                                    superlinear)
 from diffscale.report.tables import Col, TableProblem, full, short
 
@@ -68,8 +68,8 @@ def section(ctx: Context) -> Section:
         png = plots.stacked(labels, {c.removesuffix("_s"): list(frame[c].astype(float)) for c in phases},
                             "FLUX LoRA job time by phase", "seconds")
         figures.append(ctx.figure("flux", "phases", png, "Where each fine-tune's time goes (billed whole)."))
+    figures.append(_loss(ctx, out, random))
     out.add('<div class="figs">' + "".join(figures) + "</div>")
-    out.add(_loss(ctx, out, random))
     out.add(_quality(ctx, out, random))
     out.add(_inference(ctx, out))
     out.add(full(frame.drop(columns=["cost"]), "flux_train.csv"))
@@ -105,7 +105,7 @@ def _loss(ctx: Context, out: Section, random: bool) -> str:
     series = {}
     for key, rows in (frame.groupby(keys, sort=False) if keys else [("all", frame)]):
         key = key if isinstance(key, tuple) else (key,)
-        label = " ".join(f"{k}={v}" for k, v in zip(keys, key)) or "run"
+        label = _label(keys, key)
         series[label] = (list(rows["step"]), list(rows["loss"]))
     png = plots.lines(series, "FLUX LoRA training loss", "step", "loss")
     return ctx.figure("flux", "loss", png, "FLUX LoRA training loss per run.", "random weights: timing only" if random else "")
@@ -127,8 +127,7 @@ def _quality(ctx: Context, out: Section, random: bool) -> str:
             series = {}
             for key, rows in (frame.groupby(keys, sort=False) if keys else [("all", frame)]):
                 key = key if isinstance(key, tuple) else (key,)
-                series[" ".join(f"{k}={v}" for k, v in zip(keys, key)) or "run"] = (list(rows["checkpoint_step"]),
-                                                                                   list(rows[metric]))
+                series[_label(keys, key)] = (list(rows["checkpoint_step"]), list(rows[metric]))
             figs.append(ctx.figure("flux", metric, plots.lines(series, f"FLUX LoRA: {label} against steps",
                                                                "checkpoint step", label, marker="o"),
                                    f"{label} of each checkpoint's samples against the reference images.",
@@ -173,9 +172,16 @@ def _inference(ctx: Context, out: Section) -> str:
         ratio = fused["images_per_s"].max() / lora["images_per_s"].max()
         out.findings.append(Finding(f"FLUX inference: fusing the LoRA into the weights gives {fmt.ratio(ratio)} "
                                     "the throughput of the unfused adapter.", out.id, runs))
-    return ("<h3>Inference by phase</h3>" + short(frame, cols, "flux-infer")
-            + ctx.figure("flux", "inference", png, "Inference time per phase: base, LoRA and fused LoRA weights.")
+    return ("<h3>Inference by phase</h3>"
+            + pair(short(frame, cols, "flux-infer"),
+                   ctx.figure("flux", "inference", png, "Inference time per phase: base, LoRA and fused LoRA weights."))
             + full(frame.drop(columns=["cost_per_1k"]), "flux_infer.csv"))
+
+
+def _label(keys: list[str], values: tuple) -> str:
+    """'a100 g2 s1000' for hw, gpus, steps."""
+    short_names = {"hw": "", "gpus": "g", "steps": "s"}
+    return " ".join(f"{short_names.get(k, k)}{v}" for k, v in zip(keys, values)) or "run"
 
 
 def _per_image(ctx: Context, hw: str, images_per_s) -> float | None:

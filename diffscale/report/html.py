@@ -43,7 +43,9 @@ a{color:var(--accent)}code{background:var(--soft);padding:0 .25em;border-radius:
 nav.toc{font-size:.9em;margin:.6em 0 1em}nav.toc a{margin-right:1.1em;white-space:nowrap}
 .banner{background:#fff8c5;border:1px solid #d4a72c;border-radius:6px;padding:.6em .9em;margin:1em 0}
 #findings{background:var(--soft);border:1px solid var(--line);border-radius:8px;padding:.4em 1.2em 1em}
-#findings h2{border:0;margin-top:.5em}#findings li{margin:.45em 0}
+#findings h2{border:0;margin-top:.5em}#findings li{margin:.35em 0}#findings ul{margin:.2em 0 .6em;padding-left:1.3em}
+#findings h3{font-size:.95em;margin:.9em 0 .1em}#findings h3 a{color:var(--ink);text-decoration:none}
+a.more{font-size:.8em;margin-left:.3em}
 .runs{display:block;color:var(--muted);font-size:.78em;overflow-wrap:anywhere}
 .tag{display:inline-block;font-size:.72em;padding:0 .45em;border-radius:9px;background:#eaeef2;color:var(--muted);
  margin-left:.4em;vertical-align:1px}
@@ -55,23 +57,27 @@ th{background:var(--soft);font-weight:600;border-top:1px solid var(--line)}
 td:first-child,th:first-child{text-align:left}
 td.t,th.t{text-align:left}
 caption{text-align:left;color:var(--muted);font-size:.9em;padding:.2em 0}
-table.short{table-layout:auto}td{overflow-wrap:anywhere}
+td{white-space:nowrap}td.t{white-space:normal;overflow-wrap:break-word}
 details.full{margin:.3em 0 1em;font-size:.85em}details.full summary{cursor:pointer;color:var(--muted)}
 .scroll{overflow-x:auto;max-width:100%}table.full{font-size:.8em}table.full td{white-space:nowrap}
 a.download{margin-left:.5em}
 .figs{display:grid;grid-template-columns:repeat(auto-fit,minmax(460px,1fr));gap:1em;align-items:start}
 .thumbs{display:grid;grid-template-columns:repeat(auto-fit,minmax(240px,1fr));gap:.8em}
 figure{margin:.6em 0}figure img{display:block;width:100%;height:auto;border:1px solid var(--line);border-radius:4px}
-.figs figure,.thumbs figure{margin:0}figure.single{max-width:820px}
+.figs figure,.thumbs figure,.pair figure{margin:0}
+.pair{display:grid;grid-template-columns:minmax(0,max-content) minmax(380px,1fr);gap:1.5em;align-items:start;margin:.4em 0}
+.pair figure{max-width:640px}
+@media (max-width:1000px){.pair{grid-template-columns:minmax(0,1fr)}}figure.single{max-width:820px}
 """
 
 
 def build_report(results: str | Path, out: str | Path, hardware: dict | None = None,
                  price_source: str = "the config", demo: bool = False,
-                 figures_dir: str | Path | None = None) -> Path:
-    """Write the report to `out` (atomically); with `figures_dir`, its figures there too."""
+                 figures_dir: str | Path | None = None, draw: bool = True) -> Path:
+    """Write the report to `out` (atomically); with `figures_dir`, its figures there too.
+    `draw=False` leaves the plots out (tables, findings and existing figures only)."""
     results = Path(results)
-    ctx = Context(results, Prices(hardware or {}, price_source), demo)
+    ctx = Context(results, Prices(hardware or {}, price_source), demo, draw)
     sections = [build(ctx) for build in SECTIONS]
     parts = [_head(), _title(results, demo), _toc(sections), _findings(ctx, sections), _cost_basis(ctx),
              _inputs(results)]
@@ -110,20 +116,24 @@ def _toc(sections: list[Section]) -> str:
 
 
 def _findings(ctx: Context, sections: list[Section]) -> str:
-    items = []
-    titles = {s.id: s.title.split(" · ")[-1] for s in sections}
+    """The findings of every study, grouped under their section's title; each links to its
+    section and names the runs it was computed from."""
+    groups = []
+    demo = "<span class='tag'>demo</span>" if ctx.demo else ""
     for section in sections:
+        items = []
         for finding in section.findings:
             runs = ", ".join(dict.fromkeys(finding.runs))
-            demo = "<span class='tag'>demo</span>" if ctx.demo else ""
             items.append(f"<li data-section='{finding.anchor}'>{html.escape(finding.text)}{demo} "
-                         f"<a href='#{finding.anchor}'>→ {html.escape(titles[finding.anchor])}</a>"
+                         f"<a class='more' href='#{finding.anchor}'>details</a>"
                          + (f"<span class='runs'>from runs: {html.escape(runs)}</span>" if runs else "") + "</li>")
+        if items:
+            groups.append(f"<h3><a href='#{section.id}'>{html.escape(section.title)}</a></h3><ul>{''.join(items)}</ul>")
     not_run = [s.title for s in sections if not s.ran]
     lead = ("Computed from the tables below when this page was built" +
             (", from the demo run (synthetic data, tiny random-weight models): they show what the study "
              "measures, not what the studied hardware does." if ctx.demo else "."))
-    body = f"<ul>{''.join(items)}</ul>" if items else "<p class='notice'>No study has produced results yet.</p>"
+    body = "".join(groups) if groups else "<p class='notice'>No study has produced results yet.</p>"
     missing = (f"<p class='note'>Not run yet: {html.escape('; '.join(not_run))}.</p>" if not_run else "")
     return f"<section id='findings'><h2>Findings</h2><p class='note'>{html.escape(lead)}</p>{body}{missing}</section>"
 

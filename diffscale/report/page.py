@@ -19,6 +19,7 @@ import pandas as pd
 
 from diffscale.report import fmt, tables
 from diffscale.report.cost import Prices
+from diffscale.report.plots import Drawing
 
 RANDOM_WEIGHTS = "random weights: timing only"
 TRUST_VERSIONS = ("torch", "diffusers", "transformers", "peft", "dask")
@@ -59,6 +60,7 @@ class Context:
     results: Path
     prices: Prices = field(default_factory=Prices)
     demo: bool = False
+    draw: bool = True  # False: tables and findings only, no plots drawn (a quick build)
     figures: list[Figure] = field(default_factory=list)
     _records: dict[str, dict | None] = field(default_factory=dict)
     _models: pd.DataFrame | None = None
@@ -71,9 +73,14 @@ class Context:
         return tables.read(self.bench / name, list(required))
 
     # ---- figures ----------------------------------------------------------------------------
-    def figure(self, study: str, name: str, png: bytes, caption: str, note: str = "", single: bool = False) -> str:
+    def figure(self, study: str, name: str, png: bytes | Drawing, caption: str, note: str = "",
+               single: bool = False) -> str:
         """The figure as an embedded <img> (data URI); also kept for the Snakemake report.
         `single`: a figure on its own, kept to a readable width instead of the page's."""
+        if isinstance(png, Drawing):
+            if not self.draw:
+                return ""
+            png = png.render()
         self.figures.append(Figure(study, name, png))
         data = base64.b64encode(png).decode()
         extra = f' <span class="warn">{html.escape(note)}</span>' if note else ""
@@ -200,6 +207,11 @@ def _device_name(record: dict) -> str:
     return f"cpu ({cpu}, {record.get('usable_cpus', '?')} usable CPUs)"
 
 
+def pair(table: str, figure: str) -> str:
+    """A table beside its figure (stacked on a narrow window)."""
+    return f'<div class="pair"><div>{table}</div><div>{figure}</div></div>' if figure else table
+
+
 def quality_tag(random: bool) -> str:
     """The marker beside every quality figure made with random weights."""
     return f' <span class="warn">{RANDOM_WEIGHTS}</span>' if random else ""
@@ -229,12 +241,17 @@ def superlinear(frame: pd.DataFrame, count: str, base_keys: list[str], per_devic
         base = frame[same]
         label = " ".join(str(row[k]) for k in base_keys)
         if per_device is not None and not base.empty and per_device[base.index[0]] != per_device[index]:
-            why = (f"per-device work changed from {fmt.sig(per_device[base.index[0]])} to "
-                   f"{fmt.sig(per_device[index])} {what} between the runs, so this compares different workloads")
+            why = (f"per-device work changed from {_amount(per_device[base.index[0]])} to "
+                   f"{_amount(per_device[index])} {what} between the runs, so this compares different workloads")
         else:
             why = "per-device work unchanged: check the runs before trusting it"
         notes.append(f"Superlinear speedup flagged: {label}, {n} devices, {fmt.ratio(s)}: {why}.")
     return "".join(f'<p class="warn">{html.escape(n)}</p>' for n in notes)
+
+
+def _amount(value) -> str:
+    v = fmt.number(value)
+    return fmt.integer(v) if v is not None and v.is_integer() else fmt.sig(v)
 
 
 def as_int(value, default: int = 0) -> int:

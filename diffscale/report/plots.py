@@ -2,15 +2,21 @@
 data URIs; the Snakemake report gets the same files).
 
 One function per kind of plot; each takes plain series (label → points) so the study sections
-decide what is compared and these functions only draw it.
+decide what is compared and these functions only draw it. A call returns a `Drawing` (the call,
+not yet drawn): the page draws it when it embeds it, and a build without figures never pays for
+matplotlib.
 """
 
 from __future__ import annotations
 
+import functools
 import io
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import matplotlib
+
+from diffscale.report.fmt import sig
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -18,6 +24,24 @@ import matplotlib.pyplot as plt  # noqa: E402
 WIDTH, HEIGHT, DPI = 6.4, 3.6, 110
 STYLE = {"axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False,
          "font.size": 9, "legend.fontsize": 7.5, "axes.titlesize": 10}
+
+
+@dataclass(frozen=True)
+class Drawing:
+    draw: Callable[..., bytes]
+    args: tuple
+    kwargs: dict
+
+    def render(self) -> bytes:
+        return self.draw(*self.args, **self.kwargs)
+
+
+def _deferred(draw: Callable[..., bytes]) -> Callable[..., Drawing]:
+    @functools.wraps(draw)
+    def call(*args, **kwargs) -> Drawing:
+        return Drawing(draw, args, kwargs)
+
+    return call
 
 
 def _png(fig) -> bytes:
@@ -37,6 +61,7 @@ def _figure(width: float = WIDTH, height: float = HEIGHT):
     return fig, ax
 
 
+@_deferred
 def speedup(series: dict[str, list[tuple[float, float]]], title: str, xlabel: str,
             ylabel: str = "speedup (×)") -> bytes:
     """Speedup against workers, one line per series, with the ideal (linear) line. Series whose
@@ -59,6 +84,7 @@ def speedup(series: dict[str, list[tuple[float, float]]], title: str, xlabel: st
     return _png(fig)
 
 
+@_deferred
 def scatter(points: Sequence[tuple[str, str, float, float]], title: str, xlabel: str, ylabel: str) -> bytes:
     """(label, group, x, y) points, one colour per group (the hardware key), each point labelled."""
     fig, ax = _figure()
@@ -79,12 +105,16 @@ def scatter(points: Sequence[tuple[str, str, float, float]], title: str, xlabel:
     return _png(fig)
 
 
+@_deferred
 def lines(series: dict[str, tuple[Sequence[float], Sequence[float]]], title: str, xlabel: str, ylabel: str,
           marker: str = "") -> bytes:
     fig, ax = _figure()
     styles = ["-", "--", "-.", ":"]
     for number, (label, (x, y)) in enumerate(series.items()):
         ax.plot(list(x), list(y), styles[number % len(styles)], marker=marker or None, label=label)
+    xs = sorted({float(v) for x, _ in series.values() for v in x})
+    if 1 < len(xs) <= 8 and all(v.is_integer() for v in xs):  # GPUs, batch sizes: the values themselves
+        ax.set_xticks(xs, [f"{v:g}" for v in xs])
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -93,12 +123,12 @@ def lines(series: dict[str, tuple[Sequence[float], Sequence[float]]], title: str
     return _png(fig)
 
 
-def bars(labels: Sequence[str], values: Sequence[float], title: str, ylabel: str,
-         value_format: str = "{:.3g}") -> bytes:
+@_deferred
+def bars(labels: Sequence[str], values: Sequence[float], title: str, ylabel: str, suffix: str = "") -> bytes:
     fig, ax = _figure()
     positions = range(len(labels))
     drawn = ax.bar(positions, values, color="#4C72B0")
-    ax.bar_label(drawn, labels=[value_format.format(v) for v in values], fontsize=7)
+    ax.bar_label(drawn, labels=[f"{sig(v)}{suffix}" for v in values], fontsize=7)
     ax.set_xticks(list(positions), labels, rotation=20 if max(map(len, labels), default=0) > 10 else 0,
                   ha="right" if max(map(len, labels), default=0) > 10 else "center")
     ax.set_ylabel(ylabel)
@@ -106,6 +136,7 @@ def bars(labels: Sequence[str], values: Sequence[float], title: str, ylabel: str
     return _png(fig)
 
 
+@_deferred
 def stacked(labels: Sequence[str], parts: dict[str, Sequence[float]], title: str, ylabel: str) -> bytes:
     """One bar per label, stacked by phase (dict order = bottom to top)."""
     fig, ax = _figure()
@@ -122,6 +153,7 @@ def stacked(labels: Sequence[str], parts: dict[str, Sequence[float]], title: str
     return _png(fig)
 
 
+@_deferred
 def barh(labels: Sequence[str], values: Sequence[float], title: str, xlabel: str) -> bytes:
     """Horizontal bars, largest on top (profiler top-10)."""
     fig, ax = _figure(height=max(2.4, 0.3 * len(labels) + 1))
@@ -133,6 +165,7 @@ def barh(labels: Sequence[str], values: Sequence[float], title: str, xlabel: str
     return _png(fig)
 
 
+@_deferred
 def break_even(rows: Sequence[tuple[str, float, float, float | None]], title: str) -> bytes:
     """Cumulative time against steps: (label, compile_s, seconds per step, break-even step) per
     variant; the eager run is a line from 0, a compiled one starts at its compile time."""
