@@ -67,7 +67,7 @@ figure{margin:.6em 0}figure img{display:block;width:100%;height:auto;border:1px 
 .figs figure,.thumbs figure,.pair figure{margin:0}
 .pair{display:grid;grid-template-columns:minmax(0,max-content) minmax(380px,1fr);gap:1.5em;align-items:start;margin:.4em 0}
 .pair figure{max-width:640px}
-@media (max-width:1000px){.pair{grid-template-columns:minmax(0,1fr)}}figure.single{max-width:820px}
+@media (max-width:1000px){.pair{grid-template-columns:minmax(0,1fr)}}figure.single{max-width:560px}
 """
 
 

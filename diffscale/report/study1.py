@@ -208,6 +208,8 @@ def _oversubscription(frame: pd.DataFrame) -> str:
         if pinned.empty:
             continue
         pinned = pinned.iloc[0]
+        if str(naive.get("threads_per_worker")) == str(pinned.get("threads_per_worker")):
+            continue  # the same threads (one worker on all CPUs): nothing to explain
         cpus = naive.get("cpus", naive.get("cores"))
         threads = _threads(naive.get("threads_per_worker"))
         total = threads * as_int(naive["workers"]) if threads else None
@@ -220,8 +222,8 @@ def _oversubscription(frame: pd.DataFrame) -> str:
     table = pd.DataFrame(rows)
     worst = table.loc[table["time_ratio"].idxmax()]
     cols = [Col("modality", "modality", fmt.text), Col("backend", "backend", fmt.text),
-            Col("workers", "workers", fmt.integer), Col("naive_threads", "threads/worker, naive", fmt.text),
-            Col("pinned_threads", "threads/worker, pinned", fmt.text), Col("cpus", "CPUs", fmt.integer, optional=True),
+            Col("workers", "workers", fmt.integer), Col("naive_threads", "threads/worker, naive", str),
+            Col("pinned_threads", "threads/worker, pinned", str), Col("cpus", "CPUs", fmt.integer, optional=True),
             Col("threads_per_cpu", "naive threads per CPU", lambda v: fmt.sig(v, 2), optional=True),
             Col("time_ratio", "naive ÷ pinned time", fmt.ratio)]
     return ("<h3>Why “more CPUs” can be slower: naive against pinned threads</h3>"
