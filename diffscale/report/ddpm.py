@@ -57,6 +57,11 @@ def _runs(frame: pd.DataFrame, index=None) -> list[str]:
     return [str(frame.loc[index, "run"])] if index is not None else [str(r) for r in frame["run"]]
 
 
+def _hw_col(frame: pd.DataFrame) -> list[Col]:
+    """A hardware column, where the table has more than one hardware key."""
+    return [Col("hw", "hardware", fmt.text)] if frame["hw"].nunique() > 1 else []
+
+
 def _loss_col(ctx: Context, frame: pd.DataFrame) -> Col:
     random = ctx.random_weights(frame, ROLES)
     return Col("loss_end", "final loss" + (" (random weights: timing only)" if random else ""), lambda v: fmt.sig(v, 4))
@@ -70,16 +75,20 @@ def _profile(ctx: Context, out: Section):
     cols = [Col("rank", "#", fmt.integer), Col("op", "operator", fmt.text), Col("calls", "calls", fmt.integer),
             Col("self_ms", "self (ms)", fmt.sig), Col("total_ms", "total (ms)", fmt.sig),
             Col("pct", "% of time", lambda v: f"{fmt.sig(v, 3)} %")]
-    for sort_by in sorted(set(frame["sort_by"]), key=lambda s: s != "device"):
-        top = frame[frame["sort_by"] == sort_by].sort_values("rank").head(10)
-        hw = f" on {top['hw'].iloc[0]}" if "hw" in top.columns else ""
-        figure = ctx.figure("ddpm", f"profile-{sort_by}",
+    keys = ["hw", "sort_by"] if "hw" in frame.columns else ["sort_by"]
+    groups = sorted(frame.groupby(keys, sort=False), key=lambda g: (g[0][:-1], g[0][-1] != "device"))
+    for key, rows in groups:
+        sort_by = key[-1]
+        top = rows.sort_values("rank").head(10)
+        hw = f" on {key[0]}" if len(key) > 1 else ""
+        name = f"profile-{sort_by}" + (f"-{key[0]}" if len(key) > 1 and frame["hw"].nunique() > 1 else "")
+        figure = ctx.figure("ddpm", name,
                             plots.barh(list(top["op"]), list(top["self_ms"]), f"Top operators by {sort_by} time",
                                        "self time (ms)"),
                             f"Profiler top 10 operators by {sort_by} self time.")
-        parts.append(pair(short(top, cols, f"ddpm-profile-{sort_by}", f"sorted by {sort_by} time{hw}"), figure))
+        parts.append(pair(short(top, cols, f"ddpm-{name}", f"sorted by {sort_by} time{hw}"), figure))
         first = top.iloc[0]
-        out.findings.append(Finding(f"DDPM profile: the top operator by {sort_by} time is {first['op']} "
+        out.findings.append(Finding(f"DDPM profile{hw}: the top operator by {sort_by} time is {first['op']} "
                                     f"({fmt.sig(first['pct'])} % of {sort_by} time).", out.id, _runs(top)[:1]))
     parts.append(full(frame, "ddpm_profile.csv"))
     return "".join(parts), frame
@@ -91,13 +100,14 @@ def _batch(ctx: Context, out: Section):
         return "", None
     frame = frame.copy()
     frame["cost"] = _cost_per_1k_steps(ctx, frame)
-    cols = [Col("gpus", "GPUs", fmt.integer), Col("batch", "batch per device", fmt.integer),
+    cols = _hw_col(frame) + [Col("gpus", "GPUs", fmt.integer), Col("batch", "batch per device", fmt.integer),
             Col("global_batch", "global batch", fmt.integer), Col("images_per_s", "images/s", fmt.sig),
             Col("speedup", "speedup", fmt.ratio, "images/s against 1 GPU, same per-device batch"),
             Col("efficiency", "efficiency", fmt.percent),
             Col("cost", "$ per 1k steps", fmt.money, "start-up billed once, then 1,000 steps", optional=True)]
-    series = {f"batch {b}/device": (list(rows["gpus"]), list(rows["images_per_s"]))
-              for b, rows in frame.sort_values("gpus").groupby("batch")}
+    several = frame["hw"].nunique() > 1
+    series = {(f"{key[0]} " if several else "") + f"batch {key[1]}/device": (list(rows["gpus"]), list(rows["images_per_s"]))
+              for key, rows in frame.sort_values("gpus").groupby(["hw", "batch"])}
     png = plots.lines(series, "DDPM throughput: batch size × GPUs", "GPUs", "images/s", marker="o")
     best = frame["images_per_s"].idxmax()
     row = frame.loc[best]
@@ -106,7 +116,7 @@ def _batch(ctx: Context, out: Section):
                                 f"{fmt.percent(row['efficiency'])} efficiency).", out.id, _runs(frame, best)))
     return ("<h3>Batch size × GPUs</h3>"
             + pair(short(frame, cols, "ddpm-batch")
-                   + superlinear(frame, "gpus", ["batch"], frame["batch"], "images per device per step"),
+                   + superlinear(frame, "gpus", ["hw", "batch"], frame["batch"], "images per device per step"),
                    ctx.figure("ddpm", "batch", png, "Images/s against GPUs, one line per per-device batch."))
             + full(frame.drop(columns=["cost"]), "ddpm_batch.csv")), frame
 
@@ -116,9 +126,9 @@ def _amp(ctx: Context, out: Section):
     if frame is None:
         return "", None
     frame = frame.copy()
-    base = frame[frame["precision"] == "fp32"]["images_per_s"]
-    frame["vs_fp32"] = frame["images_per_s"] / base.iloc[0] if not base.empty else None
-    cols = [Col("precision", "precision", fmt.text), Col("images_per_s", "images/s", fmt.sig),
+    fp32 = frame[frame["precision"] == "fp32"].groupby("hw")["images_per_s"].first()
+    frame["vs_fp32"] = frame["images_per_s"] / frame["hw"].map(fp32)
+    cols = _hw_col(frame) + [Col("precision", "precision", fmt.text), Col("images_per_s", "images/s", fmt.sig),
             Col("vs_fp32", "vs fp32", fmt.ratio, optional=True), Col("peak_mem_mb", "peak memory (MB)", fmt.integer,
                                                                      optional=True), _loss_col(ctx, frame)]
     png = plots.bars(list(frame["precision"]), list(frame["images_per_s"].astype(float)),
@@ -139,7 +149,7 @@ def _workers(ctx: Context, out: Section):
     if frame is None:
         return "", None
     frame = frame.sort_values("workers")
-    cols = [Col("workers", "loader workers", fmt.integer), Col("images_per_s", "images/s", fmt.sig),
+    cols = _hw_col(frame) + [Col("workers", "loader workers", fmt.integer), Col("images_per_s", "images/s", fmt.sig),
             Col("data_wait_s_per_step", "data wait per step (ms)", ms),
             Col("data_wait_frac", "time waiting for data", fmt.percent)]
     png = plots.bars([str(as_int(w)) for w in frame["workers"]], list(frame["data_wait_frac"].astype(float) * 100),
@@ -164,14 +174,14 @@ def _compile(ctx: Context, out: Section):
     frame["pays_off"] = [("yes" if fmt.number(b) is not None and fmt.number(r) is not None and b <= r else "no")
                          if str(c) != "off" else "–"
                          for b, r, c in zip(frame["break_even_steps"], frame["run_steps"], frame["compile"])]
-    cols = [Col("compile", "compile mode", fmt.text), Col("compile_s", "compile time (s)", fmt.seconds),
+    cols = _hw_col(frame) + [Col("compile", "compile mode", fmt.text), Col("compile_s", "compile time (s)", fmt.seconds),
             Col("saving_per_step_s", "saved per step (ms)", ms),
             Col("break_even_steps", "break-even (steps)", fmt.integer),
             Col("run_steps", "steps in this run", fmt.integer), Col("pays_off", "pays off here", fmt.text)]
     rows = []
     for _, row in frame.iterrows():
         per_step = 1 / float(row["steps_per_s"])
-        rows.append((str(row["compile"]), float(row["compile_s"] or 0), per_step,
+        rows.append((str(row["compile"]), fmt.number(row["compile_s"]) or 0.0, per_step,
                      fmt.number(row["break_even_steps"]) if str(row["compile"]) != "off" else None))
     png = plots.break_even(rows, "torch.compile: cumulative time and break-even")
     compiled = frame[frame["compile"].astype(str) != "off"]
@@ -192,7 +202,7 @@ def _peer(ctx: Context, out: Section):
                        "Peer implementation")
     if frame is None:
         return "", None
-    cols = [Col("impl", "implementation", fmt.text), Col("settings", "settings", fmt.text),
+    cols = _hw_col(frame) + [Col("impl", "implementation", fmt.text), Col("settings", "settings", fmt.text),
             Col("images_per_s", "images/s", fmt.sig), Col("ratio_to_peer", "ours ÷ peer", fmt.ratio),
             Col("status", "status", fmt.text)]
     ours = frame[frame["impl"] == "ours"]

@@ -151,6 +151,12 @@ def _embed_findings(mine: pd.DataFrame, title: str, item: str, anchor: str, ctx:
             f"{title}: {n} GPU{'s' if n > 1 else ''} = {fmt.ratio(one_gpu['items_per_s'] / best_cpu['items_per_s'])} "
             f"the best CPU run ({best_cpu['label']}, {_workers(best_cpu)}).", anchor,
             [one_gpu["run"], best_cpu["run"]]))
+    if "projected_full_gb" in mine.columns and mine["projected_full_gb"].notna().any():
+        row = mine.loc[mine["projected_full_gb"].idxmax()]
+        per_item = (f" ({fmt.sig(fmt.number(row['bytes_per_item']) / 1024)} KiB per item)"
+                    if fmt.number(row.get("bytes_per_item")) else "")
+        found.append(Finding(f"{title}: the full dataset would take {fmt.sig(row['projected_full_gb'])} GB on disk"
+                             f"{per_item}.", anchor, [row["run"]]))
     costs = []
     for kind, rows in (("CPU", cpu), ("GPU", gpu)):
         cheapest = _best(rows[rows["cost_per_1k"].notna()].assign(neg=lambda f: -f["cost_per_1k"]), "neg") \
@@ -216,6 +222,7 @@ def _oversubscription(frame: pd.DataFrame) -> str:
         rows.append({"modality": naive["modality"], "backend": naive["backend"], "workers": naive["workers"],
                      "naive_threads": naive.get("threads_per_worker"), "pinned_threads": pinned.get("threads_per_worker"),
                      "cpus": cpus, "threads_per_cpu": total / fmt.number(cpus) if total and fmt.number(cpus) else None,
+                     "oversubscribed": naive.get("oversubscribed"),
                      "time_ratio": naive["wall_s"] / pinned["wall_s"]})
     if not rows:
         return ""
@@ -225,6 +232,7 @@ def _oversubscription(frame: pd.DataFrame) -> str:
             Col("workers", "workers", fmt.integer), Col("naive_threads", "threads/worker, naive", str),
             Col("pinned_threads", "threads/worker, pinned", str), Col("cpus", "CPUs", fmt.integer, optional=True),
             Col("threads_per_cpu", "naive threads per CPU", lambda v: fmt.sig(v, 2), optional=True),
+            Col("oversubscribed", "oversubscribed", fmt.yes_no, optional=True),
             Col("time_ratio", "naive ÷ pinned time", fmt.ratio)]
     return ("<h3>Why “more CPUs” can be slower: naive against pinned threads</h3>"
             "<p>Naive workers keep each library's default thread count (one thread per CPU of the machine), "

@@ -247,3 +247,27 @@ def test_sig(value, text):
 def test_units():
     assert fmt.ratio(6.14) == "6.1×" and fmt.percent(0.764) == "76 %" and fmt.money(0.1234) == "$0.12"
     assert fmt.money(0.001234) == "$0.0012" and fmt.money(12.345) == "$12.3"
+
+
+def test_several_hardware_keys_are_compared_within_their_own(results, build):
+    path = results / "bench" / "ddpm_amp.csv"
+    frame = pd.read_csv(path)
+    other = frame.assign(hw="a40", images_per_s=frame["images_per_s"] / 2)
+    pd.concat([frame, other]).to_csv(path, index=False)
+    table = next(t for t in build(results).tables if t["id"] == "ddpm-amp")
+    assert table["head"][0] == "hardware"
+    ratios = [c["text"] for row in table["rows"] for c in row if c["col"] == "vs_fp32"]
+    assert ratios == ["1.0×", "1.6×", "2.4×", "2.3×"] * 2  # each against the fp32 run of its hardware
+
+
+def test_issue_12_columns_explain_storage_and_oversubscription(results, build):
+    path = results / "bench" / "embed_scaling.csv"
+    frame = pd.read_csv(path)
+    frame["bytes_per_item"] = 16384
+    frame["projected_full_gb"] = 1.3
+    frame.to_csv(path, index=False)
+    page = build(results)
+    assert any("the full dataset would take 1.30 GB on disk (16.0 KiB per item)" in f["text"] for f in page.findings)
+    table = next(t for t in page.tables if t["id"] == "embed-oversubscription")
+    assert "oversubscribed" in table["head"]
+    assert {c["text"] for row in table["rows"] for c in row if c["col"] == "oversubscribed"} == {"yes"}
