@@ -112,7 +112,8 @@ def _batch(ctx: Context, out: Section):
     best = frame["images_per_s"].idxmax()
     row = frame.loc[best]
     out.findings.append(Finding(f"DDPM: most images/s ({fmt.sig(row['images_per_s'])}) with "
-                                f"{ctx.devices(row['hw'], row['gpus'])} × batch {as_int(row['batch'])} per device ({fmt.ratio(row['speedup'])} one GPU, "
+                                f"{ctx.devices(row['hw'], row['gpus'])} × batch {as_int(row['batch'])} per device "
+                                f"({fmt.ratio(row['speedup'])} one GPU, "
                                 f"{fmt.percent(row['efficiency'])} efficiency).", out.id, _runs(frame, best)))
     return ("<h3>Batch size × GPUs</h3>"
             + pair(short(frame, cols, "ddpm-batch")

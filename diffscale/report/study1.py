@@ -333,13 +333,14 @@ def _train_findings(ctx: Context, frame: pd.DataFrame, anchor: str) -> list[Find
         low = one[(one["hw"] == hw) & (one["precision"] != "fp32")]
         if not fp32.empty and not low.empty:
             low = low.iloc[0]
-            found.append(Finding(
-                f"U-Net training on {hw}: {low['precision']} runs at {fmt.ratio(low['samples_per_s'] / fp32['samples_per_s'].iloc[0])} "
-                f"the fp32 throughput.", anchor, [fp32["run"].iloc[0], low["run"]]))
+            ratio = low["samples_per_s"] / fp32["samples_per_s"].iloc[0]
+            found.append(Finding(f"U-Net training on {hw}: {low['precision']} runs at {fmt.ratio(ratio)} the fp32 "
+                                 "throughput.", anchor, [fp32["run"].iloc[0], low["run"]]))
     if frame["cost_per_1k_steps"].notna().any():
         cheap = frame.loc[frame["cost_per_1k_steps"].idxmin()]
         found.append(Finding(f"U-Net training: cheapest {fmt.money(cheap['cost_per_1k_steps'])} per 1,000 steps "
-                             f"({cheap['hw']} {cheap['precision']}, {ctx.devices(cheap['hw'], cheap['gpus'])}, start-up included).",
+                             f"({cheap['hw']} {cheap['precision']}, {ctx.devices(cheap['hw'], cheap['gpus'])}, "
+                             "start-up included).",
                              anchor, [cheap["run"]]))
     return found
 
