@@ -1,8 +1,8 @@
 # The report: reads only results/bench/*.csv, the figures and the runs' provenance JSON.
 # Its figures also go to results/report/<study>/, marked for Snakemake's own report
 # (snakemake --report report.zip) with the captions in report/<study>.rst.
-REPORT_STUDIES = {"coco": "Study 1 – COCO filtering", "embed": "Study 1 – embedding", "train": "Study 1 – U-Net training",
-                  "flux": "Study 2 – FLUX LoRA", "ddpm": "Study 3 – DDPM optimisations"}
+# Snakemake report categories: the sections' titles (no colon: the category becomes an rst link target)
+REPORT_STUDIES = {key: title.replace(" · ", " – ") for key, title in report_contract.TITLES.items()}
 
 
 rule model_inventory:

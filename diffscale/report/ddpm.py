@@ -12,7 +12,7 @@ import pandas as pd
 
 from diffscale.report import fmt, plots
 from diffscale.report.contract import STUDY_FILES
-from diffscale.report.page import Context, Finding, Section, as_int, pair, part_table, superlinear
+from diffscale.report.page import TITLES, Context, Finding, Section, as_int, pair, part_table, superlinear
 from diffscale.report.tables import Col, full, short
 
 ROLES = ["ddpm_unet"]
@@ -24,7 +24,7 @@ ms = lambda v: fmt.sig(None if fmt.number(v) is None else fmt.number(v) * 1000) 
 
 
 def section(ctx: Context) -> Section:
-    out = Section("ddpm", "Study 3 · CIFAR-10 DDPM training optimisations",
+    out = Section("ddpm", TITLES["ddpm"],
                   "Which optimisation pays off: batch size and GPUs, mixed precision, loader workers, compile?")
     if not any((ctx.bench / name).is_file() for name in TABLES):
         out.ran = False

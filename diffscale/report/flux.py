@@ -10,8 +10,8 @@ from __future__ import annotations
 import pandas as pd
 
 from diffscale.report import fmt, plots
-from diffscale.report.page import (Context, Finding, Section, as_int, pair, part_table, quality_tag, runs_of,
-                                   superlinear)
+from diffscale.report.page import (TITLES, Context, Finding, Section, as_int, pair, part_table, quality_tag,
+                                   runs_of, superlinear)
 from diffscale.report.tables import Col, TableProblem, full, short
 
 ROLES = ["flux_transformer", "flux_vae", "flux_clip", "flux_t5"]
@@ -39,7 +39,7 @@ def _run(row) -> str:
 
 
 def section(ctx: Context) -> Section:
-    out = Section("flux", "Study 2 · FLUX.1-schnell LoRA across hardware",
+    out = Section("flux", TITLES["flux"],
                   "How fast and at what cost does a LoRA fine-tune of FLUX.1-schnell run per GPU type and count?")
     try:
         frame = ctx.table("flux_train.csv", TRAIN_REQUIRED)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import html
 import json
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -22,13 +23,13 @@ import pandas as pd
 from diffscale import atomic, provenance
 from diffscale.report import cost, ddpm, flux, fmt, study1
 from diffscale.report.cost import Prices
-from diffscale.report.page import RANDOM_WEIGHTS, Context, Section
+from diffscale.report.page import RANDOM_WEIGHTS, TITLES, Context, Section
 from diffscale.report.tables import Col, TableProblem, full, short
 
-# The report's sections in reading order; every one is always present (a study that has not run
-# says so in one line). The figure folders are the Snakemake report's categories.
-SECTIONS = [study1.coco_section, study1.embed_section, study1.train_section, flux.section, ddpm.section]
-FIGURE_STUDIES = ["coco", "embed", "train", "flux", "ddpm"]
+# The report's sections in reading order (page.TITLES); every one is always present (a study that
+# has not run says so in one line). Their ids name the figure folders of the Snakemake report.
+SECTIONS = {"coco": study1.coco_section, "embed": study1.embed_section, "train": study1.train_section,
+            "flux": flux.section, "ddpm": ddpm.section}
 
 STYLE = """
 :root{--ink:#1f2328;--muted:#59636e;--line:#d0d7de;--soft:#f6f8fa;--accent:#0b5cad;--warn:#9a4d00}
@@ -78,7 +79,7 @@ def build_report(results: str | Path, out: str | Path, hardware: dict | None = N
     `draw=False` leaves the plots out (tables, findings and existing figures only)."""
     results = Path(results)
     ctx = Context(results, Prices(hardware or {}, price_source), demo, draw)
-    sections = [build(ctx) for build in SECTIONS]
+    sections = [_build(key, build, ctx) for key, build in SECTIONS.items()]
     parts = [_head(), _title(results, demo), _toc(sections), _findings(ctx, sections), _cost_basis(ctx),
              _inputs(results)]
     for section in sections:
@@ -87,6 +88,20 @@ def build_report(results: str | Path, out: str | Path, hardware: dict | None = N
     if figures_dir is not None:
         _write_figures(ctx, Path(figures_dir))
     return atomic.write_text(out, "\n".join(p for p in parts if p))
+
+
+def _build(key: str, build, ctx: Context) -> Section:
+    """One study's section; a table the section cannot read (values of an unexpected kind) is
+    reported in that section, in one line, instead of stopping the whole report."""
+    try:
+        return build(ctx)
+    except Exception as exc:  # noqa: BLE001 - the other studies' sections must still be built
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        message = f"{type(exc).__name__}: {detail}".rstrip(": ")
+        print(f"warning: section {key} not built: {message}", file=sys.stderr)
+        broken = Section(key, TITLES[key])
+        broken.notice(f"Not built: its tables have values of an unexpected kind ({message}).")
+        return broken
 
 
 def _head() -> str:
@@ -212,7 +227,7 @@ def _provenance(results: Path) -> str:
 
 
 def _write_figures(ctx: Context, figures_dir: Path) -> None:
-    for study in FIGURE_STUDIES:
+    for study in SECTIONS:
         (figures_dir / study).mkdir(parents=True, exist_ok=True)
     for figure in ctx.figures:
         atomic.write_bytes(figures_dir / figure.study / f"{figure.name}.png", figure.png)

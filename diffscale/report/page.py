@@ -18,6 +18,7 @@ from typing import Iterable
 import pandas as pd
 
 from diffscale.report import fmt, tables
+from diffscale.report.contract import TITLES  # noqa: F401 - the sections import it from here
 from diffscale.report.cost import Prices
 from diffscale.report.plots import Drawing
 

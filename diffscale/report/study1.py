@@ -10,7 +10,7 @@ import math
 import pandas as pd
 
 from diffscale.report import fmt, plots
-from diffscale.report.page import Context, Finding, Section, as_int, runs_of, superlinear
+from diffscale.report.page import TITLES, Context, Finding, Section, as_int, runs_of, superlinear
 from diffscale.report.tables import Col, TableProblem, full, short
 
 MODALITY = {"images": ("VAE latents", "images"), "text": ("Text embeddings", "captions")}
@@ -21,7 +21,7 @@ COCO_COLS = [Col("category", "step", fmt.text), Col("count", "images", fmt.integ
 
 
 def coco_section(ctx: Context) -> Section:
-    section = Section("coco", "Study 1 · COCO people-centric filtering",
+    section = Section("coco", TITLES["coco"],
                       "How many images are people-centric, and who is in them?")
     try:
         frame = ctx.table("coco_filter.csv", ["section", "category", "count", "fraction"])
@@ -69,7 +69,7 @@ def _embed_run(row) -> str:
 
 
 def embed_section(ctx: Context) -> Section:
-    section = Section("embed", "Study 1 · Embedding across parallel backends",
+    section = Section("embed", TITLES["embed"],
                       "Does parallel CPU preprocessing pay off, by how much, and at what cost?")
     try:
         frame = ctx.table("embed_scaling.csv", EMBED_REQUIRED)
@@ -275,7 +275,7 @@ def _train_run(row) -> str:
 
 
 def train_section(ctx: Context) -> Section:
-    section = Section("train", "Study 1 · Text-conditioned U-Net training",
+    section = Section("train", TITLES["train"],
                       "How fast does the U-Net train per hardware, precision and GPU count, and at what cost?")
     try:
         frame = ctx.table("train_unet.csv", TRAIN_REQUIRED)

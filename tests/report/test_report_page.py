@@ -271,3 +271,13 @@ def test_issue_12_columns_explain_storage_and_oversubscription(results, build):
     table = next(t for t in page.tables if t["id"] == "embed-oversubscription")
     assert "oversubscribed" in table["head"]
     assert {c["text"] for row in table["rows"] for c in row if c["col"] == "oversubscribed"} == {"yes"}
+
+
+def test_values_of_an_unexpected_kind_break_only_their_section(results, build):
+    path = results / "bench" / "flux_infer.csv"
+    frame = pd.read_csv(path)
+    frame["images_per_s"] = "fast"
+    frame.to_csv(path, index=False)
+    page = build(results)
+    assert len(page.notices["flux"]) == 1 and "Not built" in page.notices["flux"][0]
+    assert not page.notices.get("ddpm") and any(f["section"] == "ddpm" for f in page.findings)

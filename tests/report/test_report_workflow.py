@@ -56,7 +56,7 @@ def test_snakemake_report_zip_builds_with_the_captions(repo_root, tmp_path):
     for figure in ("speedup-images.png", "throughput.png", "psnr.png", "compile.png", "profile-device.png"):
         assert any(n.endswith(figure) for n in names), figure
     assert "Study 3, CIFAR-10 DDPM training optimisations" in page  # a caption, rendered
-    assert "FLUX LoRA" in page and "DDPM optimisations" in page  # the categories
+    assert "FLUX.1-schnell LoRA across hardware" in page and "DDPM training optimisations" in page  # categories
 
 
 def _chromium():
