@@ -16,6 +16,7 @@ from __future__ import annotations
 import html
 import json
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -113,7 +114,7 @@ def _head() -> str:
 def _title(results: Path, demo: bool) -> str:
     commit = provenance.git_commit() or "unknown"
     out = ["<h1>diffscale — how diffusion workloads scale</h1>",
-           f"<p class='meta'>Built {html.escape(provenance.collect()['created'])} from "
+           f"<p class='meta'>Built {time.strftime('%Y-%m-%d %H:%M %Z')} from "
            f"<code>{html.escape(str(results))}</code> · report code at commit <code>{html.escape(commit[:12])}</code></p>"]
     if demo:
         out.append("<p class='banner'><b>Demo run.</b> Synthetic data, tiny models with random weights, a few CPUs: "
