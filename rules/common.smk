@@ -111,16 +111,6 @@ def report_inputs():
             *hardware_checks(), "results/bench/embed_scaling.csv", *train_report_inputs()]
 
 
-from diffscale.report import contract as report_contract
-
-
-def report_study_tables(wildcards):
-    """The FLUX and DDPM contract tables (diffscale.report.contract.STUDY_FILES) that a rule of
-    this workflow makes: a study whose rules are not there yet is announced in the report instead
-    of stopping the DAG, and its tables become inputs once its rules are included."""
-    return [path for path in report_contract.study_tables(config)
-            if any(rule.is_producer(path) for rule in workflow.rules)]
-
 
 # --- embedding (study 1, stage 2) ---
 from diffscale.embed.settings import settings_for as _embed_settings_for

@@ -1,8 +1,10 @@
 # The report: reads only results/bench/*.csv, the figures and the runs' provenance JSON.
 # Its figures also go to results/report/<study>/, marked for Snakemake's own report
 # (snakemake --report report.zip) with the captions in report/<study>.rst.
+from diffscale.report.contract import TITLES as REPORT_TITLES
+
 # Snakemake report categories: the sections' titles (no colon: the category becomes an rst link target)
-REPORT_STUDIES = {key: title.replace(" · ", " – ") for key, title in report_contract.TITLES.items()}
+REPORT_STUDIES = {key: title.replace(" · ", " – ") for key, title in REPORT_TITLES.items()}
 
 
 rule model_inventory:
@@ -23,7 +25,6 @@ rule model_inventory:
 rule report:
     input:
         report_inputs(),
-        report_study_tables,
     output:
         html=report("results/report.html", caption="../report/report.rst", category="Report"),
         **{

@@ -1,13 +1,13 @@
-"""What the report is made of: its study sections, and the tables it reads from the FLUX and DDPM
-studies (the study/report table contract), by study. Light on purpose: the Snakefile imports it.
+"""What the report is made of: its study sections, and the files it reads from the FLUX and DDPM
+studies (the study/report table contract). Light on purpose: rules/report.smk imports it.
 
-rules/report.smk asks for a study's files only where a rule of the workflow makes them, so the
-report builds before a study's rules exist and picks its tables up once they do.
+Which of these files the report rule asks for is the studies' business: each adds its own
+`<study>_report_inputs()` to `report_inputs()` in rules/common.smk (only the tables its config
+makes, e.g. no peer table when the peer is off). The report reads whatever is there and announces
+a study whose tables are absent in one line.
 """
 
 from __future__ import annotations
-
-BENCH = "results/bench"
 
 # The study sections, in reading order: id (the anchor, and the Snakemake report's figure folder) → title.
 TITLES = {
@@ -25,7 +25,3 @@ STUDY_FILES = {
              "ddpm_peer.csv"],
 }
 
-
-def study_tables(cfg: dict) -> list[str]:
-    """results/bench paths of every contract file of the studies `cfg` configures."""
-    return [f"{BENCH}/{name}" for study, names in STUDY_FILES.items() if cfg.get(study) for name in names]

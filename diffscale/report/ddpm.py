@@ -172,30 +172,34 @@ def _compile(ctx: Context, out: Section):
     if frame is None:
         return "", None
     frame = frame.copy()
-    frame["pays_off"] = [("yes" if fmt.number(b) is not None and fmt.number(r) is not None and b <= r else "no")
-                         if str(c) != "off" else "–"
-                         for b, r, c in zip(frame["break_even_steps"], frame["run_steps"], frame["compile"])]
-    cols = _hw_col(frame) + [Col("compile", "compile mode", fmt.text), Col("compile_s", "compile time (s)", fmt.seconds),
-            Col("saving_per_step_s", "saved per step (ms)", ms),
-            Col("break_even_steps", "break-even (steps)", fmt.integer),
-            Col("run_steps", "steps in this run", fmt.integer), Col("pays_off", "pays off here", fmt.text)]
+    added = [] if "pays_off" in frame.columns else ["pays_off"]
+    if added:  # the study's verdict when it gives one, else break-even ≤ run steps
+        frame["pays_off"] = [("yes" if fmt.number(b) is not None and fmt.number(r) is not None and b <= r else "no")
+                             if str(c) != "off" else "–"
+                             for b, r, c in zip(frame["break_even_steps"], frame["run_steps"], frame["compile"])]
+    cols = _hw_col(frame) + [
+        Col("compile", "compile mode", fmt.text), Col("compile_s", "compile time (s)", fmt.seconds),
+        Col("saving_per_step_s", "saved per step (ms)", ms), Col("break_even_steps", "break-even (steps)", fmt.integer),
+        Col("run_steps", "training run (steps)", fmt.integer, "the run length the break-even is judged against"),
+        Col("pays_off", "pays off", fmt.text)]
     rows = []
     for _, row in frame.iterrows():
         per_step = 1 / float(row["steps_per_s"])
         rows.append((str(row["compile"]), fmt.number(row["compile_s"]) or 0.0, per_step,
                      fmt.number(row["break_even_steps"]) if str(row["compile"]) != "off" else None))
-    png = plots.break_even(rows, "torch.compile: cumulative time and break-even")
+    horizon = max([fmt.number(v) or 0 for v in list(frame["break_even_steps"]) + list(frame["run_steps"])] + [1])
+    png = plots.break_even(rows, "torch.compile: cumulative time and break-even", horizon * 1.2)
     compiled = frame[frame["compile"].astype(str) != "off"]
     if not compiled.empty:
         row = compiled.iloc[0]
         out.findings.append(Finding(
             f"DDPM: torch.compile ({row['compile']}) costs {fmt.seconds(row['compile_s'])} s to compile, saves "
             f"{ms(row['saving_per_step_s'])} ms per step and pays off after {fmt.integer(row['break_even_steps'])} "
-            f"steps (this run: {fmt.integer(row['run_steps'])}).", out.id, _runs(compiled)[:1]))
+            f"steps (a training run: {fmt.integer(row['run_steps'])}).", out.id, _runs(compiled)[:1]))
     return ("<h3>torch.compile</h3>"
             + pair(short(frame, cols, "ddpm-compile"),
                    ctx.figure("ddpm", "compile", png, "Cumulative training time: eager against compiled, with break-even."))
-            + full(frame.drop(columns=["pays_off"]), "ddpm_compile.csv")), frame
+            + full(frame.drop(columns=added), "ddpm_compile.csv")), frame
 
 
 def _peer(ctx: Context, out: Section):

@@ -35,7 +35,7 @@ def train_cols(random: bool) -> list[Col]:
 
 
 def _run(row) -> str:
-    return f"flux/train/{row['hw']}/g{as_int(row['gpus'])}-s{as_int(row['steps'])}"
+    return f"results/flux/{row['hw']}/g{as_int(row['gpus'])}-s{as_int(row['steps'])}"
 
 
 def section(ctx: Context) -> Section:
@@ -155,11 +155,15 @@ def _inference(ctx: Context, out: Section) -> str:
             Col("batch_size", "batch", fmt.integer), Col("dtype", "dtype", fmt.text, optional=True),
             Col("first_image_s", "first image (s)", fmt.seconds, "cold: load + text + denoise + decode"),
             Col("images_per_s", "images/s", fmt.sig, "steady"),
-            Col("cost_per_1k", "$ per 1k images", fmt.money, "steady rate, one GPU", optional=True)]
+            Col("cost_per_1k", "$ per 1k images", fmt.money, "steady rate, one GPU", optional=True),
+            Col("status", "status", fmt.text, "ok, or why the batch did not run (oom)", optional=True)]
     labels = [f"{h} {r['model']} b{as_int(r['batch_size'])}".strip() for h, (_, r) in zip(hw, frame.iterrows())]
     png = plots.stacked(labels, {name: list(frame[c].astype(float)) for c, name in PHASES},
                         "FLUX inference time by phase", "seconds")
-    best = frame.loc[frame["images_per_s"].idxmax()]
+    measured = frame[frame["images_per_s"].notna()]
+    if measured.empty:
+        return "<h3>Inference by phase</h3>" + short(frame, cols, "flux-infer") + full(frame, "flux_infer.csv")
+    best = measured.loc[measured["images_per_s"].idxmax()]
     runs = [str(best["run"])] if "run" in frame.columns else []
     out.findings.append(Finding(
         f"FLUX inference: best {fmt.sig(best['images_per_s'])} images/s ({best['model']}, batch "

@@ -166,11 +166,11 @@ def barh(labels: Sequence[str], values: Sequence[float], title: str, xlabel: str
 
 
 @_deferred
-def break_even(rows: Sequence[tuple[str, float, float, float | None]], title: str) -> bytes:
-    """Cumulative time against steps: (label, compile_s, seconds per step, break-even step) per
-    variant; the eager run is a line from 0, a compiled one starts at its compile time."""
+def break_even(rows: Sequence[tuple[str, float, float, float | None]], title: str, horizon: float) -> bytes:
+    """Cumulative time against steps up to `horizon`: (label, compile_s, seconds per step,
+    break-even step) per variant; the eager run is a line from 0, a compiled one starts at its
+    compile time."""
     fig, ax = _figure()
-    horizon = max([b for *_, b in rows if b and b == b] + [1]) * 2
     for label, compile_s, per_step, even in rows:
         ax.plot([0, horizon], [compile_s, compile_s + per_step * horizon], label=label)
         if even and even == even:

@@ -281,3 +281,26 @@ def test_values_of_an_unexpected_kind_break_only_their_section(results, build):
     page = build(results)
     assert len(page.notices["flux"]) == 1 and "Not built" in page.notices["flux"][0]
     assert not page.notices.get("ddpm") and any(f["section"] == "ddpm" for f in page.findings)
+
+
+def test_the_compile_verdict_of_the_study_is_shown_when_it_gives_one(results, build):
+    path = results / "bench" / "ddpm_compile.csv"
+    frame = pd.read_csv(path)
+    frame["pays_off"] = ["baseline", "never (no per-step saving)"]
+    frame.to_csv(path, index=False)
+    table = next(t for t in build(results).tables if t["id"] == "ddpm-compile")
+    assert [c["text"] for row in table["rows"] for c in row if c["col"] == "pays_off"] == [
+        "baseline", "never (no per-step saving)"]
+
+
+def test_inference_batches_that_ran_out_of_memory_are_shown_as_such(results, build):
+    path = results / "bench" / "flux_infer.csv"
+    frame = pd.read_csv(path)
+    frame["status"] = "ok"
+    oom = frame.iloc[[-1]].assign(batch_size=16, status="oom", images_per_s=float("nan"), denoise_s=float("nan"),
+                                  decode_s=float("nan"), first_image_s=float("nan"))
+    pd.concat([frame, oom]).to_csv(path, index=False)
+    page = build(results, draw=True)
+    table = next(t for t in page.tables if t["id"] == "flux-infer")
+    assert [c["text"] for c in table["rows"][-1] if c["col"] in ("status", "images_per_s")] == ["–", "oom"]
+    assert not page.notices.get("flux")
