@@ -98,10 +98,13 @@ class Context:
 
     def devices(self, hw: str, count) -> str:
         """'2 GPUs', '1 GPU', or '2 processes' where the hardware key has no GPUs (the demo's
-        multi-process runs on a CPU)."""
+        multi-process runs on a CPU); '2 devices' for a key this config does not know."""
         n = as_int(count, 1)
-        entry = self.prices.hardware.get(hw) or {}
-        word = "GPU" if entry.get("gpus_per_node", 0) > 0 or entry.get("device") == "cuda" or not entry else "process"
+        entry = self.prices.hardware.get(hw)
+        if entry is None:
+            word = "device"
+        else:
+            word = "GPU" if entry.get("gpus_per_node", 0) > 0 or entry.get("device") == "cuda" else "process"
         plural = "es" if word == "process" else "s"
         return f"{n} {word}{plural if n != 1 else ''}"
 

@@ -86,7 +86,7 @@ def embed_section(ctx: Context) -> Section:
         title, item = MODALITY.get(modality, (modality, "items"))
         section.add(f"<h3>{html.escape(title)}</h3>")
         section.add(short(mine, embed_cols(item), f"embed-{modality}"))
-        section.findings += _embed_findings(mine, title, item, section.id, ctx)
+        section.findings += _embed_findings(mine, title, item, section.id)
         section.add('<div class="figs">' + _speedup_plot(ctx, mine, title) + _cost_plot(ctx, mine, title, item) + "</div>")
     section.add(_oversubscription(frame))
     section.add(full(frame.drop(columns=["label", "cost_per_1k"]), "embed_scaling.csv"))
@@ -110,11 +110,18 @@ def _cost_per_1k(ctx: Context, row) -> float | None:
 
 
 def _best(rows: pd.DataFrame, column: str = "items_per_s"):
+    """The row with the largest `column`, or None."""
     rows = rows[rows[column].notna()]
     return None if rows.empty else rows.loc[rows[column].idxmax()]
 
 
-def _embed_findings(mine: pd.DataFrame, title: str, item: str, anchor: str, ctx: Context) -> list[Finding]:
+def _cheapest(rows: pd.DataFrame, column: str):
+    """The row with the smallest `column`, or None."""
+    rows = rows[rows[column].notna()]
+    return None if rows.empty else rows.loc[rows[column].astype(float).idxmin()]
+
+
+def _embed_findings(mine: pd.DataFrame, title: str, item: str, anchor: str) -> list[Finding]:
     found = []
     cpu = mine[mine["backend"] != "gpu"]
     parallel = cpu[cpu["backend"] != "serial"]
@@ -157,12 +164,8 @@ def _embed_findings(mine: pd.DataFrame, title: str, item: str, anchor: str, ctx:
                     if fmt.number(row.get("bytes_per_item")) else "")
         found.append(Finding(f"{title}: the full dataset would take {fmt.sig(row['projected_full_gb'])} GB on disk"
                              f"{per_item}.", anchor, [row["run"]]))
-    costs = []
-    for kind, rows in (("CPU", cpu), ("GPU", gpu)):
-        cheapest = _best(rows[rows["cost_per_1k"].notna()].assign(neg=lambda f: -f["cost_per_1k"]), "neg") \
-            if not rows.empty and rows["cost_per_1k"].notna().any() else None
-        if cheapest is not None:
-            costs.append((kind, cheapest))
+    costs = [(kind, _cheapest(rows, "cost_per_1k")) for kind, rows in (("CPU", cpu), ("GPU", gpu))]
+    costs = [(kind, row) for kind, row in costs if row is not None]
     if costs:
         found.append(Finding(
             f"{title}: cost per 1,000 {item}: " + ", ".join(
