@@ -12,7 +12,8 @@ import pandas as pd
 
 from diffscale.report import fmt, plots
 from diffscale.report.contract import STUDY_FILES
-from diffscale.report.page import TITLES, Context, Finding, Section, as_int, pair, part_table, superlinear
+from diffscale.report.page import (TITLES, Context, Finding, Section, as_int, pair, part_table, superlinear,
+                                   superlinear_note)
 from diffscale.report.tables import Col, full, short
 
 ROLES = ["ddpm_unet"]
@@ -114,7 +115,8 @@ def _batch(ctx: Context, out: Section):
     out.findings.append(Finding(f"DDPM: most images/s ({fmt.sig(row['images_per_s'])}) with "
                                 f"{ctx.devices(row['hw'], row['gpus'])} × batch {as_int(row['batch'])} per device "
                                 f"({fmt.ratio(row['speedup'])} one GPU, "
-                                f"{fmt.percent(row['efficiency'])} efficiency).", out.id, _runs(frame, best)))
+                                f"{fmt.percent(row['efficiency'])} efficiency)"
+                                f"{superlinear_note(row['speedup'], row['gpus'])}.", out.id, _runs(frame, best)))
     return ("<h3>Batch size × GPUs</h3>"
             + pair(short(frame, cols, "ddpm-batch")
                    + superlinear(frame, "gpus", ["hw", "batch"], frame["batch"], "images per device per step"),
@@ -134,8 +136,9 @@ def _amp(ctx: Context, out: Section):
                                                                      optional=True), _loss_col(ctx, frame)]
     png = plots.bars(list(frame["precision"]), list(frame["images_per_s"].astype(float)),
                      "DDPM throughput by precision", "images/s")
-    if frame["vs_fp32"].notna().any():
-        best = frame["vs_fp32"].idxmax()
+    others = frame[(frame["precision"] != "fp32") & frame["vs_fp32"].notna()]
+    if not others.empty:
+        best = others["vs_fp32"].astype(float).idxmax()
         out.findings.append(Finding(f"DDPM: {frame.loc[best, 'precision']} trains at "
                                     f"{fmt.ratio(frame.loc[best, 'vs_fp32'])} the fp32 throughput.", out.id,
                                     _runs(frame, best)))

@@ -11,7 +11,7 @@ import pandas as pd
 
 from diffscale.report import fmt, plots
 from diffscale.report.page import (TITLES, Context, Finding, Section, as_int, pair, part_table, quality_tag,
-                                   runs_of, superlinear)
+                                   runs_of, superlinear, superlinear_note)
 from diffscale.report.tables import Col, TableProblem, full, short
 
 ROLES = ["flux_transformer", "flux_vae", "flux_clip", "flux_t5"]
@@ -83,13 +83,15 @@ def _train_findings(ctx: Context, frame: pd.DataFrame, anchor: str) -> list[Find
         top = rows.loc[rows["gpus"].idxmax()]
         if as_int(top["gpus"]) > 1:
             found.append(Finding(f"FLUX LoRA on {hw}: {ctx.devices(hw, top['gpus'])} {fmt.ratio(top['speedup'])} one "
-                                 f"({fmt.percent(top['efficiency'])} efficiency, {as_int(top['steps'])} steps).",
+                                 f"({fmt.percent(top['efficiency'])} efficiency, {as_int(top['steps'])} steps)"
+                                 f"{superlinear_note(top['speedup'], top['gpus'])}.",
                                  anchor, [top["run"]]))
     if frame["cost"].notna().any():
         cheap = frame.loc[frame["cost"].idxmin()]
         found.append(Finding(f"FLUX LoRA: cheapest fine-tune {fmt.money(cheap['cost'])} ({cheap['hw']}, "
-                             f"{ctx.devices(cheap['hw'], cheap['gpus'])}, {as_int(cheap['steps'])} steps, "
-                             f"{fmt.seconds(cheap['total_s'])} s start-up included).", anchor, [cheap["run"]]))
+                             f"{ctx.devices(cheap['hw'], cheap['gpus'])}, {as_int(cheap['steps'])} steps; "
+                             f"job time {fmt.seconds(cheap['total_s'])} s, start-up included).", anchor,
+                             [cheap["run"]]))
     train_share = (frame["train_s"] / frame["total_s"]).median()
     if fmt.number(train_share) is not None:
         found.append(Finding(f"FLUX LoRA: training is {fmt.percent(train_share)} of a fine-tune's job time "

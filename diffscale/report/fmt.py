@@ -64,10 +64,13 @@ def percent(value: Any) -> str:
 
 
 def money(value: Any) -> str:
-    """US dollars, two significant digits below $10: $0.0012, $0.12, $1.2, $12."""
+    """US dollars, two significant digits below $10 and never an exponent: $0.000016, $0.12,
+    $1.2, $12."""
     v = number(value)
     if v is None:
         return MISSING
+    if 0 < abs(v) < 1e-4:
+        return f"${v:.{1 - math.floor(math.log10(abs(v)))}f}"
     return f"${sig(v, 2 if v < 10 else 3)}"
 
 

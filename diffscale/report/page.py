@@ -228,6 +228,12 @@ def runs_of(frame: pd.DataFrame, fallback) -> list[str]:
     return [fallback(row) for _, row in frame.iterrows()]
 
 
+def superlinear_note(speedup, count) -> str:
+    """' (superlinear: see the flag under the table)' for a speedup above its device count."""
+    s, n = fmt.number(speedup), fmt.number(count)
+    return " (superlinear: see the flag under its table)" if s and n and n > 1 and s > n * 1.02 else ""
+
+
 def superlinear(frame: pd.DataFrame, count: str, base_keys: list[str], per_device: pd.Series | None,
                 what: str) -> str:
     """A warning under a table for every speedup above its device count: flagged as comparing

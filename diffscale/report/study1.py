@@ -10,7 +10,7 @@ import math
 import pandas as pd
 
 from diffscale.report import fmt, plots
-from diffscale.report.page import TITLES, Context, Finding, Section, as_int, runs_of, superlinear
+from diffscale.report.page import TITLES, Context, Finding, Section, as_int, runs_of, superlinear, superlinear_note
 from diffscale.report.tables import Col, TableProblem, full, short
 
 MODALITY = {"images": ("VAE latents", "images"), "text": ("Text embeddings", "captions")}
@@ -329,7 +329,8 @@ def _train_findings(ctx: Context, frame: pd.DataFrame, anchor: str) -> list[Find
         top = multi.loc[multi["gpus"].idxmax()]
         found.append(Finding(
             f"U-Net training, {top['hw']} {top['precision']}: {ctx.devices(top['hw'], top['gpus'])} "
-            f"{fmt.ratio(top['speedup'])} one ({fmt.percent(top['efficiency'])} efficiency).", anchor, [top["run"]]))
+            f"{fmt.ratio(top['speedup'])} one ({fmt.percent(top['efficiency'])} efficiency)"
+            f"{superlinear_note(top['speedup'], top['gpus'])}.", anchor, [top["run"]]))
     one = frame[frame["gpus"] == 1]
     for hw in dict.fromkeys(one["hw"]):
         fp32 = one[(one["hw"] == hw) & (one["precision"] == "fp32")]

@@ -220,8 +220,10 @@ def test_superlinear_speedup_with_changed_per_device_work_is_flagged(results, bu
     frame = pd.read_csv(path)
     frame.loc[(frame["gpus"] == 4) & (frame["hw"] == "a100"), "speedup"] = 4.6
     frame.to_csv(path, index=False)
-    text = " ".join(build(changed).sections["train"])
+    page = build(changed)
+    text = " ".join(page.sections["train"])
     assert "Superlinear speedup flagged: a100 fp32, 4 devices, 4.6×: per-device work changed from 256 to 64" in text
+    assert any("4.6× one" in f["text"] and "superlinear" in f["text"] for f in page.findings)
     assert "Superlinear" not in " ".join(build(results).sections["train"])
 
 
@@ -247,6 +249,7 @@ def test_sig(value, text):
 def test_units():
     assert fmt.ratio(6.14) == "6.1×" and fmt.percent(0.764) == "76 %" and fmt.money(0.1234) == "$0.12"
     assert fmt.money(0.001234) == "$0.0012" and fmt.money(12.345) == "$12.3"
+    assert fmt.money(0.0000163) == "$0.000016"
 
 
 def test_several_hardware_keys_are_compared_within_their_own(results, build):
