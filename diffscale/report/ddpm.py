@@ -114,7 +114,7 @@ def _batch(ctx: Context, out: Section):
     row = frame.loc[best]
     out.findings.append(Finding(f"DDPM: most images/s ({fmt.sig(row['images_per_s'])}) with "
                                 f"{ctx.devices(row['hw'], row['gpus'])} × batch {as_int(row['batch'])} per device "
-                                f"({fmt.ratio(row['speedup'])} one GPU, "
+                                f"({fmt.ratio(row['speedup'])} {ctx.devices(row['hw'], 1)}, "
                                 f"{fmt.percent(row['efficiency'])} efficiency)"
                                 f"{superlinear_note(row['speedup'], row['gpus'])}.", out.id, _runs(frame, best)))
     return ("<h3>Batch size × GPUs</h3>"
