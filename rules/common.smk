@@ -111,6 +111,7 @@ def report_inputs():
             *hardware_checks(), "results/bench/embed_scaling.csv", *train_report_inputs()]
 
 
+
 # --- embedding (study 1, stage 2) ---
 from diffscale.embed.settings import settings_for as _embed_settings_for
 

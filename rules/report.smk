@@ -1,4 +1,10 @@
 # The report: reads only results/bench/*.csv, the figures and the runs' provenance JSON.
+# Its figures also go to results/report/<study>/, marked for Snakemake's own report
+# (snakemake --report report.zip) with the captions in report/<study>.rst.
+from diffscale.report.contract import TITLES as REPORT_TITLES
+
+# Snakemake report categories: the sections' titles (no colon: the category becomes an rst link target)
+REPORT_STUDIES = {key: title.replace(" · ", " – ") for key, title in REPORT_TITLES.items()}
 
 
 rule model_inventory:
@@ -20,7 +26,21 @@ rule report:
     input:
         report_inputs(),
     output:
-        "results/report.html",
+        html=report("results/report.html", caption="../report/report.rst", category="Report"),
+        **{
+            study: report(
+                directory(f"results/report/{study}"),
+                patterns=["{name}.png"],
+                caption=f"../report/{study}.rst",
+                category=title,
+                labels={"figure": "{name}"},
+            )
+            for study, title in REPORT_STUDIES.items()
+        },
+    params:
+        hardware=json.dumps(config["hardware"], sort_keys=True),
+        price_source=", ".join(os.path.relpath(f, workflow.basedir) for f in workflow.configfiles) or "the config",
+        demo="--demo" if config["data"].get("synthetic") else "",
     log:
         "results/logs/report/report.log",
     conda:
@@ -28,4 +48,5 @@ rule report:
     resources:
         **cpu_resources(),
     shell:
-        "python scripts/report.py --results results --out {output} > {log} 2>&1"
+        "python scripts/report.py --results results --out {output.html} --figures results/report"
+        " --hardware {params.hardware:q} --price-source {params.price_source:q} {params.demo} > {log} 2>&1"

@@ -1,7 +1,9 @@
 #!/usr/bin/env python
 """Build the one-page HTML report from results/bench/*.csv, figures and run.json files.
 
-  python scripts/report.py --results results --out results/report.html
+  python scripts/report.py --results results --out results/report.html \
+      [--hardware '<config hardware table as JSON>'] [--price-source config.yaml] [--demo] \
+      [--figures results/report]
 """
 
 import argparse
@@ -10,18 +12,24 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from diffscale.cli import run_cli  # noqa: E402
+from diffscale.cli import json_flag, run_cli  # noqa: E402
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", type=Path, default=Path("results"))
     parser.add_argument("--out", type=Path, default=Path("results/report.html"))
+    parser.add_argument("--hardware", default="{}", help="the config's hardware table as JSON (prices for cost)")
+    parser.add_argument("--price-source", default="the config", help="where the prices come from, as shown")
+    parser.add_argument("--demo", action="store_true", help="the results come from the demo (synthetic data)")
+    parser.add_argument("--figures", type=Path, help="also write the figures here, one folder per study")
     args = parser.parse_args()
 
     from diffscale.report.html import build_report
 
-    print(f"wrote {build_report(args.results, args.out)}")
+    path = build_report(args.results, args.out, hardware=json_flag("--hardware", args.hardware),
+                        price_source=args.price_source, demo=args.demo, figures_dir=args.figures)
+    print(f"wrote {path}")
     return 0
 
 

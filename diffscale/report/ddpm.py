@@ -1,0 +1,221 @@
+"""Study 3 in the report: CIFAR-10 DDPM training optimisations, one factor at a time — where the
+time goes (profiler top-10), batch × GPUs, mixed precision, data-loader workers, torch.compile with
+its break-even, and our loop against a peer implementation.
+
+Tables (the study/report contract, results/bench/): ddpm_profile.csv, ddpm_batch.csv,
+ddpm_amp.csv, ddpm_workers.csv, ddpm_compile.csv, ddpm_peer.csv.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from diffscale.report import fmt, plots
+from diffscale.report.contract import STUDY_FILES
+from diffscale.report.page import (TITLES, Context, Finding, Section, as_int, pair, part_table, superlinear,
+                                   superlinear_note)
+from diffscale.report.tables import Col, full, short
+
+ROLES = ["ddpm_unet"]
+TABLES = [name for name in STUDY_FILES["ddpm"] if name.endswith(".csv")]
+COMMON = ["hw", "gpus", "batch", "global_batch", "precision", "workers", "compile", "steps_per_s", "images_per_s",
+          "time_to_first_step_s", "loss_end"]
+PROFILE_REQUIRED = ["sort_by", "rank", "op", "calls", "self_ms", "total_ms", "pct"]
+ms = lambda v: fmt.sig(None if fmt.number(v) is None else fmt.number(v) * 1000)  # noqa: E731  seconds → ms
+
+
+def section(ctx: Context) -> Section:
+    out = Section("ddpm", TITLES["ddpm"],
+                  "Which optimisation pays off: batch size and GPUs, mixed precision, loader workers, compile?")
+    if not any((ctx.bench / name).is_file() for name in TABLES):
+        out.ran = False
+        out.notice(f"Study 3 has not run (none of {', '.join(TABLES)} found).")
+        return out
+    runs: list[str] = []
+    for part in (_profile, _batch, _amp, _workers, _compile, _peer):
+        html_part, frame = part(ctx, out)
+        out.add(html_part)
+        if frame is not None and "run" in frame.columns:
+            runs += [str(r) for r in frame["run"].dropna()]
+    out.add(ctx.trust(runs, ROLES))
+    return out
+
+
+def _cost_per_1k_steps(ctx: Context, frame: pd.DataFrame) -> list[float | None]:
+    """A 1,000-step job: its start-up (time to first step) billed once, then 1,000 steady steps."""
+    found = []
+    for _, row in frame.iterrows():
+        rate = fmt.number(row["steps_per_s"])
+        first = fmt.number(row["time_to_first_step_s"]) or 0.0
+        found.append(ctx.prices.job(str(row["hw"]), first + 1000 / rate, gpus=as_int(row["gpus"]))
+                     if rate else None)
+    return found
+
+
+def _runs(frame: pd.DataFrame, index=None) -> list[str]:
+    if "run" not in frame.columns:
+        return []
+    return [str(frame.loc[index, "run"])] if index is not None else [str(r) for r in frame["run"]]
+
+
+def _hw_col(frame: pd.DataFrame) -> list[Col]:
+    """A hardware column, where the table has more than one hardware key."""
+    return [Col("hw", "hardware", fmt.text)] if frame["hw"].nunique() > 1 else []
+
+
+def _loss_col(ctx: Context, frame: pd.DataFrame) -> Col:
+    random = ctx.random_weights(frame, ROLES)
+    return Col("loss_end", "final loss" + (" (random weights: timing only)" if random else ""), lambda v: fmt.sig(v, 4))
+
+
+def _profile(ctx: Context, out: Section):
+    frame = part_table(ctx, out, "ddpm_profile.csv", PROFILE_REQUIRED, "Profile")
+    if frame is None:
+        return "", None
+    parts = ["<h3>Where a training step's time goes (profiler, top 10)</h3>"]
+    cols = [Col("rank", "#", fmt.integer), Col("op", "operator", fmt.text), Col("calls", "calls", fmt.integer),
+            Col("self_ms", "self (ms)", fmt.sig), Col("total_ms", "total (ms)", fmt.sig),
+            Col("pct", "% of time", lambda v: f"{fmt.sig(v, 3)} %")]
+    keys = ["hw", "sort_by"] if "hw" in frame.columns else ["sort_by"]
+    groups = sorted(frame.groupby(keys, sort=False), key=lambda g: (g[0][:-1], g[0][-1] != "device"))
+    for key, rows in groups:
+        sort_by = key[-1]
+        top = rows.sort_values("rank").head(10)
+        hw = f" on {key[0]}" if len(key) > 1 else ""
+        name = f"profile-{sort_by}" + (f"-{key[0]}" if len(key) > 1 and frame["hw"].nunique() > 1 else "")
+        figure = ctx.figure("ddpm", name,
+                            plots.barh(list(top["op"]), list(top["self_ms"]), f"Top operators by {sort_by} time",
+                                       "self time (ms)"),
+                            f"Profiler top 10 operators by {sort_by} self time.")
+        parts.append(pair(short(top, cols, f"ddpm-{name}", f"sorted by {sort_by} time{hw}"), figure))
+        first = top.iloc[0]
+        out.findings.append(Finding(f"DDPM profile{hw}: the top operator by {sort_by} time is {first['op']} "
+                                    f"({fmt.sig(first['pct'])} % of {sort_by} time).", out.id, _runs(top)[:1]))
+    parts.append(full(frame, "ddpm_profile.csv"))
+    return "".join(parts), frame
+
+
+def _batch(ctx: Context, out: Section):
+    frame = part_table(ctx, out, "ddpm_batch.csv", COMMON + ["speedup", "efficiency"], "Batch size × GPUs")
+    if frame is None:
+        return "", None
+    frame = frame.copy()
+    frame["cost"] = _cost_per_1k_steps(ctx, frame)
+    cols = _hw_col(frame) + [Col("gpus", "GPUs", fmt.integer), Col("batch", "batch per device", fmt.integer),
+            Col("global_batch", "global batch", fmt.integer), Col("images_per_s", "images/s", fmt.sig),
+            Col("speedup", "speedup", fmt.ratio, "images/s against 1 GPU, same per-device batch"),
+            Col("efficiency", "efficiency", fmt.percent),
+            Col("cost", "$ per 1k steps", fmt.money, "start-up billed once, then 1,000 steps", optional=True)]
+    several = frame["hw"].nunique() > 1
+    series = {(f"{key[0]} " if several else "") + f"batch {key[1]}/device": (list(rows["gpus"]), list(rows["images_per_s"]))
+              for key, rows in frame.sort_values("gpus").groupby(["hw", "batch"])}
+    png = plots.lines(series, "DDPM throughput: batch size × GPUs", "GPUs", "images/s", marker="o")
+    best = frame["images_per_s"].idxmax()
+    row = frame.loc[best]
+    out.findings.append(Finding(f"DDPM: most images/s ({fmt.sig(row['images_per_s'])}) with "
+                                f"{ctx.devices(row['hw'], row['gpus'])} × batch {as_int(row['batch'])} per device "
+                                f"({fmt.ratio(row['speedup'])} {ctx.devices(row['hw'], 1)}, "
+                                f"{fmt.percent(row['efficiency'])} efficiency)"
+                                f"{superlinear_note(row['speedup'], row['gpus'])}.", out.id, _runs(frame, best)))
+    return ("<h3>Batch size × GPUs</h3>"
+            + pair(short(frame, cols, "ddpm-batch")
+                   + superlinear(frame, "gpus", ["hw", "batch"], frame["batch"], "images per device per step"),
+                   ctx.figure("ddpm", "batch", png, "Images/s against GPUs, one line per per-device batch."))
+            + full(frame.drop(columns=["cost"]), "ddpm_batch.csv")), frame
+
+
+def _amp(ctx: Context, out: Section):
+    frame = part_table(ctx, out, "ddpm_amp.csv", COMMON, "Mixed precision")
+    if frame is None:
+        return "", None
+    frame = frame.copy()
+    fp32 = frame[frame["precision"] == "fp32"].groupby("hw")["images_per_s"].first()
+    frame["vs_fp32"] = frame["images_per_s"] / frame["hw"].map(fp32)
+    cols = _hw_col(frame) + [Col("precision", "precision", fmt.text), Col("images_per_s", "images/s", fmt.sig),
+            Col("vs_fp32", "vs fp32", fmt.ratio, optional=True), Col("peak_mem_mb", "peak memory (MB)", fmt.integer,
+                                                                     optional=True), _loss_col(ctx, frame)]
+    png = plots.bars(list(frame["precision"]), list(frame["images_per_s"].astype(float)),
+                     "DDPM throughput by precision", "images/s")
+    others = frame[(frame["precision"] != "fp32") & frame["vs_fp32"].notna()]
+    if not others.empty:
+        best = others["vs_fp32"].astype(float).idxmax()
+        out.findings.append(Finding(f"DDPM: {frame.loc[best, 'precision']} trains at "
+                                    f"{fmt.ratio(frame.loc[best, 'vs_fp32'])} the fp32 throughput.", out.id,
+                                    _runs(frame, best)))
+    return ("<h3>Mixed precision</h3>"
+            + pair(short(frame, cols, "ddpm-amp"), ctx.figure("ddpm", "amp", png, "Images/s per precision."))
+            + full(frame.drop(columns=["vs_fp32"]), "ddpm_amp.csv")), frame
+
+
+def _workers(ctx: Context, out: Section):
+    frame = part_table(ctx, out, "ddpm_workers.csv", COMMON + ["data_wait_s_per_step", "data_wait_frac"],
+                       "Loader workers")
+    if frame is None:
+        return "", None
+    frame = frame.sort_values("workers")
+    cols = _hw_col(frame) + [Col("workers", "loader workers", fmt.integer), Col("images_per_s", "images/s", fmt.sig),
+            Col("data_wait_s_per_step", "data wait per step (ms)", ms),
+            Col("data_wait_frac", "time waiting for data", fmt.percent)]
+    png = plots.bars([str(as_int(w)) for w in frame["workers"]], list(frame["data_wait_frac"].astype(float) * 100),
+                     "DDPM: time waiting for data by loader workers", "% of step time", " %")
+    first, best = frame.iloc[0], frame.loc[frame["images_per_s"].idxmax()]
+    out.findings.append(Finding(f"DDPM: {as_int(best['workers'])} loader workers wait "
+                                f"{fmt.percent(best['data_wait_frac'])} of each step for data "
+                                f"({as_int(first['workers'])} workers: {fmt.percent(first['data_wait_frac'])}).",
+                                out.id, _runs(frame)))
+    return ("<h3>Data-loader workers</h3>"
+            + pair(short(frame, cols, "ddpm-workers"),
+                   ctx.figure("ddpm", "workers", png, "Share of step time spent waiting for data."))
+            + full(frame, "ddpm_workers.csv")), frame
+
+
+def _compile(ctx: Context, out: Section):
+    required = COMMON + ["compile_s", "saving_per_step_s", "break_even_steps", "run_steps"]
+    frame = part_table(ctx, out, "ddpm_compile.csv", required, "torch.compile")
+    if frame is None:
+        return "", None
+    frame = frame.copy()
+    added = [] if "pays_off" in frame.columns else ["pays_off"]
+    if added:  # the study's verdict when it gives one, else break-even ≤ run steps
+        frame["pays_off"] = [("yes" if fmt.number(b) is not None and fmt.number(r) is not None and b <= r else "no")
+                             if str(c) != "off" else "–"
+                             for b, r, c in zip(frame["break_even_steps"], frame["run_steps"], frame["compile"])]
+    cols = _hw_col(frame) + [
+        Col("compile", "compile mode", fmt.text), Col("compile_s", "compile time (s)", fmt.seconds),
+        Col("saving_per_step_s", "saved per step (ms)", ms), Col("break_even_steps", "break-even (steps)", fmt.integer),
+        Col("run_steps", "training run (steps)", fmt.integer, "the run length the break-even is judged against"),
+        Col("pays_off", "pays off", fmt.text)]
+    rows = []
+    for _, row in frame.iterrows():
+        per_step = 1 / float(row["steps_per_s"])
+        rows.append((str(row["compile"]), fmt.number(row["compile_s"]) or 0.0, per_step,
+                     fmt.number(row["break_even_steps"]) if str(row["compile"]) != "off" else None))
+    horizon = max([fmt.number(v) or 0 for v in list(frame["break_even_steps"]) + list(frame["run_steps"])] + [1])
+    png = plots.break_even(rows, "torch.compile: cumulative time and break-even", horizon * 1.2)
+    compiled = frame[frame["compile"].astype(str) != "off"]
+    if not compiled.empty:
+        row = compiled.iloc[0]
+        out.findings.append(Finding(
+            f"DDPM: torch.compile ({row['compile']}) costs {fmt.seconds(row['compile_s'])} s to compile, saves "
+            f"{ms(row['saving_per_step_s'])} ms per step and pays off after {fmt.integer(row['break_even_steps'])} "
+            f"steps (a training run: {fmt.integer(row['run_steps'])}).", out.id, _runs(compiled)[:1]))
+    return ("<h3>torch.compile</h3>"
+            + pair(short(frame, cols, "ddpm-compile"),
+                   ctx.figure("ddpm", "compile", png, "Cumulative training time: eager against compiled, with break-even."))
+            + full(frame.drop(columns=added), "ddpm_compile.csv")), frame
+
+
+def _peer(ctx: Context, out: Section):
+    frame = part_table(ctx, out, "ddpm_peer.csv", COMMON + ["impl", "ratio_to_peer", "settings", "status"],
+                       "Peer implementation")
+    if frame is None:
+        return "", None
+    cols = _hw_col(frame) + [Col("impl", "implementation", fmt.text), Col("settings", "settings", fmt.text),
+            Col("images_per_s", "images/s", fmt.sig), Col("ratio_to_peer", "ours ÷ peer", fmt.ratio),
+            Col("status", "status", fmt.text)]
+    ours = frame[frame["impl"] == "ours"]
+    if not ours.empty and fmt.number(ours["ratio_to_peer"].iloc[0]) is not None:
+        out.findings.append(Finding(f"DDPM: our loop runs at {fmt.ratio(ours['ratio_to_peer'].iloc[0])} the peer "
+                                    "implementation's images/s at the same settings.", out.id, _runs(frame)))
+    return "<h3>Against a peer implementation</h3>" + short(frame, cols, "ddpm-peer") + full(frame, "ddpm_peer.csv"), \
+        frame

@@ -1,0 +1,198 @@
+"""Study 2 in the report: FLUX.1-schnell LoRA fine-tuning across hardware and GPU counts (speed,
+cost per fine-tune, loss, quality per checkpoint) and inference by phase.
+
+Tables (the study/report contract, results/bench/): flux_train.csv, flux_loss.csv,
+flux_quality.csv, flux_infer.csv, flux_samples.png.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from diffscale.report import fmt, plots
+from diffscale.report.page import (TITLES, Context, Finding, Section, as_int, pair, part_table, quality_tag,
+                                   runs_of, superlinear, superlinear_note)
+from diffscale.report.tables import Col, TableProblem, full, short
+
+ROLES = ["flux_transformer", "flux_vae", "flux_clip", "flux_t5"]
+TRAIN_REQUIRED = ["hw", "gpus", "steps", "steps_per_s", "images_per_s", "speedup", "efficiency", "train_s", "total_s",
+                  "final_loss"]
+QUALITY_REQUIRED = ["checkpoint_step", "psnr", "ssim"]
+INFER_REQUIRED = ["model", "batch_size", "load_s", "text_s", "denoise_s", "decode_s", "first_image_s", "images_per_s"]
+PHASES = [("load_s", "load"), ("text_s", "text encoders"), ("denoise_s", "denoise"), ("decode_s", "VAE decode")]
+
+
+def train_cols(random: bool) -> list[Col]:
+    return [
+        Col("hw", "hardware", fmt.text), Col("gpus", "GPUs", fmt.integer), Col("steps", "steps", fmt.integer),
+        Col("steps_per_s", "steps/s", fmt.sig, "steady, training phase only"),
+        Col("speedup", "speedup", fmt.ratio, "against 1 GPU, same hardware and steps"),
+        Col("efficiency", "efficiency", fmt.percent),
+        Col("total_s", "job time (s)", fmt.seconds, "set-up, caching, training, sampling, saving"),
+        Col("cost", "$ per fine-tune", fmt.money, "whole job, start-up included", optional=True),
+        Col("final_loss", "final loss" + (" (random weights: timing only)" if random else ""), lambda v: fmt.sig(v, 4)),
+    ]
+
+
+def _run(row) -> str:
+    return f"results/flux/{row['hw']}/g{as_int(row['gpus'])}-s{as_int(row['steps'])}"
+
+
+def section(ctx: Context) -> Section:
+    out = Section("flux", TITLES["flux"],
+                  "How fast and at what cost does a LoRA fine-tune of FLUX.1-schnell run per GPU type and count?")
+    try:
+        frame = ctx.table("flux_train.csv", TRAIN_REQUIRED)
+    except TableProblem as problem:
+        out.ran = not problem.absent
+        out.notice(f"Study 2 has not run ({problem})." if problem.absent else f"Study 2 skipped: {problem}.")
+        return out
+    frame = frame.copy()
+    frame["run"] = runs_of(frame, _run)
+    frame["cost"] = [ctx.prices.job(str(r["hw"]), r["total_s"], gpus=as_int(r["gpus"]), workers=1)
+                     for _, r in frame.iterrows()]
+    random = ctx.random_weights(frame, ROLES)
+    out.add(short(frame, train_cols(random), "flux-train"))
+    per_device = frame["batch_size"] / frame["gpus"] if "batch_size" in frame.columns else None
+    out.add(superlinear(frame, "gpus", ["hw", "steps"], per_device, "images per GPU per step"))
+    out.findings += _train_findings(ctx, frame, out.id)
+    series = {}
+    for (hw, steps), rows in frame.groupby(["hw", "steps"], sort=False):
+        series[f"{hw}, {steps} steps"] = [(float(g), float(s)) for g, s in zip(rows["gpus"], rows["speedup"])
+                                          if fmt.number(s) is not None]
+    figures = [ctx.figure("flux", "speedup", plots.speedup(series, "FLUX LoRA: speedup against 1 GPU", "GPUs"),
+                          "FLUX LoRA training: speedup against GPUs, per hardware key.")]
+    phases = [c for c in ("setup_s", "cache_s", "train_s", "sampling_s", "saving_s") if c in frame.columns]
+    if len(phases) > 1:
+        labels = [f"{r['hw']} g{as_int(r['gpus'])} s{as_int(r['steps'])}" for _, r in frame.iterrows()]
+        png = plots.stacked(labels, {c.removesuffix("_s"): list(frame[c].astype(float)) for c in phases},
+                            "FLUX LoRA job time by phase", "seconds")
+        figures.append(ctx.figure("flux", "phases", png, "Where each fine-tune's time goes (billed whole)."))
+    figures.append(_loss(ctx, out, random))
+    out.add('<div class="figs">' + "".join(figures) + "</div>")
+    out.add(_quality(ctx, out, random))
+    out.add(_inference(ctx, out))
+    out.add(full(frame.drop(columns=["cost"]), "flux_train.csv"))
+    out.add(ctx.trust(frame["run"], ROLES, frame))
+    return out
+
+
+def _train_findings(ctx: Context, frame: pd.DataFrame, anchor: str) -> list[Finding]:
+    found = []
+    for hw, rows in frame.groupby("hw", sort=False):
+        top = rows.loc[rows["gpus"].idxmax()]
+        if as_int(top["gpus"]) > 1:
+            found.append(Finding(f"FLUX LoRA on {hw}: {ctx.devices(hw, top['gpus'])} {fmt.ratio(top['speedup'])} one "
+                                 f"({fmt.percent(top['efficiency'])} efficiency, {as_int(top['steps'])} steps)"
+                                 f"{superlinear_note(top['speedup'], top['gpus'])}.",
+                                 anchor, [top["run"]]))
+    if frame["cost"].notna().any():
+        cheap = frame.loc[frame["cost"].idxmin()]
+        found.append(Finding(f"FLUX LoRA: cheapest fine-tune {fmt.money(cheap['cost'])} ({cheap['hw']}, "
+                             f"{ctx.devices(cheap['hw'], cheap['gpus'])}, {as_int(cheap['steps'])} steps; "
+                             f"job time {fmt.seconds(cheap['total_s'])} s, start-up included).", anchor,
+                             [cheap["run"]]))
+    train_share = (frame["train_s"] / frame["total_s"]).median()
+    if fmt.number(train_share) is not None:
+        found.append(Finding(f"FLUX LoRA: training is {fmt.percent(train_share)} of a fine-tune's job time "
+                             "(median); the rest is set-up, caching, sampling and saving.", anchor, list(frame["run"])))
+    return found
+
+
+def _loss(ctx: Context, out: Section, random: bool) -> str:
+    frame = part_table(ctx, out, "flux_loss.csv", ["step", "loss"], "Loss curves")
+    if frame is None:
+        return ""
+    keys = [k for k in ("hw", "gpus", "steps") if k in frame.columns]
+    series = {}
+    for key, rows in (frame.groupby(keys, sort=False) if keys else [("all", frame)]):
+        key = key if isinstance(key, tuple) else (key,)
+        label = _label(keys, key)
+        series[label] = (list(rows["step"]), list(rows["loss"]))
+    png = plots.lines(series, "FLUX LoRA training loss", "step", "loss")
+    return ctx.figure("flux", "loss", png, "FLUX LoRA training loss per run.", "random weights: timing only" if random else "")
+
+
+def _quality(ctx: Context, out: Section, random: bool) -> str:
+    frame = part_table(ctx, out, "flux_quality.csv", QUALITY_REQUIRED, "Quality per checkpoint")
+    parts = []
+    if frame is not None:
+        keys = [k for k in ("hw", "gpus", "steps") if k in frame.columns]
+        cols = [Col(k, k if k != "gpus" else "GPUs", fmt.text if k == "hw" else fmt.integer) for k in keys] + [
+            Col("checkpoint_step", "checkpoint step", fmt.integer),
+            Col("psnr", "PSNR (dB)" + (" (random weights: timing only)" if random else ""), fmt.sig),
+            Col("ssim", "SSIM", lambda v: fmt.sig(v, 3)), Col("n_images", "images", fmt.integer, optional=True)]
+        parts.append(f"<h3>Quality per checkpoint{quality_tag(random)}</h3>")
+        parts.append(short(frame, cols, "flux-quality"))
+        figs = []
+        for metric, label in (("psnr", "PSNR (dB)"), ("ssim", "SSIM")):
+            series = {}
+            for key, rows in (frame.groupby(keys, sort=False) if keys else [("all", frame)]):
+                key = key if isinstance(key, tuple) else (key,)
+                series[_label(keys, key)] = (list(rows["checkpoint_step"]), list(rows[metric]))
+            figs.append(ctx.figure("flux", metric, plots.lines(series, f"FLUX LoRA: {label} against steps",
+                                                               "checkpoint step", label, marker="o"),
+                                   f"{label} of each checkpoint's samples against the reference images.",
+                                   "random weights: timing only" if random else ""))
+        parts.append('<div class="figs">' + "".join(figs) + "</div>")
+        last = frame.loc[frame["checkpoint_step"].idxmax()]
+        out.findings.append(Finding(f"FLUX LoRA quality at step {as_int(last['checkpoint_step'])}: PSNR "
+                                    f"{fmt.sig(last['psnr'])} dB, SSIM {fmt.sig(last['ssim'])}"
+                                    + (" (random weights: timing only)." if random else "."), out.id,
+                                    [str(last["run"])] if "run" in frame.columns else []))
+    grid = ctx.existing_figure("flux", "flux_samples.png", "Samples: one row per run, one column per checkpoint, "
+                               "fixed prompt and seed.", "random weights: timing only" if random else "",
+                               single=True)
+    return "".join(parts) + grid
+
+
+def _inference(ctx: Context, out: Section) -> str:
+    frame = part_table(ctx, out, "flux_infer.csv", INFER_REQUIRED, "Inference")
+    if frame is None:
+        return ""
+    frame = frame.copy()
+    hw = frame["hw"] if "hw" in frame.columns else pd.Series([""] * len(frame))
+    frame["cost_per_1k"] = [_per_image(ctx, str(h), r["images_per_s"]) for h, (_, r) in zip(hw, frame.iterrows())]
+    cols = [Col("hw", "hardware", fmt.text, optional=True), Col("model", "weights", fmt.text),
+            Col("batch_size", "batch", fmt.integer), Col("dtype", "dtype", fmt.text, optional=True),
+            Col("first_image_s", "first image (s)", fmt.seconds, "cold: load + text + denoise + decode"),
+            Col("images_per_s", "images/s", fmt.sig, "steady"),
+            Col("cost_per_1k", "$ per 1k images", fmt.money, "steady rate, one GPU", optional=True),
+            Col("status", "status", fmt.text, "ok, or why the batch did not run (oom)", optional=True)]
+    labels = [f"{h} {r['model']} b{as_int(r['batch_size'])}".strip() for h, (_, r) in zip(hw, frame.iterrows())]
+    png = plots.stacked(labels, {name: list(frame[c].astype(float)) for c, name in PHASES},
+                        "FLUX inference time by phase", "seconds")
+    measured = frame[frame["images_per_s"].notna()]
+    if measured.empty:
+        return "<h3>Inference by phase</h3>" + short(frame, cols, "flux-infer") + full(frame, "flux_infer.csv")
+    best = measured.loc[measured["images_per_s"].idxmax()]
+    runs = [str(best["run"])] if "run" in frame.columns else []
+    out.findings.append(Finding(
+        f"FLUX inference: best {fmt.sig(best['images_per_s'])} images/s ({best['model']}, batch "
+        f"{as_int(best['batch_size'])}); first image after {fmt.seconds(best['first_image_s'])} s"
+        + (f"; {fmt.money(best['cost_per_1k'] / 1000)} per image" if fmt.number(best["cost_per_1k"]) else "") + ".",
+        out.id, runs))
+    lora = frame[frame["model"] == "lora"]
+    fused = frame[frame["model"] == "lora_fused"]
+    if not lora.empty and not fused.empty:
+        ratio = fused["images_per_s"].max() / lora["images_per_s"].max()
+        out.findings.append(Finding(f"FLUX inference: fusing the LoRA into the weights gives {fmt.ratio(ratio)} "
+                                    "the throughput of the unfused adapter.", out.id, runs))
+    return ("<h3>Inference by phase</h3>"
+            + pair(short(frame, cols, "flux-infer"),
+                   ctx.figure("flux", "inference", png, "Inference time per phase: base, LoRA and fused LoRA weights."))
+            + full(frame.drop(columns=["cost_per_1k"]), "flux_infer.csv"))
+
+
+def _label(keys: list[str], values: tuple) -> str:
+    """'a100 g2 s1000' for hw, gpus, steps."""
+    short_names = {"hw": "", "gpus": "g", "steps": "s"}
+    return " ".join(f"{short_names.get(k, k)}{v}" for k, v in zip(keys, values)) or "run"
+
+
+def _per_image(ctx: Context, hw: str, images_per_s) -> float | None:
+    rate = fmt.number(images_per_s)
+    if not hw or not rate:
+        return None
+    return ctx.prices.job(hw, 1000 / rate, gpus=1)
+

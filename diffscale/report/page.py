@@ -1,0 +1,269 @@
+"""What every study section shares: where the results are, prices, run provenance, findings,
+figures and the one-line notices.
+
+A section is built by a function `build(ctx) -> Section`; it reads its tables with
+`ctx.table(name, required)` and never crashes on a missing or partial table: `TableProblem`
+becomes a one-line notice in its place.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+
+from diffscale.report import fmt, tables
+from diffscale.report.contract import TITLES  # noqa: F401 - the sections import it from here
+from diffscale.report.cost import Prices
+from diffscale.report.plots import Drawing
+
+RANDOM_WEIGHTS = "random weights: timing only"
+TRUST_VERSIONS = ("torch", "diffusers", "transformers", "peft", "dask")
+
+
+@dataclass
+class Finding:
+    text: str
+    anchor: str  # the section's id
+    runs: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Figure:
+    study: str  # the Snakemake report category (one caption file per study: report/<study>.rst)
+    name: str
+    png: bytes
+
+
+@dataclass
+class Section:
+    id: str
+    title: str
+    question: str = ""
+    body: list[str] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    ran: bool = True  # False: the study has not run, announced in one line
+
+    def add(self, *parts: str) -> None:
+        self.body.extend(parts)
+
+    def notice(self, text: str) -> None:
+        self.body.append(f'<p class="notice">{html.escape(text)}</p>')
+
+
+@dataclass
+class Context:
+    results: Path
+    prices: Prices = field(default_factory=Prices)
+    demo: bool = False
+    draw: bool = True  # False: tables and findings only, no plots drawn (a quick build)
+    figures: list[Figure] = field(default_factory=list)
+    _records: dict[str, dict | None] = field(default_factory=dict)
+    _models: pd.DataFrame | None = None
+
+    @property
+    def bench(self) -> Path:
+        return self.results / "bench"
+
+    def table(self, name: str, required: Iterable[str] = ()) -> pd.DataFrame:
+        return tables.read(self.bench / name, list(required))
+
+    # ---- figures ----------------------------------------------------------------------------
+    def figure(self, study: str, name: str, png: bytes | Drawing, caption: str, note: str = "",
+               single: bool = False) -> str:
+        """The figure as an embedded <img> (data URI); also kept for the Snakemake report.
+        `single`: a figure on its own, kept to a readable width instead of the page's."""
+        if isinstance(png, Drawing):
+            if not self.draw:
+                return ""
+            png = png.render()
+        self.figures.append(Figure(study, name, png))
+        data = base64.b64encode(png).decode()
+        extra = f' <span class="warn">{html.escape(note)}</span>' if note else ""
+        cls = ' class="single"' if single else ""
+        return (f'<figure{cls}><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
+                f"<figcaption>{html.escape(caption)}{extra}</figcaption></figure>")
+
+    def existing_figure(self, study: str, filename: str, caption: str, note: str = "", single: bool = False) -> str:
+        """A PNG another rule drew in results/bench, or '' when it is not there."""
+        path = self.bench / filename
+        if not path.is_file():
+            return ""
+        return self.figure(study, path.stem, path.read_bytes(), caption, note, single)
+
+    def devices(self, hw: str, count) -> str:
+        """'2 GPUs', '1 GPU', or '2 processes' where the hardware key has no GPUs (the demo's
+        multi-process runs on a CPU); '2 devices' for a key this config does not know."""
+        n = as_int(count, 1)
+        entry = self.prices.hardware.get(hw)
+        if entry is None:
+            word = "device"
+        else:
+            word = "GPU" if entry.get("gpus_per_node", 0) > 0 or entry.get("device") == "cuda" else "process"
+        plural = "es" if word == "process" else "s"
+        return f"{n} {word}{plural if n != 1 else ''}"
+
+    def job_seconds(self, benchmark: str) -> float | None:
+        """The whole job's wall time from Snakemake's benchmark file results/benchmarks/<benchmark>
+        (start-up included: what a scheduler bills), or None when there is none."""
+        path = self.results / "benchmarks" / benchmark
+        try:
+            return fmt.number(pd.read_csv(path, sep="\t")["s"].iloc[0])
+        except (OSError, KeyError, IndexError, pd.errors.ParserError, pd.errors.EmptyDataError):
+            return None
+
+    # ---- provenance ---------------------------------------------------------------------------
+    def record(self, run: str) -> dict | None:
+        """run.json of a run directory (as written in a table's `run` column), or None."""
+        if run not in self._records:
+            found = None
+            for base in (Path(run), self.results / run, self.results.parent / run):
+                path = base / "run.json"
+                if path.is_file():
+                    try:
+                        found = json.loads(path.read_text())
+                    except (OSError, json.JSONDecodeError):
+                        found = None
+                    break
+            self._records[run] = found
+        return self._records[run]
+
+    def models(self) -> pd.DataFrame:
+        if self._models is None:
+            try:
+                self._models = self.table("models.csv", ["role", "spec"])
+            except tables.TableProblem:
+                self._models = pd.DataFrame(columns=["role", "spec", "kind"])
+        return self._models
+
+    def random_weights(self, frame: pd.DataFrame | None, roles: Iterable[str]) -> bool:
+        """Whether quality figures of these rows come from random weights: the table's
+        `random_weights` column when it has one, else the config's model specs of `roles`."""
+        if frame is not None and "random_weights" in frame.columns:
+            values = frame["random_weights"].astype(str).str.lower()
+            return bool(values.isin(["true", "1", "yes"]).any())
+        models = self.models()
+        if "kind" not in models.columns:
+            return False
+        return bool((models[models["role"].isin(list(roles))]["kind"] == "random").any())
+
+    def trust(self, runs: Iterable[str], roles: Iterable[str], frame: pd.DataFrame | None = None) -> str:
+        """One line: where these runs computed, SLURM job/partition, versions, commit, config hash,
+        model specs."""
+        records = [r for r in (self.record(run) for run in dict.fromkeys(runs)) if r]
+        parts = []
+        devices = _distinct(_device_name(r) for r in records)
+        if not devices and frame is not None and "device" in frame.columns:
+            devices = _distinct(str(d) for d in frame["device"].dropna())
+        if devices:
+            parts.append("device " + ", ".join(devices))
+        slurm = _distinct(f"{(r.get('slurm') or {}).get('partition', '?')}/{(r.get('slurm') or {}).get('job_id', '?')}"
+                          for r in records if r.get("slurm"))
+        parts.append("SLURM partition/job " + ", ".join(slurm) if slurm else "no SLURM job (local run)")
+        versions = {}
+        for r in records:
+            for name in TRUST_VERSIONS:
+                if name in (r.get("versions") or {}):
+                    versions.setdefault(name, set()).add(r["versions"][name])
+        if versions:
+            parts.append(" ".join(f"{k} {'/'.join(sorted(v))}" for k, v in versions.items()))
+        commits = _distinct((r.get("git_commit") or "")[:12] for r in records if r.get("git_commit"))
+        if commits:
+            parts.append("commit " + ", ".join(commits))
+        hashes = _distinct(str(r.get("config_hash")) for r in records if r.get("config_hash"))
+        if not hashes and frame is not None and "config_hash" in frame.columns:
+            hashes = _distinct(str(h) for h in frame["config_hash"].dropna())
+        if hashes:
+            parts.append("config hash " + ", ".join(hashes[:4]) + (" …" if len(hashes) > 4 else ""))
+        models = self.models()
+        specs = [f"{row.role} {row.spec}" for row in models.itertuples() if row.role in set(roles)]
+        if specs:
+            parts.append("models " + ", ".join(specs))
+        n = len(records)
+        counted = f"{n} run record{'s' if n != 1 else ''}" if n else "no run.json found"
+        return f'<p class="trust">Provenance ({counted}): {html.escape(" · ".join(parts))}</p>'
+
+
+def part_table(ctx: Context, section: Section, name: str, required: Iterable[str], what: str) -> pd.DataFrame | None:
+    """A study's table, or None with a one-line notice in the section saying why it is not shown."""
+    try:
+        return ctx.table(name, required)
+    except tables.TableProblem as problem:
+        section.notice(f"{what}: not run ({problem})." if problem.absent else f"{what}: skipped ({problem}).")
+        return None
+
+
+def _distinct(values: Iterable[str]) -> list[str]:
+    return [v for v in dict.fromkeys(values) if v]
+
+
+def _device_name(record: dict) -> str:
+    gpus = (record.get("devices") or {}).get("gpus") or []
+    if gpus:
+        names = _distinct(gpus)
+        return f"{len(gpus)}× {names[0]}" if len(names) == 1 else ", ".join(names)
+    cpu = record.get("cpu_model") or "cpu"
+    return f"cpu ({cpu}, {record.get('usable_cpus', '?')} usable CPUs)"
+
+
+def pair(table: str, figure: str) -> str:
+    """A table beside its figure (stacked on a narrow window)."""
+    return f'<div class="pair"><div>{table}</div><div>{figure}</div></div>' if figure else table
+
+
+def quality_tag(random: bool) -> str:
+    """The marker beside every quality figure made with random weights."""
+    return f' <span class="warn">{RANDOM_WEIGHTS}</span>' if random else ""
+
+
+def runs_of(frame: pd.DataFrame, fallback) -> list[str]:
+    """The `run` column when the table has one, else `fallback(row)` for each row."""
+    if "run" in frame.columns and frame["run"].notna().all():
+        return [str(r) for r in frame["run"]]
+    return [fallback(row) for _, row in frame.iterrows()]
+
+
+def superlinear_note(speedup, count) -> str:
+    """' (superlinear: see the flag under the table)' for a speedup above its device count."""
+    s, n = fmt.number(speedup), fmt.number(count)
+    return " (superlinear: see the flag under its table)" if s and n and n > 1 and s > n * 1.02 else ""
+
+
+def superlinear(frame: pd.DataFrame, count: str, base_keys: list[str], per_device: pd.Series | None,
+                what: str) -> str:
+    """A warning under a table for every speedup above its device count: flagged as comparing
+    different per-device work when `per_device` (work per device, per row) differs from the
+    1-device run of the same `base_keys`, else as suspicious."""
+    notes = []
+    for index, row in frame.iterrows():
+        n = as_int(row[count], 1)
+        s = fmt.number(row.get("speedup"))
+        if n <= 1 or s is None or s <= n * 1.02:
+            continue
+        same = (frame[count] == 1)
+        for key in base_keys:
+            same &= frame[key] == row[key]
+        base = frame[same]
+        label = " ".join(str(row[k]) for k in base_keys)
+        if per_device is not None and not base.empty and per_device[base.index[0]] != per_device[index]:
+            why = (f"per-device work changed from {_amount(per_device[base.index[0]])} to "
+                   f"{_amount(per_device[index])} {what} between the runs, so this compares different workloads")
+        else:
+            why = "per-device work unchanged: check the runs before trusting it"
+        notes.append(f"Superlinear speedup flagged: {label}, {n} devices, {fmt.ratio(s)}: {why}.")
+    return "".join(f'<p class="warn">{html.escape(n)}</p>' for n in notes)
+
+
+def _amount(value) -> str:
+    v = fmt.number(value)
+    return fmt.integer(v) if v is not None and v.is_integer() else fmt.sig(v)
+
+
+def as_int(value, default: int = 0) -> int:
+    v = fmt.number(value)
+    return default if v is None else int(v)

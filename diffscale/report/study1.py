@@ -1,0 +1,350 @@
+"""Study 1 in the report: COCO people-centric filtering, embedding across parallel backends (the
+original question: does parallel CPU preprocessing pay off, by how much, at what cost?) and the
+text-conditioned U-Net training across hardware, precision and GPUs."""
+
+from __future__ import annotations
+
+import html
+import math
+
+import pandas as pd
+
+from diffscale.report import fmt, plots
+from diffscale.report.page import TITLES, Context, Finding, Section, as_int, runs_of, superlinear, superlinear_note
+from diffscale.report.tables import Col, TableProblem, full, short
+
+MODALITY = {"images": ("VAE latents", "images"), "text": ("Text embeddings", "captions")}
+
+# ---- COCO filter -------------------------------------------------------------------------------
+COCO_COLS = [Col("category", "step", fmt.text), Col("count", "images", fmt.integer),
+             Col("fraction", "of input", fmt.percent)]
+
+
+def coco_section(ctx: Context) -> Section:
+    section = Section("coco", TITLES["coco"],
+                      "How many images are people-centric, and who is in them?")
+    try:
+        frame = ctx.table("coco_filter.csv", ["section", "category", "count", "fraction"])
+    except TableProblem as problem:
+        section.ran = not problem.absent
+        section.notice(f"Not run: {problem}." if problem.absent else f"Skipped: {problem}.")
+        return section
+    steps = frame[frame["section"] == "filter"]
+    section.add(short(steps, COCO_COLS, "coco-filter"))
+    kept = steps[steps["category"] == "kept"]
+    total = steps[steps["category"] == "input images"]
+    if len(kept) and len(total):
+        n, of = as_int(kept["count"].iloc[0]), as_int(total["count"].iloc[0])
+        section.findings.append(Finding(
+            f"COCO filter: {n:,} of {of:,} images ({fmt.percent(n / of if of else math.nan)}) are people-centric "
+            f"(a person in enough of their captions).", section.id, ["data/coco"]))
+    figures = [ctx.existing_figure("coco", f"coco_filter_{name}.png", f"Kept images by {name}")
+               for name in ("gender", "age", "group", "activities")]
+    section.add('<div class="thumbs">' + "".join(figures) + "</div>")
+    section.add(full(frame, "coco_filter.csv"))
+    section.add(ctx.trust(["data/coco", "results/data/coco"], []))
+    return section
+
+
+# ---- embedding ---------------------------------------------------------------------------------
+EMBED_REQUIRED = ["modality", "backend", "policy", "workers", "wall_s", "items_per_s", "speedup", "efficiency"]
+
+
+def embed_cols(item: str) -> list[Col]:
+    return [
+        Col("label", "backend · threads", fmt.text, "pinned: one thread per worker; naive: library defaults"),
+        Col("workers", "workers (CPUs; GPUs for gpu)", fmt.integer),
+        Col("wall_s", "time (s)", fmt.seconds, "wall time, start-up included"),
+        Col("speedup", "speedup", fmt.ratio, "against serial, 1 CPU"),
+        Col("efficiency", "efficiency", fmt.percent, "speedup ÷ workers"),
+        Col("karp_flatt", "Karp–Flatt", lambda v: fmt.sig(v, 2), "serial fraction; growing with workers = overhead",
+            optional=True),
+        Col("items_per_s", f"{item}/s", fmt.sig),
+        Col("cost_per_1k", f"$ per 1k {item}", fmt.money, "price_per_hour × shares × wall time", optional=True),
+    ]
+
+
+def _embed_run(row) -> str:
+    return f"embed/{row['modality']}/{row['backend']}-{row['policy']}-w{as_int(row['workers'])}"
+
+
+def embed_section(ctx: Context) -> Section:
+    section = Section("embed", TITLES["embed"],
+                      "Does parallel CPU preprocessing pay off, by how much, and at what cost?")
+    try:
+        frame = ctx.table("embed_scaling.csv", EMBED_REQUIRED)
+    except TableProblem as problem:
+        section.ran = not problem.absent
+        section.notice(f"Not run: {problem}." if problem.absent else f"Skipped: {problem}.")
+        return section
+    frame = frame.copy()
+    frame["run"] = runs_of(frame, _embed_run)
+    frame["label"] = [f"{b} · {p}" if b not in ("serial", "gpu") else b for b, p in zip(frame["backend"], frame["policy"])]
+    frame["cost_per_1k"] = [_cost_per_1k(ctx, row) for _, row in frame.iterrows()]
+    for modality in [m for m in MODALITY if m in set(frame["modality"])] + sorted(set(frame["modality"]) - set(MODALITY)):
+        mine = frame[frame["modality"] == modality]
+        title, item = MODALITY.get(modality, (modality, "items"))
+        section.add(f"<h3>{html.escape(title)}</h3>")
+        section.add(short(mine, embed_cols(item), f"embed-{modality}"))
+        section.findings += _embed_findings(mine, title, item, section.id)
+        section.add('<div class="figs">' + _speedup_plot(ctx, mine, title) + _cost_plot(ctx, mine, title, item) + "</div>")
+    section.add(_oversubscription(frame))
+    section.add(full(frame.drop(columns=["label", "cost_per_1k"]), "embed_scaling.csv"))
+    section.add(ctx.trust(frame["run"], ["vae", "text_encoder"], frame))
+    return section
+
+
+def _cost_per_1k(ctx: Context, row) -> float | None:
+    if "hw" not in row or pd.isna(row.get("hw")):
+        return None
+    gpu = row["backend"] == "gpu"
+    workers = as_int(row["workers"], 1)
+    cost = ctx.prices.job(str(row["hw"]), row["wall_s"], gpus=workers if gpu else 0, workers=1 if gpu else workers)
+    items = fmt.number(row.get("items"))
+    if cost is None:
+        return None
+    if items:
+        return cost / items * 1000
+    rate = fmt.number(row["items_per_s"])
+    return cost / (rate * fmt.number(row["wall_s"])) * 1000 if rate else None
+
+
+def _best(rows: pd.DataFrame, column: str = "items_per_s"):
+    """The row with the largest `column`, or None."""
+    rows = rows[rows[column].notna()]
+    return None if rows.empty else rows.loc[rows[column].idxmax()]
+
+
+def _cheapest(rows: pd.DataFrame, column: str):
+    """The row with the smallest `column`, or None."""
+    rows = rows[rows[column].notna()]
+    return None if rows.empty else rows.loc[rows[column].astype(float).idxmin()]
+
+
+def _embed_findings(mine: pd.DataFrame, title: str, item: str, anchor: str) -> list[Finding]:
+    found = []
+    cpu = mine[mine["backend"] != "gpu"]
+    parallel = cpu[cpu["backend"] != "serial"]
+    if not parallel.empty:
+        top = int(parallel["workers"].max())
+        at_top = parallel[parallel["workers"] == top]
+        pinned = _best(at_top[at_top["policy"] == "pinned"])
+        naive_rows = at_top[at_top["policy"] == "naive"]
+        if pinned is not None and (naive_rows["backend"] == pinned["backend"]).any():
+            naive_rows = naive_rows[naive_rows["backend"] == pinned["backend"]]
+        naive = _best(naive_rows)
+        parts, runs = [], []
+        if pinned is not None:
+            parts.append(f"pinned workers ({pinned['backend']}) {fmt.ratio(pinned['speedup'])} one CPU "
+                         f"({fmt.percent(pinned['efficiency'])} efficiency)")
+            runs.append(pinned["run"])
+        if naive is not None:
+            verdict = "thread oversubscription" if pinned is not None and naive["speedup"] < pinned["speedup"] else \
+                "no worse than pinned here"
+            parts.append(f"the library defaults ({naive['backend']}, naive) {fmt.ratio(naive['speedup'])} ({verdict})")
+            runs.append(naive["run"])
+        if pinned is not None and "steady_speedup" in pinned and fmt.number(pinned["steady_speedup"]) is not None:
+            parts.append(f"without start-up {fmt.ratio(pinned['steady_speedup'])}")
+        serial = cpu[cpu["backend"] == "serial"]
+        runs += list(serial["run"][:1])
+        if parts:
+            found.append(Finding(f"{title}, {top} CPU{'s' if top > 1 else ''}: " + "; ".join(parts) + ".", anchor, runs))
+    gpu = mine[mine["backend"] == "gpu"]
+    one_gpu = _best(gpu[gpu["workers"] == gpu["workers"].min()]) if not gpu.empty else None
+    best_cpu = _best(cpu)
+    if one_gpu is not None and best_cpu is not None:
+        n = as_int(one_gpu["workers"])
+        found.append(Finding(
+            f"{title}: {n} GPU{'s' if n > 1 else ''} = {fmt.ratio(one_gpu['items_per_s'] / best_cpu['items_per_s'])} "
+            f"the best CPU run ({best_cpu['label']}, {_workers(best_cpu)}).", anchor,
+            [one_gpu["run"], best_cpu["run"]]))
+    if "projected_full_gb" in mine.columns and mine["projected_full_gb"].notna().any():
+        row = mine.loc[mine["projected_full_gb"].idxmax()]
+        per_item = (f" ({fmt.sig(fmt.number(row['bytes_per_item']) / 1024)} KiB per item)"
+                    if fmt.number(row.get("bytes_per_item")) else "")
+        found.append(Finding(f"{title}: the full dataset would take {fmt.sig(row['projected_full_gb'])} GB on disk"
+                             f"{per_item}.", anchor, [row["run"]]))
+    costs = [(kind, _cheapest(rows, "cost_per_1k")) for kind, rows in (("CPU", cpu), ("GPU", gpu))]
+    costs = [(kind, row) for kind, row in costs if row is not None]
+    if costs:
+        found.append(Finding(
+            f"{title}: cost per 1,000 {item}: " + ", ".join(
+                f"{kind} {fmt.money(row['cost_per_1k'])} ({row['label']}, {_workers(row)})" for kind, row in costs)
+            + ".", anchor, [row["run"] for _, row in costs]))
+    return found
+
+
+def _workers(row) -> str:
+    n = as_int(row["workers"], 1)
+    word = "GPU" if row["backend"] == "gpu" else "worker"
+    return f"{n} {word}{'s' if n != 1 else ''}"
+
+
+def _speedup_plot(ctx: Context, mine: pd.DataFrame, title: str) -> str:
+    series: dict[str, list] = {}
+    for _, row in mine[mine["backend"] != "serial"].iterrows():
+        label = "gpu (x = GPUs)" if row["backend"] == "gpu" else f"{row['backend']} {row['policy']}"
+        if fmt.number(row["speedup"]) is not None:
+            series.setdefault(label, []).append((float(row["workers"]), float(row["speedup"])))
+    if not series:
+        return ""
+    modality = str(mine["modality"].iloc[0])
+    png = plots.speedup(series, f"{title}: speedup against serial, 1 CPU", "workers (CPUs)")
+    return ctx.figure("embed", f"speedup-{modality}", png,
+                      f"{title}: speedup against workers, end to end; dashed = naive threads (library defaults).")
+
+
+def _cost_plot(ctx: Context, mine: pd.DataFrame, title: str, item: str) -> str:
+    rows = mine[mine["cost_per_1k"].notna()]
+    if rows.empty or "hw" not in rows:
+        return ""
+    items = rows["items"] if "items" in rows else rows["items_per_s"] * rows["wall_s"]
+    points = [(f"{r['label']} w{as_int(r['workers'])}", str(r["hw"]), float(r["wall_s"]) / float(n) * 1000,
+               float(r["cost_per_1k"])) for (_, r), n in zip(rows.iterrows(), items)]
+    png = plots.scatter(points, f"{title}: time and cost per 1,000 {item}", f"seconds per 1,000 {item}",
+                        f"USD per 1,000 {item}")
+    modality = str(mine["modality"].iloc[0])
+    return ctx.figure("embed", f"cost-{modality}", png, f"{title}: time against cost per 1,000 {item}, one colour per "
+                      "hardware key (lower left is better).")
+
+
+def _oversubscription(frame: pd.DataFrame) -> str:
+    """Naive against pinned at the same backend and workers: the threads each ran and the time."""
+    rows = []
+    for _, naive in frame[(frame["policy"] == "naive")].iterrows():
+        pinned = frame[(frame["modality"] == naive["modality"]) & (frame["backend"] == naive["backend"])
+                       & (frame["workers"] == naive["workers"]) & (frame["policy"] == "pinned")]
+        if pinned.empty:
+            continue
+        pinned = pinned.iloc[0]
+        if str(naive.get("threads_per_worker")) == str(pinned.get("threads_per_worker")):
+            continue  # the same threads (one worker on all CPUs): nothing to explain
+        cpus = naive.get("cpus", naive.get("cores"))
+        threads = _threads(naive.get("threads_per_worker"))
+        total = threads * as_int(naive["workers"]) if threads else None
+        rows.append({"modality": naive["modality"], "backend": naive["backend"], "workers": naive["workers"],
+                     "naive_threads": naive.get("threads_per_worker"), "pinned_threads": pinned.get("threads_per_worker"),
+                     "cpus": cpus, "threads_per_cpu": total / fmt.number(cpus) if total and fmt.number(cpus) else None,
+                     "oversubscribed": naive.get("oversubscribed"),
+                     "time_ratio": naive["wall_s"] / pinned["wall_s"]})
+    if not rows:
+        return ""
+    table = pd.DataFrame(rows)
+    worst = table.loc[table["time_ratio"].idxmax()]
+    cols = [Col("modality", "modality", fmt.text), Col("backend", "backend", fmt.text),
+            Col("workers", "workers", fmt.integer), Col("naive_threads", "threads/worker, naive", str),
+            Col("pinned_threads", "threads/worker, pinned", str), Col("cpus", "CPUs", fmt.integer, optional=True),
+            Col("threads_per_cpu", "naive threads per CPU", lambda v: fmt.sig(v, 2), optional=True),
+            Col("oversubscribed", "oversubscribed", fmt.yes_no, optional=True),
+            Col("time_ratio", "naive ÷ pinned time", fmt.ratio)]
+    return ("<h3>Why “more CPUs” can be slower: naive against pinned threads</h3>"
+            "<p>Naive workers keep each library's default thread count (one thread per CPU of the machine), "
+            "so <i>N</i> workers run <i>N</i> × that many threads on the same CPUs and contend for them; pinned "
+            "workers get an equal share of the CPUs. Same backend, same workers, only the threads differ: "
+            f"the largest slowdown here is {fmt.ratio(worst['time_ratio'])} ({worst['backend']}, "
+            f"{as_int(worst['workers'])} workers, {worst['modality']}).</p>"
+            + short(table, cols, "embed-oversubscription"))
+
+
+def _threads(value) -> int | None:
+    """threads_per_worker as written by the table: '2', or '2/1' when workers differed (max)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    try:
+        return max(int(float(v)) for v in str(value).split("/"))
+    except ValueError:
+        return None
+
+
+# ---- U-Net training ----------------------------------------------------------------------------
+TRAIN_REQUIRED = ["hw", "precision", "gpus", "samples_per_s", "speedup", "efficiency", "final_loss"]
+
+
+def train_cols(random: bool) -> list[Col]:
+    return [
+        Col("hw", "hardware", fmt.text), Col("precision", "precision", fmt.text),
+        Col("gpus", "GPUs (CPU: processes)", fmt.integer),
+        Col("samples_per_s", "samples/s", fmt.sig, "steady state, after warm-up"),
+        Col("speedup", "speedup", fmt.ratio, "against 1 GPU, same hardware and precision"),
+        Col("efficiency", "efficiency", fmt.percent),
+        Col("mfu", "MFU", fmt.percent, "model FLOPs utilisation", optional=True),
+        Col("final_loss", "final loss" + (" (random weights: timing only)" if random else ""), lambda v: fmt.sig(v, 4)),
+        Col("cost_per_1k_steps", "$ per 1k steps", fmt.money, "whole job, start-up included", optional=True),
+    ]
+
+
+def _train_run(row) -> str:
+    return f"train/unet/{row['hw']}/{row['precision']}-g{as_int(row['gpus'])}"
+
+
+def train_section(ctx: Context) -> Section:
+    section = Section("train", TITLES["train"],
+                      "How fast does the U-Net train per hardware, precision and GPU count, and at what cost?")
+    try:
+        frame = ctx.table("train_unet.csv", TRAIN_REQUIRED)
+    except TableProblem as problem:
+        section.ran = not problem.absent
+        section.notice(f"Not run: {problem}." if problem.absent else f"Skipped: {problem}.")
+        return section
+    frame = frame.copy()
+    frame["run"] = runs_of(frame, _train_run)
+    frame["job_s"] = [ctx.job_seconds(f"train/unet/{r['hw']}/{r['precision']}-g{as_int(r['gpus'])}.tsv")
+                      or fmt.number(r.get("train_time_s")) for _, r in frame.iterrows()]
+    frame["cost_per_1k_steps"] = [
+        _per_1k(ctx.prices.job(str(r["hw"]), r["job_s"], gpus=as_int(r["gpus"]), workers=as_int(r["gpus"], 1)),
+                r.get("steps")) for _, r in frame.iterrows()]
+    random = ctx.random_weights(frame, ["vae", "text_encoder"])
+    section.add(short(frame, train_cols(random), "train-unet"))
+    per_device = frame["micro_batch"] if "micro_batch" in frame.columns else None
+    section.add(superlinear(frame, "gpus", ["hw", "precision"], per_device, "samples per device per step"))
+    section.findings += _train_findings(ctx, frame, section.id)
+    bars = plots.bars([f"{r['hw']} {r['precision']} g{as_int(r['gpus'])}" for _, r in frame.iterrows()],
+                      list(frame["samples_per_s"].astype(float)), "U-Net training throughput", "samples/s")
+    section.add('<div class="figs">'
+                + ctx.figure("train", "throughput", bars, "Training throughput per run (steady state).")
+                + ctx.existing_figure("train", "train_unet_loss.png", "Training loss per run.",
+                                      "random weights: timing only" if random else "")
+                + "</div>")
+    section.add(ctx.existing_figure("train", "train_unet_samples.png", "Samples of each run, fixed prompts and seed.",
+                                    "random weights: timing only" if random else "", single=True))
+    section.add(full(frame.drop(columns=["job_s", "cost_per_1k_steps"]), "train_unet.csv"))
+    section.add(ctx.trust(frame["run"], ["unet", "vae", "text_encoder"], frame))
+    return section
+
+
+def _per_1k(cost: float | None, steps) -> float | None:
+    n = fmt.number(steps)
+    return cost / n * 1000 if cost is not None and n else None
+
+
+def _train_findings(ctx: Context, frame: pd.DataFrame, anchor: str) -> list[Finding]:
+    found = []
+    best = _best(frame, "samples_per_s")
+    if best is not None:
+        found.append(Finding(f"U-Net training: fastest run {best['hw']} {best['precision']} on "
+                             f"{ctx.devices(best['hw'], best['gpus'])}, {fmt.sig(best['samples_per_s'])} samples/s.", anchor,
+                             [best["run"]]))
+    multi = frame[frame["gpus"] > 1]
+    if not multi.empty:
+        top = multi.loc[multi["gpus"].idxmax()]
+        found.append(Finding(
+            f"U-Net training, {top['hw']} {top['precision']}: {ctx.devices(top['hw'], top['gpus'])} "
+            f"{fmt.ratio(top['speedup'])} one ({fmt.percent(top['efficiency'])} efficiency)"
+            f"{superlinear_note(top['speedup'], top['gpus'])}.", anchor, [top["run"]]))
+    one = frame[frame["gpus"] == 1]
+    for hw in dict.fromkeys(one["hw"]):
+        fp32 = one[(one["hw"] == hw) & (one["precision"] == "fp32")]
+        low = one[(one["hw"] == hw) & (one["precision"] != "fp32")]
+        if not fp32.empty and not low.empty:
+            low = low.iloc[0]
+            ratio = low["samples_per_s"] / fp32["samples_per_s"].iloc[0]
+            found.append(Finding(f"U-Net training on {hw}: {low['precision']} runs at {fmt.ratio(ratio)} the fp32 "
+                                 "throughput.", anchor, [fp32["run"].iloc[0], low["run"]]))
+    if frame["cost_per_1k_steps"].notna().any():
+        cheap = frame.loc[frame["cost_per_1k_steps"].idxmin()]
+        found.append(Finding(f"U-Net training: cheapest {fmt.money(cheap['cost_per_1k_steps'])} per 1,000 steps "
+                             f"({cheap['hw']} {cheap['precision']}, {ctx.devices(cheap['hw'], cheap['gpus'])}, "
+                             "start-up included).",
+                             anchor, [cheap["run"]]))
+    return found
+

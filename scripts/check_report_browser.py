@@ -1,0 +1,35 @@
+#!/usr/bin/env python
+"""Open the report in headless Chromium at 1400 px: fail on console errors, broken or external
+images, or content wider than the window; keep a full-page screenshot.
+
+  python scripts/check_report_browser.py results/report.html --screenshot results/report-1400.png
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from diffscale.cli import run_cli  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("report", type=Path, nargs="?", default=Path("results/report.html"))
+    parser.add_argument("--screenshot", type=Path, default=Path("results/report-1400.png"))
+    parser.add_argument("--width", type=int, default=1400)
+    args = parser.parse_args()
+
+    from diffscale.report.browser import check
+
+    verdict = check(args.report, args.screenshot, args.width)
+    print(f"{args.report}: {verdict.images} images, {verdict.height} px tall at {verdict.viewport} px; "
+          f"screenshot {args.screenshot}")
+    for failure in verdict.failures:
+        print(f"FAIL {failure}")
+    return 1 if verdict.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

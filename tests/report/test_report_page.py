@@ -1,0 +1,309 @@
+"""The report built from fixture tables: every section, embedded images, the numbers shown equal
+the CSVs, findings are computed, a missing study is one line, short tables stay short."""
+
+from __future__ import annotations
+
+import base64
+import math
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from diffscale.report import fmt
+from diffscale.report.html import build_report
+
+SECTIONS = ["findings", "cost", "coco", "embed", "train", "flux", "ddpm", "models", "provenance"]
+MAX_SHORT_COLUMNS = 9  # the most columns any short table chooses (embedding, training, FLUX training)
+STUDY_TABLES = {"coco": ["coco_filter.csv"], "embed": ["embed_scaling.csv"], "train": ["train_unet.csv"],
+                "flux": ["flux_train.csv", "flux_loss.csv", "flux_quality.csv", "flux_infer.csv", "flux_samples.png"],
+                "ddpm": ["ddpm_profile.csv", "ddpm_batch.csv", "ddpm_amp.csv", "ddpm_workers.csv", "ddpm_compile.csv",
+                         "ddpm_peer.csv"]}
+# short table id → its CSV (rows in CSV order; profile tables are a top-10 slice per sort_by)
+TABLE_CSV = {"embed-images": ("embed_scaling.csv", {"modality": "images"}),
+             "embed-text": ("embed_scaling.csv", {"modality": "text"}),
+             "train-unet": ("train_unet.csv", {}), "flux-train": ("flux_train.csv", {}),
+             "flux-quality": ("flux_quality.csv", {}), "flux-infer": ("flux_infer.csv", {}),
+             "ddpm-batch": ("ddpm_batch.csv", {}), "ddpm-amp": ("ddpm_amp.csv", {}),
+             "ddpm-peer": ("ddpm_peer.csv", {}), "ddpm-profile-device": ("ddpm_profile.csv", {"sort_by": "device"}),
+             "models": ("models.csv", {})}
+
+
+def test_every_section_is_present_with_content(results, build):
+    page = build(results)
+    for section in SECTIONS:
+        assert section in page.sections, section
+    for study in ("coco", "embed", "train", "flux", "ddpm"):
+        assert not page.notices.get(study), (study, page.notices.get(study))
+        assert any(t["section"] == study and not t["in_details"] for t in page.tables), study
+    assert {f["section"] for f in page.findings} == {"coco", "embed", "train", "flux", "ddpm"}
+
+
+def test_every_image_is_an_embedded_png(results, build):
+    page = build(results, draw=True)
+    assert len(page.images) >= 20
+    for src in page.images:
+        assert src.startswith("data:image/png;base64,"), src[:60]
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _parse(text: str) -> float | None:
+    """A formatted cell back to a number: '$0.12' '6.1×' '76 %' '1,234' '–'."""
+    if text == fmt.MISSING:
+        return None
+    cleaned = text.replace("$", "").replace("×", "").replace("%", "").replace(",", "").strip()
+    return float(cleaned)
+
+
+def test_numbers_in_the_tables_equal_the_csvs(results, build):
+    page = build(results)
+    checked = 0
+    for table in page.tables:
+        if table["id"] not in TABLE_CSV:
+            continue
+        name, where = TABLE_CSV[table["id"]]
+        frame = pd.read_csv(results / "bench" / name)
+        for column, value in where.items():
+            frame = frame[frame[column] == value]
+        if table["id"].startswith("ddpm-profile"):
+            frame = frame.sort_values("rank").head(10)
+        assert len(table["rows"]) == len(frame), table["id"]
+        for row, (_, expected) in zip(table["rows"], frame.iterrows()):
+            for cell in row:
+                if cell["col"] not in frame.columns:
+                    continue  # a column the report computed (cost, label)
+                want = expected[cell["col"]]
+                number = fmt.number(want) if not isinstance(want, str) else None
+                if number is None:
+                    assert cell["text"] in (str(want), fmt.MISSING, fmt.yes_no(want)), (table["id"], cell)
+                    continue
+                assert float(cell["value"]) == pytest.approx(number, rel=1e-9), (table["id"], cell)
+                shown = _parse(cell["text"])
+                scale = 100 if cell["text"].endswith("%") and cell["col"] != "pct" else 1
+                assert shown == pytest.approx(number * scale, rel=0.051, abs=1e-9), (table["id"], cell)
+                checked += 1
+    assert checked > 300
+
+
+def test_costs_follow_the_stated_formula(results, build):
+    page = build(results)
+    table = next(t for t in page.tables if t["id"] == "embed-images")
+    frame = pd.read_csv(results / "bench" / "embed_scaling.csv")
+    frame = frame[frame["modality"] == "images"]
+    for row, (_, csv) in zip(table["rows"], frame.iterrows()):
+        cost = next(c for c in row if c["col"] == "cost_per_1k")
+        if csv["backend"] == "gpu":  # 1 GPU share of a100 at $2.50/h
+            want = 2.50 * 1 * csv["wall_s"] / 3600 / csv["items"] * 1000
+        else:  # a CPU job asks max(workers, 8) CPUs; one share is 8 CPUs at $0.40/h
+            want = 0.40 * max(csv["workers"], 8) / 8 * csv["wall_s"] / 3600 / csv["items"] * 1000
+        assert float(cost["value"]) == pytest.approx(want)
+    text = " ".join(page.sections["cost"])
+    assert "price_per_hour" in text and "start-up" in text and "$2.50" in text
+
+
+FINDING_CHANGES = [  # (table, column, section): scaling the column must change that section's findings
+    ("coco_filter.csv", "count", "coco"),
+    ("embed_scaling.csv", "speedup", "embed"),
+    ("embed_scaling.csv", "items_per_s", "embed"),
+    ("embed_scaling.csv", "wall_s", "embed"),
+    ("train_unet.csv", "samples_per_s", "train"),
+    ("train_unet.csv", "speedup", "train"),
+    ("flux_train.csv", "speedup", "flux"),
+    ("flux_train.csv", "total_s", "flux"),
+    ("flux_quality.csv", "psnr", "flux"),
+    ("flux_infer.csv", "images_per_s", "flux"),
+    ("ddpm_profile.csv", "pct", "ddpm"),
+    ("ddpm_batch.csv", "images_per_s", "ddpm"),
+    ("ddpm_amp.csv", "images_per_s", "ddpm"),
+    ("ddpm_workers.csv", "data_wait_frac", "ddpm"),
+    ("ddpm_compile.csv", "break_even_steps", "ddpm"),
+    ("ddpm_peer.csv", "ratio_to_peer", "ddpm"),
+]
+
+
+@pytest.mark.parametrize("name,column,section", FINDING_CHANGES)
+def test_each_finding_is_computed_from_its_csv(results, build, copy_results, name, column, section):
+    before = [f["text"] for f in build(results).findings if f["section"] == section]
+    changed = copy_results(results, "changed")
+    frame = pd.read_csv(changed / "bench" / name)
+    frame[column] = frame[column] * np.linspace(0.5, 1.5, len(frame))  # changes values and their ratios
+    frame.to_csv(changed / "bench" / name, index=False)
+    after = [f["text"] for f in build(changed).findings if f["section"] == section]
+    assert before and after != before
+
+
+def test_findings_link_to_their_section_and_name_their_runs(results, build):
+    page = build(results)
+    flux = [f for f in page.findings if f["section"] == "flux"]
+    assert any("from runs: flux/train/" in f["text"] for f in flux)
+    assert all("demo" not in f["text"] for f in page.findings)
+    demo = build(results, demo=True)
+    assert all("demo" in f["text"] for f in demo.findings)
+    assert "Demo run" in " ".join(demo.sections["findings"]) or "demo run" in " ".join(demo.sections["findings"])
+
+
+@pytest.mark.parametrize("study", ["coco", "embed", "train", "flux", "ddpm"])
+def test_a_study_that_has_not_run_is_one_line(results, build, study):
+    for name in STUDY_TABLES[study]:
+        (results / "bench" / name).unlink()
+    page = build(results)
+    assert len(page.notices[study]) == 1
+    assert "not run" in page.notices[study][0].lower()
+    assert not [t for t in page.tables if t["section"] == study]
+    assert not [f for f in page.findings if f["section"] == study]
+    assert study in page.sections  # the section is still there, announcing it
+
+
+def test_no_results_at_all_still_builds(tmp_path, build):
+    (tmp_path / "results").mkdir()
+    page = build(tmp_path / "results", hardware={})
+    for study in ("coco", "embed", "train", "flux", "ddpm"):
+        assert len(page.notices[study]) == 1
+    assert "No study has produced results yet." in " ".join(page.sections["findings"])
+
+
+@pytest.mark.parametrize("name,column,section", [("embed_scaling.csv", "speedup", "embed"),
+                                                  ("flux_train.csv", "steps_per_s", "flux"),
+                                                  ("ddpm_amp.csv", "loss_end", "ddpm"),
+                                                  ("flux_quality.csv", "psnr", "flux")])
+def test_a_missing_required_column_is_one_line_in_its_section(results, build, name, column, section):
+    path = results / "bench" / name
+    pd.read_csv(path).drop(columns=[column]).to_csv(path, index=False)
+    page = build(results)
+    lines = [n for n in page.notices.get(section, []) if column in n]
+    assert len(lines) == 1 and name in lines[0] and "lacks the required column" in lines[0]
+
+
+def test_a_missing_optional_column_is_left_out(results, build):
+    path = results / "bench" / "embed_scaling.csv"
+    pd.read_csv(path).drop(columns=["karp_flatt"]).to_csv(path, index=False)
+    page = build(results)
+    table = next(t for t in page.tables if t["id"] == "embed-images")
+    assert "Karp–Flatt" not in table["head"]
+
+
+def test_short_tables_keep_their_chosen_columns_and_full_ones_hide(results, build):
+    page = build(results)
+    outside = [t for t in page.tables if not t["in_details"]]
+    assert outside and all(len(t["head"]) <= MAX_SHORT_COLUMNS for t in outside)
+    assert all("short" in t["class"] for t in outside)
+    embed = next(t for t in outside if t["id"] == "embed-images")
+    assert embed["head"][:5] == ["backend · threads", "workers (CPUs; GPUs for gpu)", "time (s)", "speedup",
+                                 "efficiency"]
+    full = [t for t in page.tables if t["in_details"]]
+    assert any(len(t["head"]) > MAX_SHORT_COLUMNS for t in full)  # the whole CSV is still there
+
+
+def test_full_tables_download_as_csv(results, tmp_path):
+    out = build_report(results, tmp_path / "r.html", hardware={})
+    text = out.read_text()
+    links = dict(re.findall(r'download="([^"]+)" href="data:text/csv;base64,([^"]+)"', text))
+    assert {"embed_scaling.csv", "train_unet.csv", "flux_train.csv", "ddpm_batch.csv"} <= set(links)
+    import io
+
+    back = pd.read_csv(io.StringIO(base64.b64decode(links["flux_train.csv"]).decode()))
+    assert back.equals(pd.read_csv(results / "bench" / "flux_train.csv"))
+
+
+def test_quality_figures_from_random_weights_say_so(results, build):
+    page = build(results, draw=True)
+    flux = " ".join(page.sections["flux"])
+    assert flux.count("random weights: timing only") >= 5  # loss, PSNR, SSIM, samples, table headers
+    heads = next(t for t in page.tables if t["id"] == "flux-quality")["head"]
+    assert any("random weights: timing only" in h for h in heads)
+
+
+def test_superlinear_speedup_with_changed_per_device_work_is_flagged(results, build, copy_results):
+    changed = copy_results(results, "superlinear")
+    path = changed / "bench" / "train_unet.csv"
+    frame = pd.read_csv(path)
+    frame.loc[(frame["gpus"] == 4) & (frame["hw"] == "a100"), "speedup"] = 4.6
+    frame.to_csv(path, index=False)
+    page = build(changed)
+    text = " ".join(page.sections["train"])
+    assert "Superlinear speedup flagged: a100 fp32, 4 devices, 4.6×: per-device work changed from 256 to 64" in text
+    assert any("4.6× one" in f["text"] and "superlinear" in f["text"] for f in page.findings)
+    assert "Superlinear" not in " ".join(build(results).sections["train"])
+
+
+def test_oversubscription_is_explained_by_naive_against_pinned(results, build):
+    text = " ".join(build(results).sections["embed"])
+    assert "naive against pinned" in text and "threads" in text
+    finding = next(f["text"] for f in build(results).findings if f["section"] == "embed")
+    assert "oversubscription" in finding
+
+
+def test_provenance_sits_beside_each_study(results, build):
+    text = " ".join(build(results).sections["flux"])
+    assert "a100/4242" in text and "torch 2.11.0" in text and "commit 0123456789ab" in text
+    assert "flux_transformer random:tiny" in text
+
+
+@pytest.mark.parametrize("value,text", [(0.123456, "0.123"), (1234.5, "1,234"), (12.345, "12.3"), (None, "–"),
+                                        (math.nan, "–"), (0, "0")])
+def test_sig(value, text):
+    assert fmt.sig(value) == text
+
+
+def test_units():
+    assert fmt.ratio(6.14) == "6.1×" and fmt.percent(0.764) == "76 %" and fmt.money(0.1234) == "$0.12"
+    assert fmt.money(0.001234) == "$0.0012" and fmt.money(12.345) == "$12.3"
+    assert fmt.money(0.0000163) == "$0.000016"
+
+
+def test_several_hardware_keys_are_compared_within_their_own(results, build):
+    path = results / "bench" / "ddpm_amp.csv"
+    frame = pd.read_csv(path)
+    other = frame.assign(hw="a40", images_per_s=frame["images_per_s"] / 2)
+    pd.concat([frame, other]).to_csv(path, index=False)
+    table = next(t for t in build(results).tables if t["id"] == "ddpm-amp")
+    assert table["head"][0] == "hardware"
+    ratios = [c["text"] for row in table["rows"] for c in row if c["col"] == "vs_fp32"]
+    assert ratios == ["1.0×", "1.6×", "2.4×", "2.3×"] * 2  # each against the fp32 run of its hardware
+
+
+def test_issue_12_columns_explain_storage_and_oversubscription(results, build):
+    path = results / "bench" / "embed_scaling.csv"
+    frame = pd.read_csv(path)
+    frame["bytes_per_item"] = 16384
+    frame["projected_full_gb"] = 1.3
+    frame.to_csv(path, index=False)
+    page = build(results)
+    assert any("the full dataset would take 1.30 GB on disk (16.0 KiB per item)" in f["text"] for f in page.findings)
+    table = next(t for t in page.tables if t["id"] == "embed-oversubscription")
+    assert "oversubscribed" in table["head"]
+    assert {c["text"] for row in table["rows"] for c in row if c["col"] == "oversubscribed"} == {"yes"}
+
+
+def test_values_of_an_unexpected_kind_break_only_their_section(results, build):
+    path = results / "bench" / "flux_infer.csv"
+    frame = pd.read_csv(path)
+    frame["images_per_s"] = "fast"
+    frame.to_csv(path, index=False)
+    page = build(results)
+    assert len(page.notices["flux"]) == 1 and "Not built" in page.notices["flux"][0]
+    assert not page.notices.get("ddpm") and any(f["section"] == "ddpm" for f in page.findings)
+
+
+def test_the_compile_verdict_of_the_study_is_shown_when_it_gives_one(results, build):
+    path = results / "bench" / "ddpm_compile.csv"
+    frame = pd.read_csv(path)
+    frame["pays_off"] = ["baseline", "never (no per-step saving)"]
+    frame.to_csv(path, index=False)
+    table = next(t for t in build(results).tables if t["id"] == "ddpm-compile")
+    assert [c["text"] for row in table["rows"] for c in row if c["col"] == "pays_off"] == [
+        "baseline", "never (no per-step saving)"]
+
+
+def test_inference_batches_that_ran_out_of_memory_are_shown_as_such(results, build):
+    path = results / "bench" / "flux_infer.csv"
+    frame = pd.read_csv(path)
+    frame["status"] = "ok"
+    oom = frame.iloc[[-1]].assign(batch_size=16, status="oom", images_per_s=float("nan"), denoise_s=float("nan"),
+                                  decode_s=float("nan"), first_image_s=float("nan"))
+    pd.concat([frame, oom]).to_csv(path, index=False)
+    page = build(results, draw=True)
+    table = next(t for t in page.tables if t["id"] == "flux-infer")
+    assert [c["text"] for c in table["rows"][-1] if c["col"] in ("status", "images_per_s")] == ["–", "oom"]
+    assert not page.notices.get("flux")
