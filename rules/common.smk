@@ -32,6 +32,7 @@ wildcard_constraints:
     gpus=r"\d+",
     workers=r"\d+",
     precision="fp32|bf16|fp16",
+    steps=r"\d+",
 
 
 def resources_for(hw=None, gpus=0, workers=1):
@@ -108,7 +109,7 @@ def coco_inputs():
 def report_inputs():
     """Everything the report reads: the bench tables of every study the config enables."""
     return ["results/bench/models.csv", "results/data/summary.json", COCO_FILTER_TABLE, *COCO_FILTER_FIGURES,
-            *hardware_checks(), "results/bench/embed_scaling.csv", *train_report_inputs()]
+            *hardware_checks(), "results/bench/embed_scaling.csv", *train_report_inputs(), *flux_report_inputs()]
 
 
 # --- embedding (study 1, stage 2) ---
@@ -188,3 +189,51 @@ def train_report_inputs():
     if config["train"]["prompts"]:
         targets.append("results/bench/train_unet_samples.png")
     return targets
+
+
+# --- study 2: FLUX.1-schnell LoRA (rules/flux.smk) ----------------------------------------------
+from diffscale.flux import settings as flux_settings
+
+FLUX_DATASET = "results/flux/dataset"
+FLUX_CACHE = "results/flux/cache"
+FLUX_RUN = "results/flux/{hw}/g{gpus}-s{steps}"
+FLUX_INFER = "results/flux/infer/{hw}"
+FLUX_TABLES = [f"results/bench/flux_{name}.csv" for name in ("train", "loss", "quality", "infer")]
+FLUX_GRID = "results/bench/flux_samples.png"
+FLUX_CACHE_HW = experiments.flux_runs(config)[0].hw  # the cache is made once, on the study's first hardware
+
+
+def flux_run_wildcards():
+    """The FLUX matrix as zipped wildcard lists, for expand(..., zip, **flux_run_wildcards())."""
+    runs = experiments.flux_runs(config)
+    return {"hw": [r.hw for r in runs], "gpus": [r.gpus for r in runs], "steps": [r.steps for r in runs]}
+
+
+def flux_run_config(wildcards):
+    """Exactly what one LoRA run reads, as JSON: an edit of it re-runs the job, nothing else does."""
+    run = flux_settings.run_config(config, wildcards.hw, int(wildcards.gpus), int(wildcards.steps))
+    return json.dumps(run, sort_keys=True)
+
+
+def flux_threads(wildcards):
+    return hwres.job_resources(config, wildcards.hw, int(wildcards.gpus))["cpus_per_task"]
+
+
+def flux_dtype(hw):
+    """The compute dtype of FLUX jobs on `hw`: flux.dtype on GPUs, flux.cpu_dtype on CPUs."""
+    return config["flux"]["dtype"] if hwres.compute_device(config, hw) == "cuda" else config["flux"]["cpu_dtype"]
+
+
+def flux_infer_hardware():
+    return list(dict.fromkeys(r.hw for r in experiments.flux_runs(config)))
+
+
+def flux_infer_lora(wildcards):
+    """The LoRA inference is timed with: the smallest run (fewest GPUs, then steps) on that hardware."""
+    run = min((r for r in experiments.flux_runs(config) if r.hw == wildcards.hw), key=lambda r: (r.gpus, r.steps))
+    return FLUX_RUN.format(hw=run.hw, gpus=run.gpus, steps=run.steps) + "/lora.safetensors"
+
+
+def flux_report_inputs():
+    """The study's contract tables and sample grid: what the report reads of study 2."""
+    return [*FLUX_TABLES, FLUX_GRID]

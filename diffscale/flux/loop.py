@@ -484,7 +484,7 @@ def finish(job: Job, rows, quality_rows, checkpoints, phases: Phases, device: st
         "batch_size": cfg["flux"]["batch_size"], "lora_rank": cfg["flux"]["lora_rank"],
         "grad_checkpointing": cfg["flux"]["grad_checkpointing"], "lora_params": sum(p.numel() for p in params),
         "final_loss": statistics.fmean(r["loss"] for r in tail), "peak_mem_mb": max(r["peak_mem_mb"] for r in rows),
-        "model": spec.label, "checkpoints": checkpoints, "final_lora": final, **timings,
+        "resolution": resolution(job), "model": spec.label, "checkpoints": checkpoints, "final_lora": final, **timings,
     }
     atomic.write_text(out / "metrics.csv", csv_text(rows, METRICS_COLUMNS))
     atomic.write_text(out / "quality.csv", csv_text(quality_rows, QUALITY_COLUMNS))
@@ -500,6 +500,13 @@ def finish(job: Job, rows, quality_rows, checkpoints, phases: Phases, device: st
         resume.parent.rmdir()
     _say(f"done: {summary['steps_per_s']:.3f} steps/s, final loss {summary['final_loss']:.4f}; wrote {out}")
     return summary
+
+
+def resolution(job: Job) -> int:
+    """The side of the square of the same area as the dataset's most common bucket (flux.resolution)."""
+    buckets = [tuple(item["bucket"]) for item in load_cache(job.cache_dir).manifest["items"]]
+    width, height = max(set(buckets), key=buckets.count)
+    return round(math.sqrt(width * height))
 
 
 def read_summary(out_dir) -> dict:
