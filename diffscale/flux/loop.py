@@ -298,11 +298,13 @@ def fit(job: Job, rank: int, world: int, device: str) -> dict | None:
             transformer.enable_gradient_checkpointing()
         transformer.train()
         optimizer = make_optimizer(params, flux, device)
-        vae = models.build("flux_vae", cfg["models"]["flux_vae"], device=device,
-                           dtype=None if dtype == torch.float32 else dtype) if is_main else None
     with phases("cache"):
         cache = load_cache(job.cache_dir)
         items = ds.load(job.dataset_dir) if is_main else []
+    with phases("setup"):  # the VAE decodes samples: rank 0, and only when there is something to sample
+        vae = models.build("flux_vae", cfg["models"]["flux_vae"], device=device,
+                           dtype=None if dtype == torch.float32 else dtype) \
+            if is_main and (items or cache.manifest["sample_prompts"]) else None
     start_step, rows, quality_rows, checkpoints = 0, [], [], []
     if resume:
         lora_io.load_lora_state(transformer, resume["lora"])
