@@ -231,7 +231,7 @@ def flux_infer_hardware():
 def flux_infer_lora(wildcards):
     """The LoRA inference is timed with: the smallest run (fewest GPUs, then steps) on that hardware."""
     run = min((r for r in experiments.flux_runs(config) if r.hw == wildcards.hw), key=lambda r: (r.gpus, r.steps))
-    return FLUX_RUN.format(hw=run.hw, gpus=run.gpus, steps=run.steps) + "/lora.safetensors"
+    return os.path.join(FLUX_RUN.format(hw=run.hw, gpus=run.gpus, steps=run.steps), "lora.safetensors")
 
 
 def flux_report_inputs():
