@@ -187,3 +187,20 @@ def test_the_8bit_optimizer_without_bitsandbytes_is_a_one_line_config_error(prep
         pass
     with pytest.raises(ConfigError, match=r"^flux.optimizer: adamw8bit needs bitsandbytes"):
         train(make_run_config(optimizer="adamw8bit"), prepared[1], prepared[0], tmp_path)
+
+
+def test_the_training_adapter_is_frozen_active_in_training_and_off_for_sampling(trained, demo_config):
+    from diffscale.flux import lora
+
+    _, out, _, _ = trained
+    flux = {**demo_config["flux"], "training_adapter": str(out / "lora.safetensors")}
+    base = probe(models.build("flux_transformer", {"random": "tiny"}))
+    transformer = models.build("flux_transformer", {"random": "tiny"})
+    params = lora.add_lora(transformer, flux, 0)
+    trainable = {n for n, p in transformer.named_parameters() if p.requires_grad}
+    assert len(params) == len(trainable) and all(".default." in n for n in trainable)
+    assert (probe(transformer) - base).abs().max() > 1e-4  # the adapter shapes the training forward
+    with lora.sampling(transformer, flux):
+        torch.testing.assert_close(probe(transformer), base)  # ours starts at zero; the adapter is off
+    assert (probe(transformer) - base).abs().max() > 1e-4 and len(params) == len(
+        [p for p in transformer.parameters() if p.requires_grad])
