@@ -319,7 +319,8 @@ def _build_on_device(role: Role, config: dict, seed: int, device: str, dtype):
     import torch
 
     previous = torch.get_default_dtype()
-    with torch.random.fork_rng(devices=[torch.device(device)] if device.startswith("cuda") else []):
+    on = torch.device(device)
+    with torch.random.fork_rng(devices=[on.index or 0] if on.type == "cuda" else []):
         torch.manual_seed(seed)
         try:
             if dtype is not None and dtype.is_floating_point:

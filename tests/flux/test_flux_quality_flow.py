@@ -77,3 +77,15 @@ def test_our_sampler_is_fluxpipeline_with_schnells_scheduler():
     theirs = pipe(prompt_embeds=t5, pooled_prompt_embeds=pooled, latents=flow.pack(noise), num_inference_steps=4,
                   guidance_scale=0.0, height=64, width=64, output_type="latent").images
     torch.testing.assert_close(flow.pack(ours), theirs)
+
+
+def test_large_models_can_be_built_directly_on_their_device_seeded_in_their_dtype():
+    config = models.preset_config(models.parse_spec("flux_transformer", {"random": "tiny"}))
+    role = models.ROLES["flux_transformer"]
+    a = models._build_on_device(role, config, 5, "cpu", torch.bfloat16)
+    b = models._build_on_device(role, config, 5, "cpu", torch.bfloat16)
+    assert torch.get_default_dtype() == torch.float32  # restored
+    assert {p.dtype for p in a.parameters()} == {torch.bfloat16}
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    c = models._build_on_device(role, config, 6, "cpu", torch.bfloat16)
+    assert not all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), c.state_dict().values()))
