@@ -141,7 +141,7 @@ def _process(job: Job, rank: int, local_rank: int, world: int) -> dict | None:
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = True
     else:
-        torch.set_num_threads(max(1, provenance.usable_cpus() // world))
+        torch.set_num_threads(cpu_threads(world))
     if world > 1:
         backend = "nccl" if placement.device == "cuda" else "gloo"
         compat.init_process_group(backend, rank, world, torch.device(device) if placement.device == "cuda" else None)
@@ -150,6 +150,14 @@ def _process(job: Job, rank: int, local_rank: int, world: int) -> dict | None:
     finally:
         if world > 1:
             dist.destroy_process_group()
+
+
+def cpu_threads(world: int) -> int:
+    """Threads per process on CPUs: the job's CPUs split over its processes, unless the user set
+    OMP_NUM_THREADS (an explicit setting wins; on a shared, loaded machine 1 thread can be far
+    faster than 2 spinning ones)."""
+    explicit = os.environ.get("OMP_NUM_THREADS", "")
+    return int(explicit) if explicit.isdigit() and int(explicit) > 0 else max(1, provenance.usable_cpus() // world)
 
 
 def _bitsandbytes():
@@ -481,7 +489,7 @@ def finish(job: Job, rows, quality_rows, checkpoints, phases: Phases, device: st
     timings["total_s"] = sum(phases.seconds.values())
     tail = rows[-max(1, len(rows) // 10):]
     summary = {
-        **cfg["run"], "device": device_name, "random_weights": spec.pretrained is None,
+        **cfg["run"], "device": device_name, "threads": torch.get_num_threads() if device == "cpu" else None, "random_weights": spec.pretrained is None,
         "steps_per_s": steady_rate(rows), "images_per_s": steady_rate(rows) * cfg["flux"]["batch_size"],
         "batch_size": cfg["flux"]["batch_size"], "lora_rank": cfg["flux"]["lora_rank"],
         "grad_checkpointing": cfg["flux"]["grad_checkpointing"], "lora_params": sum(p.numel() for p in params),

@@ -16,6 +16,20 @@ from diffscale.flux.settings import cache_config, run_config
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread_per_process():
+    """The loop's processes use 1 thread here (OMP_NUM_THREADS, which the loop honours): the tests
+    check values, not speed, and on a loaded machine 2 spinning threads can be 20x slower."""
+    import torch
+
+    mp, threads = pytest.MonkeyPatch(), torch.get_num_threads()
+    mp.setenv("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+    yield
+    mp.undo()
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def demo_config() -> dict:
     return load_config(ROOT / "config.yaml")
