@@ -34,7 +34,7 @@ def add_lora(transformer, flux: dict, seed: int) -> list:
     transformer.requires_grad_(False)
     config = LoraConfig(r=flux["lora_rank"], lora_alpha=flux["lora_alpha"], lora_dropout=flux["lora_dropout"],
                         init_lora_weights="gaussian", target_modules=list(flux["lora_targets"]))
-    devices = [transformer.device] if transformer.device.type == "cuda" else []
+    devices = [transformer.device.index or 0] if transformer.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         try:
