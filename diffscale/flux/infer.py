@@ -15,6 +15,7 @@ larger ones are not tried. Peak memory: the device's (CUDA), or the process's pe
 
 from __future__ import annotations
 
+import gc
 import statistics
 import time
 from pathlib import Path
@@ -126,7 +127,17 @@ def run_infer(settings: dict, lora_path: str | Path, out_dir: str | Path) -> lis
     rows = []
     for dtype_name in dtypes:
         dtype = getattr(torch, DTYPES[dtype_name])
-        transformer, vae, text, load_s = load_models(settings, device, dtype)
+        try:
+            transformer, vae, text, load_s = load_models(settings, device, dtype)
+        except compat.oom_errors():  # e.g. fp32 FLUX + T5-XXL on a 48 GB card: say so, go on
+            rows.append({"hw": hw, "model": "base", "batch_size": settings["batch_sizes"][0], "dtype": dtype_name,
+                         "resolution": settings["resolution"], "status": "oom (loading)",
+                         "device": torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu",
+                         "random_weights": random_weights})
+            gc.collect()
+            if device.startswith("cuda"):
+                torch.cuda.empty_cache()
+            continue
         rows += measure_batches(transformer, vae, text, settings, device, dtype, dtype_name, "base", load_s,
                                 random_weights)
         start = time.perf_counter()
