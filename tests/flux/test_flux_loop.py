@@ -204,3 +204,24 @@ def test_the_training_adapter_is_frozen_active_in_training_and_off_for_sampling(
         torch.testing.assert_close(probe(transformer), base)  # ours starts at zero; the adapter is off
     assert (probe(transformer) - base).abs().max() > 1e-4 and len(params) == len(
         [p for p in transformer.parameters() if p.requires_grad])
+
+
+def test_inference_timing_rows_for_base_lora_and_fused(trained, demo_config, tmp_path):
+    from diffscale.flux.infer import run_infer
+    from diffscale.flux.settings import infer_config
+
+    _, out, _, _ = trained
+    settings = {**infer_config(demo_config, "local"), "batch_sizes": [1, 2], "repeats": 1,
+                "max_sequence_length": 16}
+    rows = run_infer(settings, out / "lora.safetensors", tmp_path)
+    assert [(r["model"], r["batch_size"]) for r in rows] == [(m, b) for m in ("base", "lora", "lora_fused")
+                                                             for b in (1, 2)]
+    for row in rows:
+        assert row["status"] == "ok" and row["dtype"] == "fp32" and row["random_weights"] is True
+        busy = row["text_s"] + row["denoise_s"] + row["decode_s"]
+        assert row["first_image_s"] == pytest.approx(row["load_s"] + busy)
+        assert row["images_per_s"] == pytest.approx(row["batch_size"] / busy)
+    assert rows[2]["load_s"] > rows[0]["load_s"]  # loading the LoRA counts
+    header = (tmp_path / "infer.csv").read_text().splitlines()[0].split(",")
+    assert {"hw", "model", "batch_size", "load_s", "text_s", "denoise_s", "decode_s", "first_image_s",
+            "images_per_s", "device", "random_weights"} <= set(header)
