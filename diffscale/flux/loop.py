@@ -47,7 +47,7 @@ from diffscale.flux import dataset as ds
 from diffscale.flux import lora as lora_io
 from diffscale.flux.cache import Cache, load_cache
 from diffscale.flux.flow import flow_loss, sample_sigmas
-from diffscale.flux.quality import psnr, ssim, to_pil
+from diffscale.flux.quality import grid, psnr, ssim, to_pil
 from diffscale.flux.sample import generate
 from diffscale.flux.settings import DTYPES, SDPA_KERNELS, check_run_config, compute_dtype, trajectory
 from diffscale.train import checkpoint as ckpt_io
@@ -409,7 +409,7 @@ def sample_checkpoint(transformer, vae, cache: Cache, items: list, job: Job, ste
     from diffscale.flux.cache import load_image
 
     flux, seed = job.run_config["flux"], job.run_config["seed"]
-    size = tuple(cache.manifest["items"][0]["bucket"])
+    size = max(cache.buckets, key=lambda bucket: len(cache.buckets[bucket]))  # the most common bucket
     samples = []
     folder = job.out_dir / "samples" / f"step-{step:05d}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -421,6 +421,9 @@ def sample_checkpoint(transformer, vae, cache: Cache, items: list, job: Job, ste
             with atomic.atomic_path(path) as tmp:
                 to_pil(image).save(tmp, format="PNG")
             samples.append(str(path))
+        if len(samples) > 1:  # the checkpoint's prompts side by side
+            with atomic.atomic_path(folder / "grid.png") as tmp:
+                grid([samples]).save(tmp, format="PNG")
         scores = []
         for index, item in enumerate(items):
             _, t5, pooled = cache.item(item.name)

@@ -225,3 +225,14 @@ def test_inference_timing_rows_for_base_lora_and_fused(trained, demo_config, tmp
     header = (tmp_path / "infer.csv").read_text().splitlines()[0].split(",")
     assert {"hw", "model", "batch_size", "load_s", "text_s", "denoise_s", "decode_s", "first_image_s",
             "images_per_s", "device", "random_weights"} <= set(header)
+
+
+def test_running_out_of_memory_is_one_line_saying_what_to_change(prepared, make_run_config, tmp_path, monkeypatch,
+                                                                 no_sampling):
+    def oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(loop, "flow_loss", oom)
+    with pytest.raises(TrainingError, match=r"^out of memory on cpu at \[64, 64\] px, 2 images per device; turn on "
+                                            r"flux.grad_checkpointing, lower flux.batch_size"):
+        train(make_run_config(), prepared[1], prepared[0], tmp_path)
