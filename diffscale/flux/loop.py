@@ -326,6 +326,7 @@ def fit(job: Job, rank: int, world: int, device: str) -> dict | None:
     model = DistributedDataParallel(transformer, device_ids=[device] if device.startswith("cuda") else None) \
         if ddp else transformer
     end_step = min(steps, job.stop_after) if job.stop_after is not None else steps
+
     def sdpa():
         return sdpa_context(flux["sdpa_kernels"])
 
@@ -361,8 +362,8 @@ def fit(job: Job, rank: int, world: int, device: str) -> dict | None:
         meter.restart(done)  # sampling and saving are not part of the measured rate
 
     try:
-        if start_step == 0:
-            checkpoint(0)
+        if resume is None:
+            checkpoint(0)  # the base model's samples and quality: the baseline
         for step in range(start_step, end_step):
             with phases("train"):
                 indices, noise, sigmas = draw(cache, seed, step, batch, flux)
