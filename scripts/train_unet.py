@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from diffscale import vocab  # noqa: E402
 from diffscale.cli import json_flag, run_cli  # noqa: E402
 
 
@@ -28,7 +29,7 @@ def main() -> int:
     source.add_argument("--run-config", help="the run config as JSON (what the workflow passes)")
     source.add_argument("--config", type=Path, help="a pipeline config file; needs --hw, --precision, --gpus")
     parser.add_argument("--hw", help="hardware key (with --config)")
-    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help="with --config")
+    parser.add_argument("--precision", choices=vocab.PRECISIONS, help="with --config")
     parser.add_argument("--gpus", type=int, help="devices, or gloo processes on a CPU hardware key (with --config)")
     parser.add_argument("--images", type=Path, help="image embedding run (default: from embed.train_source)")
     parser.add_argument("--text", type=Path, help="text embedding run (default: from embed.train_source)")

@@ -10,8 +10,8 @@ from __future__ import annotations
 import copy
 
 from diffscale.errors import ConfigError
+from diffscale.vocab import DTYPES, hardware_entry
 
-DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 SDPA_KERNELS = {"flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "math": "MATH",
                 "cudnn": "CUDNN_ATTENTION"}
 TIMESTEP_SAMPLING = ("uniform", "logit_normal", "shift")
@@ -48,10 +48,7 @@ def cache_config(cfg: dict) -> dict:
 
 
 def hardware_slice(cfg: dict, hw: str) -> dict:
-    if hw not in cfg["hardware"]:
-        raise ConfigError(f"hardware key {hw!r} is not in the config's hardware table "
-                          f"({', '.join(sorted(cfg['hardware']))})")
-    entry = cfg["hardware"][hw]
+    entry = hardware_entry(cfg, hw)
     return {k: entry[k] for k in ("partition", "device", "conda_env") if k in entry}
 
 
