@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import argparse
 import gc
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 from diffscale import models
+from diffscale.timing import measure, synchronize
 
 LORA_TARGETS = ["attn.to_k", "attn.to_q", "attn.to_v", "attn.to_out.0", "attn.add_k_proj", "attn.add_q_proj",
                 "attn.add_v_proj", "attn.to_add_out"]
@@ -80,24 +80,8 @@ def _free(device: str) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        import torch
-
-        torch.cuda.synchronize(device)
-
-
 def median_seconds(fn, repeats: int, warmup: int, device: str) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return measure(fn, repeats=repeats, warmup=warmup, device=device)["median_s"]
 
 
 def build_transformer(args, device: str, dtype):
@@ -106,7 +90,7 @@ def build_transformer(args, device: str, dtype):
     start = time.perf_counter()
     model = models.build("flux_transformer", {"random": args.preset}, device=device,
                          dtype=None if dtype == torch.float32 else dtype, on_device=True)
-    _sync(device)
+    synchronize(device)
     return model, time.perf_counter() - start
 
 

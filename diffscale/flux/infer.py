@@ -22,31 +22,26 @@ from pathlib import Path
 
 from diffscale import atomic, hardware, models, provenance
 from diffscale.flux.flow import decode, denoise
+from diffscale.timing import synchronize
 from diffscale.flux.sample import seeded_noise
 from diffscale.flux.settings import DTYPES
 from diffscale.flux.text import FluxText
-from diffscale.train import compat
+from diffscale.train.core import compat
 
 COLUMNS = ["hw", "model", "batch_size", "dtype", "resolution", "load_s", "text_s", "denoise_s", "decode_s",
            "first_image_s", "images_per_s", "peak_mem_mb", "repeats", "status", "device", "random_weights"]
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        import torch
-
-        torch.cuda.synchronize(device)
-
-
 def median_time(fn, repeats: int, device: str) -> tuple[float, object]:
-    """Median seconds of `repeats` synchronised calls after one warm-up, and the last result."""
+    """Median seconds of `repeats` synchronised calls after one warm-up, and the last result
+    (diffscale.timing.measure, keeping what the call returned: the next phase's input)."""
     result = fn()
     times = []
     for _ in range(repeats):
-        _sync(device)
+        synchronize(device)
         start = time.perf_counter()
         result = fn()
-        _sync(device)
+        synchronize(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times), result
 
@@ -77,7 +72,7 @@ def load_models(settings: dict, device: str, dtype):
     vae = models.build("flux_vae", settings["models"]["flux_vae"], device=device, dtype=build_dtype)
     text = FluxText(settings["models"]["flux_clip"], settings["models"]["flux_t5"],
                     settings["max_sequence_length"], device=device, dtype=build_dtype)
-    _sync(device)
+    synchronize(device)
     return transformer, vae, text, time.perf_counter() - start
 
 
@@ -149,7 +144,7 @@ def run_infer(settings: dict, lora_path: str | Path, out_dir: str | Path) -> lis
                                 load_s + lora_s, random_weights)
         start = time.perf_counter()
         transformer.fuse_lora(lora_scale=1.0)
-        _sync(device)
+        synchronize(device)
         fuse_s = time.perf_counter() - start
         rows += measure_batches(transformer, vae, text, settings, device, dtype, dtype_name, "lora_fused",
                                 load_s + lora_s + fuse_s, random_weights)

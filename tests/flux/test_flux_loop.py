@@ -92,7 +92,7 @@ def test_a_run_writes_its_outputs(trained):
     for key in ("setup_s", "cache_s", "train_s", "sampling_s", "saving_s", "total_s"):
         assert summary[key] >= 0
     assert summary["random_weights"] is True and summary["resolution"] == 64
-    assert not (out / "resume").exists()
+    assert not (out / "resume").exists() and (out / "checkpoint.pt").is_file()
 
 
 def test_a_resumed_run_ends_equal_to_an_uninterrupted_one(trained, prepared, tmp_path):
@@ -174,7 +174,8 @@ def test_a_nan_loss_stops_the_run_naming_the_step_and_the_last_good_lora(prepare
         return loss * float("nan") if len(calls) == 3 else loss
 
     monkeypatch.setattr(loop, "flow_loss", poisoned)
-    with pytest.raises(TrainingError, match=r"^loss is nan at step 3; stopped \(the last good LoRA is .*step-00002"):
+    with pytest.raises(TrainingError, match=r"^loss is nan at step 3; stopped \(the last good checkpoint \(step 2\) "
+                                            r"is kept at .*lora/step-00002.safetensors\)\. Lower flux.lr"):
         train(make_run_config(), prepared[1], prepared[0], tmp_path)
 
 
@@ -233,6 +234,6 @@ def test_running_out_of_memory_is_one_line_saying_what_to_change(prepared, make_
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(loop, "flow_loss", oom)
-    with pytest.raises(TrainingError, match=r"^out of memory on cpu at \[64, 64\] px, 2 images per device; turn on "
-                                            r"flux.grad_checkpointing, lower flux.batch_size"):
+    with pytest.raises(TrainingError, match=r"^out of memory on cpu with micro-batch 2 \(flux.batch_size 2 / 1 "
+                                            r"processes, \[64, 64\] px\); turn on flux.grad_checkpointing"):
         train(make_run_config(), prepared[1], prepared[0], tmp_path)
