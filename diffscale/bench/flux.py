@@ -113,7 +113,9 @@ def bare_train(args, checkpointing: bool, device: str) -> dict:
     from diffscale.flux.flow import flow_loss
     from diffscale.flux.loop import make_optimizer, sdpa_context
     from diffscale.flux.settings import DTYPES
+    from diffscale.train.core import precision
 
+    precision.allow_tf32("cuda" if device.startswith("cuda") else "cpu", True)
     dtype = getattr(torch, DTYPES[_dtype_name(args)])
     transformer, build_s = build_transformer(args, device, dtype)
     flux = _flux_settings(args, checkpointing)
@@ -126,10 +128,14 @@ def bare_train(args, checkpointing: bool, device: str) -> dict:
     noise = torch.randn_like(latents)
     sigmas = torch.full((args.batch,), 0.5, device=device)
 
-    def step() -> None:
+    prec = precision.Precision(_dtype_name(args), "cuda" if device.startswith("cuda") else "cpu")
+
+    def step() -> None:  # what the loop does per step, without data, metrics or checkpoints
+        with sdpa_context(flux["sdpa_kernels"]), prec.autocast():
+            loss = flow_loss(transformer, latents, noise, sigmas, t5, pooled, dtype)
         with sdpa_context(flux["sdpa_kernels"]):
-            flow_loss(transformer, latents, noise, sigmas, t5, pooled, dtype).backward()
-        optimizer.step()
+            prec.backward(loss)
+        prec.step(optimizer)
         optimizer.zero_grad(set_to_none=True)
 
     seconds = median_seconds(step, args.repeats * 2, 3, device)
