@@ -30,7 +30,7 @@ LOGISTICS_KEYS = ("steps", "log_every", "checkpoint_every")
 
 
 def substitute(text: str, trigger: str) -> str:
-    from diffscale.data.folders import TRIGGER
+    from diffscale.flux.dataset import TRIGGER
 
     return text.replace(TRIGGER, trigger)
 
