@@ -61,7 +61,7 @@ def _flux_settings(args, checkpointing: bool) -> dict:
             "grad_checkpointing": checkpointing, "timestep_sampling": "logit_normal", "logit_mean": 0.0,
             "logit_std": 1.0, "timestep_shift": 1.0, "dtype": _dtype_name(args), "cpu_dtype": _dtype_name(args),
             "sdpa_kernels": args.sdpa.split(","), "training_adapter": None, "inference_steps": args.inference_steps,
-            "log_every": args.log_every, "checkpoint_every": args.steps}
+            "log_every": args.log_every, "checkpoint_every": args.steps, "quality_images": None}
 
 
 def run_config(args, checkpointing: bool) -> dict:

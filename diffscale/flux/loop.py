@@ -318,7 +318,7 @@ def sample_checkpoint(transformer, vae, cache: Cache, items: list, job: Job, ste
             with atomic.atomic_path(folder / "grid.png") as tmp:
                 grid([samples]).save(tmp, format="PNG")
         scores = []
-        for index, item in enumerate(items):
+        for index, item in enumerate(items[: flux.get("quality_images") or len(items)]):
             _, t5, pooled = cache.item(item.name)
             image = generate(transformer, vae, t5, pooled, item.bucket, flux["inference_steps"],
                              seed * 1000 + 500 + index, dtype, sdpa)

@@ -8,7 +8,8 @@ decode it, and compare it with the training image as prepared (bucket-cropped), 
 [0, 1]. PSNR = 10 log10(1 / MSE); SSIM with the standard settings of Wang et al. 2004 (as
 scikit-image and torchmetrics use them): Gaussian window 11 px, sigma 1.5, K1 0.01, K2 0.03, data
 range 1, computed per channel over the window positions that fit inside the image ("valid", as
-scikit-image crops the border), then averaged. The table gives the mean over the training images.
+scikit-image crops the border), then averaged. The table gives the mean over the training images
+(the first `flux.quality_images` of them by name, when set).
 A LoRA that memorises its subject scores higher with steps; with random weights (the demo) the
 figures only show that the pipeline runs, and the table says `random_weights`.
 """

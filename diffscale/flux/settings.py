@@ -24,9 +24,9 @@ CACHE_KEYS = ("max_sequence_length", "sample_prompts")
 # values still resumes (a longer run continues a shorter one).
 TRAIN_KEYS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "lr", "weight_decay", "optimizer",
               "batch_size", "grad_checkpointing", "timestep_sampling", "logit_mean", "logit_std",
-              "timestep_shift", "dtype", "cpu_dtype", "sdpa_kernels", "training_adapter", "inference_steps",
+              "timestep_shift", "dtype", "cpu_dtype", "sdpa_kernels", "training_adapter", "inference_steps", "quality_images",
               "log_every", "checkpoint_every")
-LOGISTICS_KEYS = ("steps", "log_every", "checkpoint_every")
+LOGISTICS_KEYS = ("steps", "log_every", "checkpoint_every", "quality_images", "inference_steps")
 
 
 def substitute(text: str, trigger: str) -> str:

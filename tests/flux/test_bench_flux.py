@@ -14,7 +14,8 @@ def test_bench_flux_reports_loop_and_bare_rates_for_training_and_inference():
                               "--text-length", "8", "--rank", "4"])
     rows = flux.run(args)
     assert [(r["kind"], r["model"]) for r in rows] == [("train", "lora"), ("infer", "base"), ("infer", "lora")]
-    assert all(r["status"] == "ok" and r["random_weights"] is True and r["device"] == "cpu" for r in rows)
+    assert [r["status"] for r in rows] == ["ok"] * 3
+    assert all(r["random_weights"] is True and r["device"] == "cpu" for r in rows)
     train = rows[0]
     assert train["grad_checkpointing"] is True and train["loop_steps_per_s"] > 0 and train["bare_steps_per_s"] > 0
     assert train["ratio"] == train["loop_steps_per_s"] / train["bare_steps_per_s"]
