@@ -26,7 +26,6 @@ def snakemake(*args: str) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
-@pytest.mark.slow
 def test_the_full_study_sends_flux_lora_jobs_to_a40_and_a100_with_their_gpu_requests(tmp_path):
     full = load_config(ROOT / "config" / "full.yaml")
     overlay = fake_data_overlay(full, tmp_path, hardware={"a100": {"gpu_request": "gpus"}})
