@@ -41,9 +41,8 @@ def main() -> int:
                         help="end after this step, checkpointed (time-limited jobs; a later --resume continues)")
     args = parser.parse_args()
 
-    from diffscale.config import load_config
     from diffscale.errors import ConfigError
-    from diffscale.train.config import run_config
+    from diffscale.train.config import job_inputs
     from diffscale.train.unet import train
 
     if args.config:
@@ -51,11 +50,7 @@ def main() -> int:
                                             ("--gpus", args.gpus)) if value is None]
         if missing:
             raise ConfigError(f"--config needs {', '.join(missing)}")
-        cfg = load_config(args.config)
-        run_cfg = run_config(cfg, args.hw, args.precision, args.gpus)
-        source = cfg["embed"]["train_source"]
-        images = args.images or Path("results/embed/images") / source
-        text = args.text or Path("results/embed/text") / source
+        run_cfg, images, text = job_inputs(args.config, args.hw, args.precision, args.gpus, args.images, args.text)
     else:
         run_cfg = json_flag("--run-config", args.run_config)
         if args.images is None or args.text is None:

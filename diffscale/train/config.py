@@ -10,6 +10,7 @@ directory, and `generate.py` builds its models from it.
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 from diffscale import experiments, vocab
@@ -65,6 +66,18 @@ def sampling_flags(sampling: dict) -> str:
     flags = [f"--prompt {shlex.quote(p)}" for p in sampling["prompts"]]
     flags += [f"{flag} {shlex.quote(str(sampling[key]))}" for key, flag in SAMPLING_FLAGS.items()]
     return " ".join(flags)
+
+
+def job_inputs(config_file, hw: str, precision: str, gpus: int, images=None, text=None) -> tuple[dict, Path, Path]:
+    """A training job from a pipeline config file (scripts/train_unet.py --config): its run config and
+    the embedding runs it reads (default: embed.train_source of the config)."""
+    from diffscale.config import load_config
+
+    cfg = load_config(config_file)
+    run_cfg = run_config(cfg, hw, precision, gpus)
+    source = cfg["embed"]["train_source"]
+    return (run_cfg, Path(images or vocab.embed_dir("images", source)),
+            Path(text or vocab.embed_dir("text", source)))
 
 
 def check_run_config(run_cfg: Any, source: str = "--run-config") -> dict:
