@@ -237,3 +237,22 @@ def test_running_out_of_memory_is_one_line_saying_what_to_change(prepared, make_
     with pytest.raises(TrainingError, match=r"^out of memory on cpu with micro-batch 2 \(flux.batch_size 2 / 1 "
                                             r"processes, \[64, 64\] px\); turn on flux.grad_checkpointing"):
         train(make_run_config(), prepared[1], prepared[0], tmp_path)
+
+
+def test_each_step_draws_one_bucket_from_seed_and_step_alone():
+    from diffscale.flux.cache import Cache
+
+    items = [{"name": f"i{k}", "caption": str(k), "bucket": [64, 64] if k < 3 else [80, 48]} for k in range(5)]
+    latents = {it["name"]: torch.zeros(4, it["bucket"][1] // 8, it["bucket"][0] // 8) for it in items}
+    cache = Cache(None, {"items": items, "sample_prompts": []}, latents, {}, {})
+    flux = {"timestep_sampling": "logit_normal", "logit_mean": 0.0, "logit_std": 1.0, "timestep_shift": 1.0}
+    seen = set()
+    for step in range(20):
+        indices, noise, sigmas = loop.draw(cache, 0, step, 2, flux)
+        buckets = {tuple(items[i]["bucket"]) for i in indices}
+        assert len(buckets) == 1 and len(set(indices)) == 2  # one bucket, no image twice in a batch
+        assert noise.shape[-2:] == latents[items[indices[0]]["name"]].shape[-2:]
+        again = loop.draw(cache, 0, step, 2, flux)
+        assert again[0] == indices and torch.equal(again[1], noise) and torch.equal(again[2], sigmas)
+        seen |= buckets
+    assert seen == {(64, 64), (80, 48)}
