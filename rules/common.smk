@@ -1,20 +1,24 @@
-# Config validation, the experiment matrix as target paths, resource functions, wildcard
-# constraints. The logic lives in the diffscale package (tested there); this file adapts it.
+# Config validation (one pass), input functions, resource functions, wildcard constraints. The
+# logic lives in the diffscale package (tested there); this file adapts it.
 import json
 import os
 import sys
 
 sys.path.insert(0, workflow.basedir)
 
-from diffscale import experiments, resources as hwres
-from diffscale.hardware import demand as hardware_demand
+from diffscale import experiments, resources as hwres, vocab
 from diffscale.config import validate_config
+from diffscale.data import demographics as coco_demographics
+from diffscale.embed.settings import settings_for as _embed_settings_for
 from diffscale.errors import UserError
+from diffscale.hardware import demand as hardware_demand
+from diffscale.train import config as train_config
 from diffscale.workflow import put_interpreter_on_path
 
 
-# One-line errors naming the key, before any job starts. (snakemake.utils.validate would print the
-# whole schema; diffscale.config uses the same JSON schema and is shared with the CLIs.)
+# One-line errors naming the key, before any job starts, in one pass over every study's checks.
+# (snakemake.utils.validate would print the whole schema; diffscale.config uses the same JSON
+# schema and is shared with the CLIs.)
 try:
     validate_config(config, source="config")
 except UserError as exc:
@@ -27,11 +31,9 @@ DATA = config["data"]
 SYNTHETIC = DATA.get("synthetic")
 
 
+# Every wildcard's regex comes from diffscale.vocab, the one owner of the vocabularies.
 wildcard_constraints:
-    hw="[a-z][a-z0-9_]*",
-    gpus=r"\d+",
-    workers=r"\d+",
-    precision="fp32|bf16|fp16",
+    **vocab.wildcard_constraints(),
 
 
 def resources_for(hw=None, gpus=0, workers=1):
@@ -40,24 +42,13 @@ def resources_for(hw=None, gpus=0, workers=1):
     `hw`, `gpus` and `workers` come from the wildcards of the same name when present, else from
     the arguments: a fixed hardware key for rules without a {hw} wildcard (none: the CPU
     hardware), or a function of the wildcards where it depends on another one. A retry gets a
-    longer time limit (diffscale.resources.job_resources). A hardware key missing from the table
+    longer time limit (diffscale.resources.rule_resources). A hardware key missing from the table
     stops the DAG build with a message naming it."""
 
-    def one(key):
-        def fn(wildcards, attempt):
-            w = dict(wildcards)
+    def resource(key):
+        return lambda wildcards, attempt: hwres.rule_resources(config, wildcards, attempt, hw, gpus, workers)[key]
 
-            def pick(name, default):
-                value = w.get(name, default)
-                return value(wildcards) if callable(value) else value
-
-            found = hwres.job_resources(config, pick("hw", hw), int(pick("gpus", gpus)),
-                                        int(pick("workers", workers)), attempt)
-            return found[key]
-
-        return fn
-
-    return {key: one(key) for key in hwres.RESOURCE_KEYS}
+    return {key: resource(key) for key in hwres.RESOURCE_KEYS}
 
 
 def cpu_resources():
@@ -88,8 +79,6 @@ def hardware_checks():
 
 
 # ---- study 1, stage 1: COCO people-centric filtering (rules/data.smk: coco_manifest) ----
-from diffscale.data import demographics as coco_demographics
-
 COCO_DIR = "results/data/coco"
 COCO_FILTER_TABLE = "results/bench/coco_filter.csv"
 COCO_FILTER_FIGURES = [str(p) for p in coco_demographics.figure_paths("results/bench")]
@@ -108,13 +97,11 @@ def coco_inputs():
 def report_inputs():
     """Everything the report reads: the bench tables of every study the config enables."""
     return ["results/bench/models.csv", "results/data/summary.json", COCO_FILTER_TABLE, *COCO_FILTER_FIGURES,
-            *hardware_checks(), "results/bench/embed_scaling.csv", *train_report_inputs()]
+            *hardware_checks(), "results/bench/embed_scaling.csv", *train_report_inputs(), *flux_report_inputs()]
 
 
 
 # --- embedding (study 1, stage 2) ---
-from diffscale.embed.settings import settings_for as _embed_settings_for
-
 
 def embed_settings(modality, backend):
     """The config slice one embedding run depends on, as the JSON its script reads."""
@@ -140,23 +127,16 @@ def embed_threads(wildcards):
 def embed_train_source():
     """index.json of the embedding run the training stage reads (embed.train_source), per modality."""
     run = config["embed"]["train_source"]
-    return {modality: f"results/embed/{modality}/{run}/index.json" for modality in ("images", "text")}
+    return {modality: f"{vocab.embed_dir(modality, run)}/index.json" for modality in vocab.MODALITIES}
 
 
 def embed_timings():
     """timing.json of every embedding run the config asks for, both modalities."""
-    return [f"results/embed/{modality}/{run.name}/timing.json"
-            for modality in ("images", "text") for run in experiments.embed_runs(config)]
+    return [f"{vocab.embed_dir(modality, run.name)}/timing.json"
+            for modality in vocab.MODALITIES for run in experiments.embed_runs(config)]
 
 
 # --- study 1, stage 3: U-Net training (rules/train.smk) ----------------------------------------
-from diffscale.train import config as train_config
-
-try:
-    train_config.validate_train(config)
-except UserError as exc:
-    raise WorkflowError(str(exc)) from None
-
 TRAIN_RUN = "results/train/unet/{hw}/{precision}-g{gpus}"
 TRAIN_SAMPLES = "results/train/samples/{hw}/{precision}-g{gpus}"
 
@@ -178,10 +158,9 @@ def train_threads(wildcards):
     return hwres.job_resources(config, wildcards.hw, int(wildcards.gpus))["cpus_per_task"]
 
 
-def train_prompt_flags():
-    import shlex
-
-    return " ".join(f"--prompt {shlex.quote(p)}" for p in config["train"]["prompts"])
+def train_sampling_flags():
+    """generate.py's flags for the config's sampling settings (train_config.sampling_config)."""
+    return train_config.sampling_flags(train_config.sampling_config(config))
 
 
 def train_report_inputs():
@@ -189,3 +168,51 @@ def train_report_inputs():
     if config["train"]["prompts"]:
         targets.append("results/bench/train_unet_samples.png")
     return targets
+
+
+# --- study 2: FLUX.1-schnell LoRA (rules/flux.smk) ----------------------------------------------
+from diffscale.flux import settings as flux_settings
+
+FLUX_DATASET = "results/flux/dataset"
+FLUX_CACHE = "results/flux/cache"
+FLUX_RUN = "results/flux/{hw}/g{gpus}-s{steps}"
+FLUX_INFER = "results/flux/infer/{hw}"
+FLUX_TABLES = [f"results/bench/flux_{name}.csv" for name in ("train", "loss", "quality", "infer")]
+FLUX_GRID = "results/bench/flux_samples.png"
+FLUX_CACHE_HW = experiments.flux_runs(config)[0].hw  # the cache is made once, on the study's first hardware
+
+
+def flux_run_wildcards():
+    """The FLUX matrix as zipped wildcard lists, for expand(..., zip, **flux_run_wildcards())."""
+    runs = experiments.flux_runs(config)
+    return {"hw": [r.hw for r in runs], "gpus": [r.gpus for r in runs], "steps": [r.steps for r in runs]}
+
+
+def flux_run_config(wildcards):
+    """Exactly what one LoRA run reads, as JSON: an edit of it re-runs the job, nothing else does."""
+    run = flux_settings.run_config(config, wildcards.hw, int(wildcards.gpus), int(wildcards.steps))
+    return json.dumps(run, sort_keys=True)
+
+
+def flux_threads(wildcards):
+    return hwres.job_resources(config, wildcards.hw, int(wildcards.gpus))["cpus_per_task"]
+
+
+def flux_dtype(hw):
+    """The compute dtype of FLUX jobs on `hw`: flux.dtype on GPUs, flux.cpu_dtype on CPUs."""
+    return config["flux"]["dtype"] if hwres.compute_device(config, hw) == "cuda" else config["flux"]["cpu_dtype"]
+
+
+def flux_infer_hardware():
+    return list(dict.fromkeys(r.hw for r in experiments.flux_runs(config)))
+
+
+def flux_infer_lora(wildcards):
+    """The LoRA inference is timed with: the smallest run (fewest GPUs, then steps) on that hardware."""
+    run = min((r for r in experiments.flux_runs(config) if r.hw == wildcards.hw), key=lambda r: (r.gpus, r.steps))
+    return os.path.join(FLUX_RUN.format(hw=run.hw, gpus=run.gpus, steps=run.steps), "lora.safetensors")
+
+
+def flux_report_inputs():
+    """The study's contract tables and sample grid: what the report reads of study 2."""
+    return [*FLUX_TABLES, FLUX_GRID]

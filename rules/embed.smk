@@ -5,12 +5,7 @@
 
 EMBED_MANIFEST = "results/data/coco/manifest.parquet"
 EMBED_SKIPPED = "results/data/coco/skipped.csv"
-EMBED_RUN = "{backend}-{policy}-w{workers}"
-
-
-wildcard_constraints:
-    backend="serial|multiprocessing|joblib|dask|gpu",
-    policy="pinned|naive",
+EMBED_RUN = vocab.EMBED_RUN
 
 
 rule embed_images:

@@ -21,6 +21,9 @@ def expected_jobs(cfg: dict) -> dict[str, int]:
     jobs |= {"embed_images": embed_runs, "embed_text": embed_runs, "embed_scaling": 1}
     train_runs = len(experiments.train_runs(cfg))
     jobs |= {"train_unet": train_runs, "generate_unet_samples": train_runs, "train_unet_table": 1, "samples": 1}
+    flux_runs = experiments.flux_runs(cfg)
+    jobs |= {"flux_dataset": 1, "flux_cache": 1, "flux_lora": len(flux_runs),
+             "flux_infer": len({run.hw for run in flux_runs}), "flux_tables": 1}
     return jobs
 
 

@@ -26,9 +26,9 @@ import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from diffscale import provenance
+from diffscale import provenance, vocab
 
-CPU_BACKENDS = ["serial", "multiprocessing", "joblib", "dask"]
+CPU_BACKENDS = list(vocab.CPU_BACKENDS)
 
 
 def synthetic_manifest(root: Path, n: int, source_size: tuple[int, int], seed: int = 0) -> Path:
@@ -79,11 +79,11 @@ def bare_rate(modality: str, preset: str, batch: int, image_size: int, dtype: st
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--modalities", nargs="+", default=["images", "text"], choices=["images", "text"])
-    parser.add_argument("--backends", nargs="+", default=CPU_BACKENDS, choices=CPU_BACKENDS + ["gpu"])
+    parser.add_argument("--modalities", nargs="+", default=list(vocab.MODALITIES), choices=vocab.MODALITIES)
+    parser.add_argument("--backends", nargs="+", default=CPU_BACKENDS, choices=vocab.BACKENDS)
     parser.add_argument("--workers", nargs="+", type=int, help="CPU worker counts (default: 1, 2, 4 … up to the cores)")
     parser.add_argument("--gpus", nargs="+", type=int, default=[], help="GPU counts for the gpu backend")
-    parser.add_argument("--policies", nargs="+", default=["pinned", "naive"], choices=["pinned", "naive"])
+    parser.add_argument("--policies", nargs="+", default=list(vocab.POLICIES), choices=vocab.POLICIES)
     parser.add_argument("--sizes", nargs="+", type=int, default=[32, 128], help="images in the dataset (two: RSS check)")
     parser.add_argument("--source-size", default="320x240", help="synthetic JPEG size, WxH (COCO: 640x480)")
     parser.add_argument("--image-size", type=int, default=64)
@@ -92,8 +92,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shard-size", type=int, default=64)
     parser.add_argument("--vae", default="tiny", help="random preset of the VAE (tiny, sd-vae-ft-mse)")
     parser.add_argument("--text-encoder", default="tiny", help="random preset (tiny, clip-vit-large-patch14)")
-    parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="storage / GPU compute dtype")
-    parser.add_argument("--cpu-dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    parser.add_argument("--dtype", default="fp32", choices=list(vocab.DTYPES), help="storage / GPU compute dtype")
+    parser.add_argument("--cpu-dtype", default="fp32", choices=list(vocab.DTYPES))
     parser.add_argument("--work-dir", type=Path, help="keep datasets and shards here (default: a temp dir)")
 
 
@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> list[dict]:
         for modality in args.modalities:
             timings = []
             for backend, policy, workers in configurations(args):
-                out_dir = work / "runs" / f"{size}" / modality / f"{backend}-{policy}-w{workers}"
+                out_dir = work / "runs" / f"{size}" / modality / vocab.embed_run_name(backend, policy, workers)
                 timing = isolated(_one_run, modality, str(manifest), str(out_dir), backend, policy, workers,
                                   _settings(args, modality, backend))
                 print(f"  {modality} n={size} {timing['run']}: {timing['wall_s']:.2f} s, "

@@ -1,0 +1,111 @@
+"""What each FLUX stage reads, as a config slice built in one place.
+
+A rule passes its slice to its script as JSON in `params`, so Snakemake re-runs a job exactly when
+something it reads changes: editing `flux.lr` re-runs the trainings but not the cache, editing
+`flux.infer` re-runs only the inference timing. Vocabularies (dtypes, SDPA kernels) live here.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from diffscale.errors import ConfigError
+from diffscale.vocab import DTYPES, hardware_entry
+
+SDPA_KERNELS = {"flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "math": "MATH",
+                "cudnn": "CUDNN_ATTENTION"}
+TIMESTEP_SAMPLING = ("uniform", "logit_normal", "shift")
+OPTIMIZERS = ("adamw", "adamw8bit")
+
+DATASET_KEYS = ("resolution", "bucket_ratios", "min_images")
+CACHE_KEYS = ("max_sequence_length", "sample_prompts")
+# Keys of the flux section the training loop reads. `steps`, `checkpoint_every` and `log_every`
+# change how a run is carried out, not the weights at a given step: a checkpoint made under other
+# values still resumes (a longer run continues a shorter one).
+TRAIN_KEYS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "lr", "weight_decay", "optimizer",
+              "batch_size", "grad_checkpointing", "timestep_sampling", "logit_mean", "logit_std",
+              "timestep_shift", "dtype", "cpu_dtype", "sdpa_kernels", "training_adapter", "inference_steps", "quality_images",
+              "log_every", "checkpoint_every")
+LOGISTICS_KEYS = ("steps", "log_every", "checkpoint_every", "quality_images", "inference_steps")
+
+
+def substitute(text: str, trigger: str) -> str:
+    from diffscale.flux.dataset import TRIGGER
+
+    return text.replace(TRIGGER, trigger)
+
+
+def dataset_config(cfg: dict) -> dict:
+    return {"trigger": cfg["data"]["subject"]["trigger"], **{k: copy.deepcopy(cfg["flux"][k]) for k in DATASET_KEYS}}
+
+
+def cache_config(cfg: dict) -> dict:
+    flux = cfg["flux"]
+    trigger = cfg["data"]["subject"]["trigger"]
+    return {"seed": cfg["seed"], "max_sequence_length": flux["max_sequence_length"],
+            "sample_prompts": [substitute(p, trigger) for p in flux["sample_prompts"]],
+            "models": {role: copy.deepcopy(cfg["models"][role]) for role in ("flux_vae", "flux_clip", "flux_t5")}}
+
+
+def hardware_slice(cfg: dict, hw: str) -> dict:
+    entry = hardware_entry(cfg, hw)
+    return {k: entry[k] for k in ("partition", "device", "conda_env") if k in entry}
+
+
+def run_config(cfg: dict, hw: str, gpus: int, steps: int) -> dict:
+    """Everything one LoRA training run reads, and nothing else."""
+    flux = cfg["flux"]
+    if flux["batch_size"] % gpus:
+        raise ConfigError(f"flux.batch_size {flux['batch_size']} does not split over {gpus} GPUs "
+                          f"(run {hw}/g{gpus}-s{steps}); use a multiple of {gpus}")
+    return {
+        "run": {"hw": hw, "gpus": int(gpus), "steps": int(steps)},
+        "seed": cfg["seed"],
+        "hardware": {hw: hardware_slice(cfg, hw)},
+        "models": {role: copy.deepcopy(cfg["models"][role]) for role in ("flux_transformer", "flux_vae")},
+        "flux": {k: copy.deepcopy(flux[k]) for k in TRAIN_KEYS},
+    }
+
+
+def infer_config(cfg: dict, hw: str) -> dict:
+    flux = cfg["flux"]
+    return {"hw": hw, "seed": cfg["seed"], "hardware": {hw: hardware_slice(cfg, hw)},
+            "models": {role: copy.deepcopy(cfg["models"][role])
+                       for role in ("flux_transformer", "flux_vae", "flux_clip", "flux_t5")},
+            "prompt": substitute(flux["sample_prompts"][0] if flux["sample_prompts"] else "a photo of [trigger]",
+                                 cfg["data"]["subject"]["trigger"]),
+            "resolution": flux["resolution"], "inference_steps": flux["inference_steps"],
+            "max_sequence_length": flux["max_sequence_length"], "cpu_dtype": flux["cpu_dtype"],
+            **copy.deepcopy(flux["infer"])}
+
+
+def trajectory(run_cfg: dict) -> dict:
+    """The part of a run config that decides the weights at each step (resume compatibility)."""
+    out = copy.deepcopy(run_cfg)
+    out["run"].pop("steps", None)
+    for key in LOGISTICS_KEYS:
+        out["flux"].pop(key, None)
+    return out
+
+
+def compute_dtype(run_flux: dict, device: str) -> str:
+    """The dtype name (fp32/bf16/fp16) of the frozen weights and activations on `device`."""
+    return run_flux["dtype"] if device.startswith("cuda") else run_flux["cpu_dtype"]
+
+
+def check_run_config(run_cfg, source: str = "--run-config") -> dict:
+    if not isinstance(run_cfg, dict):
+        raise ConfigError(f"{source}: expected a JSON object")
+    for section in ("run", "seed", "hardware", "models", "flux"):
+        if section not in run_cfg:
+            raise ConfigError(f"{source}: missing section {section!r}")
+    for key in ("hw", "gpus", "steps"):
+        if key not in run_cfg["run"]:
+            raise ConfigError(f"{source}: run.{key} is missing")
+    missing = [k for k in TRAIN_KEYS if k not in run_cfg["flux"]]
+    if missing:
+        raise ConfigError(f"{source}: flux.{missing[0]} is missing")
+    if run_cfg["flux"]["batch_size"] % int(run_cfg["run"]["gpus"]):
+        raise ConfigError(f"{source}: flux.batch_size {run_cfg['flux']['batch_size']} does not split over "
+                          f"{run_cfg['run']['gpus']} processes")
+    return run_cfg

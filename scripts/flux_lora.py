@@ -1,0 +1,62 @@
+#!/usr/bin/env python
+"""Train one FLUX LoRA run on the cached dataset (study 2).
+
+As the workflow runs it (the run config is JSON built by diffscale.flux.settings.run_config):
+  python scripts/flux_lora.py --run-config '{...}' --cache results/flux/cache \\
+      --dataset results/flux/dataset --out results/flux/local/g1-s8 --resume
+By hand, from a config file:
+  python scripts/flux_lora.py --config config.yaml --hw local --gpus 1 --steps 8 \\
+      --out results/flux/local/g1-s8 --resume
+With gpus > 1 the script spawns one process per device; under torchrun
+(torchrun --nproc-per-node N scripts/flux_lora.py ...) it uses the processes torchrun started.
+Writes lora.safetensors, metrics.csv, quality.csv, timing.json and run.json into --out; the LoRA of
+every checkpoint goes to --out/lora/, samples to --out/samples/, the resumable state to --out/resume/.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from diffscale.cli import json_flag, run_cli  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run-config", help="the run config as JSON (what the workflow passes)")
+    source.add_argument("--config", type=Path, help="a pipeline config file; needs --hw, --gpus, --steps")
+    parser.add_argument("--hw", help="hardware key (with --config)")
+    parser.add_argument("--gpus", type=int, help="devices, or gloo processes on a CPU hardware key (with --config)")
+    parser.add_argument("--steps", type=int, help="training steps (with --config)")
+    parser.add_argument("--cache", type=Path, default=Path("results/flux/cache"), help="the flux_cache output")
+    parser.add_argument("--dataset", type=Path, default=Path("results/flux/dataset"), help="the flux_dataset output")
+    parser.add_argument("--out", type=Path, required=True, help="run directory")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from --out/resume/last.pt when it was made with the same settings")
+    parser.add_argument("--stop-after", type=int, metavar="STEP",
+                        help="end after this step, checkpointed (time-limited jobs; a later --resume continues)")
+    args = parser.parse_args()
+
+    from diffscale.config import load_config
+    from diffscale.errors import ConfigError
+    from diffscale.flux.loop import train
+    from diffscale.flux.settings import run_config
+
+    if args.config:
+        missing = [flag for flag, value in (("--hw", args.hw), ("--gpus", args.gpus), ("--steps", args.steps))
+                   if value is None]
+        if missing:
+            raise ConfigError(f"--config needs {', '.join(missing)}")
+        run_cfg = run_config(load_config(args.config), args.hw, args.gpus, args.steps)
+    else:
+        run_cfg = json_flag("--run-config", args.run_config)
+    if args.stop_after is not None and args.stop_after < 1:
+        raise ConfigError("--stop-after: must be at least 1")
+    train(run_cfg, args.cache, args.dataset, args.out, resume=args.resume, stop_after=args.stop_after)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,258 @@
+"""The LoRA loop on the tiny FLUX (CPU): frozen base, trained LoRA that FluxPipeline loads, exact
+resume, 2 gloo processes = 1, SDPA kernel selection, caption pairing, NaN and optimizer errors."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from diffscale import models
+from diffscale.errors import ConfigError
+from diffscale.flux import flow, loop
+from diffscale.flux.cache import load_cache
+from diffscale.flux.loop import TrainingError, train
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, prepared, demo_config):
+    """A 4-step run (global batch 2) and the transformer object it trained."""
+    from diffscale.flux.settings import run_config
+
+    cfg = run_config(demo_config, "local", 1, 4)
+    cfg["flux"].update(log_every=1, checkpoint_every=4, batch_size=2, lr=1e-3)
+    built = {}
+    real = models.build
+
+    def spy(role, spec, **kwargs):
+        model = real(role, spec, **kwargs)
+        built.setdefault(role, model)
+        return model
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(models, "build", spy)
+    try:
+        out = tmp_path_factory.mktemp("runs") / "g1-s4"
+        summary = train(cfg, prepared[1], prepared[0], out)
+    finally:
+        mp.undo()
+    return cfg, out, summary, built["flux_transformer"]
+
+
+def probe(transformer):
+    """The transformer's output on a fixed input (eval mode, no grad)."""
+    g = torch.Generator().manual_seed(3)
+    latents, t5, pooled = torch.randn(1, 4, 8, 8, generator=g), torch.randn(1, 16, 32, generator=g), torch.randn(1, 32, generator=g)
+    with torch.no_grad():
+        return flow.predict(transformer.eval(), flow.pack(latents), torch.tensor([0.4]), t5, pooled,
+                            flow.image_ids(8, 8), flow.text_ids(16))
+
+
+def test_the_base_stays_frozen_and_unchanged_and_the_lora_trains(trained):
+    _, _, _, transformer = trained
+    fresh = models.build("flux_transformer", {"random": "tiny"}).state_dict()
+    state = transformer.state_dict()
+    bases = [k for k in state if "lora_" not in k]
+    assert len(bases) == len(fresh)
+    for key in bases:
+        assert torch.equal(state[key], fresh[key.replace(".base_layer", "")]), key
+    assert all(not p.requires_grad for n, p in transformer.named_parameters() if "lora_" not in n)
+    lora_b = [v for k, v in state.items() if "lora_B" in k]
+    assert lora_b and all(v.abs().sum() > 0 for v in lora_b)  # B starts at zero
+
+
+def test_the_saved_lora_loads_into_a_fresh_fluxpipeline_and_reproduces_the_output(trained):
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
+
+    _, out, summary, transformer = trained
+    keys = load_file(str(out / "lora.safetensors"))
+    assert keys and all(k.startswith("transformer.") and (".lora_A." in k or ".lora_B." in k) for k in keys)
+    pipe = FluxPipeline(scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0),
+                        vae=models.build("flux_vae", {"random": "tiny"}), text_encoder=None, tokenizer=None,
+                        text_encoder_2=None, tokenizer_2=None,
+                        transformer=models.build("flux_transformer", {"random": "tiny"}))
+    base = probe(pipe.transformer)
+    pipe.load_lora_weights(str(out / "lora.safetensors"))
+    loaded, ours = probe(pipe.transformer), probe(transformer)
+    torch.testing.assert_close(loaded, ours, rtol=1e-5, atol=1e-6)
+    assert (loaded - base).abs().max() > 1e-4  # the LoRA changes the output
+
+
+def test_a_run_writes_its_outputs(trained):
+    _, out, summary, _ = trained
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
+    quality = list(csv.DictReader(open(out / "quality.csv")))
+    assert [int(r["checkpoint_step"]) for r in quality] == [0, 4] and {r["n_images"] for r in quality} == {"2"}  # flux.quality_images of the demo
+    assert sorted(p.name for p in (out / "lora").iterdir()) == ["step-00004.safetensors"]
+    assert [c["step"] for c in summary["checkpoints"]] == [0, 4]
+    assert all((out / "samples" / f"step-{s:05d}" / "prompt_0.png").is_file() for s in (0, 4))
+    for key in ("setup_s", "cache_s", "train_s", "sampling_s", "saving_s", "total_s"):
+        assert summary[key] >= 0
+    assert summary["random_weights"] is True and summary["resolution"] == 64
+    assert not (out / "resume").exists() and (out / "checkpoint.pt").is_file()
+
+
+def test_a_resumed_run_ends_equal_to_an_uninterrupted_one(trained, prepared, tmp_path):
+    cfg, out, summary, _ = trained
+    assert train(cfg, prepared[1], prepared[0], tmp_path, stop_after=2) is None
+    assert (tmp_path / "resume" / "last.pt").is_file() and not (tmp_path / "run.json").exists()
+    resumed = train(cfg, prepared[1], prepared[0], tmp_path, resume=True)
+    a, b = load_file(str(out / "lora.safetensors")), load_file(str(tmp_path / "lora.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["loss"] for r in list(csv.DictReader(open(out / "metrics.csv")))] == \
+           [r["loss"] for r in list(csv.DictReader(open(tmp_path / "metrics.csv")))]
+    assert [c["step"] for c in resumed["checkpoints"]] == [0, 2, 4]  # the stop at 2, then 4: nothing repeated
+
+
+def test_two_gloo_processes_match_one_on_the_same_global_batch(trained, prepared, tmp_path):
+    cfg, out, summary, _ = trained
+    two = {**cfg, "run": {**cfg["run"], "gpus": 2}}
+    result = train(two, prepared[1], prepared[0], tmp_path)
+    a, b = load_file(str(out / "lora.safetensors")), load_file(str(tmp_path / "lora.safetensors"))
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-6)
+    assert result["final_loss"] == pytest.approx(summary["final_loss"], rel=1e-5)
+
+
+@pytest.fixture
+def no_sampling(monkeypatch):
+    """Checkpoints without samples and quality (tests that check neither)."""
+    monkeypatch.setattr(loop, "sample_checkpoint", lambda *args: ([], {"psnr": None, "ssim": None, "n_images": 0}))
+
+
+def test_training_runs_under_the_configured_sdpa_kernels(prepared, make_run_config, tmp_path, monkeypatch,
+                                                         no_sampling):
+    seen = []
+    real = loop.flow_loss
+
+    def spy(*args, **kwargs):
+        seen.append((torch.backends.cuda.flash_sdp_enabled(), torch.backends.cuda.mem_efficient_sdp_enabled(),
+                     torch.backends.cuda.math_sdp_enabled(), torch.backends.cuda.cudnn_sdp_enabled()))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "flow_loss", spy)
+    train(make_run_config(steps=1, checkpoint_every=1, sdpa_kernels=["flash", "efficient"]), prepared[1],
+          prepared[0], tmp_path / "a")
+    assert seen == [(True, True, False, False)]  # no math, no cuDNN attention
+    with pytest.raises(ConfigError, match=r"^flux.sdpa_kernels: none of \['efficient'\] can run this attention on cpu"):
+        train(make_run_config(steps=1, sdpa_kernels=["efficient"]), prepared[1], prepared[0], tmp_path / "b")
+
+
+def test_every_cached_latent_stays_paired_with_its_own_caption(prepared):
+    from diffscale.flux.cache import load_image
+    from diffscale.flux.text import FluxText
+
+    dataset, cache_dir = prepared
+    cache = load_cache(cache_dir)
+    vae = models.build("flux_vae", {"random": "tiny"})
+    text = FluxText({"random": "tiny"}, {"random": "tiny"}, 16)
+    for name in cache.names:
+        latent, t5, pooled = cache.item(name)
+        torch.testing.assert_close(latent, flow.encode(vae, load_image(dataset / "images" / f"{name}.png"))[0])
+        hidden, pool = text([cache.caption(name)])
+        torch.testing.assert_close(t5, hidden[0])
+        torch.testing.assert_close(pooled, pool[0])
+    assert len({cache.caption(n) for n in cache.names}) == len(cache.names)  # a mix-up would show
+    indices, _, _ = loop.draw(cache, 0, 3, 4, {"timestep_sampling": "uniform", "logit_mean": 0, "logit_std": 1,
+                                                "timestep_shift": 1.0})
+    latents, t5s, _ = loop.batch_tensors(cache, indices, "cpu")
+    for j, i in enumerate(indices):
+        assert torch.equal(latents[j], cache.latents[cache.names[i]])
+        assert torch.equal(t5s[j], cache.text[f"{cache.names[i]}.t5"])
+
+
+def test_a_nan_loss_stops_the_run_naming_the_step_and_the_last_good_lora(prepared, make_run_config, tmp_path,
+                                                                        monkeypatch, no_sampling):
+    real, calls = loop.flow_loss, []
+
+    def poisoned(*args, **kwargs):
+        calls.append(1)
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if len(calls) == 3 else loss
+
+    monkeypatch.setattr(loop, "flow_loss", poisoned)
+    with pytest.raises(TrainingError, match=r"^loss is nan at step 3; stopped \(the last good checkpoint \(step 2\) "
+                                            r"is kept at .*lora/step-00002.safetensors\)\. Lower flux.lr"):
+        train(make_run_config(), prepared[1], prepared[0], tmp_path)
+
+
+def test_the_8bit_optimizer_without_bitsandbytes_is_a_one_line_config_error(prepared, make_run_config, tmp_path):
+    pytest.importorskip("torch")
+    try:
+        import bitsandbytes  # noqa: F401
+        pytest.skip("bitsandbytes is installed here")
+    except ImportError:
+        pass
+    with pytest.raises(ConfigError, match=r"^flux.optimizer: adamw8bit needs bitsandbytes"):
+        train(make_run_config(optimizer="adamw8bit"), prepared[1], prepared[0], tmp_path)
+
+
+def test_the_training_adapter_is_frozen_active_in_training_and_off_for_sampling(trained, demo_config):
+    from diffscale.flux import lora
+
+    _, out, _, _ = trained
+    flux = {**demo_config["flux"], "training_adapter": str(out / "lora.safetensors")}
+    base = probe(models.build("flux_transformer", {"random": "tiny"}))
+    transformer = models.build("flux_transformer", {"random": "tiny"})
+    params = lora.add_lora(transformer, flux, 0)
+    trainable = {n for n, p in transformer.named_parameters() if p.requires_grad}
+    assert len(params) == len(trainable) and all(".default." in n for n in trainable)
+    assert (probe(transformer) - base).abs().max() > 1e-4  # the adapter shapes the training forward
+    with lora.sampling(transformer, flux):
+        torch.testing.assert_close(probe(transformer), base)  # ours starts at zero; the adapter is off
+    assert (probe(transformer) - base).abs().max() > 1e-4 and len(params) == len(
+        [p for p in transformer.parameters() if p.requires_grad])
+
+
+def test_inference_timing_rows_for_base_lora_and_fused(trained, demo_config, tmp_path):
+    from diffscale.flux.infer import run_infer
+    from diffscale.flux.settings import infer_config
+
+    _, out, _, _ = trained
+    settings = {**infer_config(demo_config, "local"), "batch_sizes": [1, 2], "repeats": 1,
+                "max_sequence_length": 16}
+    rows = run_infer(settings, out / "lora.safetensors", tmp_path)
+    assert [(r["model"], r["batch_size"]) for r in rows] == [(m, b) for m in ("base", "lora", "lora_fused")
+                                                             for b in (1, 2)]
+    for row in rows:
+        assert row["status"] == "ok" and row["dtype"] == "fp32" and row["random_weights"] is True
+        busy = row["text_s"] + row["denoise_s"] + row["decode_s"]
+        assert row["first_image_s"] == pytest.approx(row["load_s"] + busy)
+        assert row["images_per_s"] == pytest.approx(row["batch_size"] / busy)
+    assert rows[2]["load_s"] > rows[0]["load_s"]  # loading the LoRA counts
+    header = (tmp_path / "infer.csv").read_text().splitlines()[0].split(",")
+    assert {"hw", "model", "batch_size", "load_s", "text_s", "denoise_s", "decode_s", "first_image_s",
+            "images_per_s", "device", "random_weights"} <= set(header)
+
+
+def test_running_out_of_memory_is_one_line_saying_what_to_change(prepared, make_run_config, tmp_path, monkeypatch,
+                                                                 no_sampling):
+    def oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(loop, "flow_loss", oom)
+    with pytest.raises(TrainingError, match=r"^out of memory on cpu with micro-batch 2 \(flux.batch_size 2 / 1 "
+                                            r"processes, \[64, 64\] px\); turn on flux.grad_checkpointing"):
+        train(make_run_config(), prepared[1], prepared[0], tmp_path)
+
+
+def test_each_step_draws_one_bucket_from_seed_and_step_alone():
+    from diffscale.flux.cache import Cache
+
+    items = [{"name": f"i{k}", "caption": str(k), "bucket": [64, 64] if k < 3 else [80, 48]} for k in range(5)]
+    latents = {it["name"]: torch.zeros(4, it["bucket"][1] // 8, it["bucket"][0] // 8) for it in items}
+    cache = Cache(None, {"items": items, "sample_prompts": []}, latents, {}, {})
+    flux = {"timestep_sampling": "logit_normal", "logit_mean": 0.0, "logit_std": 1.0, "timestep_shift": 1.0}
+    seen = set()
+    for step in range(20):
+        indices, noise, sigmas = loop.draw(cache, 0, step, 2, flux)
+        buckets = {tuple(items[i]["bucket"]) for i in indices}
+        assert len(buckets) == 1 and len(set(indices)) == 2  # one bucket, no image twice in a batch
+        assert noise.shape[-2:] == latents[items[indices[0]]["name"]].shape[-2:]
+        again = loop.draw(cache, 0, step, 2, flux)
+        assert again[0] == indices and torch.equal(again[1], noise) and torch.equal(again[2], sigmas)
+        seen |= buckets
+    assert seen == {(64, 64), (80, 48)}
