@@ -34,12 +34,13 @@ def requests_gpus(entry: dict, gpus: int) -> bool:
     return bool(gpus) and entry.get("gpus_per_node", 0) > 0
 
 
-def job_resources(cfg: dict, hw: str | None, gpus: int = 0, workers: int = 1, attempt: int = 1) -> dict:
+def job_resources(cfg: dict, hw: str | None, gpus: int = 0, workers: int = 1, attempt: int = 1,
+                  cpus: int | None = None) -> dict:
     """Resources for a job on hardware `hw` (None: the CPU hardware) using `gpus` GPUs (0: CPU
     job) and `workers` processes, on its `attempt`-th try.
 
-    A CPU job asks for as many CPUs as it runs workers (at least the entry's `cpus`), so a scaling
-    study measures what it claims; a GPU job asks for `cpus_per_gpu` and `mem_mb` per GPU. A retry
+    A CPU job asks for as many CPUs as it runs workers (at least the entry's `cpus`), or exactly
+    `cpus` when given (a scaling run `w{N}` runs on N CPUs, so it measures what it claims); a GPU job asks for `cpus_per_gpu` and `mem_mb` per GPU. A retry
     gets `attempt` times the run time: a job killed at its time limit resumes from its checkpoint
     and should not hit the same limit again.
     """
@@ -65,6 +66,8 @@ def job_resources(cfg: dict, hw: str | None, gpus: int = 0, workers: int = 1, at
         else:
             res["gpu"] = gpus
             res["gpu_model"] = entry["gpu_model"]
+    elif cpus:
+        res["cpus_per_task"] = cpus
     else:
         res["cpus_per_task"] = max(workers, gpus, entry["cpus"])
     return res

@@ -16,17 +16,19 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from diffscale.cli import json_flag, run_cli  # noqa: E402
+from diffscale.embed.settings import BACKENDS, MODALITIES  # noqa: E402
+from diffscale.embed.threads import POLICIES  # noqa: E402
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("modality", choices=["images", "text"])
+    parser.add_argument("modality", choices=MODALITIES)
     parser.add_argument("--manifest", required=True, type=Path)
     parser.add_argument("--skipped", type=Path, help="skip list (image_id, file_name, reason)")
-    parser.add_argument("--backend", required=True, choices=["serial", "multiprocessing", "joblib", "dask", "gpu"])
-    parser.add_argument("--policy", default="pinned", choices=["pinned", "naive"])
-    parser.add_argument("--workers", type=int, default=1, help="worker processes (gpu: GPUs)")
-    parser.add_argument("--cpus", type=int, help="CPUs of the job (default: those this process may use)")
+    parser.add_argument("--backend", required=True, choices=BACKENDS)
+    parser.add_argument("--policy", default="pinned", choices=POLICIES)
+    parser.add_argument("--workers", type=int, default=1, help="the run's CPUs, N of w{N} (gpu: GPUs)")
+    parser.add_argument("--cpus", type=int, help="CPUs of a gpu job (default: those this process may use); a CPU run has N = --workers")
     parser.add_argument("--out-dir", required=True, type=Path)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--settings", help="the run's config slice as JSON (diffscale.embed.settings)")

@@ -6,7 +6,7 @@ import pytest
 from diffscale.config import load_config, validate_config
 from diffscale.embed import backends
 from diffscale.embed.settings import EmbedSettings, settings_for
-from diffscale.embed.threads import threads_per_worker
+from diffscale.embed.threads import layout
 from diffscale.errors import ConfigError
 from diffscale.experiments import embed_runs
 
@@ -64,7 +64,10 @@ def test_slurm_cluster_without_dask_jobqueue_says_how_to_get_it(monkeypatch):
         backends.DaskBackend(2, {"cluster": "slurm", "slurm": {"memory": "4GB"}}, threads=1, label="t")
 
 
-def test_thread_policies():
-    assert threads_per_worker("pinned", 16, 4) == 4
-    assert threads_per_worker("pinned", 2, 8) == 1
-    assert threads_per_worker("naive", 16, 4) is None
+def test_thread_policies_on_n_cpus():
+    assert (layout("pinned", 8).processes, layout("pinned", 8).threads) == (8, 1)
+    assert (layout("naive", 8).processes, layout("naive", 8).threads) == (8, None)
+    assert (layout("intraop", 8).processes, layout("intraop", 8).threads) == (1, 8)
+    assert (layout("pinned", 16, "gpu", 4).processes, layout("pinned", 16, "gpu", 4).threads) == (4, 4)
+    with pytest.raises(ConfigError, match="embed policy 'greedy' is not one of pinned, naive, intraop"):
+        layout("greedy", 2)

@@ -15,7 +15,6 @@ from diffscale.errors import ConfigError
 
 MODALITIES = ("images", "text")
 BACKENDS = ("serial", "multiprocessing", "joblib", "dask", "gpu")
-POLICIES = ("pinned", "naive")
 MODEL_ROLE = {"images": "vae", "text": "text_encoder"}
 TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 HARDWARE_KEYS = ("partition", "device", "gpu_model", "gpus_per_node")
