@@ -22,10 +22,17 @@ def test_naive_vs_pinned_and_rss_growth_columns():
     assert pinned_big["rss_growth_mb"] == pytest.approx(1.0) and pinned["rss_growth_mb"] == 0
 
 
-def test_configurations_always_include_the_serial_baseline():
-    args = argparse.Namespace(backends=["dask"], workers=[2, 4], policies=["pinned", "naive"], gpus=[])
+def test_configurations_include_the_one_cpu_baseline_and_cap_naive():
+    args = argparse.Namespace(backends=["dask"], cpus=[2, 4], policies=["pinned", "naive"], gpus=[],
+                              naive_max_cpus=2)
     assert bench_embed.configurations(args) == [("serial", "pinned", 1), ("dask", "pinned", 2), ("dask", "naive", 2),
-                                                ("dask", "pinned", 4), ("dask", "naive", 4)]
+                                                ("dask", "pinned", 4)]
+    args = argparse.Namespace(backends=["serial", "multiprocessing"], cpus=[1, 2], policies=["pinned", "intraop"],
+                              gpus=[], naive_max_cpus=4)
+    assert bench_embed.configurations(args) == [("serial", "pinned", 1), ("serial", "intraop", 2),
+                                                ("multiprocessing", "pinned", 1), ("multiprocessing", "pinned", 2)]
+    gpu_only = argparse.Namespace(backends=["gpu"], cpus=None, policies=["pinned"], gpus=[1], naive_max_cpus=4)
+    assert bench_embed.configurations(gpu_only) == [("gpu", "pinned", 1)]  # no hour-long CPU baseline
 
 
 @pytest.mark.slow
