@@ -160,15 +160,16 @@ def run_worker(task: WorkerTask) -> dict:
     progress = _Progress(task)
     try:
         progress.note(None, "loading")
-        thread_policy.apply(task.threads)
         settings = task.settings
         compute_dtype = settings["dtype"] if task.device.startswith("cuda") else settings["cpu_dtype"]
         if task.device.startswith("cuda"):
             import torch
 
             torch.cuda.set_device(task.device)
-        embedder = encoders.embedder(task.modality, settings["model"], task.device, compute_dtype,
-                                     settings["dtype"], settings["seed"])
+        with thread_policy.building():
+            embedder = encoders.embedder(task.modality, settings["model"], task.device, compute_dtype,
+                                         settings["dtype"], settings["seed"])
+        thread_policy.apply(task.threads)
         ready = time.time()
         timer = (_run_overlapped if task.overlap else _run_inline)(task, embedder, progress)
         threads = thread_policy.record()
