@@ -21,9 +21,10 @@ def full(repo_root):
     return load_config(repo_root / "config" / "full.yaml")
 
 
-def test_demo_matrix_has_13_runs_per_modality(demo):
+def test_demo_matrix_has_14_runs_per_modality(demo):
     names = [r.name for r in embed_runs(demo)]
-    assert len(names) == 13 and names[0] == "serial-pinned-w1" and "dask-naive-w2" in names
+    assert len(names) == 14 and names[0] == "serial-pinned-w1" and "dask-naive-w2" in names
+    assert "serial-intraop-w2" in names and not any("intraop" in n and not n.startswith("serial") for n in names)
 
 
 def test_each_run_depends_only_on_its_slice(demo, full):

@@ -37,6 +37,7 @@ from diffscale.embed.inputs import load_inputs
 from diffscale.embed.settings import BACKENDS, EmbedSettings
 from diffscale.embed.threads import POLICIES
 from diffscale.embed.shards import INDEX, write_index
+from diffscale.embed.shards import ragged_specs_from
 from diffscale.embed.worker import STATUS_DIR, WorkerTask
 from diffscale.errors import ConfigError, DataError
 from diffscale.models import parse_spec
@@ -203,7 +204,14 @@ def summarise(planned: RunPlan, executed: Executed) -> dict:
     provenance.write_run_json(planned.out_dir / "run.json", config_slice=config_slice, models=[spec.describe()],
                               run=planned.name, stage=f"embed/{modality}", timings=timing)
     shutil.rmtree(planned.out_dir / STATUS_DIR, ignore_errors=True)
-    write_index(planned.out_dir, modality, shards, tensors, model=spec.describe(), meta=meta)
+    layout = {}
+    if "tokens" in tensors:  # ragged text: readers see hidden [77, D] and mask; `stored` is on disk
+        context = meta["context_length"]
+        layout = {"text_storage": "ragged", "context_length": context, "stored": tensors}
+        tensors = ragged_specs_from(tensors, context)
+    elif modality == "text":
+        layout = {"text_storage": "full", "context_length": meta["context_length"]}
+    write_index(planned.out_dir, modality, shards, tensors, model=spec.describe(), meta=meta, **layout)
     return timing
 
 
@@ -234,7 +242,7 @@ def _timing(planned: RunPlan, executed: Executed, shards: list[dict]) -> dict:
         "shutdown_s": executed.closed - executed.gathered,
         "peak_rss_mb": [w["peak_rss_mb"] for w in per_worker],
         "backend_info": executed.backend_info,
-        **sizes.storage(planned.out_dir, shards, planned.inputs),
+        **sizes.storage(planned.out_dir, shards, planned.inputs, sum(r.get("tokens", 0) for r in results)),
         "per_worker": per_worker,
     }
     if planned.backend == "gpu":

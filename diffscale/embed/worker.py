@@ -38,7 +38,7 @@ from diffscale import atomic
 from diffscale.bench.timing import PhaseTimer
 from diffscale.embed import encoders, threads as thread_policy
 from diffscale.embed.plan import ShardPlan, batches
-from diffscale.embed.shards import tensor_specs, write_shard
+from diffscale.embed.shards import tensor_specs, with_offsets, write_shard
 from diffscale.errors import UserError
 
 STATUS_DIR = ".status"
@@ -79,6 +79,10 @@ class WorkerTask:
     def batch_size(self) -> int:
         return self.settings["batch_size"]
 
+    @property
+    def text_storage(self) -> str:
+        return self.settings.get("text_storage", "full")
+
     def label(self) -> str:
         return f"{self.backend} worker {self.worker}"
 
@@ -110,6 +114,7 @@ class _Progress:
     tensors: dict | None = None
     current: ShardPlan | None = None
     items: int = 0
+    tokens: int = 0  # real tokens written (ragged text)
     lock: threading.Lock = field(default_factory=threading.Lock)  # compute and writer threads both note
 
     def note(self, shard: ShardPlan | None, state: str) -> None:
@@ -135,13 +140,16 @@ class _Progress:
         outputs = [o for o in outputs if len(o["image_id"])]
         if not outputs:
             return
-        names = encoders.TENSOR_NAMES[self.task.modality]
+        names = encoders.tensor_names(self.task.modality, self.task.text_storage)
         tensors = {name: torch.cat([o[name] for o in outputs]) for name in names}
+        if "lengths" in tensors:  # ragged text
+            tensors = with_offsets(tensors)
         entry = write_shard(Path(self.task.out_dir) / shard.file, tensors)
         with self.lock:  # the overlapped schedule writes shards from a pool of threads
             self.shards.append({**entry, "worker": self.task.worker})
             self.tensors = self.tensors or tensor_specs(tensors)
             self.items += entry["items"]
+            self.tokens += int(tensors["lengths"].sum()) if "lengths" in tensors else 0
 
     def _maybe_fail(self, shard: ShardPlan) -> None:
         if not self.task.fault or self.task.fault[1] != shard.number:
@@ -196,6 +204,7 @@ def run_worker(task: WorkerTask) -> dict:
         "load_s": ready - started,
         "phases": timer.seconds,
         "items": progress.items,
+        "tokens": progress.tokens,
         "shards": progress.shards,
         "skipped": progress.skipped,
         "truncated": progress.truncated,
@@ -207,7 +216,8 @@ def run_worker(task: WorkerTask) -> dict:
 
 def _run_inline(task: WorkerTask, embedder, progress: _Progress) -> PhaseTimer:
     timer = PhaseTimer(task.device)
-    load = encoders.loader(task.modality, task.settings["model"], task.settings.get("image_size"))
+    load = encoders.loader(task.modality, task.settings["model"], task.settings.get("image_size"),
+                           text_storage=task.text_storage)
     for phase in ("prepare", "compute", "write"):
         timer.seconds[phase] = 0.0
     for shard in task.shards:
@@ -363,7 +373,8 @@ def _run_overlapped(task: WorkerTask, embedder, progress: _Progress) -> PhaseTim
     """Loader thread -> compute (this thread) -> writer thread, each queue a few batches deep."""
     pipe = _Pipeline(task.device)
     pool = ThreadPoolExecutor(max(1, task.loader_threads), thread_name_prefix="decode")
-    load = encoders.loader(task.modality, task.settings["model"], task.settings.get("image_size"), pool)
+    load = encoders.loader(task.modality, task.settings["model"], task.settings.get("image_size"), pool,
+                           task.text_storage)
     loader = pipe.thread("embed-loader", _load_stage, task, load, pipe)
     writer = pipe.thread("embed-writer", _write_stage, progress, pipe)
     timings = []
