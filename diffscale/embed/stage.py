@@ -266,7 +266,8 @@ def _meta(planned: RunPlan, results: list[dict], spec) -> dict:
     }
     if planned.modality == "images":
         meta["image_size"] = settings.image_size
-        meta["preprocessing"] = "RGB; shorter side resized to image_size (bicubic); center crop; [-1, 1]"
+        meta["preprocessing"] = ("RGB; JPEG decoded at the smallest DCT scale keeping >= 90% of image_size; "
+                                 "center square resized to image_size (bicubic); [-1, 1]")
     else:
         from diffscale.tokenize import tokenizer_for
 
