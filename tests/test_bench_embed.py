@@ -39,11 +39,14 @@ def test_configurations_include_the_one_cpu_baseline_and_cap_naive():
 def test_bench_cli_writes_rows_at_two_sizes(tmp_path):
     from diffscale.bench.__main__ import main
 
-    assert main(["--out-dir", str(tmp_path), "embed", "--modalities", "text", "--backends", "serial",
+    assert main(["--out-dir", str(tmp_path), "embed", "--modalities", "text", "--backends", "serial", "--cpus", "1",
                  "--sizes", "4", "8", "--work-dir", str(tmp_path / "work")]) == 0
     table = pd.read_csv(tmp_path / "embed.csv")
     assert list(table["dataset_images"]) == [4, 8]
     assert list(table["items"]) == [20, 40]  # five captions per image
     assert (table["speedup"] == 1).all() and (table["peak_rss_mb"] > 50).all()
     assert table["rss_growth_mb"].iloc[0] == 0 and "pinned_over_naive" in table.columns
+    assert {"cpus", "processes", "oversubscribed", "startup_s", "steady_items_per_s", "steady_speedup",
+            "bytes_per_item", "projected_full_gb", "startup_frac"} <= set(table.columns)
+    assert (table["bytes_per_item"] > 0).all() and (table["cpus"] == 1).all()
     assert (tmp_path / "embed.json").is_file()
