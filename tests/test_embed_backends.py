@@ -8,7 +8,7 @@ thread on 1 CPU, like every pinned worker) — and within 1e-4 (fp32, CPU) where
 import pytest
 import torch
 
-from diffscale.embed.shards import ShardReader, verify
+from diffscale.shards import ShardReader, verify
 from diffscale.provenance import usable_cpus
 from diffscale.embed.stage import FAULT_ENV, run_embedding
 from diffscale.embed.worker import WorkerFailed

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from diffscale.embed import sizes
-from diffscale.embed.shards import ShardReader, pad_ragged, verify
+from diffscale.shards import ShardReader, pad_ragged, verify
 from diffscale.embed.stage import run_embedding
 from embed_data import demo_settings, make_manifest
 

@@ -2,11 +2,11 @@
 
 The run directory results/embed/{modality}/{backend}-{policy}-w{workers}/ ends up with
 
-  shard-NNNNN.safetensors   written by the workers (diffscale.embed.shards.write_shard)
+  shard-NNNNN.safetensors   written by the workers (diffscale.shards.write_shard)
   timing.json               wall time split into start-up, decode (images) or tokenize (text),
                             compute and write, items/s, and every worker's threads, phases, RSS
   run.json                  provenance (diffscale.provenance) with the timings
-  index.json                written last (diffscale.embed.shards.write_index): it marks the run
+  index.json                written last (diffscale.shards.write_index): it marks the run
                             complete; `meta` holds the scaling factor, skipped items, truncation
 
 Times: `startup_s` runs from the moment the backend is asked to start until the last worker has
@@ -36,8 +36,7 @@ from diffscale.embed.backends import make_backend
 from diffscale.embed.inputs import load_inputs
 from diffscale.embed.settings import BACKENDS, EmbedSettings
 from diffscale.embed.threads import POLICIES
-from diffscale.embed.shards import INDEX, write_index
-from diffscale.embed.shards import ragged_specs_from
+from diffscale.shards import INDEX, ragged_specs_from, write_index
 from diffscale.embed.worker import STATUS_DIR, WorkerTask
 from diffscale.errors import ConfigError, DataError
 from diffscale.models import parse_spec
