@@ -104,6 +104,11 @@ def findings(rows: list[dict]) -> list[str]:
         top = max(mine, key=lambda r: r["cpus"])
         out.append(f"{modality}: {backend} {policy} on {top['cpus']} CPUs: steady speedup "
                    f"{top['steady_speedup']:.2f}x, efficiency {top['steady_efficiency']:.0%} against 1 CPU")
+    sizes = {r["modality"]: r for r in rows if not math.isnan(r.get("projected_full_gb", math.nan))}
+    if sizes:
+        parts = [f"{m} {r['projected_full_gb']:.2f} GB ({r['bytes_per_image']:.0f} B per image)" for m, r in sorted(sizes.items())]
+        out.append(f"projected full-study shards at these settings: {', '.join(parts)}; "
+                   f"total {sum(r['projected_full_gb'] for r in sizes.values()):.2f} GB")
     excluded = sorted({f"{r['modality']} {r['backend']}-{r['policy']}-w{r['workers']}" for r in rows if r["oversubscribed"]})
     if excluded:
         out.append(f"left out (oversubscribed: more CPUs than the machine's usable cores): {', '.join(excluded)}")
