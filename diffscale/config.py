@@ -21,7 +21,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from diffscale import experiments
+from diffscale import experiments, vocab
 from diffscale.errors import ConfigError
 
 SCHEMA_RESOURCE = "schemas/config.schema.yaml"
@@ -54,6 +54,7 @@ def validate_config(cfg: dict, source: str = "config") -> dict:
     _check_schema(cfg, source)
     fill_defaults(cfg, schema(), schema())
     _check_references(cfg, source)
+    check_train_batches(cfg, source)
     return cfg
 
 
@@ -117,8 +118,7 @@ def _check_references(cfg: dict, source: str) -> None:
 
     def need_hw(key: str, where: str) -> None:
         if key not in hardware:
-            known = ", ".join(sorted(hardware))
-            raise ConfigError(f"{source}: {where}: hardware key {key!r} is not in the hardware table ({known})")
+            raise vocab.unknown_hardware(key, hardware, f"{source}: {where}")
 
     for name, entry in hardware.items():
         if entry.get("gpus_per_node", 0) > 0 and "gpu_model" not in entry:
@@ -158,6 +158,18 @@ def _check_references(cfg: dict, source: str) -> None:
         need_hw(hw, f"ddpm.hardware[{i}]")
         for n in cfg["ddpm"]["gpus"]:
             need_gpus(hw, n, "ddpm.gpus")
+
+
+def check_train_batches(cfg: dict, source: str = "config") -> None:
+    """The global training batch splits evenly over every training run's processes and accumulation."""
+    train = cfg["train"]
+    for run in experiments.train_runs(cfg):
+        parts = run.gpus * train["grad_accum"]
+        if train["batch_size"] % parts:
+            raise ConfigError(
+                f"{source}: train.batch_size: {train['batch_size']} does not split into {run.gpus} GPUs x "
+                f"grad_accum {train['grad_accum']} equal micro-batches (run {run.hw}/{run.variant}); "
+                f"use a multiple of {parts}")
 
 
 def config_hash(obj: Any) -> str:

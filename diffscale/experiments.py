@@ -9,6 +9,8 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
+from diffscale import vocab
+
 
 @dataclass(frozen=True)
 class EmbedRun:
@@ -19,7 +21,7 @@ class EmbedRun:
 
     @property
     def name(self) -> str:
-        return f"{self.backend}-{self.policy}-w{self.workers}"
+        return vocab.embed_run_name(self.backend, self.policy, self.workers)
 
 
 @dataclass(frozen=True)

@@ -22,15 +22,24 @@ from diffscale.errors import DataError
 MISSING = "missing"
 
 
-def read_json(path: str | Path, missing: str = MISSING) -> Any:
-    """The parsed JSON of `path`; DataError `"{path}: {missing}"` or `"{path}: not valid JSON (...)"`."""
+def read_json(path: str | Path, missing: str = MISSING, what: str = "JSON") -> Any:
+    """The parsed JSON of `path`, else a DataError: "{path}: {missing}", "{path}: not valid JSON
+    ({message} at line L column C)", "... (not UTF-8 text)", "{path}: expected the {what} file, found
+    a folder", "{path}: cannot read the {what} file ({reason})"."""
     path = Path(path)
     try:
-        return json.loads(path.read_text())
+        with open(path, "rb") as fh:
+            return json.load(fh)
     except FileNotFoundError:
         raise DataError(f"{path}: {missing}") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: expected the {what} file, found a folder") from None
     except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc.msg})") from None
+        raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not valid JSON (not UTF-8 text)") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the {what} file ({exc.strerror})") from None
 
 
 def read_csv(path: str | Path, missing: str = MISSING) -> list[dict[str, str]]:

@@ -10,17 +10,14 @@ wildcards; jobs without a {hw} wildcard run on the CPU hardware (`cpu_hardware`)
 
 from __future__ import annotations
 
+from diffscale import vocab
 from diffscale.errors import ConfigError
 
 RESOURCE_KEYS = ("slurm_partition", "cpus_per_task", "mem_mb", "runtime", "gres", "gpu", "gpu_model")
 
 
 def hardware_entry(cfg: dict, hw: str) -> dict:
-    try:
-        return cfg["hardware"][hw]
-    except KeyError:
-        known = ", ".join(sorted(cfg["hardware"]))
-        raise ConfigError(f"hardware key {hw!r} is not in the config's hardware table ({known})") from None
+    return vocab.hardware_entry(cfg, hw)
 
 
 def cpu_hardware(cfg: dict) -> str:
@@ -71,6 +68,21 @@ def job_resources(cfg: dict, hw: str | None, gpus: int = 0, workers: int = 1, at
     else:
         res["cpus_per_task"] = max(workers, gpus, entry["cpus"])
     return res
+
+
+def rule_resources(cfg: dict, wildcards, attempt: int = 1, hw=None, gpus=0, workers=1, cpus=None) -> dict:
+    """`job_resources` of one workflow job: `hw`, `gpus` and `workers` come from the job's wildcards of
+    the same name when it has them, else from the arguments, each a value or a function of the
+    wildcards (e.g. the embedding backend decides the hardware key); `cpus` (a value or function,
+    None: none) asks for exactly that many CPUs."""
+    given = dict(wildcards)
+
+    def pick(name: str, default):
+        value = given.get(name, default)
+        return value(wildcards) if callable(value) else value
+
+    exact = cpus(wildcards) if callable(cpus) else cpus
+    return job_resources(cfg, pick("hw", hw), int(pick("gpus", gpus)), int(pick("workers", workers)), attempt, exact)
 
 
 def conda_env(cfg: dict, hw: str | None, family: str) -> str:

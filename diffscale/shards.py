@@ -25,14 +25,13 @@ item back to the context length with zeros and returns the mask, so readers need
 from __future__ import annotations
 
 import hashlib
-import json
 from bisect import bisect_right
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from diffscale import atomic
+from diffscale import atomic, io
 from diffscale.errors import DataError
 
 INDEX = "index.json"
@@ -87,12 +86,7 @@ def write_index(run_dir: str | Path, modality: str, shards: list[dict], tensors:
 
 def read_index(run_dir: str | Path) -> dict:
     path = Path(run_dir) / INDEX
-    try:
-        index = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(f"{path}: no index; the embedding run is missing or incomplete") from None
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc.msg})") from None
+    index = io.read_json(path, missing="no index; the embedding run is missing or incomplete", what="index")
     if index.get("format") != FORMAT_VERSION:
         raise DataError(f"{path}: format {index.get('format')!r}, expected {FORMAT_VERSION}")
     return index

@@ -355,3 +355,36 @@ def idle_rerun_problems(log_text: str, known_ids: set[str], records: dict[str, S
     if new:
         problems.append(f"SLURM has jobs that did not exist before the second run: {new}")
     return problems
+
+
+@dataclass
+class Verdict:
+    """What the audit CLI prints: table lines, then one line per problem (exit 1) or the `ok` line."""
+
+    lines: list[str]
+    problems: list[str]
+    ok: str
+
+
+ROW_WIDTHS = (44, 6, 6, 10, 10)
+
+
+def audit_run_log(log: Path, configfiles: list[str | Path], records: str = "sacct", results: Path | None = None,
+                  save_ids: Path | None = None) -> Verdict:
+    """`slurm_audit.py run`: audit the jobs of a run's Snakemake output; optionally save every SLURM
+    job id known now, for a later `rerun` audit."""
+    text = Path(log).read_text()
+    cfg = merged_config(configfiles)
+    ids = [i for job in parse_run_log(text) for i in job.slurm_ids]
+    result = audit_run(text, cfg, slurm_records(records, ids or None), partition_nodes(), results)
+    lines = ["  ".join(f"{cell:<{width}}" for cell, width in zip(row, ROW_WIDTHS)) for row in result.rows]
+    if save_ids:
+        Path(save_ids).write_text("\n".join(sorted(slurm_records(records), key=int)) + "\n")
+    return Verdict(lines, result.problems, f"{len(result.rows)} SLURM jobs ran where the hardware table says")
+
+
+def audit_rerun_log(log: Path, known_ids: Path, records: str = "sacct") -> Verdict:
+    """`slurm_audit.py rerun`: a second run of the finished workflow submitted nothing."""
+    known = set(Path(known_ids).read_text().split())
+    problems = idle_rerun_problems(Path(log).read_text(), known, slurm_records(records))
+    return Verdict([], problems, "the second run submitted nothing")

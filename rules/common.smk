@@ -1,20 +1,24 @@
-# Config validation, the experiment matrix as target paths, resource functions, wildcard
-# constraints. The logic lives in the diffscale package (tested there); this file adapts it.
+# Config validation (one pass), input functions, resource functions, wildcard constraints. The
+# logic lives in the diffscale package (tested there); this file adapts it.
 import json
 import os
 import sys
 
 sys.path.insert(0, workflow.basedir)
 
-from diffscale import experiments, resources as hwres
-from diffscale.hardware import demand as hardware_demand
+from diffscale import experiments, resources as hwres, vocab
 from diffscale.config import validate_config
+from diffscale.data import demographics as coco_demographics
+from diffscale.embed.settings import settings_for as _embed_settings_for
 from diffscale.errors import UserError
+from diffscale.hardware import demand as hardware_demand
+from diffscale.train import config as train_config
 from diffscale.workflow import put_interpreter_on_path
 
 
-# One-line errors naming the key, before any job starts. (snakemake.utils.validate would print the
-# whole schema; diffscale.config uses the same JSON schema and is shared with the CLIs.)
+# One-line errors naming the key, before any job starts, in one pass over every study's checks.
+# (snakemake.utils.validate would print the whole schema; diffscale.config uses the same JSON
+# schema and is shared with the CLIs.)
 try:
     validate_config(config, source="config")
 except UserError as exc:
@@ -27,11 +31,9 @@ DATA = config["data"]
 SYNTHETIC = DATA.get("synthetic")
 
 
+# Every wildcard's regex comes from diffscale.vocab, the one owner of the vocabularies.
 wildcard_constraints:
-    hw="[a-z][a-z0-9_]*",
-    gpus=r"\d+",
-    workers=r"\d+",
-    precision="fp32|bf16|fp16",
+    **vocab.wildcard_constraints(),
 
 
 def resources_for(hw=None, gpus=0, workers=1, cpus=None):
@@ -41,25 +43,14 @@ def resources_for(hw=None, gpus=0, workers=1, cpus=None):
     the arguments: a fixed hardware key for rules without a {hw} wildcard (none: the CPU
     hardware), or a function of the wildcards where it depends on another one. `cpus` (a function
     of the wildcards, None: none) asks for exactly that many CPUs (a scaling run w{N}). A retry gets a
-    longer time limit (diffscale.resources.job_resources). A hardware key missing from the table
+    longer time limit (diffscale.resources.rule_resources). A hardware key missing from the table
     stops the DAG build with a message naming it."""
 
-    def one(key):
-        def fn(wildcards, attempt):
-            w = dict(wildcards)
+    def resource(key):
+        return lambda wildcards, attempt: hwres.rule_resources(config, wildcards, attempt, hw, gpus, workers,
+                                                               cpus)[key]
 
-            def pick(name, default):
-                value = w.get(name, default)
-                return value(wildcards) if callable(value) else value
-
-            exact = cpus(wildcards) if callable(cpus) else cpus
-            found = hwres.job_resources(config, pick("hw", hw), int(pick("gpus", gpus)),
-                                        int(pick("workers", workers)), attempt, exact)
-            return found[key]
-
-        return fn
-
-    return {key: one(key) for key in hwres.RESOURCE_KEYS}
+    return {key: resource(key) for key in hwres.RESOURCE_KEYS}
 
 
 def cpu_resources():
@@ -90,8 +81,6 @@ def hardware_checks():
 
 
 # ---- study 1, stage 1: COCO people-centric filtering (rules/data.smk: coco_manifest) ----
-from diffscale.data import demographics as coco_demographics
-
 COCO_DIR = "results/data/coco"
 COCO_FILTER_TABLE = "results/bench/coco_filter.csv"
 COCO_FILTER_FIGURES = [str(p) for p in coco_demographics.figure_paths("results/bench")]
@@ -114,8 +103,6 @@ def report_inputs():
 
 
 # --- embedding (study 1, stage 2) ---
-from diffscale.embed.settings import settings_for as _embed_settings_for
-
 
 def embed_settings(modality, backend):
     """The config slice one embedding run depends on, as the JSON its script reads."""
@@ -147,23 +134,16 @@ def embed_threads(wildcards):
 def embed_train_source():
     """index.json of the embedding run the training stage reads (embed.train_source), per modality."""
     run = config["embed"]["train_source"]
-    return {modality: f"results/embed/{modality}/{run}/index.json" for modality in ("images", "text")}
+    return {modality: f"{vocab.embed_dir(modality, run)}/index.json" for modality in vocab.MODALITIES}
 
 
 def embed_timings():
     """timing.json of every embedding run the config asks for, both modalities."""
-    return [f"results/embed/{modality}/{run.name}/timing.json"
-            for modality in ("images", "text") for run in experiments.embed_runs(config)]
+    return [f"{vocab.embed_dir(modality, run.name)}/timing.json"
+            for modality in vocab.MODALITIES for run in experiments.embed_runs(config)]
 
 
 # --- study 1, stage 3: U-Net training (rules/train.smk) ----------------------------------------
-from diffscale.train import config as train_config
-
-try:
-    train_config.validate_train(config)
-except UserError as exc:
-    raise WorkflowError(str(exc)) from None
-
 TRAIN_RUN = "results/train/unet/{hw}/{precision}-g{gpus}"
 TRAIN_SAMPLES = "results/train/samples/{hw}/{precision}-g{gpus}"
 
@@ -185,10 +165,9 @@ def train_threads(wildcards):
     return hwres.job_resources(config, wildcards.hw, int(wildcards.gpus))["cpus_per_task"]
 
 
-def train_prompt_flags():
-    import shlex
-
-    return " ".join(f"--prompt {shlex.quote(p)}" for p in config["train"]["prompts"])
+def train_sampling_flags():
+    """generate.py's flags for the config's sampling settings (train_config.sampling_config)."""
+    return train_config.sampling_flags(train_config.sampling_config(config))
 
 
 def train_report_inputs():

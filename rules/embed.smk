@@ -1,21 +1,11 @@
 # Embedding (study 1, stage 2): VAE latents and CLIP text embeddings of the COCO manifest (one rule
 # over {modality}), with every backend × thread policy × CPU count of config `embed:`
-# (diffscale.experiments.embed_runs),
-# and the scaling table the report shows. Each run's config slice is a param, so editing one
+# (diffscale.experiments.embed_runs), and the scaling table the report shows. Each run's config slice is a param, so editing one
 # setting re-runs only the runs that depend on it.
-
-from diffscale.embed.settings import BACKENDS as EMBED_BACKENDS, MODALITIES as EMBED_MODALITIES
-from diffscale.embed.threads import POLICIES as EMBED_POLICIES
 
 EMBED_MANIFEST = "results/data/coco/manifest.parquet"
 EMBED_SKIPPED = "results/data/coco/skipped.csv"
-EMBED_RUN = "{backend}-{policy}-w{workers}"
-
-
-wildcard_constraints:
-    modality="|".join(EMBED_MODALITIES),
-    backend="|".join(EMBED_BACKENDS),
-    policy="|".join(EMBED_POLICIES),
+EMBED_RUN = vocab.EMBED_RUN
 
 
 rule embed:

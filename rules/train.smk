@@ -61,11 +61,7 @@ rule generate_unet_samples:
     output:
         directory(TRAIN_SAMPLES),
     params:
-        prompts=train_prompt_flags(),
-        guidance=config["train"]["guidance_scale"],
-        steps=config["train"]["inference_steps"],
-        scheduler=config["train"]["scheduler"],
-        seed=config["seed"],
+        sampling=train_sampling_flags(),
         model=lambda wildcards, input: os.path.dirname(input.checkpoint),
         device=lambda wildcards: hwres.compute_device(config, wildcards.hw),
     log:
@@ -76,9 +72,8 @@ rule generate_unet_samples:
         # sampled where the model was trained, with the same request (one job per run)
         **resources_for(),
     shell:
-        "python scripts/generate.py {params.prompts} --model-path {params.model}"
-        " --guidance-scale {params.guidance} --num-inference-steps {params.steps} --seed {params.seed}"
-        " --scheduler {params.scheduler} --device {params.device} --out {output} > {log} 2>&1"
+        "python scripts/generate.py {params.sampling} --model-path {params.model}"
+        " --device {params.device} --out {output} > {log} 2>&1"
 
 
 rule samples:

@@ -15,18 +15,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from diffscale import vocab  # noqa: E402
 from diffscale.cli import json_flag, run_cli  # noqa: E402
-from diffscale.embed.settings import BACKENDS, MODALITIES  # noqa: E402
-from diffscale.embed.threads import POLICIES  # noqa: E402
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("modality", choices=MODALITIES)
+    parser.add_argument("modality", choices=vocab.MODALITIES)
     parser.add_argument("--manifest", required=True, type=Path)
     parser.add_argument("--skipped", type=Path, help="skip list (image_id, file_name, reason)")
-    parser.add_argument("--backend", required=True, choices=BACKENDS)
-    parser.add_argument("--policy", default="pinned", choices=POLICIES)
+    parser.add_argument("--backend", required=True, choices=vocab.BACKENDS)
+    parser.add_argument("--policy", default="pinned", choices=vocab.POLICIES)
     parser.add_argument("--workers", type=int, default=1, help="the run's CPUs, N of w{N} (gpu: GPUs)")
     parser.add_argument("--cpus", type=int, help="CPUs of a gpu job (default: those this process may use); a CPU run has N = --workers")
     parser.add_argument("--out-dir", required=True, type=Path)

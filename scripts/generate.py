@@ -38,27 +38,12 @@ def main() -> int:
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda when available)")
     args = parser.parse_args()
 
-    from diffscale.errors import ConfigError, HardwareError
-    from diffscale.train.generate import Settings, generate, read_prompts
+    from diffscale.train.generate import Settings, choose_device, generate, read_prompts
 
-    for flag, value, least in (("--num-inference-steps", args.num_inference_steps, 1),
-                               ("--batch-size", args.batch_size, 1), ("--seed", args.seed, 0)):
-        if value < least:
-            raise ConfigError(f"{flag}: must be at least {least}")
-    if args.guidance_scale < 0:
-        raise ConfigError("--guidance-scale: must be at least 0")
-    prompts = read_prompts(args.prompts) if args.prompts else args.prompt
-    import torch
-
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif device.startswith("cuda") and not torch.cuda.is_available():
-        # asked for a GPU explicitly (the rule passes its hardware's device): never fall back silently
-        raise HardwareError(f"--device {device}: no usable GPU is visible (torch {torch.__version__})")
     settings = Settings(args.guidance_scale, args.num_inference_steps, args.seed, args.scheduler, args.weights,
-                        args.batch_size)
-    for path in generate(prompts, args.model_path, args.out, settings, device=device):
+                        args.batch_size).check()
+    prompts = read_prompts(args.prompts) if args.prompts else args.prompt
+    for path in generate(prompts, args.model_path, args.out, settings, device=choose_device(args.device)):
         print(path)
     return 0
 

@@ -37,27 +37,17 @@ def main() -> int:
 
     from diffscale import slurm_audit as audit
 
-    text = args.log.read_text()
     if args.what == "run":
-        cfg = audit.merged_config(args.configfile)
-        ids = [i for job in audit.parse_run_log(text) for i in job.slurm_ids]
-        result = audit.audit_run(text, cfg, audit.slurm_records(args.records, ids or None),
-                                 audit.partition_nodes(), args.results)
-        for row in result.rows:
-            print("  ".join(f"{cell:<{width}}" for cell, width in zip(row, (44, 6, 6, 10, 10))))
-        problems = result.problems
-        if args.save_ids:
-            args.save_ids.write_text("\n".join(sorted(audit.slurm_records(args.records), key=int)) + "\n")
-        ok = f"{len(result.rows)} SLURM jobs ran where the hardware table says"
+        verdict = audit.audit_run_log(args.log, args.configfile, args.records, args.results, args.save_ids)
     else:
-        known = set(args.known_ids.read_text().split())
-        problems = audit.idle_rerun_problems(text, known, audit.slurm_records(args.records))
-        ok = "the second run submitted nothing"
-    for problem in problems:
+        verdict = audit.audit_rerun_log(args.log, args.known_ids, args.records)
+    for line in verdict.lines:
+        print(line)
+    for problem in verdict.problems:
         print(f"PROBLEM: {problem}", file=sys.stderr)
-    if problems:
+    if verdict.problems:
         return 1
-    print(ok)
+    print(verdict.ok)
     return 0
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from diffscale import vocab  # noqa: E402
 from diffscale.cli import json_flag, run_cli  # noqa: E402
 
 
@@ -28,7 +29,7 @@ def main() -> int:
     source.add_argument("--run-config", help="the run config as JSON (what the workflow passes)")
     source.add_argument("--config", type=Path, help="a pipeline config file; needs --hw, --precision, --gpus")
     parser.add_argument("--hw", help="hardware key (with --config)")
-    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help="with --config")
+    parser.add_argument("--precision", choices=vocab.PRECISIONS, help="with --config")
     parser.add_argument("--gpus", type=int, help="devices, or gloo processes on a CPU hardware key (with --config)")
     parser.add_argument("--images", type=Path, help="image embedding run (default: from embed.train_source)")
     parser.add_argument("--text", type=Path, help="text embedding run (default: from embed.train_source)")
@@ -40,9 +41,8 @@ def main() -> int:
                         help="end after this step, checkpointed (time-limited jobs; a later --resume continues)")
     args = parser.parse_args()
 
-    from diffscale.config import load_config
     from diffscale.errors import ConfigError
-    from diffscale.train.config import run_config
+    from diffscale.train.config import job_inputs
     from diffscale.train.unet import train
 
     if args.config:
@@ -50,11 +50,7 @@ def main() -> int:
                                             ("--gpus", args.gpus)) if value is None]
         if missing:
             raise ConfigError(f"--config needs {', '.join(missing)}")
-        cfg = load_config(args.config)
-        run_cfg = run_config(cfg, args.hw, args.precision, args.gpus)
-        source = cfg["embed"]["train_source"]
-        images = args.images or Path("results/embed/images") / source
-        text = args.text or Path("results/embed/text") / source
+        run_cfg, images, text = job_inputs(args.config, args.hw, args.precision, args.gpus, args.images, args.text)
     else:
         run_cfg = json_flag("--run-config", args.run_config)
         if args.images is None or args.text is None:

@@ -72,3 +72,17 @@ def test_thread_policies_on_n_cpus():
     assert (layout("pinned", 16, "gpu", 4).processes, layout("pinned", 16, "gpu", 4).threads) == (4, 4)
     with pytest.raises(ConfigError, match="embed policy 'greedy' is not one of pinned, naive, intraop"):
         layout("greedy", 2)
+
+
+def test_text_storage_is_ragged_unless_full_is_asked(demo, repo_root):
+    import yaml
+
+    from diffscale import vocab
+
+    schema = yaml.safe_load((repo_root / "diffscale" / "schemas" / "config.schema.yaml").read_text())
+    assert schema["properties"]["embed"]["properties"]["text_storage"]["enum"] == list(vocab.TEXT_STORAGE)
+    assert settings_for(demo, "text", "serial")["text_storage"] == "ragged"
+    assert settings_for({**demo, "embed": {**demo["embed"], "text_storage": "full"}}, "text", "serial")["text_storage"] == "full"
+    assert "text_storage" not in settings_for(demo, "images", "serial")
+    with pytest.raises(ConfigError, match="embed.text_storage: 'padded' is not one of ragged, full"):
+        EmbedSettings.from_dict({**settings_for(demo, "text", "serial"), "text_storage": "padded"})

@@ -34,10 +34,9 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from diffscale import provenance
-from diffscale.embed.threads import POLICIES
+from diffscale import provenance, vocab
 
-CPU_BACKENDS = ["serial", "multiprocessing", "joblib", "dask"]
+CPU_BACKENDS = list(vocab.CPU_BACKENDS)
 DISTINCT_IMAGES = 64  # drawn once each; a larger dataset repeats their bytes (decode cost is the same)
 BASELINE = ("serial", "pinned", 1)
 
@@ -109,12 +108,12 @@ def decode_rate(manifest: Path, image_size: int, n: int = 128) -> float:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--modalities", nargs="+", default=["images", "text"], choices=["images", "text"])
-    parser.add_argument("--backends", nargs="+", default=CPU_BACKENDS, choices=CPU_BACKENDS + ["gpu"])
+    parser.add_argument("--modalities", nargs="+", default=list(vocab.MODALITIES), choices=vocab.MODALITIES)
+    parser.add_argument("--backends", nargs="+", default=CPU_BACKENDS, choices=vocab.BACKENDS)
     parser.add_argument("--cpus", "--workers", dest="cpus", nargs="+", type=int,
                         help="CPU counts N of the runs w{N} (default: 1, 2, 4 … up to the usable cores)")
     parser.add_argument("--gpus", nargs="+", type=int, default=[], help="GPU counts for the gpu backend")
-    parser.add_argument("--policies", nargs="+", default=["pinned", "naive", "intraop"], choices=POLICIES)
+    parser.add_argument("--policies", nargs="+", default=list(vocab.POLICIES), choices=vocab.POLICIES)
     parser.add_argument("--naive-max-cpus", type=int, default=4, help="run naive only up to this many CPUs")
     parser.add_argument("--sizes", nargs="+", type=int, default=[32, 128], help="images in the dataset (two: RSS check)")
     parser.add_argument("--source-size", default="320x240", help="synthetic JPEG size, WxH (COCO: 640x480)")
@@ -124,9 +123,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shard-size", type=int, default=64)
     parser.add_argument("--vae", default="tiny", help="random preset of the VAE (tiny, sd-vae-ft-mse)")
     parser.add_argument("--text-encoder", default="tiny", help="random preset (tiny, clip-vit-large-patch14)")
-    parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="storage / GPU compute dtype")
-    parser.add_argument("--cpu-dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
-    parser.add_argument("--text-storage", default="ragged", choices=["ragged", "full"])
+    parser.add_argument("--dtype", default="fp32", choices=list(vocab.DTYPES), help="storage / GPU compute dtype")
+    parser.add_argument("--cpu-dtype", default="fp32", choices=list(vocab.DTYPES))
+    parser.add_argument("--text-storage", default="ragged", choices=vocab.TEXT_STORAGE)
     parser.add_argument("--work-dir", type=Path, help="keep datasets and shards here (default: a temp dir)")
 
 
@@ -182,7 +181,7 @@ def run(args: argparse.Namespace) -> list[dict]:
         for modality in args.modalities:
             timings = []
             for backend, policy, n in configurations(args):
-                out_dir = work / "runs" / f"{size}" / modality / f"{backend}-{policy}-w{n}"
+                out_dir = work / "runs" / f"{size}" / modality / vocab.embed_run_name(backend, policy, n)
                 timing = isolated(_one_run, modality, str(manifest), str(out_dir), backend, policy, n,
                                   _settings(args, modality, backend))
                 print(f"  {modality} n={size} {timing['run']}: {timing['wall_s']:.2f} s (start-up "

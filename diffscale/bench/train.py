@@ -13,7 +13,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from diffscale import models
+from diffscale import models, vocab
 from diffscale.timing import measure
 from diffscale.train.core import compat
 from diffscale.train.core.precision import Precision
@@ -67,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="U-Net preset (random weights; default tiny)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--latent-size", type=int, default=16, help="latent height and width (default 16)")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    parser.add_argument("--precision", default="fp32", choices=vocab.PRECISIONS)
     parser.add_argument("--steps", type=int, default=30, help="timed steps of each (default 30)")
     parser.add_argument("--log-every", type=int, default=5, help="loop steps per metrics row (default 5)")
     parser.add_argument("--loader-workers", type=int, default=0)

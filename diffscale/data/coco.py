@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from diffscale import atomic
+from diffscale.io import read_json as read_json_file
 from diffscale.config import fill_defaults, schema
 from diffscale.data.people import Lexicon
 from diffscale.errors import ConfigError, DataError
@@ -101,20 +102,7 @@ def rule_of(settings: Mapping) -> FilterRule:
 # Loading and validation
 # ---------------------------------------------------------------------------------------------
 def read_json(path: str | Path, what: str) -> Any:
-    path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise DataError(f"{path}: {what} file not found") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: expected the {what} json file, found a folder") from None
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not valid JSON (not UTF-8 text)") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read {what} file ({exc.strerror})") from None
+    return read_json_file(path, missing=f"{what} file not found", what=f"{what} json")
 
 
 def _ident(entry: Any, key: str = "id") -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
 
-from diffscale import atomic
+from diffscale import atomic, figures
 from diffscale.data.people import AGES, GENDERS, GROUPS
 
 if TYPE_CHECKING:  # pandas is imported where used: the Snakefile imports this module for its paths
@@ -88,11 +88,7 @@ def _agreement(labelled: pd.DataFrame, person_boxes: set[int]) -> list[dict]:
 
 def plot_figures(demographics: pd.DataFrame, out_dir: str | Path, prefix: str = "coco_filter") -> list[Path]:
     """<prefix>_gender.png, _age.png, _group.png, _activities.png in `out_dir`."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = figures.pyplot()
     out_dir = Path(out_dir)
     written = []
     for name in FIGURES:
@@ -123,10 +119,7 @@ def plot_figures(demographics: pd.DataFrame, out_dir: str | Path, prefix: str = 
         ax.set_title(f"{title} of the {total:,} people-centric images", fontsize=10)
         fig.tight_layout()
         path = out_dir / f"{prefix}_{name}.png"
-        with atomic.atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png")
-        plt.close(fig)
-        written.append(path)
+        written.append(figures.save(fig, path))
     return written
 
 

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 
-from diffscale import atomic
+from diffscale import atomic, io
 from diffscale.data.folders import class_folder, subject_folder
 from diffscale.errors import DataError
 
 
 def coco_counts(captions: Path) -> dict:
     """Counts from a COCO captions json; the COCO stage does the full validation and labelling."""
-    try:
-        data = json.loads(Path(captions).read_text())
-    except FileNotFoundError:
-        raise DataError(f"{captions}: captions file not found") from None
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{captions}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    data = io.read_json(captions, missing="captions file not found", what="captions json")
     for key in ("images", "annotations"):
         if not isinstance(data, dict) or not isinstance(data.get(key), list):
             raise DataError(f"{captions}: missing the '{key}' list of the COCO captions format")

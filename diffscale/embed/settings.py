@@ -10,14 +10,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from diffscale import models
+from diffscale import models, vocab
 from diffscale.errors import ConfigError
+from diffscale.vocab import BACKENDS, MODALITIES, POLICIES  # noqa: F401 - the owner is diffscale.vocab
 
-MODALITIES = ("images", "text")
-BACKENDS = ("serial", "multiprocessing", "joblib", "dask", "gpu")
 MODEL_ROLE = {"images": "vae", "text": "text_encoder"}
-TEXT_STORAGE = ("ragged", "full")
-TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+TEXT_STORAGE = vocab.TEXT_STORAGE
+TORCH_DTYPES = vocab.DTYPES
 HARDWARE_KEYS = ("partition", "device", "gpu_model", "gpus_per_node")
 
 
@@ -73,8 +72,7 @@ def settings_for(cfg: dict, modality: str, backend: str) -> dict:
         raise ConfigError(f"embed: unknown backend {backend!r} (known: {', '.join(BACKENDS)})")
     embed = cfg["embed"]
     hw = embed["gpu_hardware"] if backend == "gpu" else embed["hardware"]
-    if hw not in cfg["hardware"]:
-        raise ConfigError(f"embed: hardware key {hw!r} is not in the hardware table")
+    vocab.hardware_entry(cfg, hw, "embed")
     out: dict[str, Any] = dict(
         modality=modality,
         model=cfg["models"][MODEL_ROLE[modality]],

@@ -35,7 +35,7 @@ from diffscale.embed import threads as thread_policy
 from diffscale.embed.backends import make_backend
 from diffscale.embed.inputs import load_inputs
 from diffscale.embed.settings import BACKENDS, EmbedSettings
-from diffscale.embed.threads import POLICIES
+from diffscale.vocab import POLICIES
 from diffscale.shards import INDEX, ragged_specs_from, write_index
 from diffscale.embed.worker import STATUS_DIR, WorkerTask
 from diffscale.errors import ConfigError, DataError

@@ -32,10 +32,9 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from diffscale.errors import ConfigError
+from diffscale.vocab import POLICIES
 
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-# One owner of the policy vocabulary (schema enum, argparse choices, wildcard constraint).
-POLICIES = ("pinned", "naive", "intraop")
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,11 @@ directory, and `generate.py` builds its models from it.
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
-from diffscale import experiments
-from diffscale.config import config_hash
+from diffscale import experiments, vocab
+from diffscale.config import check_train_batches, config_hash
 from diffscale.errors import ConfigError
 
 # Keys of the train section that only the sampling rule reads, or that describe which runs exist.
@@ -22,28 +23,19 @@ NOT_PER_RUN = ("matrix", *SAMPLING_KEYS)
 # Keys that change how a run is carried out but not the weights it ends with: a checkpoint made
 # under other values of these still resumes (a longer `steps` continues a shorter run).
 LOGISTICS_KEYS = ("steps", "checkpoint_every", "log_every", "loader_workers")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = vocab.PRECISIONS
 
 
 def validate_train(cfg: dict, source: str = "config") -> None:
-    """Checks the schema cannot express: the global batch splits evenly over every run."""
-    train = cfg["train"]
-    for run in experiments.train_runs(cfg):
-        parts = run.gpus * train["grad_accum"]
-        if train["batch_size"] % parts:
-            raise ConfigError(
-                f"{source}: train.batch_size: {train['batch_size']} does not split into {run.gpus} GPUs x "
-                f"grad_accum {train['grad_accum']} equal micro-batches (run {run.hw}/{run.variant}); "
-                f"use a multiple of {parts}")
+    """The training checks the schema cannot express (part of diffscale.config.validate_config)."""
+    check_train_batches(cfg, source)
 
 
 def run_config(cfg: dict, hw: str, precision: str, gpus: int) -> dict:
     """Everything one training run reads, and nothing else."""
     if precision not in PRECISIONS:
         raise ConfigError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
-    if hw not in cfg["hardware"]:
-        raise ConfigError(f"hardware key {hw!r} is not in the config's hardware table "
-                          f"({', '.join(sorted(cfg['hardware']))})")
+    vocab.hardware_entry(cfg, hw)
     validate_train(cfg)
     entry = cfg["hardware"][hw]
     hardware = {k: entry[k] for k in ("partition", "device", "conda_env") if k in entry}
@@ -61,6 +53,31 @@ def run_config(cfg: dict, hw: str, precision: str, gpus: int) -> dict:
 def sampling_config(cfg: dict) -> dict:
     """What the sampling rule reads: the prompts and sampler settings, and the seed."""
     return {"seed": cfg["seed"], **{k: copy.deepcopy(cfg["train"][k]) for k in SAMPLING_KEYS}}
+
+
+SAMPLING_FLAGS = {"guidance_scale": "--guidance-scale", "inference_steps": "--num-inference-steps",
+                  "scheduler": "--scheduler", "seed": "--seed"}
+
+
+def sampling_flags(sampling: dict) -> str:
+    """scripts/generate.py's flags for a `sampling_config`, shell-quoted: one --prompt per prompt."""
+    import shlex
+
+    flags = [f"--prompt {shlex.quote(p)}" for p in sampling["prompts"]]
+    flags += [f"{flag} {shlex.quote(str(sampling[key]))}" for key, flag in SAMPLING_FLAGS.items()]
+    return " ".join(flags)
+
+
+def job_inputs(config_file, hw: str, precision: str, gpus: int, images=None, text=None) -> tuple[dict, Path, Path]:
+    """A training job from a pipeline config file (scripts/train_unet.py --config): its run config and
+    the embedding runs it reads (default: embed.train_source of the config)."""
+    from diffscale.config import load_config
+
+    cfg = load_config(config_file)
+    run_cfg = run_config(cfg, hw, precision, gpus)
+    source = cfg["embed"]["train_source"]
+    return (run_cfg, Path(images or vocab.embed_dir("images", source)),
+            Path(text or vocab.embed_dir("text", source)))
 
 
 def check_run_config(run_cfg: Any, source: str = "--run-config") -> dict:

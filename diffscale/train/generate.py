@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from diffscale import atomic, models, provenance
-from diffscale.errors import DataError, ModelSpecError
+from diffscale.errors import ConfigError, DataError, HardwareError, ModelSpecError
 from diffscale.train import checkpoint as ckpt_io
 from diffscale.train.diffusion import SAMPLERS, predict_noise, sampler
 from diffscale.train.text import PromptEncoder
@@ -35,6 +35,28 @@ class Settings:
     scheduler: str = "ddim"
     weights: str = "ema"  # ema | model
     batch_size: int = 4
+
+    def check(self) -> "Settings":
+        """ConfigError naming the flag of the first setting out of range (the CLI's flags)."""
+        for flag, value, least in (("--num-inference-steps", self.num_inference_steps, 1),
+                                   ("--batch-size", self.batch_size, 1), ("--seed", self.seed, 0)):
+            if value < least:
+                raise ConfigError(f"{flag}: must be at least {least}")
+        if self.guidance_scale < 0:
+            raise ConfigError("--guidance-scale: must be at least 0")
+        return self
+
+
+def choose_device(device: str = "auto") -> str:
+    """`auto`: cuda when a GPU is usable, else cpu. An explicit cuda device without a usable GPU is a
+    HardwareError: the workflow passes its hardware's device, and never falls back silently."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise HardwareError(f"--device {device}: no usable GPU is visible (torch {torch.__version__})")
+    return device
 
 
 def read_prompts(path: str | Path) -> list[str]:

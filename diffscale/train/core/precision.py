@@ -17,9 +17,10 @@ it is a no-op). A loop holds one `Precision` and uses it around every micro-batc
 
 from __future__ import annotations
 
+from diffscale import vocab
 from diffscale.train.core import compat
 
-AMP_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}  # fp32 runs without autocast
+AMP_DTYPES = {k: v for k, v in vocab.DTYPES.items() if k != "fp32"}  # fp32 runs without autocast
 
 
 def allow_tf32(device_type: str, enabled: bool) -> None:

@@ -1,0 +1,87 @@
+"""The project's vocabularies, each owned here once: what a value may be, and how names are built.
+
+Part of the ground layer (imports only diffscale.errors). The config schema's enums are checked
+against these tuples by tests/test_vocab.py; argparse `choices`, the settings checks and the
+workflow's wildcard constraints (rules/common.smk) are derived from them.
+
+  BACKENDS, POLICIES, MODALITIES   the embedding stage's parallel backends, thread policies, inputs
+  TEXT_STORAGE                     how text embeddings are stored (ragged, full)
+  PRECISIONS                       training precisions (fp32, bf16, fp16)
+  DTYPES                           storage/compute dtypes of embeddings, with their torch names
+  embed_run_name(...)              "{backend}-{policy}-w{workers}", the embedding run directory name
+  embed_dir(modality, run)         results/embed/{modality}/{run name} (embed_run_dir: from parts)
+  hardware_entry(cfg, hw, where)   a hardware table entry, or the one "hardware key not in the
+                                   table" ConfigError
+  wildcard_constraints()           regexes of the wildcards, for the workflow
+"""
+
+from __future__ import annotations
+
+import re
+
+from diffscale.errors import ConfigError
+
+MODALITIES = ("images", "text")
+BACKENDS = ("serial", "multiprocessing", "joblib", "dask", "gpu")
+CPU_BACKENDS = tuple(b for b in BACKENDS if b != "gpu")
+POLICIES = ("pinned", "naive", "intraop")  # intraop: 1 process x N threads (diffscale.embed.threads)
+TEXT_STORAGE = ("ragged", "full")  # embed.text_storage: real tokens only, or all 77 positions
+PRECISIONS = ("fp32", "bf16", "fp16")
+DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # name -> torch dtype name
+
+EMBED_RUN = "{backend}-{policy}-w{workers}"  # an embedding run's name (a Snakemake wildcard pattern)
+EMBED_ROOT = "results/embed"
+
+
+def embed_run_name(backend: str, policy: str, workers: int) -> str:
+    return EMBED_RUN.format(backend=backend, policy=policy, workers=workers)
+
+
+def embed_dir(modality: str, run: str) -> str:
+    """results/embed/{modality}/{run name}: the directory of one embedding run."""
+    return f"{EMBED_ROOT}/{modality}/{run}"
+
+
+def embed_run_dir(modality: str, backend: str, policy: str, workers: int) -> str:
+    return embed_dir(modality, embed_run_name(backend, policy, workers))
+
+
+def one_of(value: str, allowed, what: str) -> str:
+    """`value` if it is in `allowed`, else ConfigError "{what}: {value!r} is not one of a, b, c"."""
+    if value not in allowed:
+        raise ConfigError(f"{what}: {value!r} is not one of {', '.join(allowed)}")
+    return value
+
+
+def unknown_hardware(hw: str, hardware: dict, where: str | None = None) -> ConfigError:
+    """The error for a hardware key the config's table lacks (naming the keys it has)."""
+    known = ", ".join(sorted(hardware))
+    if where:
+        return ConfigError(f"{where}: hardware key {hw!r} is not in the hardware table ({known})")
+    return ConfigError(f"hardware key {hw!r} is not in the config's hardware table ({known})")
+
+
+def hardware_entry(cfg: dict, hw: str, where: str | None = None) -> dict:
+    """cfg["hardware"][hw], or the one ConfigError naming the key and the table's keys."""
+    try:
+        return cfg["hardware"][hw]
+    except KeyError:
+        raise unknown_hardware(hw, cfg["hardware"], where) from None
+
+
+def alternatives(values) -> str:
+    """A regex matching exactly one of `values`."""
+    return "|".join(re.escape(v) for v in values)
+
+
+def wildcard_constraints() -> dict[str, str]:
+    """The workflow's wildcard regexes: vocabularies as alternatives, counts as digits."""
+    return {
+        "hw": "[a-z][a-z0-9_]*",
+        "gpus": r"\d+",
+        "workers": r"\d+",
+        "precision": alternatives(PRECISIONS),
+        "backend": alternatives(BACKENDS),
+        "policy": alternatives(POLICIES),
+        "modality": alternatives(MODALITIES),
+    }

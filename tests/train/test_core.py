@@ -1,0 +1,110 @@
+"""The shared training core on a toy model: what the FLUX and DDPM loops rely on, U-Net aside."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from diffscale.errors import ConfigError, DataError
+from diffscale.train.core import checkpoint, guards, launch, meter, precision
+
+
+def toy_fit(ctx: launch.Context, out_dir, steps: int, resume: bool) -> dict:
+    """A complete loop on the core: one Linear layer, random data from the global generators."""
+    store = checkpoint.Store(out_dir, format="toy-checkpoint", version=1)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    prec = precision.Precision("fp32", ctx.device_type)
+    start, rows = 0, []
+    if resume and store.resume_path.is_file():
+        state = store.load()
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        prec.load_state_dict(state["scaler"])
+        checkpoint.restore_rng(state["rng"], ctx.rank)
+        start, rows = state["step"], state["metrics"]
+    net = ctx.wrap(model)
+    m = meter.Meter(rows, batch=8, world=ctx.world, flops_per_sample=None, peak=None, start_step=start, verbose=False)
+    last_good = guards.LastGood()
+    with guards.out_of_memory(ctx.device, 8, "toy", "use a smaller toy"):
+        for step in range(start, steps):
+            with m.waiting():
+                x = torch.randn(8, 4)
+            with prec.autocast():
+                loss = net(x).pow(2).mean()
+            prec.backward(loss)
+            grad_norm = prec.clip(model.parameters(), optimizer, 1.0)
+            prec.step(optimizer)
+            optimizer.zero_grad(set_to_none=True)
+            m.add(loss.detach(), grad_norm, 0.1)
+            m.row(step + 1, ctx.mean(m.pending_losses()).tolist(), last_good)
+            rng = checkpoint.gather_rng(ctx)
+            if ctx.is_main:
+                last_good.update(store.save({"step": step + 1, "model": model.state_dict(),
+                                             "optimizer": optimizer.state_dict(), "scaler": prec.state_dict(),
+                                             "rng": rng, "metrics": rows}), step + 1)
+    return {"weight": model.weight.detach().clone(), "rows": rows}
+
+
+def test_a_loop_on_the_core_resumes_exactly(tmp_path):
+    straight = launch.run(toy_fit, 1, "cpu", tmp_path / "a", 6, False)
+    launch.run(toy_fit, 1, "cpu", tmp_path / "b", 3, False)
+    resumed = launch.run(toy_fit, 1, "cpu", tmp_path / "b", 6, True)
+    assert torch.equal(straight["weight"], resumed["weight"])
+    assert [r["step"] for r in resumed["rows"]] == [1, 2, 3, 4, 5, 6]
+    assert [r["warmup"] for r in resumed["rows"]] == [1, 0, 0, 1, 0, 0]  # each start's first row
+    assert meter.metrics_csv(resumed["rows"]).splitlines()[0] == ",".join(meter.COLUMNS)
+    final = checkpoint.Store(tmp_path / "b", format="toy-checkpoint").finalize()
+    assert final.name == "checkpoint.pt" and not (tmp_path / "b" / "resume").exists()
+
+
+def test_checkpoint_load_names_a_foreign_or_missing_file(tmp_path):
+    store = checkpoint.Store(tmp_path, format="mine", version=2, kind="toy")
+    with pytest.raises(DataError, match="last.pt: checkpoint not found"):
+        store.load()
+    checkpoint.save(store.resume_path, {"step": 1}, format="other", version=2)
+    with pytest.raises(DataError, match="last.pt: not a toy checkpoint"):
+        store.load()
+    checkpoint.save(store.resume_path, {"step": 1}, format="mine", version=1)
+    with pytest.raises(DataError, match="checkpoint version 1, expected 2"):
+        store.load()
+
+
+def test_rng_states_round_trip():
+    state = checkpoint.rng_state()
+    drawn = (torch.rand(3), np.random.rand(), random.random())
+    checkpoint.restore_rng([state], 0)
+    again = (torch.rand(3), np.random.rand(), random.random())
+    assert torch.equal(drawn[0], again[0]) and drawn[1:] == again[1:]
+
+
+def test_guards_name_the_step_and_the_micro_batch():
+    good = guards.LastGood("ckpt/last.pt", 4)
+    with pytest.raises(guards.TrainingError, match=r"loss is inf at step 6; stopped \(the last good checkpoint "
+                                                  r"\(step 4\) is kept at ckpt/last.pt\)"):
+        guards.check_finite([1.0, float("inf")], 6, good)
+    with pytest.raises(guards.TrainingError, match=r"^out of memory on cuda:0 with micro-batch 16 \(b\); lower b$"):
+        with guards.out_of_memory("cuda:0", 16, "b", "lower b"):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+
+@pytest.mark.parametrize("name, amp", [("fp32", False), ("bf16", True), ("fp16", True)])
+def test_precision_autocasts_on_cpu(name, amp):
+    prec = precision.Precision(name, "cpu")
+    assert prec.amp is amp
+    with prec.autocast():
+        out = torch.nn.Linear(4, 4)(torch.ones(2, 4))
+    assert out.dtype == prec.dtype == getattr(torch, precision.AMP_DTYPES.get(name, "float32"))
+
+
+def test_torchrun_with_another_world_is_refused(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(ConfigError, match=r"torchrun started 2 processes but the run asks for 4 \(flux.gpus\)"):
+        launch.mode(4, "flux.gpus")
+    assert launch.mode(2) == "torchrun" and launch.env_rank() == 0
