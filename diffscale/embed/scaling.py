@@ -58,6 +58,7 @@ def _row(t: dict) -> dict:
         "items_per_s": t["items_per_s"], "steady_items_per_s": t["steady_items_per_s"],
         "peak_rss_mb": max(t["peak_rss_mb"]),
         "bytes_per_item": t.get("bytes_per_item", math.nan), "bytes_per_image": t.get("bytes_per_image", math.nan),
+        "bytes_per_token": t.get("bytes_per_token", math.nan),
         "projected_full_gb": t.get("projected_full_gb", math.nan),
         "random_weights": t.get("random_weights", ""), "run": t.get("run_dir", t.get("run", "")),
     }
