@@ -64,7 +64,9 @@ class DdpmRun:
 
 
 def embed_runs(cfg: dict) -> list[EmbedRun]:
-    """serial runs once with one worker; each parallel backend at every worker count and policy.
+    """A CPU run `w{N}` runs on N CPUs. serial runs the 1-CPU baseline (1 process × 1 thread) and,
+    with policy intraop, 1 process × N threads at every N; each parallel backend runs pinned and
+    naive (N processes) at every N.
 
     The gpu backend pins one process per device, so it has no thread policy of its own.
     """
@@ -73,10 +75,13 @@ def embed_runs(cfg: dict) -> list[EmbedRun]:
     for backend in embed["backends"]:
         if backend == "gpu":
             runs += [EmbedRun("gpu", "pinned", n, embed["gpu_hardware"]) for n in embed.get("gpus", [])]
-            continue
-        counts = [1] if backend == "serial" else embed["workers"]
-        policies = ["pinned"] if backend == "serial" else embed["policies"]
-        runs += [EmbedRun(backend, p, n, embed["hardware"]) for p in policies for n in counts]
+        elif backend == "serial":
+            runs.append(EmbedRun("serial", "pinned", 1, embed["hardware"]))
+            if "intraop" in embed["policies"]:
+                runs += [EmbedRun("serial", "intraop", n, embed["hardware"]) for n in embed["workers"] if n > 1]
+        else:
+            runs += [EmbedRun(backend, p, n, embed["hardware"])
+                     for p in embed["policies"] if p != "intraop" for n in embed["workers"]]
     return runs
 
 

@@ -31,12 +31,13 @@ def requests_gpus(entry: dict, gpus: int) -> bool:
     return bool(gpus) and entry.get("gpus_per_node", 0) > 0
 
 
-def job_resources(cfg: dict, hw: str | None, gpus: int = 0, workers: int = 1, attempt: int = 1) -> dict:
+def job_resources(cfg: dict, hw: str | None, gpus: int = 0, workers: int = 1, attempt: int = 1,
+                  cpus: int | None = None) -> dict:
     """Resources for a job on hardware `hw` (None: the CPU hardware) using `gpus` GPUs (0: CPU
     job) and `workers` processes, on its `attempt`-th try.
 
-    A CPU job asks for as many CPUs as it runs workers (at least the entry's `cpus`), so a scaling
-    study measures what it claims; a GPU job asks for `cpus_per_gpu` and `mem_mb` per GPU. A retry
+    A CPU job asks for as many CPUs as it runs workers (at least the entry's `cpus`), or exactly
+    `cpus` when given (a scaling run `w{N}` runs on N CPUs, so it measures what it claims); a GPU job asks for `cpus_per_gpu` and `mem_mb` per GPU. A retry
     gets `attempt` times the run time: a job killed at its time limit resumes from its checkpoint
     and should not hit the same limit again.
     """
@@ -62,22 +63,26 @@ def job_resources(cfg: dict, hw: str | None, gpus: int = 0, workers: int = 1, at
         else:
             res["gpu"] = gpus
             res["gpu_model"] = entry["gpu_model"]
+    elif cpus:
+        res["cpus_per_task"] = cpus
     else:
         res["cpus_per_task"] = max(workers, gpus, entry["cpus"])
     return res
 
 
-def rule_resources(cfg: dict, wildcards, attempt: int = 1, hw=None, gpus=0, workers=1) -> dict:
+def rule_resources(cfg: dict, wildcards, attempt: int = 1, hw=None, gpus=0, workers=1, cpus=None) -> dict:
     """`job_resources` of one workflow job: `hw`, `gpus` and `workers` come from the job's wildcards of
     the same name when it has them, else from the arguments, each a value or a function of the
-    wildcards (e.g. the embedding backend decides the hardware key)."""
+    wildcards (e.g. the embedding backend decides the hardware key); `cpus` (a value or function,
+    None: none) asks for exactly that many CPUs."""
     given = dict(wildcards)
 
     def pick(name: str, default):
         value = given.get(name, default)
         return value(wildcards) if callable(value) else value
 
-    return job_resources(cfg, pick("hw", hw), int(pick("gpus", gpus)), int(pick("workers", workers)), attempt)
+    exact = cpus(wildcards) if callable(cpus) else cpus
+    return job_resources(cfg, pick("hw", hw), int(pick("gpus", gpus)), int(pick("workers", workers)), attempt, exact)
 
 
 def conda_env(cfg: dict, hw: str | None, family: str) -> str:

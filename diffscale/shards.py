@@ -14,6 +14,12 @@ Tensor names by modality (the embedding stage writes them, the training stage re
   images: image_id int64 [n]; latent_mean, latent_std [n, C, h, w] (fp16/bf16/fp32)
   text:   image_id int64 [n]; caption_index int64 [n]; hidden [n, 77, D]; mask int8 [n, 77];
           pooled [n, D]; truncated bool [n]
+
+Text is stored `full` (hidden and mask as above) or `ragged` (index `text_storage: ragged`): only
+the real tokens, concatenated — tokens [T, D] where T is the shard's real-token count, lengths
+int32 [n] and offsets int64 [n] into tokens. The index lists the tensors as readers see them
+(hidden [77, D], mask [77]) and, under `stored`, what is on disk; `ShardReader` pads a ragged
+item back to the context length with zeros and returns the mask, so readers need not know.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ from diffscale.errors import DataError
 
 INDEX = "index.json"
 FORMAT_VERSION = 1
+PER_TOKEN = ("tokens",)  # ragged text: first axis is the shard's real tokens, not its items
+RAGGED_STORED = ("tokens", "lengths", "offsets")
 
 
 def shard_name(number: int) -> str:
@@ -49,7 +57,7 @@ def write_shard(path: str | Path, tensors: dict[str, Any], metadata: dict[str, s
     from safetensors.torch import save_file
 
     path = Path(path)
-    counts = {name: int(t.shape[0]) for name, t in tensors.items()}
+    counts = {name: int(t.shape[0]) for name, t in tensors.items() if name not in PER_TOKEN}
     if len(set(counts.values())) != 1:
         raise ValueError(f"{path.name}: tensors disagree on the item count: {counts}")
     with atomic.atomic_path(path) as tmp:
@@ -97,6 +105,39 @@ def verify(run_dir: str | Path) -> dict:
     return index
 
 
+def with_offsets(tensors: dict[str, Any]) -> dict[str, Any]:
+    """A ragged text shard's tensors plus `offsets` (where each item's tokens start)."""
+    import torch
+
+    lengths = tensors["lengths"].to(torch.int64)
+    return {**tensors, "offsets": torch.cumsum(lengths, 0) - lengths}
+
+
+def ragged_specs_from(stored: dict[str, dict], context: int) -> dict[str, dict]:
+    """The index's reader-facing specs of ragged text (hidden [context, D], mask [context]) from
+    the specs of what is stored (tokens [D], lengths, offsets, …)."""
+    specs = {}
+    for name, spec in stored.items():
+        if name == "tokens":
+            specs["hidden"] = {"dtype": spec["dtype"], "item_shape": [context, *spec["item_shape"]]}
+            specs["mask"] = {"dtype": "int8", "item_shape": [context]}
+        elif name not in RAGGED_STORED:
+            specs[name] = spec
+    return specs
+
+
+def pad_ragged(tokens, lengths, context: int) -> tuple[Any, Any]:
+    """Concatenated real tokens [T, D] + lengths [n] -> hidden [n, context, D] (zeros after each
+    caption's tokens) and mask int8 [n, context]."""
+    import torch
+
+    lengths = lengths.to(torch.int64)
+    mask = torch.arange(context)[None, :] < lengths[:, None]
+    hidden = tokens.new_zeros(len(lengths), context, tokens.shape[-1])
+    hidden[mask] = tokens
+    return hidden, mask.to(torch.int8)
+
+
 @dataclass
 class ShardReader:
     """Random access to the items of a run directory without loading it whole."""
@@ -129,14 +170,31 @@ class ShardReader:
     def _handle(self, k: int):
         return _open_shard(str(self.run_dir / self.index["shards"][k]["file"]))
 
+    @property
+    def ragged(self) -> bool:
+        return self.index.get("text_storage") == "ragged"
+
     def item(self, i: int, names: list[str] | None = None) -> dict:
         k, j = self._locate(i)
         handle = self._handle(k)
-        return {n: handle.get_slice(n)[j : j + 1][0] for n in (names or self.names)}
+        names = names or self.names
+        out = {n: handle.get_slice(n)[j : j + 1][0] for n in names if not (self.ragged and n in ("hidden", "mask"))}
+        if self.ragged and ("hidden" in names or "mask" in names):
+            start, length = (int(handle.get_slice(n)[j : j + 1][0]) for n in ("offsets", "lengths"))
+            hidden, mask = pad_ragged(handle.get_slice("tokens")[start : start + length],
+                                      handle.get_slice("lengths")[j : j + 1], self.index["context_length"])
+            out.update({n: t[0] for n, t in (("hidden", hidden), ("mask", mask)) if n in names})
+        return out
 
     def shard(self, k: int, names: list[str] | None = None) -> dict:
         handle = self._handle(k)
-        return {n: handle.get_tensor(n) for n in (names or self.names)}
+        names = names or self.names
+        out = {n: handle.get_tensor(n) for n in names if not (self.ragged and n in ("hidden", "mask"))}
+        if self.ragged and ("hidden" in names or "mask" in names):
+            hidden, mask = pad_ragged(handle.get_tensor("tokens"), handle.get_tensor("lengths"),
+                                      self.index["context_length"])
+            out.update({n: t for n, t in (("hidden", hidden), ("mask", mask)) if n in names})
+        return out
 
     def column(self, name: str):
         """One tensor over all items (small ones only: ids, masks), concatenated in index order."""

@@ -5,6 +5,7 @@ against these tuples by tests/test_vocab.py; argparse `choices`, the settings ch
 workflow's wildcard constraints (rules/common.smk) are derived from them.
 
   BACKENDS, POLICIES, MODALITIES   the embedding stage's parallel backends, thread policies, inputs
+  TEXT_STORAGE                     how text embeddings are stored (ragged, full)
   PRECISIONS                       training precisions (fp32, bf16, fp16)
   DTYPES                           storage/compute dtypes of embeddings, with their torch names
   embed_run_name(...)              "{backend}-{policy}-w{workers}", the embedding run directory name
@@ -23,7 +24,8 @@ from diffscale.errors import ConfigError
 MODALITIES = ("images", "text")
 BACKENDS = ("serial", "multiprocessing", "joblib", "dask", "gpu")
 CPU_BACKENDS = tuple(b for b in BACKENDS if b != "gpu")
-POLICIES = ("pinned", "naive")
+POLICIES = ("pinned", "naive", "intraop")  # intraop: 1 process x N threads (diffscale.embed.threads)
+TEXT_STORAGE = ("ragged", "full")  # embed.text_storage: real tokens only, or all 77 positions
 PRECISIONS = ("fp32", "bf16", "fp16")
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # name -> torch dtype name
 

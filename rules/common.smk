@@ -36,17 +36,19 @@ wildcard_constraints:
     **vocab.wildcard_constraints(),
 
 
-def resources_for(hw=None, gpus=0, workers=1):
+def resources_for(hw=None, gpus=0, workers=1, cpus=None):
     """Resources as callables of the wildcards, for `resources: **resources_for()`.
 
     `hw`, `gpus` and `workers` come from the wildcards of the same name when present, else from
     the arguments: a fixed hardware key for rules without a {hw} wildcard (none: the CPU
-    hardware), or a function of the wildcards where it depends on another one. A retry gets a
+    hardware), or a function of the wildcards where it depends on another one. `cpus` (a function
+    of the wildcards, None: none) asks for exactly that many CPUs (a scaling run w{N}). A retry gets a
     longer time limit (diffscale.resources.rule_resources). A hardware key missing from the table
     stops the DAG build with a message naming it."""
 
     def resource(key):
-        return lambda wildcards, attempt: hwres.rule_resources(config, wildcards, attempt, hw, gpus, workers)[key]
+        return lambda wildcards, attempt: hwres.rule_resources(config, wildcards, attempt, hw, gpus, workers,
+                                                               cpus)[key]
 
     return {key: resource(key) for key in hwres.RESOURCE_KEYS}
 
@@ -117,9 +119,15 @@ def embed_gpus(wildcards):
     return int(wildcards.workers) if wildcards.backend == "gpu" else 0
 
 
+def embed_cpus(wildcards):
+    """A CPU scaling run w{N} asks SLURM for exactly N CPUs (the gpu backend: cpus_per_gpu each)."""
+    return None if wildcards.backend == "gpu" else int(wildcards.workers)
+
+
 def embed_threads(wildcards):
-    """All the CPUs the job asks SLURM for: locally this also keeps embedding jobs from sharing
-    cores with each other (Snakemake caps it at --cores), so their timings stay honest."""
+    """At least the hardware entry's CPUs: locally an embedding job holds all the cores Snakemake
+    gives it (capped at --cores), so runs never share cores and pin themselves to N of them; on
+    SLURM the request is the job's cpus_per_task (embed_cpus), not this."""
     found = hwres.job_resources(config, embed_hw(wildcards), embed_gpus(wildcards), int(wildcards.workers))
     return found["cpus_per_task"]
 

@@ -1,6 +1,6 @@
-# Embedding (study 1, stage 2): VAE latents and CLIP text embeddings of the COCO manifest, with
-# every backend × thread policy × worker count of config `embed:` (diffscale.experiments.embed_runs),
-# and the scaling table the report shows. Each run's config slice is a param, so editing one
+# Embedding (study 1, stage 2): VAE latents and CLIP text embeddings of the COCO manifest (one rule
+# over {modality}), with every backend × thread policy × CPU count of config `embed:`
+# (diffscale.experiments.embed_runs), and the scaling table the report shows. Each run's config slice is a param, so editing one
 # setting re-runs only the runs that depend on it.
 
 EMBED_MANIFEST = "results/data/coco/manifest.parquet"
@@ -8,54 +8,28 @@ EMBED_SKIPPED = "results/data/coco/skipped.csv"
 EMBED_RUN = vocab.EMBED_RUN
 
 
-rule embed_images:
+rule embed:
     input:
         manifest=EMBED_MANIFEST,
         skipped=EMBED_SKIPPED,
     output:
-        index=f"results/embed/images/{EMBED_RUN}/index.json",
-        timing=f"results/embed/images/{EMBED_RUN}/timing.json",
-        run=f"results/embed/images/{EMBED_RUN}/run.json",
+        index=f"results/embed/{{modality}}/{EMBED_RUN}/index.json",
+        timing=f"results/embed/{{modality}}/{EMBED_RUN}/timing.json",
+        run=f"results/embed/{{modality}}/{EMBED_RUN}/run.json",
     params:
-        settings=lambda w: embed_settings("images", w.backend),
-        out_dir=lambda w: f"results/embed/images/{w.backend}-{w.policy}-w{w.workers}",
+        settings=lambda w: embed_settings(w.modality, w.backend),
+        out_dir=lambda w: f"results/embed/{w.modality}/{w.backend}-{w.policy}-w{w.workers}",
     threads: embed_threads
     log:
-        f"results/logs/embed/images/{EMBED_RUN}.log",
+        f"results/logs/embed/{{modality}}/{EMBED_RUN}.log",
     benchmark:
-        f"results/benchmarks/embed/images/{EMBED_RUN}.tsv"
+        f"results/benchmarks/embed/{{modality}}/{EMBED_RUN}.tsv"
     conda:
         "../envs/embed.yaml"
     resources:
-        **resources_for(hw=embed_hw, gpus=embed_gpus),
+        **resources_for(hw=embed_hw, gpus=embed_gpus, cpus=embed_cpus),
     shell:
-        "python scripts/embed.py images --manifest {input.manifest} --skipped {input.skipped}"
-        " --backend {wildcards.backend} --policy {wildcards.policy} --workers {wildcards.workers}"
-        " --cpus {resources.cpus_per_task} --settings {params.settings:q} --out-dir {params.out_dir} > {log} 2>&1"
-
-
-rule embed_text:
-    input:
-        manifest=EMBED_MANIFEST,
-        skipped=EMBED_SKIPPED,
-    output:
-        index=f"results/embed/text/{EMBED_RUN}/index.json",
-        timing=f"results/embed/text/{EMBED_RUN}/timing.json",
-        run=f"results/embed/text/{EMBED_RUN}/run.json",
-    params:
-        settings=lambda w: embed_settings("text", w.backend),
-        out_dir=lambda w: f"results/embed/text/{w.backend}-{w.policy}-w{w.workers}",
-    threads: embed_threads
-    log:
-        f"results/logs/embed/text/{EMBED_RUN}.log",
-    benchmark:
-        f"results/benchmarks/embed/text/{EMBED_RUN}.tsv"
-    conda:
-        "../envs/embed.yaml"
-    resources:
-        **resources_for(hw=embed_hw, gpus=embed_gpus),
-    shell:
-        "python scripts/embed.py text --manifest {input.manifest} --skipped {input.skipped}"
+        "python scripts/embed.py {wildcards.modality} --manifest {input.manifest} --skipped {input.skipped}"
         " --backend {wildcards.backend} --policy {wildcards.policy} --workers {wildcards.workers}"
         " --cpus {resources.cpus_per_task} --settings {params.settings:q} --out-dir {params.out_dir} > {log} 2>&1"
 

@@ -27,9 +27,12 @@ def main() -> int:
     scaling.write_table(rows, args.out)
     scaling.write_figure(rows, args.figure)
     for r in rows:
-        print(f"{r['modality']:6} {r['backend']:15} {r['policy']:6} w{r['workers']}: {r['wall_s']:.2f} s, "
-              f"speedup {r['speedup']:.2f}, efficiency {r['efficiency']:.2f}, steady speedup {r['steady_speedup']:.2f}, "
-              f"threads {r['threads_per_worker']}")
+        print(f"{r['modality']:6} {r['backend']:15} {r['policy']:7} w{r['workers']}: {r['wall_s']:.2f} s "
+              f"(start-up {r['startup_s']:.2f} s), speedup {r['speedup']:.2f}, efficiency {r['efficiency']:.2f}, "
+              f"steady speedup {r['steady_speedup']:.2f}, {r['processes']} x {r['threads_per_worker']} threads"
+              f"{' OVERSUBSCRIBED' if r['oversubscribed'] else ''}, {r['bytes_per_item']:.0f} B/item")
+    for line in scaling.findings(rows):
+        print(f"finding: {line}")
     print(f"wrote {args.out} and {args.figure}")
     return 0
 

@@ -118,7 +118,7 @@ def test_experiment_matrix_of_the_demo(demo):
     names = [r.name for r in experiments.embed_runs(cfg)]
     assert names[0] == "serial-pinned-w1"
     assert "joblib-naive-w2" in names and "dask-pinned-w1" in names
-    assert len(names) == 1 + 3 * 2 * 2  # serial once; 3 parallel backends × 2 policies × 2 counts
+    assert len(names) == 1 + 1 + 3 * 2 * 2  # serial 1 CPU and intraop w2; 3 parallel backends × 2 policies × 2 counts
     assert [r.variant for r in experiments.train_runs(cfg)] == ["fp32-g1", "bf16-g1", "fp32-g2"]
     runs = experiments.ddpm_runs(cfg)
     assert len(runs) == len(set(runs))

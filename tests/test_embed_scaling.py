@@ -3,12 +3,12 @@ import math
 import pandas as pd
 import pytest
 
-from diffscale.embed.scaling import load_timings, scaling_rows, write_figure, write_table
+from diffscale.embed.scaling import findings, load_timings, scaling_rows, write_figure, write_table
 from diffscale.errors import DataError
 
 
-def _timing(backend, policy, workers, wall, startup, modality="images", threads=None):
-    return {"modality": modality, "backend": backend, "policy": policy, "workers": workers, "hw": "local",
+def _timing(backend, policy, workers, wall, startup, modality="images", threads=None, **extra):
+    return {**extra, "modality": modality, "backend": backend, "policy": policy, "workers": workers, "hw": "local",
             "device": "cpu", "cores": 8, "threads_per_worker": threads or [8 // workers] * workers, "items": 100,
             "wall_s": wall, "startup_s": startup, "decode_s": 0.1, "compute_s": wall - startup - 0.2,
             "write_s": 0.1, "items_per_s": 100 / wall, "steady_items_per_s": 100 / (wall - startup),
@@ -48,6 +48,34 @@ def test_table_and_figure_files(tmp_path):
     assert {"speedup", "efficiency", "karp_flatt", "steady_speedup", "threads_per_worker"} <= set(table.columns)
     figure = write_figure(rows, tmp_path / "embed_scaling.png")
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_baseline_is_one_cpu_and_efficiency_divides_by_cpus_not_processes():
+    rows = scaling_rows([
+        _timing("serial", "pinned", 1, wall=12.0, startup=2.0, threads=[1], cpus=1, processes=1),
+        _timing("serial", "intraop", 4, wall=4.5, startup=2.0, threads=[4], cpus=4, processes=1),
+        _timing("multiprocessing", "pinned", 4, wall=5.0, startup=2.5, threads=[1] * 4, cpus=4, processes=4),
+    ])
+    base, intraop, pinned = rows
+    assert base["efficiency"] == 1 == base["steady_efficiency"] and base["cpus"] == 1
+    assert intraop["processes"] == 1 and intraop["threads_per_worker"] == "4"
+    assert intraop["steady_efficiency"] == pytest.approx(10 / 2.5 / 4)  # 4 CPUs, though 1 process
+    assert pinned["steady_efficiency"] == pytest.approx(1.0)
+
+
+def test_an_oversubscribed_run_has_no_efficiency_and_is_left_out_of_the_findings():
+    rows = scaling_rows([
+        _timing("serial", "pinned", 1, wall=12.0, startup=2.0, threads=[1], cpus=1),
+        _timing("multiprocessing", "pinned", 2, wall=7.0, startup=2.0, threads=[1, 1], cpus=2),
+        _timing("multiprocessing", "pinned", 4, wall=4.0, startup=2.0, threads=[1] * 4, cpus=4, oversubscribed=True),
+    ])
+    over = rows[-1]
+    assert over["oversubscribed"] and over["speedup"] == pytest.approx(3.0)
+    assert math.isnan(over["efficiency"]) and math.isnan(over["steady_efficiency"]) and math.isnan(over["karp_flatt"])
+    found = findings(rows)
+    assert found[0] == "images: multiprocessing pinned on 2 CPUs: steady speedup 2.00x, efficiency 100% against 1 CPU"
+    assert "on 4 CPUs" not in " ".join(found)
+    assert found[-1].startswith("left out (oversubscribed") and "images multiprocessing-pinned-w4" in found[-1]
 
 
 def test_load_timings_names_the_bad_file(tmp_path):

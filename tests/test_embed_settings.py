@@ -6,7 +6,7 @@ import pytest
 from diffscale.config import load_config, validate_config
 from diffscale.embed import backends
 from diffscale.embed.settings import EmbedSettings, settings_for
-from diffscale.embed.threads import threads_per_worker
+from diffscale.embed.threads import layout
 from diffscale.errors import ConfigError
 from diffscale.experiments import embed_runs
 
@@ -21,9 +21,10 @@ def full(repo_root):
     return load_config(repo_root / "config" / "full.yaml")
 
 
-def test_demo_matrix_has_13_runs_per_modality(demo):
+def test_demo_matrix_has_14_runs_per_modality(demo):
     names = [r.name for r in embed_runs(demo)]
-    assert len(names) == 13 and names[0] == "serial-pinned-w1" and "dask-naive-w2" in names
+    assert len(names) == 14 and names[0] == "serial-pinned-w1" and "dask-naive-w2" in names
+    assert "serial-intraop-w2" in names and not any("intraop" in n and not n.startswith("serial") for n in names)
 
 
 def test_each_run_depends_only_on_its_slice(demo, full):
@@ -64,7 +65,24 @@ def test_slurm_cluster_without_dask_jobqueue_says_how_to_get_it(monkeypatch):
         backends.make_backend("dask", 2, dask_settings={"cluster": "slurm", "slurm": {"memory": "4GB"}}, threads=1)
 
 
-def test_thread_policies():
-    assert threads_per_worker("pinned", 16, 4) == 4
-    assert threads_per_worker("pinned", 2, 8) == 1
-    assert threads_per_worker("naive", 16, 4) is None
+def test_thread_policies_on_n_cpus():
+    assert (layout("pinned", 8).processes, layout("pinned", 8).threads) == (8, 1)
+    assert (layout("naive", 8).processes, layout("naive", 8).threads) == (8, None)
+    assert (layout("intraop", 8).processes, layout("intraop", 8).threads) == (1, 8)
+    assert (layout("pinned", 16, "gpu", 4).processes, layout("pinned", 16, "gpu", 4).threads) == (4, 4)
+    with pytest.raises(ConfigError, match="embed policy 'greedy' is not one of pinned, naive, intraop"):
+        layout("greedy", 2)
+
+
+def test_text_storage_is_ragged_unless_full_is_asked(demo, repo_root):
+    import yaml
+
+    from diffscale import vocab
+
+    schema = yaml.safe_load((repo_root / "diffscale" / "schemas" / "config.schema.yaml").read_text())
+    assert schema["properties"]["embed"]["properties"]["text_storage"]["enum"] == list(vocab.TEXT_STORAGE)
+    assert settings_for(demo, "text", "serial")["text_storage"] == "ragged"
+    assert settings_for({**demo, "embed": {**demo["embed"], "text_storage": "full"}}, "text", "serial")["text_storage"] == "full"
+    assert "text_storage" not in settings_for(demo, "images", "serial")
+    with pytest.raises(ConfigError, match="embed.text_storage: 'padded' is not one of ragged, full"):
+        EmbedSettings.from_dict({**settings_for(demo, "text", "serial"), "text_storage": "padded"})

@@ -76,9 +76,10 @@ def test_worker_streams_one_shard_at_a_time(fixture, tmp_path, monkeypatch):
 
 
 def test_text_tensors_and_dtypes(fixture, tmp_path):
-    result = run_worker(_task(fixture, tmp_path, "text"))
-    assert result["tensors"]["hidden"] == {"dtype": "float32", "item_shape": [77, 32]}
-    assert result["tensors"]["mask"]["dtype"] == "int8" and result["tensors"]["truncated"]["dtype"] == "bool"
+    result = run_worker(_task(fixture, tmp_path, "text"))  # ragged, the default: real tokens only
+    assert result["tensors"]["tokens"] == {"dtype": "float32", "item_shape": [32]}
+    assert result["tensors"]["lengths"]["dtype"] == "int32" and result["tensors"]["offsets"]["dtype"] == "int64"
+    assert result["tokens"] < 77 * result["items"] and result["tensors"]["truncated"]["dtype"] == "bool"
     assert result["tensors"]["caption_index"]["dtype"] == "int64"
 
 

@@ -11,7 +11,6 @@ import pytest
 import yaml
 
 from diffscale.shards import verify
-from diffscale.provenance import usable_cpus
 from embed_data import make_manifest
 
 pytestmark = pytest.mark.slow
@@ -42,9 +41,11 @@ def _snakemake(workdir, *args):
 def test_demo_matrix_dry_run(workdir):
     out = _snakemake(workdir, "-n", "results/bench/embed_scaling.csv")
     assert out.returncode == 0, out.stderr[-2000:]
-    counts = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(embed_\w+)\s+(\d+)$", out.stdout, re.M)}
-    assert counts == {"embed_images": 13, "embed_text": 13, "embed_scaling": 1}
-    assert "threads: 2" in out.stdout and "cpus_per_task=2" in out.stdout
+    counts = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(embed\w*)\s+(\d+)$", out.stdout, re.M)}
+    # serial: w1 and intraop w2; multiprocessing, joblib, dask: pinned and naive at w1 and w2
+    assert counts == {"embed": 2 * 14, "embed_scaling": 1}
+    # a run w{N} asks SLURM for N CPUs; locally it holds the entry's cores so runs never share them
+    assert "cpus_per_task=1" in out.stdout and "cpus_per_task=2" in out.stdout and "threads: 2" in out.stdout
 
 
 def test_rules_run_and_build_the_scaling_table(workdir):
@@ -61,10 +62,9 @@ def test_rules_run_and_build_the_scaling_table(workdir):
             assert (run_dir / "run.json").is_file() and (run_dir / "timing.json").is_file()
             assert (workdir / "results" / "logs" / "embed" / modality / f"{run}.log").is_file()
     table = pd.read_csv(workdir / "results" / "bench" / "embed_scaling.csv")
-    cores = min(2, usable_cpus())
-    assert len(table) == 4 and list(table["cores"]) == [cores] * 4  # --cpus from the job's cpus_per_task
-    # pinned: all the job's cores; naive: Snakemake's OMP_NUM_THREADS (the job's threads, 2)
+    assert len(table) == 4 and list(table["cpus"]) == [1] * 4 and list(table["affinity"]) == [1] * 4
+    # w1 runs on 1 CPU: pinned sets 1 thread; naive keeps Snakemake's OMP_NUM_THREADS, capped at the run's 1 CPU
     assert list(table["backend"]) == ["serial", "joblib"] * 2
-    assert list(table["threads_per_worker"]) == [cores, 2] * 2
+    assert list(table["threads_per_worker"]) == [1, 1] * 2 and not table["oversubscribed"].any()
     assert (table.loc[table.backend == "serial", "speedup"] == 1).all()
     assert (workdir / "results" / "bench" / "embed_scaling.png").stat().st_size > 1000

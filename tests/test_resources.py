@@ -98,3 +98,10 @@ def test_a_hardware_entry_can_override_the_rule_familys_env(full):
     assert hwres.conda_env(full, None, "data") == "data"
     with pytest.raises(ConfigError, match="'v100'"):
         hwres.conda_env(full, "v100", "train")
+
+
+def test_a_scaling_run_asks_for_exactly_its_cpus(full):
+    """w{N} runs on N CPUs: below the entry's `cpus` too (the 1-CPU baseline), and above it."""
+    assert hwres.job_resources(full, "cpu", 0, 1, cpus=1)["cpus_per_task"] == 1
+    assert hwres.job_resources(full, "cpu", 0, 16, cpus=16)["cpus_per_task"] == 16
+    assert hwres.job_resources(full, "cpu", 0, 1)["cpus_per_task"] == full["hardware"]["cpu"]["cpus"]

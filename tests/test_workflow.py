@@ -18,7 +18,7 @@ def expected_jobs(cfg: dict) -> dict[str, int]:
             "model_inventory": 1, "report": 1, "all": 1,
             "hardware_check": len(hardware_demand(cfg))}
     embed_runs = len(experiments.embed_runs(cfg))
-    jobs |= {"embed_images": embed_runs, "embed_text": embed_runs, "embed_scaling": 1}
+    jobs |= {"embed": 2 * embed_runs, "embed_scaling": 1}  # one rule over {modality}
     train_runs = len(experiments.train_runs(cfg))
     jobs |= {"train_unet": train_runs, "generate_unet_samples": train_runs, "train_unet_table": 1, "samples": 1}
     flux_runs = experiments.flux_runs(cfg)

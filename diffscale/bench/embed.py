@@ -1,20 +1,26 @@
-"""Embedding throughput per backend, thread policy and worker count; naive vs pinned side by side.
+"""Embedding throughput on N CPUs per policy, and on GPUs against the bare model.
 
 Builds a synthetic COCO-like manifest (JPEGs of --source-size) at each of --sizes, runs every
-configuration through the same code as the `embed_images` / `embed_text` rules, each in a fresh
-process (as a Snakemake job would be, so no thread setting or warm cache leaks between runs), and
-reports per configuration: time and phases, items/s, speedup / efficiency / Karp–Flatt against
-serial with one worker, the threads each worker ran with, peak RSS per worker and how much it
-grew from the smallest dataset to this one (it should not: workers stream), and the ratio of
-pinned to naive throughput.
+configuration through the same code as the `embed` rule (diffscale.embed.stage.run_embedding,
+which gives a run w{N} exactly N CPUs), each in a fresh process (as a Snakemake job would be, so
+no thread setting or warm cache leaks between runs), and reports per configuration, end to end
+and steady (without start-up) side by side: time and phases, start-up and its share of the wall
+time, items/s, speedup / efficiency / Karp–Flatt against serial on 1 CPU × 1 thread, the CPUs,
+processes and threads each worker ran with, whether it was oversubscribed (left out of
+efficiency), peak RSS per worker and its growth from the smallest dataset (it should not grow:
+workers stream), bytes per item and the projected full-study size, and pinned over naive.
 
-With --gpus the gpu backend runs too, and its rate is compared with the bare model's forward
-rate at the same batch, resolution and dtype (diffscale.bench.models): `vs_bare` is the
-end-to-end images (captions) per second per GPU over that ceiling, start-up excluded.
+CPU configurations: serial on 1 CPU (the baseline), `intraop` (1 process × N threads, serial
+backend) and `pinned` / `naive` (N processes) on each parallel backend at each of --cpus; naive
+only up to --naive-max-cpus (it is slow). With --backends gpu the gpu backend runs at --gpus, and
+its steady rate is compared with the bare model's forward rate at the same batch, resolution and
+dtype (`vs_bare`); image rows also carry the decode rate of one thread alone
+(`decode_per_thread_per_s`) and the decode threads the bare rate would need.
 
-  python -m diffscale.bench embed --workers 1 2 --sizes 32 128
-  python -m diffscale.bench embed --backends gpu --gpus 1 --vae sd-vae-ft-mse --image-size 256 \\
-      --dtype bf16 --sizes 2048 4096 --source-size 640x480
+  python -m diffscale.bench embed --cpus 1 2 --sizes 32 128
+  python -m diffscale.bench --out-dir results/benchmarks/gpu embed --backends gpu --gpus 1 \\
+      --vae sd-vae-ft-mse --text-encoder clip-vit-large-patch14 --image-size 256 --batch 16 \\
+      --text-batch 256 --dtype bf16 --sizes 4096 --source-size 640x480
 """
 
 from __future__ import annotations
@@ -22,17 +28,23 @@ from __future__ import annotations
 import argparse
 import math
 import multiprocessing
+import shutil
 import tempfile
+import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from diffscale import provenance, vocab
 
 CPU_BACKENDS = list(vocab.CPU_BACKENDS)
+DISTINCT_IMAGES = 64  # drawn once each; a larger dataset repeats their bytes (decode cost is the same)
+BASELINE = ("serial", "pinned", 1)
 
 
 def synthetic_manifest(root: Path, n: int, source_size: tuple[int, int], seed: int = 0) -> Path:
-    """n JPEGs with five captions each (one of them too long for CLIP's 77 tokens), as a manifest."""
+    """n JPEGs with five captions each (one of them too long for CLIP's 77 tokens), as a manifest.
+
+    Only DISTINCT_IMAGES are drawn; the rest copy their bytes, so 4,096 640x480 JPEGs take seconds."""
     import numpy as np
     import pandas as pd
 
@@ -45,7 +57,10 @@ def synthetic_manifest(root: Path, n: int, source_size: tuple[int, int], seed: i
         image_id = 100000 + i
         path = images / f"{image_id:012d}.jpg"
         if not path.exists():
-            draw_image(np.random.default_rng([seed, i]), *source_size).save(path, quality=90)
+            if i < DISTINCT_IMAGES:
+                draw_image(np.random.default_rng([seed, i]), *source_size).save(path, quality=90)
+            else:
+                shutil.copyfile(images / f"{100000 + i % DISTINCT_IMAGES:012d}.jpg", path)
         captions = [f"a photo of scene {i} with {k + 1} people on a street" for k in range(4)]
         captions.append("a very long caption " + " ".join(f"word{k}" for k in range(90)))
         rows.append(dict(image_id=image_id, file_name=path.name, path=str(path), width=source_size[0],
@@ -78,12 +93,28 @@ def bare_rate(modality: str, preset: str, batch: int, image_size: int, dtype: st
                           repeats=10)["items_per_s"]
 
 
+def decode_rate(manifest: Path, image_size: int, n: int = 128) -> float:
+    """Images/s that one thread decodes (draft mode, resize, crop) alone: the loader's unit of work."""
+    import pandas as pd
+
+    from diffscale.embed.encoders import load_image
+
+    paths = list(pd.read_parquet(manifest, columns=["path"])["path"][:n])
+    load_image(paths[0], image_size)  # warm-up
+    start = time.perf_counter()
+    for path in paths:
+        load_image(path, image_size)
+    return len(paths) / (time.perf_counter() - start)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--modalities", nargs="+", default=list(vocab.MODALITIES), choices=vocab.MODALITIES)
     parser.add_argument("--backends", nargs="+", default=CPU_BACKENDS, choices=vocab.BACKENDS)
-    parser.add_argument("--workers", nargs="+", type=int, help="CPU worker counts (default: 1, 2, 4 … up to the cores)")
+    parser.add_argument("--cpus", "--workers", dest="cpus", nargs="+", type=int,
+                        help="CPU counts N of the runs w{N} (default: 1, 2, 4 … up to the usable cores)")
     parser.add_argument("--gpus", nargs="+", type=int, default=[], help="GPU counts for the gpu backend")
     parser.add_argument("--policies", nargs="+", default=list(vocab.POLICIES), choices=vocab.POLICIES)
+    parser.add_argument("--naive-max-cpus", type=int, default=4, help="run naive only up to this many CPUs")
     parser.add_argument("--sizes", nargs="+", type=int, default=[32, 128], help="images in the dataset (two: RSS check)")
     parser.add_argument("--source-size", default="320x240", help="synthetic JPEG size, WxH (COCO: 640x480)")
     parser.add_argument("--image-size", type=int, default=64)
@@ -94,6 +125,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text-encoder", default="tiny", help="random preset (tiny, clip-vit-large-patch14)")
     parser.add_argument("--dtype", default="fp32", choices=list(vocab.DTYPES), help="storage / GPU compute dtype")
     parser.add_argument("--cpu-dtype", default="fp32", choices=list(vocab.DTYPES))
+    parser.add_argument("--text-storage", default="ragged", choices=vocab.TEXT_STORAGE)
     parser.add_argument("--work-dir", type=Path, help="keep datasets and shards here (default: a temp dir)")
 
 
@@ -105,48 +137,90 @@ def _settings(args, modality: str, backend: str) -> dict:
                 batch_size=args.batch if modality == "images" else args.text_batch, dtype=args.dtype,
                 cpu_dtype=args.cpu_dtype, shard_size=args.shard_size, seed=0, hw="bench_gpu" if gpu else "bench",
                 hardware=entry, image_size=args.image_size if modality == "images" else None,
-                loader_threads=0, dask={"cluster": "local"})
+                loader_threads=0, dask={"cluster": "local"}, **_storage(args, modality))
+
+
+def _storage(args, modality: str) -> dict:
+    from diffscale.embed.settings import EmbedSettings
+
+    fields = EmbedSettings.__dataclass_fields__
+    return {"text_storage": getattr(args, "text_storage", "ragged")} if "text_storage" in fields else {}
 
 
 def configurations(args) -> list[tuple[str, str, int]]:
+    """(backend, policy, N): the 1-CPU baseline first whenever a CPU backend runs."""
     cores = provenance.usable_cpus()
-    counts = args.workers or [n for n in (1, 2, 4, 8, 16, 32, 64) if n <= cores]
+    counts = args.cpus or [n for n in (1, 2, 4, 8, 16, 32, 64) if n <= cores]
+    naive_max = getattr(args, "naive_max_cpus", None) or max(counts)
     out = []
     for backend in args.backends:
-        if backend == "serial":
-            out.append(("serial", "pinned", 1))
-        elif backend == "gpu":
+        if backend == "gpu":
             out += [("gpu", "pinned", n) for n in args.gpus]
+        elif backend == "serial":
+            out += [("serial", "intraop", n) for n in counts if n > 1 and "intraop" in args.policies]
         else:
-            out += [(backend, policy, n) for n in counts for policy in args.policies]
-    if ("serial", "pinned", 1) not in out:
-        out.insert(0, ("serial", "pinned", 1))  # the baseline every speedup is measured against
+            out += [(backend, policy, n) for n in counts for policy in args.policies
+                    if policy != "intraop" and (policy != "naive" or n <= naive_max)]
+    if any(b != "gpu" for b in args.backends):
+        if "intraop" in args.policies and "serial" not in args.backends:
+            out += [("serial", "intraop", n) for n in counts if n > 1]
+        out.insert(0, BASELINE)  # the baseline every speedup is measured against
     return out
 
 
 def run(args: argparse.Namespace) -> list[dict]:
-    from diffscale.embed.scaling import scaling_rows
+    from diffscale.embed.scaling import findings, scaling_rows
 
     width, height = (int(v) for v in args.source_size.lower().split("x"))
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="diffscale-bench-embed-"))
     rows: list[dict] = []
     for size in sorted(args.sizes):
+        made = time.perf_counter()
         manifest = synthetic_manifest(work / "data", size, (width, height))
+        print(f"dataset: {size} JPEGs of {args.source_size} in {time.perf_counter() - made:.1f} s", flush=True)
         for modality in args.modalities:
             timings = []
-            for backend, policy, workers in configurations(args):
-                out_dir = work / "runs" / f"{size}" / modality / vocab.embed_run_name(backend, policy, workers)
-                timing = isolated(_one_run, modality, str(manifest), str(out_dir), backend, policy, workers,
+            for backend, policy, n in configurations(args):
+                out_dir = work / "runs" / f"{size}" / modality / vocab.embed_run_name(backend, policy, n)
+                timing = isolated(_one_run, modality, str(manifest), str(out_dir), backend, policy, n,
                                   _settings(args, modality, backend))
-                print(f"  {modality} n={size} {timing['run']}: {timing['wall_s']:.2f} s, "
-                      f"threads {timing['threads_per_worker']}", flush=True)
+                print(f"  {modality} n={size} {timing['run']}: {timing['wall_s']:.2f} s (start-up "
+                      f"{timing['startup_s']:.2f} s), steady {timing['steady_items_per_s']:.1f}/s, "
+                      f"{timing['processes']} x {timing['threads_per_worker'][0]} threads, affinity "
+                      f"{timing['affinity_per_worker'][0]}{', OVERSUBSCRIBED' if timing['oversubscribed'] else ''}",
+                      flush=True)
                 timings.append(timing)
             for row in scaling_rows(timings):
                 row["dataset_images"] = size
+                row["startup_frac"] = row["startup_s"] / row["wall_s"]
                 row["peak_rss_mb_mean"] = _rss_mean(timings, row)
                 rows.append(row)
+            if modality == "images" and any(b == "gpu" for b, _, _ in configurations(args)):
+                rate = decode_rate(manifest, args.image_size)
+                for row in rows:
+                    if row["modality"] == "images" and row["dataset_images"] == size:
+                        row["decode_per_thread_per_s"] = rate
+            for line in findings([r for r in rows if r["dataset_images"] == size and r["modality"] == modality]):
+                print(f"  finding: {line}", flush=True)
     _compare(rows, args)
+    _print_table(rows)
     return rows
+
+
+def _print_table(rows: list[dict]) -> None:
+    columns = ["modality", "dataset_images", "backend", "policy", "cpus", "processes", "threads_per_worker",
+               "oversubscribed", "startup_s", "wall_s", "items_per_s", "steady_items_per_s", "speedup",
+               "steady_speedup", "steady_efficiency", "bytes_per_item", "projected_full_gb", "vs_bare"]
+    print("\n" + " ".join(f"{c[:12]:>12}" for c in columns))
+    for r in rows:
+        print(" ".join(f"{_cell(r.get(c, '')):>12}" for c in columns))
+    print(flush=True)
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.4g}"
+    return str(value)[:12]
 
 
 def _rss_mean(timings: list[dict], row: dict) -> float:
@@ -168,16 +242,24 @@ def _compare(rows: list[dict], args) -> None:
     smallest = min(r["dataset_images"] for r in rows)
     bare: dict[str, float] = {}
     for r in rows:
-        other = by_key.get(key(r, policy="naive" if r["policy"] == "pinned" else "pinned"))
-        pinned, naive = (r, other) if r["policy"] == "pinned" else (other, r)
-        r["pinned_over_naive"] = (pinned["steady_items_per_s"] / naive["steady_items_per_s"]
-                                  if other is not None and r["backend"] not in ("serial", "gpu") else math.nan)
+        r["pinned_over_naive"] = r["pinned_over_intraop"] = math.nan
+        if r["backend"] not in ("serial", "gpu") and r["policy"] in ("pinned", "naive"):
+            other = by_key.get(key(r, policy="naive" if r["policy"] == "pinned" else "pinned"))
+            pinned, naive = (r, other) if r["policy"] == "pinned" else (other, r)
+            if other is not None:
+                r["pinned_over_naive"] = pinned["steady_items_per_s"] / naive["steady_items_per_s"]
+            intraop = by_key.get(key(r, backend="serial", policy="intraop"))
+            if r["policy"] == "pinned" and intraop is not None:
+                r["pinned_over_intraop"] = r["steady_items_per_s"] / intraop["steady_items_per_s"]
         first = by_key.get(key(r, size=smallest))
         r["rss_growth_mb"] = r["peak_rss_mb"] - first["peak_rss_mb"] if first is not None else math.nan
         if r["backend"] == "gpu":
             if r["modality"] not in bare:
                 preset = args.vae if r["modality"] == "images" else args.text_encoder
                 batch = args.batch if r["modality"] == "images" else args.text_batch
-                bare[r["modality"]] = bare_rate(r["modality"], preset, batch, args.image_size, args.dtype)
+                bare[r["modality"]] = isolated(bare_rate, r["modality"], preset, batch, args.image_size, args.dtype)
             r["bare_items_per_s"] = bare[r["modality"]]
             r["vs_bare"] = r["steady_items_per_s"] / (r["workers"] * bare[r["modality"]])
+            r["vs_bare_end_to_end"] = r["items_per_s"] / (r["workers"] * bare[r["modality"]])
+            if r.get("decode_per_thread_per_s"):
+                r["decode_threads_needed"] = bare[r["modality"]] / r["decode_per_thread_per_s"]

@@ -5,22 +5,27 @@ loader threads while the device computes. Computing needs the model, loaded once
 process by `embedder()` from the factory (diffscale.models.build) and never shipped through a
 task graph.
 
-Images: JPEGs are decoded at the smallest DCT scale still at least the target size (PIL draft
-mode: COCO's 640x480 decode at 320x240 for a 256 px crop, ~3x faster and deterministic), resized
-so the shorter side is `image_size` (bicubic) and center-cropped. Pixels travel as uint8 (a
+Images: JPEGs are decoded at the smallest DCT scale whose shorter side is still at least 90 % of
+the target size (PIL draft mode: COCO's 640x480 decode at 320x240 for a 256 px crop, deterministic),
+and only the center square is resampled to `image_size` (bicubic): ~4x less CPU per image than
+decoding and resizing the whole picture. Pixels travel as uint8 (a
 quarter of the bytes of fp32 over PCIe) and become [-1, 1] floats on the compute device. The VAE's
 latent distribution is stored as mean and std; the scaling factor (0.18215 for SD's VAE) comes
 from the VAE config and is recorded in the index.
 
-Text: the SD text tower's last hidden state over all 77 tokens, its pooled output (the end-of-text
-token's state) and the attention mask. The model is called without the mask, as Stable Diffusion
-1.x does, so padded positions carry the states SD conditions on; the mask is stored for trainers
-that want it.
+Text: the SD text tower's last hidden state, its pooled output (the end-of-text token's state)
+and the attention mask. The model is called without the mask, as Stable Diffusion 1.x does. With
+`text_storage: full` all 77 positions are stored, so padded positions carry the states SD
+conditions on; with `ragged` (the default) only each caption's real tokens (start, words, end:
+~15 of 77 on COCO) are kept — selected on the compute device from indices the loader computes,
+so nothing waits on the device and only real tokens cross to the host — plus their count; the
+reader pads back to 77 with zeros and the mask, and the U-Net attends with that mask.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -32,13 +37,22 @@ from PIL import Image
 
 from diffscale.embed.settings import TORCH_DTYPES
 
+# Decode a JPEG at a reduced scale while its shorter side keeps at least this fraction of the
+# target size (upsampled by at most 1/0.9 - 1 = 11%): 640x480 -> 256 px decodes at 320x240.
+DRAFT_MIN = 0.9
 # PIL's ways of saying "not an image I can decode": corrupt, truncated, missing, not an image, huge.
 UNREADABLE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 TENSOR_NAMES = {
     "images": ("image_id", "latent_mean", "latent_std"),
     "text": ("image_id", "caption_index", "hidden", "mask", "pooled", "truncated"),
+    "text-ragged": ("image_id", "caption_index", "tokens", "lengths", "pooled", "truncated"),
 }
+
+
+def tensor_names(modality: str, text_storage: str = "full") -> tuple[str, ...]:
+    """The tensors a worker's batches carry (ragged text: per-token `tokens` and per-item `lengths`)."""
+    return TENSOR_NAMES["text-ragged" if modality == "text" and text_storage == "ragged" else modality]
 
 
 def torch_dtype(name: str):
@@ -48,17 +62,20 @@ def torch_dtype(name: str):
 
 
 def load_image(path: str, size: int) -> np.ndarray:
-    """uint8 [size, size, 3]: decoded, shorter side resized to `size`, center-cropped."""
+    """uint8 [size, size, 3]: the center square, resized to `size` (bicubic).
+
+    Decodes only what is needed: JPEGs at the smallest DCT scale (1/2, 1/4, 1/8) whose shorter
+    side is still at least DRAFT_MIN of `size` (COCO's 640x480 at 320x240 for 256 px: ~5x less
+    decode work), and resamples only the center square, not the whole picture."""
     with Image.open(path) as img:
         width, height = img.size
-        scale = size / min(width, height)
-        target = (max(size, round(width * scale)), max(size, round(height * scale)))
-        img.draft("RGB", target)  # JPEG only: decode at a reduced DCT scale >= target
+        fraction = DRAFT_MIN * size / min(width, height)
+        img.draft("RGB", (math.ceil(width * fraction), math.ceil(height * fraction)))  # JPEG only
         rgb = img.convert("RGB")
-    if rgb.size != target:
-        rgb = rgb.resize(target, Image.Resampling.BICUBIC)
-    left, top = (target[0] - size) // 2, (target[1] - size) // 2
-    return np.asarray(rgb.crop((left, top, left + size, top + size)))
+    width, height = rgb.size
+    side = min(width, height)
+    left, top = (width - side) / 2, (height - side) / 2
+    return np.asarray(rgb.resize((size, size), Image.Resampling.BICUBIC, box=(left, top, left + side, top + side)))
 
 
 def _cast(dtype):
@@ -113,26 +130,57 @@ class ImageLoader:
         return Prepared({"image_id": torch.tensor(ids, dtype=torch.int64)}, batch, skipped)
 
 
+def real_positions(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(lengths int32 [n], flat indices int64 of the real positions in [n * context]) of a mask
+    whose real tokens come first (CLIP pads on the right); anything else is refused."""
+    n, context = mask.shape
+    lengths = mask.sum(axis=1).astype(np.int32)
+    if not (mask.astype(bool) == (np.arange(context)[None, :] < lengths[:, None])).all():
+        raise ValueError("ragged text storage needs right-padded token masks")
+    flat = (np.arange(n)[:, None] * context + np.arange(context)[None, :])[mask.astype(bool)]
+    return lengths, flat.astype(np.int64)
+
+
+@dataclass
+class TextInputs:
+    """Token ids [n, 77] and, for ragged storage, the flat indices of the real positions."""
+
+    input_ids: Any
+    keep: Any = None
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
 class TextLoader:
-    def __init__(self, tokenizer):
+    def __init__(self, tokenizer, ragged: bool = False):
         self.tokenizer = tokenizer
+        self.ragged = ragged
 
     def __call__(self, items, pin: bool = False) -> Prepared:
         import torch
 
         tokens = self.tokenizer([item.caption for item in items])
         ids = torch.from_numpy(tokens.input_ids)
-        if pin:
-            ids = ids.pin_memory()
         columns = {
             "image_id": torch.tensor([i.image_id for i in items], dtype=torch.int64),
             "caption_index": torch.tensor([i.caption_index for i in items], dtype=torch.int64),
-            "mask": torch.from_numpy(tokens.attention_mask.astype(np.int8)),
             "truncated": torch.from_numpy(tokens.truncated),
         }
+        keep = None
+        if self.ragged:
+            lengths, flat = real_positions(tokens.attention_mask)
+            columns["lengths"] = torch.from_numpy(lengths)
+            keep = torch.from_numpy(flat)
+        else:
+            columns["mask"] = torch.from_numpy(tokens.attention_mask.astype(np.int8))
+        if pin:
+            ids = ids.pin_memory()
+            keep = keep.pin_memory() if keep is not None else None
+        inputs = TextInputs(ids, keep) if self.ragged else ids
         truncated = [[item.image_id, item.caption_index, int(n)]
                      for item, cut, n in zip(items, tokens.truncated, tokens.lengths) if cut]
-        return Prepared(columns, ids, [], truncated)
+        return Prepared(columns, inputs, [], truncated)
 
 
 class ImageEmbedder:
@@ -171,12 +219,20 @@ class TextEmbedder:
         self.device, self.dtype, self.store_dtype = device, torch_dtype(compute_dtype), torch_dtype(store_dtype)
         self.model = models.build("text_encoder", spec, seed=seed, device=device, dtype=_cast(self.dtype))
 
-    def compute(self, input_ids) -> dict:
+    def compute(self, inputs) -> dict:
+        """Token ids (or TextInputs) -> hidden states [n, 77, D] (ragged: `tokens` [real, D]) and pooled."""
         import torch
 
+        inputs = inputs if isinstance(inputs, TextInputs) else TextInputs(inputs)
         with torch.inference_mode():
-            out = self.model(input_ids=input_ids.to(self.device, non_blocking=True))
-        return {"hidden": out.last_hidden_state.to(self.store_dtype), "pooled": out.pooler_output.to(self.store_dtype)}
+            out = self.model(input_ids=inputs.input_ids.to(self.device, non_blocking=True))
+            pooled = out.pooler_output.to(self.store_dtype)
+            hidden = out.last_hidden_state
+            if inputs.keep is None:
+                return {"hidden": hidden.to(self.store_dtype), "pooled": pooled}
+            keep = inputs.keep.to(self.device, non_blocking=True)
+            tokens = hidden.reshape(-1, hidden.shape[-1]).index_select(0, keep)
+        return {"tokens": tokens.to(self.store_dtype), "pooled": pooled}
 
     def meta(self) -> dict:
         config = self.model.config
@@ -196,11 +252,12 @@ def _embedder(modality: str, spec_json: str, device: str, compute_dtype: str, st
     return EMBEDDERS[modality](json.loads(spec_json), device, compute_dtype, store_dtype, seed)
 
 
-def loader(modality: str, spec: dict, image_size: int | None, pool: Executor | None = None):
+def loader(modality: str, spec: dict, image_size: int | None, pool: Executor | None = None,
+           text_storage: str = "full"):
     """The CPU side of a batch: image decoding, or tokenizing with the text encoder's own tokenizer."""
     if modality == "images":
         return ImageLoader(image_size, pool)
-    return TextLoader(_tokenizer(json.dumps(spec, sort_keys=True)))
+    return TextLoader(_tokenizer(json.dumps(spec, sort_keys=True)), ragged=text_storage == "ragged")
 
 
 @lru_cache(maxsize=2)

@@ -1,11 +1,16 @@
 """The embedding study's table and figure, built from the runs' timing.json files.
 
-results/bench/embed_scaling.csv has one row per (modality, backend, policy, workers): wall time
-and its phases, items/s, the threads each worker actually ran with, peak RSS, and — against the
-serial run with one worker of the same modality — speedup, efficiency and the Karp–Flatt serial
-fraction. The `steady_` columns repeat speedup and efficiency without start-up (process or
-cluster start, imports, model load): on a small demo start-up dominates, on 83k COCO images it
-does not, and the two together say which regime a result is in.
+results/bench/embed_scaling.csv has one row per (modality, backend, policy, N): the run's CPUs
+(`cpus`; GPUs for the gpu backend), processes and the threads each worker actually ran with,
+whether it was `oversubscribed` (N above the machine's usable cores: it could not have N CPUs),
+wall time and its phases, start-up, items/s end to end and steady (without start-up), peak RSS,
+bytes per item and the projected size of the full study's shards, and — against the serial run
+on 1 CPU with 1 thread of the same modality — speedup, efficiency and the Karp–Flatt serial
+fraction, end to end and steady. On a small demo start-up dominates, on 83k COCO images it does
+not; the two together say which regime a result is in.
+
+Oversubscribed rows keep their speedup but have no efficiency or Karp–Flatt (they did not run on
+N CPUs), and `findings` leaves them out.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from diffscale.errors import DataError
 
 BACKEND_ORDER = ["serial", "multiprocessing", "joblib", "dask", "gpu"]
 BASELINE = ("serial", "pinned", 1)
+POLICY_STYLE = {"pinned": "-o", "naive": "--x", "intraop": "-.s"}
 
 
 def load_timings(paths: list[str | Path]) -> list[dict]:
@@ -38,38 +44,77 @@ def _threads(values: list[int]) -> str:
     return str(distinct[0]) if len(distinct) == 1 else "/".join(map(str, values))
 
 
+def _row(t: dict) -> dict:
+    prepare = t.get("decode_s", t.get("tokenize_s", math.nan))
+    return {
+        "modality": t["modality"], "backend": t["backend"], "policy": t["policy"], "workers": t["workers"],
+        "cpus": t.get("cpus", t["workers"]), "processes": t.get("processes", t["workers"]),
+        "oversubscribed": bool(t.get("oversubscribed", False)),
+        "hw": t["hw"], "device": t["device"], "cores": t["cores"],
+        "threads_per_worker": _threads(t["threads_per_worker"]),
+        "affinity": _threads(t.get("affinity_per_worker", [])) if t.get("affinity_per_worker") else "",
+        "items": t["items"], "wall_s": t["wall_s"], "startup_s": t["startup_s"],
+        "queue_wait_s": t.get("queue_wait_s", 0.0),  # SLURM workers' queue wait: not in wall_s
+        "decode_or_tokenize_s": prepare, "compute_s": t["compute_s"], "write_s": t["write_s"],
+        "items_per_s": t["items_per_s"], "steady_items_per_s": t["steady_items_per_s"],
+        "peak_rss_mb": max(t["peak_rss_mb"]),
+        "bytes_per_item": t.get("bytes_per_item", math.nan), "bytes_per_image": t.get("bytes_per_image", math.nan),
+        "bytes_per_token": t.get("bytes_per_token", math.nan),
+        "projected_full_gb": t.get("projected_full_gb", math.nan),
+        "random_weights": t.get("random_weights", ""), "run": t.get("run_dir", t.get("run", "")),
+    }
+
+
+def _against(row: dict, base: dict | None) -> dict:
+    blank = dict(speedup=math.nan, efficiency=math.nan, karp_flatt=math.nan, steady_speedup=math.nan,
+                 steady_efficiency=math.nan, steady_karp_flatt=math.nan)
+    if base is None:
+        return blank
+    n = row["cpus"] if row["backend"] != "gpu" else row["workers"]
+    steady, base_steady = row["wall_s"] - row["startup_s"], base["wall_s"] - base["startup_s"]
+    out = dict(speedup=speedup(base["wall_s"], row["wall_s"]), steady_speedup=speedup(base_steady, steady))
+    if row["oversubscribed"]:  # not run on n CPUs: no efficiency to claim
+        return {**blank, **out}
+    out.update(efficiency=efficiency(base["wall_s"], row["wall_s"], n), karp_flatt=karp_flatt(base["wall_s"], row["wall_s"], n),
+               steady_efficiency=efficiency(base_steady, steady, n), steady_karp_flatt=karp_flatt(base_steady, steady, n))
+    return out
+
+
 def scaling_rows(timings: list[dict]) -> list[dict]:
-    rows = []
-    for t in timings:
-        prepare = t.get("decode_s", t.get("tokenize_s", math.nan))
-        rows.append({
-            "modality": t["modality"], "backend": t["backend"], "policy": t["policy"], "workers": t["workers"],
-            "hw": t["hw"], "device": t["device"], "cores": t["cores"],
-            "threads_per_worker": _threads(t["threads_per_worker"]),
-            "items": t["items"], "wall_s": t["wall_s"], "startup_s": t["startup_s"],
-            "queue_wait_s": t.get("queue_wait_s", 0.0),  # SLURM workers' queue wait: not in wall_s
-            "decode_or_tokenize_s": prepare, "compute_s": t["compute_s"], "write_s": t["write_s"],
-            "items_per_s": t["items_per_s"], "steady_items_per_s": t["steady_items_per_s"],
-            "peak_rss_mb": max(t["peak_rss_mb"]),
-        })
+    rows = [_row(t) for t in timings]
     baselines = {r["modality"]: r for r in rows if (r["backend"], r["policy"], r["workers"]) == BASELINE}
     for row in rows:
-        base = baselines.get(row["modality"])
-        if base is None:
-            row.update(speedup=math.nan, efficiency=math.nan, karp_flatt=math.nan,
-                       steady_speedup=math.nan, steady_efficiency=math.nan)
-            continue
-        n = row["workers"]
-        row["speedup"] = speedup(base["wall_s"], row["wall_s"])
-        row["efficiency"] = efficiency(base["wall_s"], row["wall_s"], n)
-        row["karp_flatt"] = karp_flatt(base["wall_s"], row["wall_s"], n)
-        base_steady = base["wall_s"] - base["startup_s"]
-        steady = row["wall_s"] - row["startup_s"]
-        row["steady_speedup"] = speedup(base_steady, steady)
-        row["steady_efficiency"] = efficiency(base_steady, steady, n)
+        row.update(_against(row, baselines.get(row["modality"])))
     order = {b: i for i, b in enumerate(BACKEND_ORDER)}
-    rows.sort(key=lambda r: (r["modality"], order.get(r["backend"], 99), r["workers"], r["policy"] != "pinned"))
+    policies = {p: i for i, p in enumerate(POLICY_STYLE)}
+    rows.sort(key=lambda r: (r["modality"], order.get(r["backend"], 99), r["workers"], policies.get(r["policy"], 9)))
     return rows
+
+
+def findings(rows: list[dict]) -> list[str]:
+    """One sentence per (modality, backend, policy): its steady efficiency at the most CPUs it
+    really ran on. Oversubscribed runs are left out: they did not have N CPUs."""
+    out = []
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r["backend"] in ("serial", "gpu") and r["policy"] != "intraop" or r["oversubscribed"]:
+            continue
+        if math.isnan(r.get("steady_efficiency", math.nan)):
+            continue
+        groups.setdefault((r["modality"], r["backend"], r["policy"]), []).append(r)
+    for (modality, backend, policy), mine in sorted(groups.items()):
+        top = max(mine, key=lambda r: r["cpus"])
+        out.append(f"{modality}: {backend} {policy} on {top['cpus']} CPUs: steady speedup "
+                   f"{top['steady_speedup']:.2f}x, efficiency {top['steady_efficiency']:.0%} against 1 CPU")
+    sizes = {r["modality"]: r for r in rows if not math.isnan(r.get("projected_full_gb", math.nan))}
+    if sizes:
+        parts = [f"{m} {r['projected_full_gb']:.2f} GB ({r['bytes_per_image']:.0f} B per image)" for m, r in sorted(sizes.items())]
+        out.append(f"projected full-study shards at these settings: {', '.join(parts)}; "
+                   f"total {sum(r['projected_full_gb'] for r in sizes.values()):.2f} GB")
+    excluded = sorted({f"{r['modality']} {r['backend']}-{r['policy']}-w{r['workers']}" for r in rows if r["oversubscribed"]})
+    if excluded:
+        out.append(f"left out (oversubscribed: more CPUs than the machine's usable cores): {', '.join(excluded)}")
+    return out
 
 
 def write_table(rows: list[dict], path: str | Path) -> Path:
@@ -94,21 +139,21 @@ def write_figure(rows: list[dict], path: str | Path) -> Path:
     modalities = sorted({r["modality"] for r in rows})
     fig, axes = plt.subplots(len(modalities), 2, figsize=(10, 3.6 * len(modalities)), squeeze=False)
     for i, modality in enumerate(modalities):
-        mine = [r for r in rows if r["modality"] == modality and r["backend"] != "serial"]
+        mine = [r for r in rows if r["modality"] == modality and (r["backend"], r["policy"]) != ("serial", "pinned")]
         top = max([r["workers"] for r in mine] + [2])
         for j, (column, title) in enumerate([("speedup", "end to end"), ("steady_speedup", "without start-up")]):
             ax = axes[i][j]
             ax.plot([1, top], [1, top], ":", color="grey", label="ideal")
             ax.axhline(1.0, color="black", lw=0.8)
             for backend in BACKEND_ORDER:
-                for policy in ("pinned", "naive"):
+                for policy, style in POLICY_STYLE.items():
                     series = sorted((r["workers"], r[column]) for r in mine
-                                    if r["backend"] == backend and r["policy"] == policy)
+                                    if r["backend"] == backend and r["policy"] == policy and not r["oversubscribed"])
                     if series:
-                        ax.plot(*zip(*series), "-o" if policy == "pinned" else "--x", label=f"{backend} {policy}")
+                        ax.plot(*zip(*series), style, label=f"{backend} {policy}")
             ax.set_xscale("log", base=2)
-            ax.set_xlabel("workers (gpu: GPUs)")
-            ax.set_ylabel("speedup vs serial, 1 worker")
+            ax.set_xlabel("CPUs (gpu: GPUs); oversubscribed runs left out")
+            ax.set_ylabel("speedup vs 1 CPU, 1 thread")
             ax.set_title(f"{modality}: {title}")
             ax.grid(alpha=0.3)
         axes[i][1].legend(fontsize=7, loc="upper left")

@@ -15,6 +15,7 @@ from diffscale.errors import ConfigError
 from diffscale.vocab import BACKENDS, MODALITIES, POLICIES  # noqa: F401 - the owner is diffscale.vocab
 
 MODEL_ROLE = {"images": "vae", "text": "text_encoder"}
+TEXT_STORAGE = vocab.TEXT_STORAGE
 TORCH_DTYPES = vocab.DTYPES
 HARDWARE_KEYS = ("partition", "device", "gpu_model", "gpus_per_node")
 
@@ -33,6 +34,7 @@ class EmbedSettings:
     image_size: int | None = None
     loader_threads: int = 0
     dask: dict = field(default_factory=dict)
+    text_storage: str = "ragged"  # text only: ragged (real tokens) or full (all 77 positions)
 
     @property
     def role(self) -> str:
@@ -55,6 +57,8 @@ class EmbedSettings:
         for key in ("dtype", "cpu_dtype"):
             if getattr(settings, key) not in TORCH_DTYPES:
                 raise ConfigError(f"embed.{key}: {getattr(settings, key)!r} is not one of {', '.join(TORCH_DTYPES)}")
+        if settings.text_storage not in TEXT_STORAGE:
+            raise ConfigError(f"embed.text_storage: {settings.text_storage!r} is not one of {', '.join(TEXT_STORAGE)}")
         if settings.modality == "images" and not settings.image_size:
             raise ConfigError("embed.image_size: required for the images modality")
         return settings
@@ -85,6 +89,8 @@ def settings_for(cfg: dict, modality: str, backend: str) -> dict:
     )
     if modality == "images":
         out["image_size"] = embed["image_size"]
+    else:
+        out["text_storage"] = embed.get("text_storage", "ragged")
     if backend == "gpu":
         out["loader_threads"] = embed["loader_threads"]
     if backend == "dask":

@@ -2,11 +2,11 @@
 
 The run directory results/embed/{modality}/{backend}-{policy}-w{workers}/ ends up with
 
-  shard-NNNNN.safetensors   written by the workers (diffscale.embed.shards.write_shard)
+  shard-NNNNN.safetensors   written by the workers (diffscale.shards.write_shard)
   timing.json               wall time split into start-up, decode (images) or tokenize (text),
                             compute and write, items/s, and every worker's threads, phases, RSS
   run.json                  provenance (diffscale.provenance) with the timings
-  index.json                written last (diffscale.embed.shards.write_index): it marks the run
+  index.json                written last (diffscale.shards.write_index): it marks the run
                             complete; `meta` holds the scaling factor, skipped items, truncation
 
 Times: `startup_s` runs from the moment the backend is asked to start until the last worker has
@@ -27,15 +27,19 @@ import os
 import shutil
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from diffscale import atomic, hardware, provenance
 from diffscale.embed import plan as planning
+from diffscale.embed import sizes
 from diffscale.embed import threads as thread_policy
 from diffscale.embed.backends import make_backend
 from diffscale.embed.inputs import load_inputs
-from diffscale.embed.settings import BACKENDS, POLICIES, EmbedSettings
-from diffscale.shards import INDEX, write_index
+from diffscale.embed.settings import BACKENDS, EmbedSettings
+from diffscale.vocab import POLICIES
+from diffscale.shards import INDEX, ragged_specs_from, write_index
 from diffscale.embed.worker import STATUS_DIR, WorkerTask
 from diffscale.errors import ConfigError, DataError
 from diffscale.models import parse_spec
@@ -73,10 +77,53 @@ def clear_run_dir(out_dir: Path) -> None:
     shutil.rmtree(out_dir / STATUS_DIR, ignore_errors=True)
 
 
+@dataclass
+class RunPlan:
+    """Everything decided before any worker starts: the run's name, CPUs, processes and tasks."""
+
+    name: str
+    modality: str
+    backend: str
+    policy: str
+    workers: int
+    settings: EmbedSettings
+    out_dir: Path
+    manifest: Path
+    inputs: Any
+    layout: thread_policy.Layout
+    device: str
+    tasks: list[WorkerTask]
+    plan_s: float
+
+
+@dataclass
+class Executed:
+    """What the backend gave back, with the clock readings the timing record is made of."""
+
+    results: list[dict]
+    backend_info: dict
+    allocation: dict
+    t0: float
+    launched: float
+    gathered: float
+    closed: float
+
+
 def run_embedding(modality: str, manifest: str | Path, out_dir: str | Path, backend: str, policy: str,
                   workers: int, settings: EmbedSettings, skip_list: str | Path | None = None,
                   cpus: int | None = None) -> dict:
-    """Embed every item of the manifest with `backend`; return the timing record."""
+    """Embed every item of the manifest with `backend`; return the timing record.
+
+    A CPU run `w{N}` runs on N CPUs (`workers` = N; `policy` decides processes × threads); the
+    gpu backend runs one process per GPU on `cpus` (the job's CPUs, default: all usable)."""
+    planned = plan_run(modality, manifest, out_dir, backend, policy, workers, settings, skip_list, cpus)
+    executed = execute(planned)
+    return summarise(planned, executed)
+
+
+def plan_run(modality: str, manifest: str | Path, out_dir: str | Path, backend: str, policy: str, workers: int,
+             settings: EmbedSettings, skip_list: str | Path | None = None, cpus: int | None = None) -> RunPlan:
+    """Check the arguments, read the inputs and cut them into one task per worker process."""
     if backend not in BACKENDS:
         raise ConfigError(f"embed: unknown backend {backend!r} (known: {', '.join(BACKENDS)})")
     if policy not in POLICIES:
@@ -85,83 +132,135 @@ def run_embedding(modality: str, manifest: str | Path, out_dir: str | Path, back
         raise ConfigError(f"embed: workers must be at least 1, not {workers}")
     if settings.modality != modality:
         raise ConfigError(f"embed settings are for {settings.modality}, not {modality}")
+    run_cpus = (cpus or len(thread_policy.usable_cores())) if backend == "gpu" else workers
+    layout = thread_policy.layout(policy, run_cpus, backend, workers)
+    if backend == "serial" and layout.processes != 1:
+        raise ConfigError(f"embed: the serial backend runs one worker, not {layout.processes} "
+                          f"(N CPUs in one process: policy intraop)")
     name = run_name(backend, policy, workers)
     # The gpu backend fails here, before reading anything, on a machine without the GPUs.
     placement = (hardware.resolve({"hardware": {settings.hw: settings.hardware}}, settings.hw, workers)
                  if backend == "gpu" else hardware.Placement("cpu", workers, settings.hw))
     faults = parse_faults(os.environ.get(FAULT_ENV))
 
-    planned = time.perf_counter()
+    started = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     clear_run_dir(out_dir)
     inputs = load_inputs(manifest, modality, skip_list)
     if not inputs.items:
         raise DataError(f"{manifest}: nothing to embed ({inputs.images} images, {len(inputs.skipped)} skipped)")
-    plans = planning.plan(inputs.items, workers, settings.batch_size, settings.shard_size)
-    # the job's CPUs (SLURM's cpus_per_task), never more than this process may run on
-    cores = min(cpus or provenance.usable_cpus(), provenance.usable_cpus())
-    threads = thread_policy.threads_per_worker(policy, cores, workers)
-    loader_threads = settings.loader_threads or max(1, (threads or 1) - 1)
+    plans = planning.plan(inputs.items, layout.processes, settings.batch_size, settings.shard_size)
+    loader_threads = settings.loader_threads or max(1, (layout.threads or 1) - 1)
     tasks = [
         WorkerTask(run=name, backend=backend, worker=p.worker, shards=p.shards, out_dir=str(out_dir),
                    settings=settings.to_dict(), device=placement.device_for(p.worker) if backend == "gpu" else "cpu",
-                   threads=threads, overlap=backend == "gpu", loader_threads=loader_threads,
+                   threads=layout.threads, overlap=backend == "gpu", loader_threads=loader_threads,
                    fault=faults.get(p.worker))
         for p in plans
     ]
-    plan_s = time.perf_counter() - planned
+    return RunPlan(name, modality, backend, policy, workers, settings, out_dir, Path(manifest), inputs, layout,
+                   placement.device, tasks, time.perf_counter() - started)
 
-    t0 = time.time()
+
+def execute(planned: RunPlan) -> Executed:
+    """Start the backend on the run's CPUs, run every task, close; a failure leaves no shards."""
+    settings = planned.settings
     try:
-        with make_backend(backend, workers, dask_settings=settings.dask, threads=threads, label=name) as runner:
-            launched = time.time()
-            # SLURM workers: the queue wait is recorded, not charged to the backend's times
-            queue_wait_s = runner.info.get("queue_wait_s", 0.0)
-            t0 += queue_wait_s
-            results = runner.run(tasks)
-            gathered = time.time()
-            backend_info = runner.info
-        closed = time.time()
+        with thread_policy.pinned_job(planned.layout.cpus) as allocation:
+            t0 = time.time()
+            with make_backend(planned.backend, planned.layout.processes, dask_settings=settings.dask,
+                              threads=planned.layout.threads, label=planned.name) as runner:
+                launched = time.time()
+                # SLURM workers: the queue wait is recorded, not charged to the backend's times
+                t0 += runner.info.get("queue_wait_s", 0.0)
+                results = runner.run(planned.tasks)
+                gathered = time.time()
+                backend_info = runner.info
+            closed = time.time()
     except BaseException:
-        clear_run_dir(out_dir)
+        clear_run_dir(planned.out_dir)
         raise
+    return Executed(results, backend_info, allocation, t0, launched, gathered, closed)
 
+
+def summarise(planned: RunPlan, executed: Executed) -> dict:
+    """timing.json, run.json, and last index.json (which marks the run complete); the timing record."""
     finalizing = time.time()
+    settings, results, modality = planned.settings, executed.results, planned.modality
     spec = parse_spec(settings.role, settings.model)
     shards = sorted((s for r in results for s in r["shards"]), key=lambda s: s["file"])
     tensors = next((r["tensors"] for r in results if r["tensors"]), None)
-    skipped = inputs.skipped + [s for r in results for s in r["skipped"]]
-    truncated = sorted(t for r in results for t in r["truncated"])
     if tensors is None:
-        clear_run_dir(out_dir)
-        raise DataError(f"{manifest}: none of the {len(inputs.items)} {modality} items could be read")
-    items = sum(s["items"] for s in shards)
-    prepare = PREPARE_PHASE[modality]
+        clear_run_dir(planned.out_dir)
+        raise DataError(f"{planned.manifest}: none of the {len(planned.inputs.items)} {modality} items could be read")
+    timing = _timing(planned, executed, shards)
+    timing.update(run_dir=str(planned.out_dir), random_weights=spec.random is not None)
+    meta = _meta(planned, results, spec)
+    meta["storage"] = {k: timing[k] for k in sizes.KEYS if k in timing}
+    timing["finalize_s"] = time.time() - finalizing
+    timing["wall_s"] = (executed.gathered - executed.t0) + timing["finalize_s"]
+    timing["items_per_s"] = timing["items"] / timing["wall_s"]
+    timing["steady_items_per_s"] = timing["items"] / max(timing["wall_s"] - timing["startup_s"], 1e-9)
+    atomic.write_json(planned.out_dir / "timing.json", timing)
+    config_slice = {**settings.to_dict(), "backend": planned.backend, "policy": planned.policy,
+                    "workers": planned.workers}
+    provenance.write_run_json(planned.out_dir / "run.json", config_slice=config_slice, models=[spec.describe()],
+                              run=planned.name, stage=f"embed/{modality}", timings=timing)
+    shutil.rmtree(planned.out_dir / STATUS_DIR, ignore_errors=True)
+    layout = {}
+    if "tokens" in tensors:  # ragged text: readers see hidden [77, D] and mask; `stored` is on disk
+        context = meta["context_length"]
+        layout = {"text_storage": "ragged", "context_length": context, "stored": tensors}
+        tensors = ragged_specs_from(tensors, context)
+    elif modality == "text":
+        layout = {"text_storage": "full", "context_length": meta["context_length"]}
+    write_index(planned.out_dir, modality, shards, tensors, model=spec.describe(), meta=meta, **layout)
+    return timing
+
+
+def _timing(planned: RunPlan, executed: Executed, shards: list[dict]) -> dict:
+    results, t0 = executed.results, executed.t0
+    prepare = PREPARE_PHASE[planned.modality]
     per_worker = [_worker_record(r, t0, prepare) for r in results]
     busy = [w for w in per_worker if w["items"]] or per_worker
+    items = sum(s["items"] for s in shards)
+    layout, allocation = planned.layout, executed.allocation
     timing = {
-        "run": name, "modality": modality, "backend": backend, "policy": policy, "workers": workers,
-        "hw": settings.hw, "device": placement.device, "cores": cores, "threads_requested": threads,
+        "run": planned.name, "modality": planned.modality, "backend": planned.backend, "policy": planned.policy,
+        "workers": planned.workers, "hw": planned.settings.hw, "device": planned.device,
+        "cpus": layout.cpus, "processes": layout.processes, "oversubscribed": allocation["oversubscribed"],
+        "allocation": allocation, "cores": min(layout.cpus, allocation["usable_cores"]),
+        "threads_requested": layout.threads,
         "threads_per_worker": [w["threads"] for w in per_worker],
-        "items": items, "skipped": len(skipped), "truncated": len(truncated),
-        "overlapped": backend == "gpu",
-        "plan_s": plan_s,
-        "queue_wait_s": queue_wait_s,
-        "launch_s": launched - t0,
+        "affinity_per_worker": [w["affinity"] for w in per_worker],
+        "items": items, "skipped": len(planned.inputs.skipped) + sum(len(r["skipped"]) for r in results),
+        "truncated": sum(len(r["truncated"]) for r in results),
+        "overlapped": planned.backend == "gpu",
+        "plan_s": planned.plan_s,
+        "queue_wait_s": executed.backend_info.get("queue_wait_s", 0.0),
+        "launch_s": executed.launched - t0,
         "startup_s": max(r["ready_at"] for r in results) - t0,
         f"{prepare}_s": statistics.fmean(w[f"{prepare}_s"] for w in busy),
         "compute_s": statistics.fmean(w["compute_s"] for w in busy),
         "write_s": statistics.fmean(w["write_s"] for w in busy),
-        "shutdown_s": closed - gathered,
+        "shutdown_s": executed.closed - executed.gathered,
         "peak_rss_mb": [w["peak_rss_mb"] for w in per_worker],
-        "backend_info": backend_info,
+        "backend_info": executed.backend_info,
+        **sizes.storage(planned.out_dir, shards, planned.inputs, sum(r.get("tokens", 0) for r in results)),
         "per_worker": per_worker,
     }
-    if backend == "gpu":
+    if planned.backend == "gpu":
         timing["wait_s"] = statistics.fmean(w["wait_s"] for w in busy)
+    return timing
+
+
+def _meta(planned: RunPlan, results: list[dict], spec) -> dict:
+    settings = planned.settings
+    skipped = planned.inputs.skipped + [s for r in results for s in r["skipped"]]
+    truncated = sorted(t for r in results for t in r["truncated"])
     meta = {
-        "run": name, "backend": backend, "policy": policy, "workers": workers,
+        "run": planned.name, "backend": planned.backend, "policy": planned.policy, "workers": planned.workers,
         "dtype": settings.dtype, "compute_dtype": results[0]["compute_dtype"],
         "order": "images by image_id; captions by (image_id, caption_index); shards in item order",
         "batch_size": settings.batch_size, "shard_size": settings.shard_size,
@@ -170,24 +269,15 @@ def run_embedding(modality: str, manifest: str | Path, out_dir: str | Path, back
         "truncated": {"count": len(truncated), "items": truncated,
                       "columns": ["image_id", "caption_index", "tokens_before_truncation"]},
     }
-    if modality == "images":
+    if planned.modality == "images":
         meta["image_size"] = settings.image_size
-        meta["preprocessing"] = "RGB; shorter side resized to image_size (bicubic); center crop; [-1, 1]"
+        meta["preprocessing"] = ("RGB; JPEG decoded at the smallest DCT scale keeping >= 90% of image_size; "
+                                 "center square resized to image_size (bicubic); [-1, 1]")
     else:
         from diffscale.tokenize import tokenizer_for
 
         meta["tokenizer"] = tokenizer_for(spec).source
-    timing["finalize_s"] = time.time() - finalizing
-    timing["wall_s"] = (gathered - t0) + timing["finalize_s"]
-    timing["items_per_s"] = items / timing["wall_s"]
-    timing["steady_items_per_s"] = items / max(timing["wall_s"] - timing["startup_s"], 1e-9)
-    atomic.write_json(out_dir / "timing.json", timing)
-    config_slice = {**settings.to_dict(), "backend": backend, "policy": policy, "workers": workers}
-    provenance.write_run_json(out_dir / "run.json", config_slice=config_slice, models=[spec.describe()],
-                              run=name, stage=f"embed/{modality}", timings=timing)
-    shutil.rmtree(out_dir / STATUS_DIR, ignore_errors=True)
-    write_index(out_dir, modality, shards, tensors, model=spec.describe(), meta=meta)
-    return timing
+    return meta
 
 
 def _worker_record(result: dict, t0: float, prepare: str) -> dict:
@@ -199,6 +289,7 @@ def _worker_record(result: dict, t0: float, prepare: str) -> dict:
         f"{prepare}_s": phases.get("prepare", 0.0), "compute_s": phases.get("compute", 0.0),
         "write_s": phases.get("write", 0.0), "busy_s": result["finished_at"] - result["ready_at"],
         "items": result["items"], "shards": len(result["shards"]), "peak_rss_mb": result["peak_rss_mb"],
+        "affinity": result["thread_info"]["affinity"],
     }
     if "wait" in phases:
         record["wait_s"] = phases["wait"]

@@ -1,36 +1,124 @@
-"""Thread policies: how many compute threads each worker runs, and what it actually ran with.
+"""How a run uses its N CPUs: processes × threads per policy, the job's own CPU pinning, and what
+each worker actually ran with.
 
-Backends start their workers with different thread counts (checked on this stack): spawned
-multiprocessing workers take PyTorch's default of one thread per core; joblib's loky sets
-OMP_NUM_THREADS to cores / n_jobs; dask's nanny sets OMP_NUM_THREADS=1 — but all three keep an
-OMP_NUM_THREADS the job already has, and Snakemake sets it to the job's threads, so under
-Snakemake (and SLURM) every naive worker runs with all the job's cores. N workers that each keep
-all cores oversubscribe the machine, which is why the original study saw CPU workers slower than
-one CPU.
+A CPU scaling run named `w{N}` runs on exactly N CPUs: SLURM gives it `cpus_per_task = N`
+(diffscale.resources), and a local job pins itself to N of the cores it may use
+(`os.sched_setaffinity`, inherited by every worker process it starts). A run whose N exceeds the
+usable cores cannot have N CPUs: it keeps them all and is marked `oversubscribed` in its timing
+and table, and is left out of efficiency claims.
 
-  pinned  threads per worker = cores / workers (at least 1), set inside the worker
-  naive   the backend's default, left alone: reproduces the original result
+On those N CPUs (the baseline of every speedup is `serial-pinned-w1`: 1 process × 1 thread):
+
+  pinned   N processes × 1 thread each (set inside the worker)
+  naive    N processes × the backend's default threads, left alone: the original study's
+           oversubscription. Backends start workers with different defaults (spawned
+           multiprocessing workers: one thread per core they may use; loky: cores / n_jobs; dask's
+           nanny: 1) but all keep an OMP_NUM_THREADS the job already has, as under Snakemake
+           and SLURM (the job's CPUs), so every naive worker runs with all N.
+  intraop  1 process × N threads (PyTorch's intra-op parallelism; runs on the serial backend)
+
+On the gpu backend `pinned` means one process per GPU with the job's CPUs shared among them.
 
 Either way the worker records `torch.get_num_threads()` from the thread that computes (OpenMP's
-thread count belongs to the calling thread: dask computes in a pool thread, not the main one).
+thread count belongs to the calling thread: dask computes in a pool thread, not the main one)
+and the size of its CPU affinity.
 """
 
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
 
 from diffscale.errors import ConfigError
+from diffscale.vocab import POLICIES
 
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
-def threads_per_worker(policy: str, cores: int, workers: int) -> int | None:
-    """The thread count a worker should set, or None to leave the backend's default."""
+@dataclass(frozen=True)
+class Layout:
+    """Processes and threads per process of a run on `cpus` CPUs."""
+
+    policy: str
+    cpus: int
+    processes: int
+    threads: int | None  # None: the backend's default (naive)
+
+
+def layout(policy: str, cpus: int, backend: str = "multiprocessing", workers: int | None = None) -> Layout:
+    """How `policy` uses `cpus` CPUs. On the gpu backend `workers` (GPUs) processes share the CPUs."""
+    if policy not in POLICIES:
+        raise ConfigError(f"embed policy {policy!r} is not one of {', '.join(POLICIES)}")
+    if backend == "gpu":
+        return Layout(policy, cpus, workers or 1, max(1, cpus // (workers or 1)))
+    if policy == "intraop":
+        return Layout(policy, cpus, 1, cpus)
     if policy == "naive":
-        return None
-    if policy == "pinned":
-        return max(1, cores // workers)
-    raise ConfigError(f"embed policy {policy!r} is not one of pinned, naive")
+        return Layout(policy, cpus, cpus, None)
+    return Layout(policy, cpus, cpus, 1)
+
+
+def usable_cores() -> list[int]:
+    """The cores this process may run on (SLURM's cgroup/affinity), sorted."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows: no affinity API
+        return list(range(os.cpu_count() or 1))
+
+
+@contextmanager
+def pinned_job(cpus: int) -> Iterator[dict]:
+    """`pin_job` for the duration of a run, then this process's affinity and thread variables as
+    they were (a run in a test or the bench's process leaves it unchanged)."""
+    before = usable_cores()
+    env = {name: os.environ.get(name) for name in THREAD_ENV}
+    try:
+        yield pin_job(cpus)
+    finally:
+        if hasattr(os, "sched_setaffinity") and usable_cores() != before:
+            os.sched_setaffinity(0, before)
+        for name, value in env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def pin_job(cpus: int) -> dict:
+    """Give this job (and every worker it starts) exactly `cpus` CPUs when it may use that many.
+
+    Returns what the run records: cpus asked, the cores pinned to, whether pinning was possible,
+    and `oversubscribed` when `cpus` exceeds the usable cores (then nothing is pinned). Thread
+    variables the job already has are capped at `cpus`: a job on N CPUs sees at most N."""
+    cores = usable_cores()
+    oversubscribed = cpus > len(cores)
+    chosen = cores if oversubscribed else cores[:cpus]
+    pinned = False
+    if not oversubscribed and len(chosen) < len(cores) and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, chosen)
+        pinned = True
+    for name in THREAD_ENV:
+        if name in os.environ and os.environ[name].isdigit() and int(os.environ[name]) > cpus:
+            os.environ[name] = str(cpus)
+    return {"cpus": cpus, "usable_cores": len(cores), "cores": chosen, "pinned": pinned,
+            "oversubscribed": oversubscribed}
+
+
+@contextmanager
+def building() -> Iterator[None]:
+    """One thread while a model is built: random initialisation is many small serial-RNG ops that
+    run slower on many threads (a random SD-VAE: 5 s on 16 threads, 0.7 s on 1); the weights are
+    the same at any thread count (the generator is consumed serially)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def apply(threads: int | None) -> None:
@@ -43,13 +131,11 @@ def apply(threads: int | None) -> None:
 
 
 def record() -> dict:
-    """The thread count the calling thread computes with, and the env that shaped the default."""
+    """The thread count the calling thread computes with, its CPU affinity, and the env that
+    shaped the default."""
     import torch
 
     info = {"threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads()}
     info["env"] = {name: os.environ[name] for name in THREAD_ENV if name in os.environ}
-    try:
-        info["affinity"] = len(os.sched_getaffinity(0))
-    except AttributeError:
-        info["affinity"] = os.cpu_count()
+    info["affinity"] = len(usable_cores())
     return info

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import queue
+from collections import deque
 import resource
 import signal
 import socket
@@ -38,11 +39,12 @@ from diffscale import atomic
 from diffscale.timing import PhaseTimer
 from diffscale.embed import encoders, threads as thread_policy
 from diffscale.embed.plan import ShardPlan, batches
-from diffscale.shards import tensor_specs, write_shard
+from diffscale.shards import tensor_specs, with_offsets, write_shard
 from diffscale.errors import UserError
 
 STATUS_DIR = ".status"
 QUEUE_DEPTH = 4  # batches in flight between loader, compute and writer
+LOAD_AHEAD = 2  # batches the loader prepares at once (their images share the decode pool)
 # Shards written at once on the overlapped schedule: CLIP-L text states in bf16 come off an H100 at
 # ~2.8 GB/s, more than one thread can concatenate, save and checksum. Bounds memory to this many
 # shards plus the one being filled.
@@ -79,6 +81,10 @@ class WorkerTask:
     def batch_size(self) -> int:
         return self.settings["batch_size"]
 
+    @property
+    def text_storage(self) -> str:
+        return self.settings.get("text_storage", "full")
+
     def label(self) -> str:
         return f"{self.backend} worker {self.worker}"
 
@@ -110,6 +116,7 @@ class _Progress:
     tensors: dict | None = None
     current: ShardPlan | None = None
     items: int = 0
+    tokens: int = 0  # real tokens written (ragged text)
     lock: threading.Lock = field(default_factory=threading.Lock)  # compute and writer threads both note
 
     def note(self, shard: ShardPlan | None, state: str) -> None:
@@ -135,13 +142,16 @@ class _Progress:
         outputs = [o for o in outputs if len(o["image_id"])]
         if not outputs:
             return
-        names = encoders.TENSOR_NAMES[self.task.modality]
+        names = encoders.tensor_names(self.task.modality, self.task.text_storage)
         tensors = {name: torch.cat([o[name] for o in outputs]) for name in names}
+        if "lengths" in tensors:  # ragged text
+            tensors = with_offsets(tensors)
         entry = write_shard(Path(self.task.out_dir) / shard.file, tensors)
         with self.lock:  # the overlapped schedule writes shards from a pool of threads
             self.shards.append({**entry, "worker": self.task.worker})
             self.tensors = self.tensors or tensor_specs(tensors)
             self.items += entry["items"]
+            self.tokens += int(tensors["lengths"].sum()) if "lengths" in tensors else 0
 
     def _maybe_fail(self, shard: ShardPlan) -> None:
         if not self.task.fault or self.task.fault[1] != shard.number:
@@ -160,15 +170,16 @@ def run_worker(task: WorkerTask) -> dict:
     progress = _Progress(task)
     try:
         progress.note(None, "loading")
-        thread_policy.apply(task.threads)
         settings = task.settings
         compute_dtype = settings["dtype"] if task.device.startswith("cuda") else settings["cpu_dtype"]
         if task.device.startswith("cuda"):
             import torch
 
             torch.cuda.set_device(task.device)
-        embedder = encoders.embedder(task.modality, settings["model"], task.device, compute_dtype,
-                                     settings["dtype"], settings["seed"])
+        with thread_policy.building():
+            embedder = encoders.embedder(task.modality, settings["model"], task.device, compute_dtype,
+                                         settings["dtype"], settings["seed"])
+        thread_policy.apply(task.threads)
         ready = time.time()
         timer = (_run_overlapped if task.overlap else _run_inline)(task, embedder, progress)
         threads = thread_policy.record()
@@ -195,6 +206,7 @@ def run_worker(task: WorkerTask) -> dict:
         "load_s": ready - started,
         "phases": timer.seconds,
         "items": progress.items,
+        "tokens": progress.tokens,
         "shards": progress.shards,
         "skipped": progress.skipped,
         "truncated": progress.truncated,
@@ -206,7 +218,8 @@ def run_worker(task: WorkerTask) -> dict:
 
 def _run_inline(task: WorkerTask, embedder, progress: _Progress) -> PhaseTimer:
     timer = PhaseTimer(task.device)
-    load = encoders.loader(task.modality, task.settings["model"], task.settings.get("image_size"))
+    load = encoders.loader(task.modality, task.settings["model"], task.settings.get("image_size"),
+                           text_storage=task.text_storage)
     for phase in ("prepare", "compute", "write"):
         timer.seconds[phase] = 0.0
     for shard in task.shards:
@@ -230,135 +243,175 @@ class _Stopped(Exception):
     """A sibling thread failed; its error is the one to report."""
 
 
-def _put(q: queue.Queue, item, failed: threading.Event) -> None:
-    while True:
-        if failed.is_set():
-            raise _Stopped()
-        try:
-            q.put(item, timeout=0.1)
-            return
-        except queue.Full:
-            continue
+_END = object()  # the last item through a queue
 
 
-def _get(q: queue.Queue, failed: threading.Event):
+class _Pipeline:
+    """What the overlapped schedule's three stages share: two bounded queues, a failure flag that
+    stops every stage, the first error, and the seconds each stage spent (each stage owns its keys)."""
+
+    def __init__(self, device: str):
+        self.cuda = device.startswith("cuda")
+        self.to_compute: queue.Queue = queue.Queue(QUEUE_DEPTH)
+        self.to_write: queue.Queue = queue.Queue(QUEUE_DEPTH)
+        self.failed = threading.Event()
+        self.errors: list[BaseException] = []
+        self.seconds = {"prepare": 0.0, "compute": 0.0, "write": 0.0, "wait": 0.0, "collect": 0.0}
+        self.lock = threading.Lock()
+
+    def put(self, q: queue.Queue, item) -> None:
+        while True:
+            if self.failed.is_set():
+                raise _Stopped()
+            try:
+                q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def get(self, q: queue.Queue):
+        while True:
+            if self.failed.is_set():
+                raise _Stopped()
+            try:
+                return q.get(timeout=0.1)
+            except queue.Empty:
+                continue
+
+    def thread(self, name: str, fn, *args) -> threading.Thread:
+        """A started thread running fn(*args); an error stops the pipeline and is kept for the caller."""
+        def body():
+            try:
+                fn(*args)
+            except _Stopped:
+                pass
+            except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+                self.errors.append(exc)
+                self.failed.set()
+
+        thread = threading.Thread(target=body, name=name, daemon=True)
+        thread.start()
+        return thread
+
+
+def _load_stage(task: WorkerTask, load, pipe: _Pipeline) -> None:
+    """Loader thread: decode / tokenize batches ahead of the device (pinned memory on CUDA).
+
+    LOAD_AHEAD batches are prepared at once, so the decode pool never idles at a batch boundary
+    waiting for the slowest image of the batch; they are handed on in order."""
+    def timed(batch):
+        start = time.perf_counter()
+        prepared = load(batch, pin=pipe.cuda)
+        with pipe.lock:
+            pipe.seconds["prepare"] += time.perf_counter() - start
+        return prepared
+
+    ahead: deque = deque()
+    with ThreadPoolExecutor(LOAD_AHEAD, thread_name_prefix="batch") as batch_pool:
+        for shard in task.shards:
+            shard_batches = batches(shard, task.batch_size)
+            for k, batch in enumerate(shard_batches):
+                ahead.append((shard, batch_pool.submit(timed, batch), k == len(shard_batches) - 1))
+                if len(ahead) >= LOAD_AHEAD:
+                    shard_of, future, last = ahead.popleft()
+                    pipe.put(pipe.to_compute, (shard_of, future.result(), last))
+        while ahead:
+            shard_of, future, last = ahead.popleft()
+            pipe.put(pipe.to_compute, (shard_of, future.result(), last))
+    pipe.put(pipe.to_compute, _END)
+
+
+def _compute_stage(task: WorkerTask, embedder, progress: _Progress, pipe: _Pipeline) -> list:
+    """This thread: keep the device busy; results leave through non-blocking copies to the host.
+    Returns the CUDA (start, end) event pairs: device time without a synchronisation per batch."""
+    import torch
+
+    timings = []
     while True:
-        if failed.is_set():
-            raise _Stopped()
-        try:
-            return q.get(timeout=0.1)
-        except queue.Empty:
-            continue
+        start = time.perf_counter()
+        item = pipe.get(pipe.to_compute)
+        pipe.seconds["wait"] += time.perf_counter() - start
+        if item is _END:
+            break
+        shard, prepared, last = item
+        if progress.current is not shard:
+            progress.note(shard, "running")
+        out, done = {}, None
+        if prepared.size:
+            start = time.perf_counter()
+            if pipe.cuda:
+                begin, finish = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                begin.record()
+                result = embedder.compute(prepared.inputs)
+                finish.record()
+                timings.append((begin, finish))
+                out = {k: v.to("cpu", non_blocking=True) for k, v in result.items()}  # lands in pinned memory
+                done = torch.cuda.Event()
+                done.record()
+            else:
+                out = {k: v.cpu() for k, v in embedder.compute(prepared.inputs).items()}
+                pipe.seconds["compute"] += time.perf_counter() - start
+        pipe.put(pipe.to_write, (shard, prepared, out, done, last))
+    pipe.put(pipe.to_write, _END)
+    return timings
+
+
+def _write_stage(progress: _Progress, pipe: _Pipeline) -> None:
+    """Writer thread: collect each batch once its copies have landed; hand full shards to a few
+    write threads (at most WRITE_THREADS shards in flight)."""
+    def write_timed(shard, outputs):
+        start = time.perf_counter()
+        progress.write(shard, outputs)
+        with pipe.lock:
+            pipe.seconds["write"] += time.perf_counter() - start
+
+    outputs: list[dict] = []
+    pending: list = []
+    with ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="write") as writers:
+        while (item := pipe.get(pipe.to_write)) is not _END:
+            shard, prepared, out, done, last = item
+            start = time.perf_counter()
+            if done is not None:
+                done.synchronize()  # the device-to-host copies of this batch have landed
+            progress.add_batch(prepared)
+            outputs.append({**prepared.columns, **out})
+            pipe.seconds["collect"] += time.perf_counter() - start
+            if last:
+                progress.note(shard, "writing")
+                pending.append(writers.submit(write_timed, shard, outputs))
+                outputs = []
+                while len(pending) > WRITE_THREADS:
+                    pending.pop(0).result()
+        for future in pending:
+            future.result()
 
 
 def _run_overlapped(task: WorkerTask, embedder, progress: _Progress) -> PhaseTimer:
     """Loader thread -> compute (this thread) -> writer thread, each queue a few batches deep."""
-    import torch
-
-    cuda = task.device.startswith("cuda")
-    seconds = {"prepare": 0.0, "compute": 0.0, "write": 0.0, "wait": 0.0, "collect": 0.0}
-    failed = threading.Event()
-    errors: list[BaseException] = []
-    to_compute: queue.Queue = queue.Queue(QUEUE_DEPTH)
-    to_write: queue.Queue = queue.Queue(QUEUE_DEPTH)
-    end = object()
-
-    def guarded(fn):
-        def body():
-            try:
-                fn()
-            except _Stopped:
-                pass
-            except BaseException as exc:  # noqa: BLE001 - handed to the main thread
-                errors.append(exc)
-                failed.set()
-        return body
-
+    pipe = _Pipeline(task.device)
     pool = ThreadPoolExecutor(max(1, task.loader_threads), thread_name_prefix="decode")
-    load = encoders.loader(task.modality, task.settings["model"], task.settings.get("image_size"), pool)
-
-    def loading():
-        for shard in task.shards:
-            shard_batches = batches(shard, task.batch_size)
-            for k, batch in enumerate(shard_batches):
-                start = time.perf_counter()
-                prepared = load(batch, pin=cuda)
-                seconds["prepare"] += time.perf_counter() - start
-                _put(to_compute, (shard, prepared, k == len(shard_batches) - 1), failed)
-        _put(to_compute, end, failed)
-
-    def write_timed(shard, outputs):
-        start = time.perf_counter()
-        progress.write(shard, outputs)
-        with progress.lock:
-            seconds["write"] += time.perf_counter() - start
-
-    def writing():
-        outputs: list[dict] = []
-        pending: list = []
-        with ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="write") as writers:
-            while (item := _get(to_write, failed)) is not end:
-                shard, prepared, out, done, last = item
-                start = time.perf_counter()
-                if done is not None:
-                    done.synchronize()  # the device-to-host copies of this batch have landed
-                progress.add_batch(prepared)
-                outputs.append({**prepared.columns, **out})
-                seconds["collect"] += time.perf_counter() - start
-                if last:
-                    progress.note(shard, "writing")
-                    pending.append(writers.submit(write_timed, shard, outputs))
-                    outputs = []
-                    while len(pending) > WRITE_THREADS:
-                        pending.pop(0).result()
-            for future in pending:
-                future.result()
-
-    loader_thread = threading.Thread(target=guarded(loading), name="embed-loader", daemon=True)
-    writer_thread = threading.Thread(target=guarded(writing), name="embed-writer", daemon=True)
-    loader_thread.start()
-    writer_thread.start()
-    timings = []  # CUDA (start, end) events: device time without synchronising every batch
+    load = encoders.loader(task.modality, task.settings["model"], task.settings.get("image_size"), pool,
+                           task.text_storage)
+    loader = pipe.thread("embed-loader", _load_stage, task, load, pipe)
+    writer = pipe.thread("embed-writer", _write_stage, progress, pipe)
+    timings = []
     try:
-        while True:
-            start = time.perf_counter()
-            item = _get(to_compute, failed)
-            seconds["wait"] += time.perf_counter() - start
-            if item is end:
-                break
-            shard, prepared, last = item
-            if progress.current is not shard:
-                progress.note(shard, "running")
-            out, done = {}, None
-            if prepared.size:
-                start = time.perf_counter()
-                if cuda:
-                    begin, finish = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                    begin.record()
-                    result = embedder.compute(prepared.inputs)
-                    finish.record()
-                    timings.append((begin, finish))
-                    out = {k: v.to("cpu", non_blocking=True) for k, v in result.items()}  # lands in pinned memory
-                    done = torch.cuda.Event()
-                    done.record()
-                else:
-                    out = {k: v.cpu() for k, v in embedder.compute(prepared.inputs).items()}
-                    seconds["compute"] += time.perf_counter() - start
-            _put(to_write, (shard, prepared, out, done, last), failed)
-        _put(to_write, end, failed)
-        writer_thread.join()
+        timings = _compute_stage(task, embedder, progress, pipe)
+        writer.join()
     except _Stopped:
         pass
     finally:
-        failed.set()  # stops the loader and writer if this thread is leaving early; harmless after
-        loader_thread.join(timeout=60)
-        writer_thread.join(timeout=60)
+        pipe.failed.set()  # stops the loader and writer if this thread is leaving early; harmless after
+        loader.join(timeout=60)
+        writer.join(timeout=60)
         pool.shutdown(wait=True)
-    if errors:
-        raise errors[0]
-    if cuda:
+    if pipe.errors:
+        raise pipe.errors[0]
+    if pipe.cuda:
+        import torch
+
         torch.cuda.synchronize(task.device)
-        seconds["compute"] = sum(b.elapsed_time(f) for b, f in timings) / 1000
+        pipe.seconds["compute"] = sum(b.elapsed_time(f) for b, f in timings) / 1000
     timer = PhaseTimer()
-    timer.seconds = seconds
+    timer.seconds = pipe.seconds
     return timer

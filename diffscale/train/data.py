@@ -52,6 +52,8 @@ class LatentTextDataset:
         self.scaling_factor = scaling_factor(self.images.index, self.images.run_dir)
         self.latent_shape = tuple(self.images.index["tensors"]["latent_mean"]["item_shape"])
         self.hidden_shape = tuple(self.text.index["tensors"]["hidden"]["item_shape"])
+        # ragged text (only real tokens stored, zeros after them): the U-Net attends with the mask
+        self.text_mask = self.text.ragged
         if len(self.images) == 0 or len(self.text) == 0:
             empty = self.images if len(self.images) == 0 else self.text
             raise DataError(f"{empty.run_dir / INDEX}: the run holds no items")
@@ -79,13 +81,18 @@ class LatentTextDataset:
         """A batch as stacked tensors in their stored dtype (the training step casts on device)."""
         import torch
 
-        means, stds, hidden = [], [], []
+        text_names = ["hidden", "mask"] if self.text_mask else ["hidden"]
+        means, stds, text = [], [], []
         for i in indices:
             image = self.images.item(int(self.image_rows[i]), ["latent_mean", "latent_std"])
             means.append(image["latent_mean"])
             stds.append(image["latent_std"])
-            hidden.append(self.text.item(int(self.text_rows[i]), ["hidden"])["hidden"])
-        return {"latent_mean": torch.stack(means), "latent_std": torch.stack(stds), "hidden": torch.stack(hidden)}
+            text.append(self.text.item(int(self.text_rows[i]), text_names))
+        batch = {"latent_mean": torch.stack(means), "latent_std": torch.stack(stds),
+                 "hidden": torch.stack([t["hidden"] for t in text])}
+        if self.text_mask:
+            batch["mask"] = torch.stack([t["mask"] for t in text])
+        return batch
 
     def __getitem__(self, i: int) -> dict:
         return {k: v[0] for k, v in self.__getitems__([i]).items()}

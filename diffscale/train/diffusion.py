@@ -60,13 +60,16 @@ def step_noise(seed: int, step: int, global_batch: int, latent_shape: tuple, num
     }
 
 
-def predict_noise(unet, latents, timestep, cond, uncond, guidance_scale: float):
+def predict_noise(unet, latents, timestep, cond, uncond, guidance_scale: float, cond_mask=None, uncond_mask=None):
     """Classifier-free guidance: eps_u + g (eps_c - eps_u). At g = 1 that is the conditional
-    prediction, so only the conditional pass runs."""
+    prediction, so only the conditional pass runs. With masks (a model trained on ragged text)
+    the U-Net attends only to the prompts' real tokens, as in training."""
     import torch
 
     if guidance_scale == 1.0:
-        return unet(latents, timestep, encoder_hidden_states=cond).sample
-    both = unet(torch.cat([latents, latents]), timestep, encoder_hidden_states=torch.cat([uncond, cond])).sample
+        return unet(latents, timestep, encoder_hidden_states=cond, encoder_attention_mask=cond_mask).sample
+    mask = None if cond_mask is None else torch.cat([uncond_mask, cond_mask])
+    both = unet(torch.cat([latents, latents]), timestep, encoder_hidden_states=torch.cat([uncond, cond]),
+                encoder_attention_mask=mask).sample
     eps_uncond, eps_cond = both.chunk(2)
     return eps_uncond + guidance_scale * (eps_cond - eps_uncond)

@@ -118,6 +118,9 @@ class TrainedModel:
             raise ModelSpecError(
                 f"{config_file}: models.text_encoder ({self.encoder.spec.label}) does not encode the empty prompt "
                 f"as the one the model was trained with; it is another text encoder")
+        # a model trained on ragged text attends only to real tokens: sample with the masks too
+        self.text_mask = bool(ckpt.get("text_mask", False))
+        self.null_mask = self.encoder.null_mask() if self.text_mask else None
         self.vae = models.build("vae", model_specs["vae"], device=device)
 
     def generate(self, prompts: list[str], settings: Settings):
@@ -139,12 +142,13 @@ class TrainedModel:
         generators = [torch.Generator(device=self.device).manual_seed(settings.seed * 1_000_003 + n) for n in numbers]
         latents = torch.stack([torch.randn(self.latent_shape, generator=g, device=self.device) for g in generators])
         latents = latents * schedule.init_noise_sigma
-        cond = self.encoder(prompts)
+        cond, cond_mask = self.encoder.encode(prompts)
         uncond = self.null.expand(len(prompts), -1, -1)
+        masks = (cond_mask, self.null_mask.expand(len(prompts), -1)) if self.text_mask else (None, None)
         with torch.inference_mode():
             for t in schedule.timesteps:
                 model_input = schedule.scale_model_input(latents, t)
-                eps = predict_noise(self.unet, model_input, t, cond, uncond, settings.guidance_scale)
+                eps = predict_noise(self.unet, model_input, t, cond, uncond, settings.guidance_scale, *masks)
                 latents = schedule.step(eps, t, latents, generator=generators).prev_sample
             pixels = self.vae.decode(latents / self.scaling_factor).sample
         return ((pixels.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()

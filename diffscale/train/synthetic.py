@@ -9,14 +9,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from diffscale.shards import shard_name, tensor_specs, write_index, write_shard
+from diffscale.shards import ragged_specs_from, shard_name, tensor_specs, with_offsets, write_index, write_shard
 
 
 def write_embedding_runs(root: str | Path, *, images: int = 16, captions_per_image: int = 2,
                          latent_shape: tuple[int, int, int] = (4, 8, 8), hidden_dim: int = 32,
                          context: int = 77, shard_items: int = 8, scaling_factor: float = 0.18215,
-                         seed: int = 0, name: str = "serial-pinned-w1") -> tuple[Path, Path]:
-    """Write `root/images/<name>/` and `root/text/<name>/`; return the two run directories."""
+                         seed: int = 0, name: str = "serial-pinned-w1",
+                         text_storage: str = "full") -> tuple[Path, Path]:
+    """Write `root/images/<name>/` and `root/text/<name>/`; return the two run directories.
+
+    Text as the embedding stage stores it: `full` (hidden [77, D], all positions real) or `ragged`
+    (captions of 3 to 20 real tokens, only those stored)."""
     import torch
 
     gen = torch.Generator().manual_seed(seed)
@@ -45,12 +49,21 @@ def write_embedding_runs(root: str | Path, *, images: int = 16, captions_per_ima
         tensors = {
             "image_id": caption_image[start:start + n],
             "caption_index": caption_index[start:start + n],
-            "hidden": torch.randn((n, context, hidden_dim), generator=gen),
-            "mask": torch.ones((n, context), dtype=torch.int8),
             "pooled": torch.randn((n, hidden_dim), generator=gen),
             "truncated": torch.zeros(n, dtype=torch.bool),
         }
+        if text_storage == "ragged":
+            lengths = torch.randint(3, 21, (n,), generator=gen, dtype=torch.int32)
+            tensors = with_offsets({**tensors, "lengths": lengths,
+                                    "tokens": torch.randn((int(lengths.sum()), hidden_dim), generator=gen)})
+        else:
+            tensors.update(hidden=torch.randn((n, context, hidden_dim), generator=gen),
+                           mask=torch.ones((n, context), dtype=torch.int8))
         shards.append(write_shard(text_dir / shard_name(number), tensors))
         specs = tensor_specs(tensors)
-    write_index(text_dir, "text", shards, specs)
+    if text_storage == "ragged":
+        write_index(text_dir, "text", shards, ragged_specs_from(specs, context), text_storage="ragged",
+                    context_length=context, stored=specs)
+    else:
+        write_index(text_dir, "text", shards, specs)
     return image_dir, text_dir

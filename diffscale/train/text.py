@@ -1,7 +1,9 @@
 """Prompt encoding shared by training and generation, so both condition the U-Net alike.
 
 The conditioning is the text encoder's last hidden state over all 77 positions (CLIP's tokenizer
-pads with the end-of-text token; the U-Net attends to every position, as Stable Diffusion does).
+pads with the end-of-text token). A U-Net trained on full-77 text embeddings attends to every
+position, as Stable Diffusion does; one trained on ragged embeddings (only the real tokens stored,
+embed.text_storage: ragged) attends with the token mask, so `encode` returns it alongside.
 
 Classifier-free guidance needs an "unconditional" embedding. We use the embedding of the empty
 prompt "" by the same text encoder, as Stable Diffusion does, rather than zeros or a learned
@@ -28,14 +30,22 @@ class PromptEncoder:
 
     def __call__(self, prompts: list[str]):
         """Hidden states [n, 77, D] in fp32 on the encoder's device."""
+        return self.encode(prompts)[0]
+
+    def encode(self, prompts: list[str]):
+        """Hidden states [n, 77, D] in fp32 and the token mask [n, 77] (1: a real token), on the device."""
         import torch
 
         tokens = self.tokenizer(list(prompts))
         ids = torch.from_numpy(tokens.input_ids).to(self.device)
         with torch.inference_mode():
             hidden = self.model(input_ids=ids).last_hidden_state
-        return hidden.float().clone()
+        return hidden.float().clone(), torch.from_numpy(tokens.attention_mask.astype("int64")).to(self.device)
 
     def null_embedding(self):
         """The unconditional embedding: the empty prompt's, [1, 77, D]."""
         return self([""])
+
+    def null_mask(self):
+        """The empty prompt's token mask [1, 77]: start and end of text."""
+        return self.encode([""])[1]

@@ -14,6 +14,8 @@ One loop, in the style of nanoGPT and DiT's train.py, on the shared training cor
                   the stored distribution (mean + std * eps) and scaled by the VAE's scaling
                   factor; DDPM noise, epsilon prediction; captions dropped with probability
                   caption_dropout are replaced by the empty prompt's embedding (see text.py);
+                  on ragged text (only real tokens stored) the U-Net attends with the token mask
+                  (encoder_attention_mask; the empty prompt's for dropped captions);
                   gradient clipping; AdamW; linear warm-up; EMA of the weights.
   every log_every the losses since the last row are reduced over processes in one call (so the
                   GPU is not synchronised every step), checked for NaN/inf (the run stops naming
@@ -212,6 +214,7 @@ class Setup:
     flops_per_sample: int | None
     device_name: str
     peak: float | None
+    null_mask: Any = None  # the empty prompt's token mask, when the text is ragged (attend with masks)
 
 
 def setup(ctx: launch.Context, job: Job) -> Setup:
@@ -223,7 +226,10 @@ def setup(ctx: launch.Context, job: Job) -> Setup:
     unet = models.build("unet", cfg["models"]["unet"], seed=cfg["seed"], device=ctx.device)
     unet.train()
     ema = copy.deepcopy(unet).requires_grad_(False).eval()
-    null = PromptEncoder(cfg["models"]["text_encoder"], device=ctx.device).null_embedding()
+    encoder = PromptEncoder(cfg["models"]["text_encoder"], device=ctx.device)
+    null = encoder.null_embedding()
+    null_mask = encoder.null_mask() if data.text_mask else None
+    del encoder
     schedule = noise_scheduler()
     optimizer = compat.adamw(unet.parameters(), train["lr"], train["weight_decay"], fused=ctx.device_type == "cuda")
     warmup = train["warmup_steps"]
@@ -234,7 +240,7 @@ def setup(ctx: launch.Context, job: Job) -> Setup:
     device_name = ctx.device_name
     peak = peak_flops(device_name, cfg["run"]["precision"], train["tf32"]) if ctx.device_type == "cuda" else None
     return Setup(job, data, unet, ema, null, schedule, optimizer, lr_schedule, prec, flops_per_sample, device_name,
-                 peak)
+                 peak, null_mask)
 
 
 def restore(s: Setup, path: Path | None, rank: int) -> tuple[int, list[dict], list[dict]]:
@@ -292,10 +298,13 @@ def loss_of(ctx: launch.Context, s: Setup, model, batch: dict, draws: dict, micr
     hidden = batch["hidden"].to(ctx.device, non_blocking=True).float()
     latents = (mean + std * draws["latent_eps"][at]) * s.data.scaling_factor
     hidden = torch.where(draws["drop"][at, None, None], s.null, hidden)
+    mask = None
+    if s.null_mask is not None:  # ragged text: padded positions are zeros that must carry no meaning
+        mask = torch.where(draws["drop"][at, None], s.null_mask, batch["mask"].to(ctx.device, non_blocking=True).long())
     noise, timesteps = draws["noise"][at], draws["timesteps"][at]
     noisy = s.schedule.add_noise(latents, noise, timesteps)
     with s.prec.autocast():
-        prediction = model(noisy, timesteps, encoder_hidden_states=hidden).sample
+        prediction = model(noisy, timesteps, encoder_hidden_states=hidden, encoder_attention_mask=mask).sample
     return F.mse_loss(prediction.float(), noise)
 
 
@@ -312,7 +321,8 @@ def save(ctx: launch.Context, s: Setup, done: int, rows: list[dict], segments: l
         "lr_scheduler": s.lr_schedule.state_dict(), "rng": rng,
         "run_config": cfg, "trajectory_hash": trajectory_hash(cfg),
         "unet_config": dict(s.unet.config), "noise_schedule": dict(s.schedule.config),
-        "null_embedding": s.null.detach().cpu(), "latent_shape": list(s.data.latent_shape),
+        "null_embedding": s.null.detach().cpu(), "text_mask": s.null_mask is not None,
+        "latent_shape": list(s.data.latent_shape),
         "text_shape": list(s.data.hidden_shape), "scaling_factor": s.data.scaling_factor,
         "flops_per_sample": s.flops_per_sample, "metrics": rows, "segments": segments,
     })
@@ -347,7 +357,8 @@ def finish(job: Job, s: Setup, rows: list[dict], segments: list[dict]) -> dict:
     }
     data_info = {"images": str(job.images_dir), "text": str(job.text_dir), "samples": len(data),
                  "unmatched_captions": data.unmatched_captions, "latent_shape": list(data.latent_shape),
-                 "text_shape": list(data.hidden_shape), "scaling_factor": data.scaling_factor}
+                 "text_shape": list(data.hidden_shape), "scaling_factor": data.scaling_factor,
+                 "text_mask": data.text_mask}
     atomic.write_json(out / "config.json", {**cfg, "data": data_info})
     atomic.write_text(out / "metrics.csv", metrics_csv(rows))
     provenance.write_run_json(

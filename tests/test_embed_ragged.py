@@ -1,0 +1,62 @@
+"""Ragged text storage: only real tokens on disk, read back exactly as the full-77 layout at the
+real positions, with the same mask; bytes per caption and the projected full-study size."""
+
+import pytest
+import torch
+
+from diffscale.embed import sizes
+from diffscale.shards import ShardReader, pad_ragged, verify
+from diffscale.embed.stage import run_embedding
+from embed_data import demo_settings, make_manifest
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    fixture = make_manifest(tmp_path_factory.mktemp("manifest"), n_synthetic=8, n_real=2)
+    root = tmp_path_factory.mktemp("text")
+    out = {}
+    for storage in ("full", "ragged"):
+        run_dir = root / storage
+        timing = run_embedding("text", fixture.manifest, run_dir, "serial", "pinned", 1,
+                               demo_settings("text", text_storage=storage), skip_list=fixture.skipped)
+        out[storage] = (run_dir, timing)
+    return out
+
+
+def test_ragged_round_trips_to_the_full_layout_at_the_real_positions(runs):
+    (full_dir, _), (ragged_dir, _) = runs["full"], runs["ragged"]
+    full, ragged = ShardReader(full_dir), ShardReader(ragged_dir)
+    assert verify(ragged_dir)["text_storage"] == "ragged" and ShardReader(full_dir).index["text_storage"] == "full"
+    assert ragged.index["tensors"]["hidden"] == full.index["tensors"]["hidden"]  # readers see [77, D]
+    assert set(ragged.index["stored"]) == {"image_id", "caption_index", "tokens", "lengths", "offsets", "pooled",
+                                           "truncated"}
+    assert len(full) == len(ragged) > 10
+    for i in range(len(full)):
+        a, b = full.item(i), ragged.item(i)
+        n = int(a["mask"].sum())
+        assert torch.equal(a["mask"], b["mask"]) and b["mask"].dtype == torch.int8
+        assert torch.equal(a["hidden"][:n], b["hidden"][:n])  # exact at the real positions
+        assert not b["hidden"][n:].any() and (n == 77 or a["hidden"][n:].abs().sum() > 0)  # zeros, not CLIP's states
+        assert all(torch.equal(a[k], b[k]) for k in ("image_id", "caption_index", "pooled", "truncated"))
+    whole_full, whole_ragged = full.shard(0), ragged.shard(0)
+    assert torch.equal(whole_full["mask"], whole_ragged["mask"])
+    assert torch.equal(whole_full["hidden"] * whole_full["mask"][..., None], whole_ragged["hidden"])
+
+
+def test_ragged_is_smaller_and_the_projection_follows_from_the_shards_bytes(runs):
+    (full_dir, full_t), (ragged_dir, ragged_t) = runs["full"], runs["ragged"]
+    assert ragged_t["bytes_per_item"] < full_t["bytes_per_item"] / 2
+    shard_bytes = sum((ragged_dir / s["file"]).stat().st_size for s in ShardReader(ragged_dir).index["shards"])
+    tokens = int(ShardReader(ragged_dir).column("mask").sum())
+    assert ragged_t["bytes_per_token"] == pytest.approx(shard_bytes / tokens)
+    images = len(set(ShardReader(ragged_dir).column("image_id").tolist()))
+    assert ragged_t["projected_full_gb"] == pytest.approx(shard_bytes / images * sizes.FULL_STUDY_IMAGES / 1e9)
+    assert ShardReader(ragged_dir).index["meta"]["storage"]["projected_full_gb"] == ragged_t["projected_full_gb"]
+
+
+def test_pad_ragged():
+    tokens = torch.arange(10.0).reshape(5, 2)
+    hidden, mask = pad_ragged(tokens, torch.tensor([2, 0, 3]), context=4)
+    assert mask.tolist() == [[1, 1, 0, 0], [0, 0, 0, 0], [1, 1, 1, 0]]
+    assert hidden[0, :2].tolist() == [[0, 1], [2, 3]] and hidden[2, :3].flatten().tolist() == [4, 5, 6, 7, 8, 9]
+    assert not hidden[1].any() and not hidden[0, 2:].any()
