@@ -24,6 +24,7 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/embed.smk"
 include: "rules/train.smk"
+include: "rules/ddpm.smk"
 include: "rules/report.smk"
 include: "rules/hardware.smk"
 
