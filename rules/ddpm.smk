@@ -159,6 +159,7 @@ rule ddpm_table:
     params:
         runs=lambda wildcards, input: [os.path.dirname(p) for p in input],
         train_steps=DDPM["train_steps"],
+        inception=DDPM["fid"]["inception_weights"] or "",
     wildcard_constraints:
         stage="profile|batch|amp|workers|compile|peer",
     log:
@@ -169,4 +170,4 @@ rule ddpm_table:
         **cpu_resources(),
     shell:
         "python scripts/ddpm_table.py --stage {wildcards.stage} --runs {params.runs} --out {output}"
-        " --train-steps {params.train_steps} > {log} 2>&1"
+        " --train-steps {params.train_steps} --inception-weights '{params.inception}' > {log} 2>&1"

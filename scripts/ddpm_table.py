@@ -21,11 +21,13 @@ def main() -> int:
     parser.add_argument("--out", type=Path, required=True, help="CSV to write")
     parser.add_argument("--train-steps", type=int, default=700000,
                         help="length of a real training run, for compile's break-even (ddpm.train_steps)")
+    parser.add_argument("--inception-weights", default="", help="ddpm.fid.inception_weights (FID's status)")
     args = parser.parse_args()
 
     from diffscale.ddpm.sweeps import write_table
 
-    print(f"wrote {write_table(args.stage, args.runs, args.out, args.train_steps)}")
+    path = write_table(args.stage, args.runs, args.out, args.train_steps, args.inception_weights or None)
+    print(f"wrote {path}")
     return 0
 
 

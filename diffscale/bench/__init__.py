@@ -9,4 +9,5 @@ STAGES = {
     "coco": "diffscale.bench.coco",
     "embed": "diffscale.bench.embed",
     "train": "diffscale.bench.train",
+    "ddpm": "diffscale.bench.ddpm",
 }

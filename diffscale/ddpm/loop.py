@@ -16,7 +16,9 @@ step time is the median block time / block length.
               clipping, Adam (fused on GPUs), EMA every `ema_every` steps.
   each block  losses checked for NaN/inf (a TrainingError names the step) and reduced across
               processes; nothing else synchronises the device.
-Returns rank 0's measurements: steps/s, images/s, time to first step, warm-up overhead, peak
+Time to first step runs from the model on the device (built, not yet compiled or wrapped in DDP)
+to the end of the first optimizer step: DDP set-up, compilation, the loader's start, the first
+kernels' autotuning. Returns rank 0's measurements: steps/s, images/s, time to first step, warm-up overhead, peak
 memory (device memory on GPUs, peak RSS on CPUs), the loss of every step, the data wait, and the
 DataLoader worker ids seen in the batches.
 """
@@ -221,11 +223,11 @@ def window(rc: dict, rank: int, world: int, device: str, dataset, model=None, pr
     d, v, seed = rc["ddpm"], rc["variant"], rc["seed"]
     batch, precision, device_type = v["batch"], v["precision"], "cuda" if device.startswith("cuda") else "cpu"
     global_batch = batch * world
-    meter = WindowMeter(device, d["warmup_steps"], d["steps"], d["repeats"])
     set_matmul_precision(precision, device_type)
     torch.manual_seed(seed + rank)
     if model is None:
         model = build_model(rc["model"], seed, device, d["channels_last"])
+    meter = WindowMeter(device, d["warmup_steps"], d["steps"], d["repeats"])  # the clock starts here
     ema = copy.deepcopy(model).requires_grad_(False).eval()
     params, ema_params = list(model.parameters()), list(ema.parameters())
     optimizer = adam(params, rc, device_type)

@@ -115,8 +115,9 @@ def as_peer_unet(unet):
         def __init__(self, inner):
             super().__init__()
             self.unet = inner
-            self.channels = inner.config.in_channels
-            self.out_dim = inner.config.out_channels
+            config = getattr(inner, "_orig_mod", inner).config  # compiled or not
+            self.channels = config.in_channels
+            self.out_dim = config.out_channels
             self.self_condition = False
 
         def forward(self, x, time, x_self_cond=None):
@@ -159,11 +160,14 @@ def window(rc: dict, dataset, device: str, model=None) -> dict:
     if device_type == "cuda":  # the same TF32 setting as ours; cudnn.benchmark stays PyTorch's default
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = v["precision"] != "fp32"
         torch.backends.cudnn.benchmark = False
-    meter = loop.WindowMeter(device, d["warmup_steps"], d["steps"], d["repeats"])
     torch.manual_seed(seed)
-    if model is None:
-        model = as_peer_unet(loop.build_model(rc["model"], seed, device, channels_last=False))
+    own = model is None
+    if own:
+        model = loop.build_model(rc["model"], seed, device, channels_last=False)
+    meter = loop.WindowMeter(device, d["warmup_steps"], d["steps"], d["repeats"])  # the clock starts here
+    # the U-Net is compiled, as ours is (the same graph: Inductor's cache may serve the second compile)
     model = loop.maybe_compile(model, v["compile"], d["compile_backend"])
+    model = as_peer_unet(model) if own else model
     diffusion = peer.GaussianDiffusion(model, image_size=ddata.SIZE, timesteps=loop.NUM_TIMESTEPS,
                                        objective="pred_noise", beta_schedule="linear")
     AcceleratorState._reset_state(True)  # one Accelerator per window; the state is process-wide

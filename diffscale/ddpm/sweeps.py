@@ -31,7 +31,7 @@ EXTRA = ["peak_mem_kind", "compile_backend", "channels_last", "decode_each_step"
          "overhead_s", "data_wait_s_per_step", "data_wait_frac", "params", "model", "device_detail"]
 STAGE_COLUMNS = {
     "batch": ["speedup", "efficiency"],
-    "amp": ["loss_vs_baseline"],
+    "amp": ["loss_vs_baseline", "fid", "fid_status"],
     "workers": ["data_wait_s_per_step", "data_wait_frac", "workers_seen"],
     "compile": ["compile_s", "saving_per_step_s", "break_even_steps", "run_steps", "pays_off"],
     "peer": ["impl", "ratio_to_peer", "settings", "status"],
@@ -122,10 +122,14 @@ def _add_batch(rows: list[dict]) -> None:
         r["efficiency"] = r["speedup"] / r["gpus"] if base else None
 
 
-def _add_amp(rows: list[dict]) -> None:
+def _add_amp(rows: list[dict], inception_weights: str | None) -> None:
+    """The loss against fp32/tf32's after the same steps on the same draws; FID's status."""
+    from diffscale.ddpm.fid import status
+
     base = {r["hw"]: r["loss_end"] for r in rows if r["precision"] in ("fp32", "tf32")}
     for r in rows:
         r["loss_vs_baseline"] = r["loss_end"] - base[r["hw"]] if r["hw"] in base else None
+        r["fid"], r["fid_status"] = None, status(inception_weights)
 
 
 def _add_compile(rows: list[dict], train_steps: int) -> None:
@@ -149,12 +153,13 @@ def _add_compile(rows: list[dict], train_steps: int) -> None:
             r["pays_off"] = "never (no per-step saving)"
 
 
-def stage_table(stage: str, rows: list[dict], train_steps: int = 700000) -> tuple[list[dict], list[str]]:
+def stage_table(stage: str, rows: list[dict], train_steps: int = 700000,
+                inception_weights: str | None = None) -> tuple[list[dict], list[str]]:
     """The rows and columns of results/bench/ddpm_<stage>.csv."""
     if stage == "batch":
         _add_batch(rows)
     elif stage == "amp":
-        _add_amp(rows)
+        _add_amp(rows, inception_weights)
     elif stage == "compile":
         _add_compile(rows, train_steps)
     columns = list(dict.fromkeys(COMMON + STAGE_COLUMNS.get(stage, []) + EXTRA))
@@ -163,13 +168,14 @@ def stage_table(stage: str, rows: list[dict], train_steps: int = 700000) -> tupl
     return rows, columns
 
 
-def write_table(stage: str, run_dirs: list[str | Path], out: str | Path, train_steps: int = 700000) -> Path:
+def write_table(stage: str, run_dirs: list[str | Path], out: str | Path, train_steps: int = 700000,
+                inception_weights: str | None = None) -> Path:
     if stage == "profile":
         from diffscale.ddpm.profiler import table_rows, COLUMNS
 
         rows, columns = table_rows(run_dirs), COLUMNS
     else:
-        rows, columns = stage_table(stage, read_rows(run_dirs), train_steps)
+        rows, columns = stage_table(stage, read_rows(run_dirs), train_steps, inception_weights)
     return atomic.write_text(out, csv_text(rows, columns))
 
 
