@@ -238,9 +238,9 @@ def ddpm_stage_runs(stage):
     if stage == "profile":
         return [f"results/ddpm/profile/{hw}/run.json" for hw in DDPM["hardware"]]
     if stage == "peer":
-        return [DDPM_RUN["peer"].format(hw=hw, **v) + "/run.json"
+        return [os.path.join(DDPM_RUN["peer"].format(hw=hw, **v), "run.json")
                 for hw in DDPM["hardware"] for v in DDPM["peer"]["variants"]]
-    return [DDPM_RUN[stage].format(**vars(run)) + "/run.json"
+    return [os.path.join(DDPM_RUN[stage].format(**vars(run)), "run.json")
             for run in experiments.ddpm_runs(config) if run.stage == stage]
 
 
