@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from diffscale.bench import metrics
+from diffscale import metrics
 from diffscale.bench.__main__ import main
 
 

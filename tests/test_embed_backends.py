@@ -8,7 +8,7 @@ and within 1e-4 (fp32, CPU) where the thread count differs (pinned, 2 workers: 1
 import pytest
 import torch
 
-from diffscale.embed.shards import ShardReader, verify
+from diffscale.shards import ShardReader, verify
 from diffscale.provenance import usable_cpus
 from diffscale.embed.stage import FAULT_ENV, run_embedding
 from diffscale.embed.worker import WorkerFailed

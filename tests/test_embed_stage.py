@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from diffscale.embed.shards import ShardReader, verify
+from diffscale.shards import ShardReader, verify
 from diffscale.embed.stage import parse_faults, run_embedding
 from diffscale.errors import ConfigError, DataError, HardwareError
 from embed_data import demo_settings, make_manifest

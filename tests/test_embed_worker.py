@@ -4,7 +4,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from diffscale.embed import shards as shard_format
+from diffscale import shards as shard_format
 from diffscale.embed.inputs import load_inputs
 from diffscale.embed.plan import plan
 from diffscale.embed.worker import WorkerFailed, WorkerTask, read_status, run_worker

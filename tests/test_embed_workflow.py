@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from diffscale.embed.shards import verify
+from diffscale.shards import verify
 from diffscale.provenance import usable_cpus
 from embed_data import make_manifest
 

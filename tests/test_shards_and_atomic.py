@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from diffscale import atomic
-from diffscale.embed import shards
+from diffscale import shards
 from diffscale.errors import DataError
 
 

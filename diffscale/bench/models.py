@@ -10,7 +10,7 @@ import argparse
 from typing import Any
 
 from diffscale import models
-from diffscale.bench.timing import measure
+from diffscale.timing import measure
 
 DEFAULT_ROLES = ["vae", "text_encoder", "unet", "ddpm_unet", "flux_transformer"]
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}

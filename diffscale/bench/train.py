@@ -14,9 +14,10 @@ import tempfile
 from pathlib import Path
 
 from diffscale import models
-from diffscale.bench.timing import measure
-from diffscale.train import compat
-from diffscale.train.unet import AMP_DTYPES, train
+from diffscale.timing import measure
+from diffscale.train.core import compat
+from diffscale.train.core.precision import Precision
+from diffscale.train.unet import train
 
 TEXT_ENCODER_FOR_WIDTH = {32: {"random": "tiny"}, 768: {"random": "clip-vit-large-patch14"}}
 
@@ -44,21 +45,17 @@ def bare_step_rate(args: argparse.Namespace, latent_shape: tuple, text_shape: tu
     unet = models.build("unet", {"random": args.preset}, device=device)
     unet.train()
     optimizer = compat.adamw(unet.parameters(), 1e-4, 0.0, fused=device.startswith("cuda"))
-    amp = args.precision in AMP_DTYPES
-    dtype = getattr(torch, AMP_DTYPES.get(args.precision, "float32"))
-    device_type = "cuda" if device.startswith("cuda") else "cpu"
-    scaler = compat.grad_scaler(device_type, enabled=args.precision == "fp16")
+    prec = Precision(args.precision, "cuda" if device.startswith("cuda") else "cpu")
     latents = torch.randn(args.batch, *latent_shape, device=device)
     noise = torch.randn_like(latents)
     hidden = torch.randn(args.batch, *text_shape, device=device)
     timesteps = torch.randint(0, 1000, (args.batch,), device=device)
 
     def step() -> None:
-        with torch.autocast(device_type, dtype=dtype, enabled=amp):
+        with prec.autocast():
             prediction = unet(latents, timesteps, encoder_hidden_states=hidden).sample
-        scaler.scale(F.mse_loss(prediction.float(), noise)).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        prec.backward(F.mse_loss(prediction.float(), noise))
+        prec.step(optimizer)
         optimizer.zero_grad(set_to_none=True)
 
     timing = measure(step, repeats=args.steps, warmup=3, device=device)

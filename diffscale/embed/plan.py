@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from diffscale.embed.shards import shard_name
+from diffscale.shards import shard_name
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import json
 import math
 from pathlib import Path
 
-from diffscale.bench.metrics import efficiency, karp_flatt, speedup
+from diffscale.metrics import efficiency, karp_flatt, speedup
 from diffscale.errors import DataError
 
 BACKEND_ORDER = ["serial", "multiprocessing", "joblib", "dask", "gpu"]

@@ -32,7 +32,7 @@ from diffscale.embed import threads as thread_policy
 from diffscale.embed.backends import make_backend
 from diffscale.embed.inputs import load_inputs
 from diffscale.embed.settings import BACKENDS, POLICIES, EmbedSettings
-from diffscale.embed.shards import INDEX, write_index
+from diffscale.shards import INDEX, write_index
 from diffscale.embed.worker import STATUS_DIR, WorkerTask
 from diffscale.errors import ConfigError, DataError
 from diffscale.models import parse_spec

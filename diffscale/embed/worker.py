@@ -35,10 +35,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from diffscale import atomic
-from diffscale.bench.timing import PhaseTimer
+from diffscale.timing import PhaseTimer
 from diffscale.embed import encoders, threads as thread_policy
 from diffscale.embed.plan import ShardPlan, batches
-from diffscale.embed.shards import tensor_specs, write_shard
+from diffscale.shards import tensor_specs, write_shard
 from diffscale.errors import UserError
 
 STATUS_DIR = ".status"

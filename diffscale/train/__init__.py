@@ -4,9 +4,11 @@
   data.py       caption/latent pairs over the embedding shards; the step-indexed batch order
   diffusion.py  the DDPM noise schedule, per-step noise, samplers, classifier-free guidance
   text.py       prompt encoding shared by training (the empty prompt) and generation
-  checkpoint.py atomic checkpoints, resume compatibility, weight-shape checks
-  unet.py       the training loop (single process, torchrun or mp.spawn DDP)
-  flops.py      counted model FLOPs and the GPUs' peak FLOP/s (MFU)
+  core/         the shared training core every loop builds on (launch, precision, checkpoint,
+                guards, meter, flops); it imports no study, so the FLUX and DDPM loops use it too
+  checkpoint.py the U-Net's checkpoint format, resume compatibility, weight-shape checks
+  unet.py       the training loop (single process, torchrun or mp.spawn DDP) on the core
+  flops.py      the U-Net's training FLOPs per sample (MFU)
   generate.py   prompts -> images with a trained run directory
   summary.py    the study table, loss curves and the sample grid of the report
   synthetic.py  embedding runs with random contents, for tests and the benchmark

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from diffscale.embed.shards import INDEX, ShardReader
+from diffscale.shards import INDEX, ShardReader
 from diffscale.errors import DataError
 
 IMAGE_TENSORS = ("image_id", "latent_mean", "latent_std")

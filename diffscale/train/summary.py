@@ -6,13 +6,12 @@ so a table row can always be traced to the run that produced it.
 
 from __future__ import annotations
 
-import json
 import textwrap
 from pathlib import Path
 
-from diffscale import atomic
-from diffscale.bench.metrics import efficiency, speedup
+from diffscale import atomic, figures, io
 from diffscale.errors import DataError
+from diffscale.metrics import efficiency, speedup
 from diffscale.train.generate import MANIFEST
 
 COLUMNS = ["hw", "precision", "gpus", "device", "samples_per_s", "samples_per_s_per_device", "speedup",
@@ -21,12 +20,7 @@ COLUMNS = ["hw", "precision", "gpus", "device", "samples_per_s", "samples_per_s_
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(f"{path}: missing; the run did not finish") from None
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc.msg})") from None
+    return io.read_json(path, missing="missing; the run did not finish")
 
 
 def study_rows(run_dirs: list[str | Path]) -> list[dict]:
@@ -62,10 +56,7 @@ def run_label(run_dir: str | Path) -> str:
 
 def write_study(run_dirs: list[str | Path], table: str | Path, loss_figure: str | Path) -> Path:
     """The study table (CSV) and the loss curves of every run (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = figures.pyplot()
     import pandas as pd
 
     frame = pd.DataFrame(study_rows(run_dirs), columns=COLUMNS)
@@ -75,10 +66,7 @@ def write_study(run_dirs: list[str | Path], table: str | Path, loss_figure: str 
     fig, ax = plt.subplots(figsize=(7, 4))
     styles = ["-", "--", ":", "-."]
     for number, run_dir in enumerate(map(Path, run_dirs)):
-        metrics_path = run_dir / "metrics.csv"
-        if not metrics_path.is_file():
-            raise DataError(f"{metrics_path}: missing; the run did not finish")
-        metrics = pd.read_csv(metrics_path)
+        metrics = io.read_frame(run_dir / "metrics.csv", missing="missing; the run did not finish")
         # runs share their sample sequence, so their curves may overlap: line styles keep them apart
         ax.plot(metrics["step"], metrics["loss"], linestyle=styles[number % len(styles)], marker=".",
                 label=run_label(run_dir))
@@ -88,18 +76,13 @@ def write_study(run_dirs: list[str | Path], table: str | Path, loss_figure: str 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic.atomic_path(loss_figure) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    figures.save(fig, loss_figure, dpi=120)
     return Path(table)
 
 
 def write_sample_grid(sample_dirs: list[str | Path], out: str | Path, labels: list[str] | None = None) -> Path:
     """One row per run, one column per prompt, from generate.py output directories."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = figures.pyplot()
     from PIL import Image
 
     manifests = [(Path(d), _read_json(Path(d) / MANIFEST)) for d in sample_dirs]
@@ -126,7 +109,5 @@ def write_sample_grid(sample_dirs: list[str | Path], out: str | Path, labels: li
     fig.suptitle(f"{settings['scheduler']}, {settings['num_inference_steps']} steps, guidance "
                  f"{settings['guidance_scale']}, seed {settings['seed']}, {settings['weights']} weights", fontsize=8)
     fig.tight_layout()
-    with atomic.atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    figures.save(fig, out, dpi=120)
     return Path(out)

@@ -1,4 +1,4 @@
-"""Embedding runs with random contents in the real on-disk format (diffscale.embed.shards).
+"""Embedding runs with random contents in the real on-disk format (diffscale.shards).
 
 For tests and the training benchmark: the training reads them exactly as it reads the embedding
 stage's output. Latent means are smooth-ish random fields, stds small and positive, caption
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from diffscale.embed.shards import shard_name, tensor_specs, write_index, write_shard
+from diffscale.shards import shard_name, tensor_specs, write_index, write_shard
 
 
 def write_embedding_runs(root: str | Path, *, images: int = 16, captions_per_image: int = 2,

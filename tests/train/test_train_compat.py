@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from diffscale.train import checkpoint as ckpt_io
-from diffscale.train import compat
+from diffscale.train.core import compat
 from diffscale.train.unet import train
 
 

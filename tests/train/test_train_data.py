@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffscale.embed.shards import ShardReader, shard_name, tensor_specs, write_index, write_shard
+from diffscale.shards import ShardReader, shard_name, tensor_specs, write_index, write_shard
 from diffscale.errors import DataError
 from diffscale.train.data import LatentTextDataset, StepBatches, make_loader
 from diffscale.train.synthetic import write_embedding_runs

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from diffscale import models
-from diffscale.train.flops import forward_flops, peak_flops, unet_train_flops_per_sample
+from diffscale.train.core.flops import forward_flops, peak_flops
+from diffscale.train.flops import unet_train_flops_per_sample
 
 
 def test_forward_flops_are_counted():

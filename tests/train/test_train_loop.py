@@ -149,7 +149,7 @@ def test_mixed_precision_paths_run_on_cpu(tmp_path, embeddings, make_run_config,
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, make_run_config):
     images_dir, text_dir = write_embedding_runs(tmp_path / "embed", images=16, captions_per_image=2)
     # poison one caption; find the first step whose batch reads it
-    from diffscale.embed.shards import ShardReader, shard_name, write_index, write_shard
+    from diffscale.shards import ShardReader, shard_name, write_index, write_shard
     from diffscale.train.data import LatentTextDataset
 
     reader = ShardReader(text_dir)

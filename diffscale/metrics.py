@@ -1,4 +1,8 @@
-"""Scaling arithmetic shared by every study: speedup, efficiency, Karp–Flatt serial fraction."""
+"""Scaling arithmetic shared by every study: speedup, efficiency, Karp–Flatt serial fraction, MFU.
+
+Part of the ground layer: it imports nothing of diffscale, and every study, the training core,
+the benchmarks and the report may use it.
+"""
 
 from __future__ import annotations
 
@@ -28,3 +32,12 @@ def karp_flatt(t_base: float, t_parallel: float, workers: int) -> float:
 def mfu(flops_per_step: float, steps_per_s: float, peak_flops: float) -> float:
     """Model FLOPs utilisation: achieved FLOP/s over the hardware's peak."""
     return flops_per_step * steps_per_s / peak_flops
+
+
+def achieved(flops_per_sample: float | None, samples_per_s: float, peak_flops: float | None,
+             devices: int) -> tuple[float | None, float | None]:
+    """Achieved TFLOP/s and MFU over `devices` devices of `peak_flops` each; None where unknown."""
+    if not flops_per_sample:
+        return None, None
+    flops = flops_per_sample * samples_per_s
+    return flops / 1e12, (mfu(flops_per_sample, samples_per_s, peak_flops * devices) if peak_flops else None)

@@ -1,4 +1,8 @@
-"""Timing helpers: warm-up, device synchronisation, median of repeats, phases timed apart."""
+"""Timing helpers: warm-up, device synchronisation, median of repeats, phases timed apart.
+
+Part of the ground layer (imports nothing of diffscale): the studies, the training core and the
+benchmarks time phases with `PhaseTimer` and repeated calls with `measure`.
+"""
 
 from __future__ import annotations
 

@@ -1,0 +1,189 @@
+"""Process launch: one process, torchrun, or torch.multiprocessing.spawn; NCCL on GPUs, gloo on CPUs.
+
+A training loop is written once, as an entry function that every process runs with a `Context`:
+
+    def train(cfg, out_dir):                      # what the CLI, the benchmark and the tests call
+        world = cfg["run"]["gpus"]
+        mode = launch.mode(world, "run.gpus")     # "single" | "torchrun" | "spawn"; checks torchrun's count
+        ...checks that need no process group; print them where launch.env_rank() in (None, 0)...
+        result = launch.run(fit, world, "cuda" or "cpu", cfg, out_dir)
+        return result if mode != "spawn" else <rank 0's result read back from out_dir>
+
+    def fit(ctx, cfg, out_dir):                   # one process
+        model = ctx.wrap(build_model().to(ctx.device))   # DDP when ctx.world > 1
+        ctx.say("only rank 0 prints this")
+        losses = ctx.mean(losses)                 # all-reduce average (no-op on one process)
+
+`run` sets the process's device (cuda:<local rank>) or, on CPUs, its share of the cores
+(usable cores // world threads), starts the process group when world > 1 and destroys it at the
+end. Under torchrun (RANK, LOCAL_RANK, WORLD_SIZE in the environment) this process is one rank;
+otherwise world == 1 runs here and world > 1 spawns `world` processes (entry and its arguments
+must pickle; a UserError raised in any of them is raised again here with its type and message).
+Spawned processes return nothing to the caller: rank 0 writes its results to disk.
+On a CPU hardware key the world is the number of gloo processes.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from diffscale import provenance
+from diffscale.errors import ConfigError, UserError
+from diffscale.train.core import compat
+
+
+@dataclass(frozen=True)
+class Context:
+    """Where this process stands: its rank among `world`, and the device it computes on."""
+
+    rank: int
+    local_rank: int
+    world: int
+    device: str  # "cuda:N" or "cpu"
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def ddp(self) -> bool:
+        return self.world > 1
+
+    @property
+    def device_type(self) -> str:
+        return "cuda" if self.device.startswith("cuda") else "cpu"
+
+    @property
+    def device_name(self) -> str:
+        """The GPU's name (e.g. "NVIDIA H200"), or the CPU model."""
+        if self.device_type == "cuda":
+            import torch
+
+            return torch.cuda.get_device_name(self.device)
+        return provenance.cpu_model()
+
+    def say(self, message: str) -> None:
+        """Print (flushed) on rank 0 only."""
+        if self.is_main:
+            print(message, flush=True)
+
+    def wrap(self, model, **ddp_kwargs):
+        """The model under DistributedDataParallel when there are several processes, else itself."""
+        if not self.ddp:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(model, device_ids=[self.device] if self.device_type == "cuda" else None,
+                                       **ddp_kwargs)
+
+    def mean(self, tensor):
+        """The tensor averaged over processes, in place (unchanged on one process)."""
+        if self.ddp:
+            import torch.distributed as dist
+
+            dist.all_reduce(tensor)
+            tensor /= self.world
+        return tensor
+
+    def gather(self, obj: Any) -> list:
+        """Every process's `obj` (any picklable object), in rank order, on every process."""
+        if not self.ddp:
+            return [obj]
+        import torch.distributed as dist
+
+        out = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+
+def env_rank() -> int | None:
+    """This process's rank under torchrun, None when not started by torchrun."""
+    if os.environ.get("WORLD_SIZE") is not None and "LOCAL_RANK" in os.environ:
+        return int(os.environ["RANK"])
+    return None
+
+
+def mode(world: int, field: str = "run.gpus") -> str:
+    """"torchrun" (this process is one of `world`), "single" or "spawn"; ConfigError naming `field`
+    when torchrun started another number of processes than the run asks for."""
+    if env_rank() is not None:
+        started = int(os.environ["WORLD_SIZE"])
+        if started != world:
+            raise ConfigError(f"torchrun started {started} processes but the run asks for {world} ({field})")
+        return "torchrun"
+    return "single" if world == 1 else "spawn"
+
+
+def run(entry: Callable[..., Any], world: int, device: str, *args) -> Any:
+    """Run `entry(ctx, *args)` on `world` processes on `device` ("cuda" or "cpu"); return what it
+    returned on this process (single, torchrun), or None once spawned processes have all ended."""
+    kind = mode(world)
+    if kind == "torchrun":
+        return _enter(int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), world, device, entry, args)
+    if kind == "single":
+        return _enter(0, 0, 1, device, entry, args)
+    _spawn(entry, world, device, args)
+    return None
+
+
+def _enter(rank: int, local_rank: int, world: int, device: str, entry, args) -> Any:
+    import torch
+    import torch.distributed as dist
+
+    ctx = Context(rank, local_rank, world, f"cuda:{local_rank}" if device == "cuda" else "cpu")
+    if device == "cuda":
+        torch.cuda.set_device(ctx.device)
+    else:
+        torch.set_num_threads(max(1, provenance.usable_cpus() // world))
+    if world > 1:
+        backend = "nccl" if device == "cuda" else "gloo"
+        compat.init_process_group(backend, rank, world, torch.device(ctx.device) if device == "cuda" else None)
+    try:
+        return entry(ctx, *args)
+    finally:
+        if world > 1:
+            dist.destroy_process_group()
+
+
+def _spawn(entry, world: int, device: str, args: tuple) -> None:
+    import torch.multiprocessing as mp
+
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ["MASTER_PORT"] = str(free_port())
+    errors = mp.get_context("spawn").SimpleQueue()
+    try:
+        mp.spawn(_spawned, args=(world, device, entry, args, errors), nprocs=world, join=True)
+    except (mp.ProcessRaisedException, mp.ProcessExitedException):
+        if not errors.empty():
+            raise errors.get() from None
+        raise
+
+
+def _spawned(rank: int, world: int, device: str, entry, args: tuple, errors) -> None:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
+    try:
+        _enter(rank, rank, world, device, entry, args)
+    except UserError as exc:
+        errors.put(_portable(exc))
+        raise SystemExit(exc.exit_code) from None
+
+
+def _portable(exc: UserError) -> UserError:
+    """The error itself if it survives pickling (any UserError subclass taking one message), else a
+    plain UserError with its message."""
+    import pickle
+
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:  # noqa: BLE001 - an unpicklable error still reports its message
+        return UserError(str(exc))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
