@@ -1,50 +1,48 @@
-"""The DDPM training loop of study 3, run for a measured window of steps.
+"""The DDPM training loop of study 3, run for a measured window of steps, on the shared core.
 
 Ho et al.'s CIFAR-10 recipe: epsilon prediction, 1000 linear betas 1e-4..0.02, Adam, gradient
 clipping, EMA of the weights. One window is `warmup_steps` untimed steps (torch.compile compiles
-here) and then `steps` timed ones in `repeats` blocks; the device is synchronised at each block's
-end, so a block's time is real device time while the CPU still runs ahead inside the block; the
-step time is the median block time / block length.
+here) and then `steps` timed ones in `repeats` blocks. The core's meter (diffscale.train.core)
+writes a row at step 1, at the end of the warm-up and at the end of every block; each row
+averages the losses over processes and reads them back, which synchronises the device, so a
+block's time is real device time while the CPU runs ahead inside the block; the step time is the
+median block's.
 
-  launch      gpus = 1: this process; gpus > 1: one process per device (mp.spawn; NCCL on GPUs,
-              gloo on CPUs, where `gpus` counts processes). The batch is per device: the global
-              batch is batch x gpus (the study's setting).
-  precision   fp32 (TF32 off), tf32, bf16 autocast, fp16 autocast + GradScaler.
+  launch      diffscale.train.core.launch: gpus = 1 here; gpus > 1 one process per device
+              (mp.spawn or torchrun; NCCL on GPUs, gloo on CPUs, where `gpus` counts processes).
+              The batch is per device: the global batch is batch x gpus (the study's setting).
+  precision   core.precision: fp32 (TF32 off), tf32 (fp32 with TF32 on), bf16 autocast, fp16
+              autocast + GradScaler; cudnn.benchmark on GPUs.
   each step   a uint8 batch from the loader (time spent waiting for it is metered), converted on
               the device; timesteps and noise drawn for the global batch from (seed, step) and
               sliced per process, so every variant trains on the same draws; the loss, backward,
-              clipping, Adam (fused on GPUs), EMA every `ema_every` steps.
-  each block  losses checked for NaN/inf (a TrainingError names the step) and reduced across
-              processes; nothing else synchronises the device.
+              clipping, Adam (fused on GPUs), EMA every `ema_every` steps (one fused lerp).
+  guards      core.guards: a NaN/inf loss names its step; out of memory names the batch.
 Time to first step runs from the model on the device (built, not yet compiled or wrapped in DDP)
 to the end of the first optimizer step: DDP set-up, compilation, the loader's start, the first
-kernels' autotuning. Returns rank 0's measurements: steps/s, images/s, time to first step, warm-up overhead, peak
-memory (device memory on GPUs, peak RSS on CPUs), the loss of every step, the data wait, and the
-DataLoader worker ids seen in the batches.
+kernels' autotuning. Returns rank 0's measurements: steps/s, images/s, time to first step,
+warm-up overhead, peak memory (device memory on GPUs, peak RSS on CPUs), MFU where the GPU's peak
+is known, the loss of every step, the data wait, and the DataLoader worker ids seen in the batches.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import math
-import os
-import socket
+import json
 import statistics
-import time
+import tempfile
 from pathlib import Path
 
-from diffscale import hardware, models, provenance
+from diffscale import atomic, hardware, models
 from diffscale.ddpm import data as ddata
 from diffscale.errors import UserError
+from diffscale.train.core import compat, flops, guards, launch, precision
+from diffscale.train.core.meter import Meter
 
 NUM_TIMESTEPS = 1000
 BETAS = (1e-4, 0.02)
-AMP_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
-
-
-class TrainingError(UserError):
-    """The window cannot go on: the loss diverged, or a batch does not fit in memory."""
+TrainingError = guards.TrainingError
+ADVICE = "Lower ddpm.lr or ddpm.grad_clip, or train in bf16 instead of fp16"
 
 
 # --- the diffusion process ----------------------------------------------------------------------
@@ -76,29 +74,10 @@ def step_draws(seed: int, step: int, global_batch: int, device):
 
 # --- precision, model, optimizer ----------------------------------------------------------------
 
-def set_matmul_precision(precision: str, device_type: str) -> None:
-    """TF32 on for tf32 (and under autocast, for the ops it leaves in fp32); off for fp32."""
-    import torch
-
-    if device_type == "cuda":
-        on = precision != "fp32"
-        torch.backends.cuda.matmul.allow_tf32 = on
-        torch.backends.cudnn.allow_tf32 = on
-        torch.backends.cudnn.benchmark = True
-
-
-def autocast(precision: str, device_type: str):
-    import torch
-
-    if precision not in AMP_DTYPES:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type, dtype=getattr(torch, AMP_DTYPES[precision]))
-
-
-def grad_scaler(precision: str, device_type: str):
-    import torch
-
-    return torch.amp.GradScaler(device_type, enabled=precision == "fp16")
+def precision_for(name: str, device_type: str) -> precision.Precision:
+    """The core's Precision; tf32 is fp32 arithmetic with TF32 tensor cores, fp32 has them off."""
+    precision.allow_tf32(device_type, name != "fp32")
+    return precision.Precision("fp32" if name == "tf32" else name, device_type)
 
 
 def build_model(spec: dict, seed: int, device, channels_last: bool):
@@ -132,74 +111,33 @@ def adam(params, rc: dict, device_type: str):
 
 # --- measuring ------------------------------------------------------------------------------------
 
-class WindowMeter:
-    """Times the window: first step, warm-up, then timed blocks synchronised at their ends."""
+class Window:
+    """Which steps end a metrics row: step 1, the warm-up's end, every block's end."""
 
-    def __init__(self, device, warmup: int, steps: int, repeats: int):
-        self.device, self.warmup = device, warmup
-        self.block = max(1, steps // repeats)
-        self.total = warmup + self.block * max(1, min(repeats, steps))
-        self.losses, self.block_s, self.data_wait = [], [], 0.0
-        self.workers_seen: set[int] = set()
-        self._pending = []
-        self.started = time.perf_counter()
-        self.first_step_s = self.warmup_s = None
+    def __init__(self, ddpm: dict):
+        self.warmup = ddpm["warmup_steps"]
+        self.block = max(1, ddpm["steps"] // ddpm["repeats"])
+        self.total = self.warmup + self.block * max(1, min(ddpm["repeats"], ddpm["steps"]))
 
-    def sync(self) -> None:
-        if str(self.device).startswith("cuda"):
-            import torch
+    def row_due(self, done: int) -> bool:
+        return done in (1, self.warmup) or (done > self.warmup and (done - self.warmup) % self.block == 0)
 
-            torch.cuda.synchronize(self.device)
-
-    @contextlib.contextmanager
-    def waiting(self, step: int):
-        start = time.perf_counter()
-        yield
-        if step >= self.warmup:
-            self.data_wait += time.perf_counter() - start
-
-    def step_done(self, step: int, loss, reduce) -> None:
-        self._pending.append(loss.detach())
-        done = step + 1
-        if done == 1:
-            self.sync()
-            self.first_step_s = time.perf_counter() - self.started
-            self._flush(done, reduce)
-        if done == self.warmup:
-            self.sync()
-            self.warmup_s = time.perf_counter() - self.started
-            self._flush(done, reduce)
-            self._block_start = time.perf_counter()
-        elif done > self.warmup and (done - self.warmup) % self.block == 0:
-            self.sync()
-            now = time.perf_counter()
-            self.block_s.append(now - self._block_start)
-            self._flush(done, reduce)
-            self._block_start = time.perf_counter()
-
-    def _flush(self, done: int, reduce) -> None:
-        import torch
-
-        if not self._pending:
-            return
-        values = reduce(torch.stack(self._pending).float()).tolist()
-        for i, value in enumerate(values):
-            if not math.isfinite(value):
-                raise TrainingError(f"loss is {value} at step {done - len(values) + i + 1}; lower ddpm.lr "
-                                    "or train in bf16 instead of fp16")
-        self.losses += values
-        self._pending = []
-
-    def summary(self, global_batch: int, steps_timed: int) -> dict:
-        step_s = statistics.median(self.block_s) / self.block
+    def summary(self, rows: list[dict], losses: list[float], global_batch: int) -> dict:
+        """The window's figures from the meter's rows (samples/s, data-wait fraction, elapsed)."""
+        at = {r["step"]: r for r in rows}
+        blocks = [r for r in rows if r["step"] > self.warmup]
+        step_s = statistics.median(global_batch / r["samples_per_s"] for r in blocks)
+        block_s = [self.block * global_batch / r["samples_per_s"] for r in blocks]
+        wait_s = sum(r["data_wait_frac"] * b for r, b in zip(blocks, block_s))
+        warmup_s = at[self.warmup]["elapsed_s"]
+        mfus = [r["mfu"] for r in blocks if r["mfu"] is not None]
         return {
             "step_s": step_s, "steps_per_s": 1.0 / step_s, "images_per_s": global_batch / step_s,
-            "time_to_first_step_s": self.first_step_s, "warmup_s": self.warmup_s,
-            "overhead_s": self.warmup_s - self.warmup * step_s, "block_s": self.block_s,
-            "data_wait_s_per_step": self.data_wait / steps_timed,
-            "data_wait_frac": self.data_wait / sum(self.block_s),
-            "loss_end": statistics.fmean(self.losses[-self.block:]), "losses": self.losses,
-            "workers_seen": sorted(self.workers_seen), "run_steps": steps_timed,
+            "time_to_first_step_s": at[1]["elapsed_s"], "warmup_s": warmup_s,
+            "overhead_s": warmup_s - self.warmup * step_s, "block_s": block_s,
+            "data_wait_s_per_step": wait_s / (self.total - self.warmup), "data_wait_frac": wait_s / sum(block_s),
+            "mfu": statistics.median(mfus) if mfus else None,
+            "loss_end": statistics.fmean(losses[-self.block:]), "losses": losses, "run_steps": self.total - self.warmup,
         }
 
 
@@ -213,137 +151,94 @@ def peak_memory_mb(device) -> tuple[float, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rss"
 
 
-def window(rc: dict, rank: int, world: int, device: str, dataset, model=None, profiler=None) -> dict:
-    """Train for one measured window; every process runs this, rank 0's result is returned."""
+def flops_per_sample(model, device) -> int | None:
+    """3 x a counted batch-1 forward (core.flops)."""
     import torch
-    import torch.distributed as dist
+
+    forward = flops.forward_flops(model, torch.zeros(1, 3, ddata.SIZE, ddata.SIZE, device=device),
+                                  torch.zeros(1, dtype=torch.long, device=device))
+    return None if forward is None else 3 * forward
+
+
+def fit(ctx: launch.Context, rc: dict, cache, source, model=None, profiler=None, result_path=None) -> dict:
+    """Train for one measured window; every process runs this; rank 0 returns (and writes) the result."""
+    import torch
     import torch.nn.functional as F
-    from torch.nn.parallel import DistributedDataParallel
 
     d, v, seed = rc["ddpm"], rc["variant"], rc["seed"]
-    batch, precision, device_type = v["batch"], v["precision"], "cuda" if device.startswith("cuda") else "cpu"
-    global_batch = batch * world
-    set_matmul_precision(precision, device_type)
-    torch.manual_seed(seed + rank)
+    batch, device, global_batch = v["batch"], ctx.device, v["batch"] * ctx.world
+    prec = precision_for(v["precision"], ctx.device_type)
+    window = Window(d)
+    dataset = ddata.dataset_for(d, cache, source)
     if model is None:
         model = build_model(rc["model"], seed, device, d["channels_last"])
-    meter = WindowMeter(device, d["warmup_steps"], d["steps"], d["repeats"])  # the clock starts here
+    fps = flops_per_sample(model, device)
+    peak = flops.peak_flops(ctx.device_name, v["precision"]) if ctx.device_type == "cuda" else None
+    rows, losses, workers_seen = [], [], set()
+    meter = Meter(rows, global_batch, ctx.world, fps, peak, 0, verbose=ctx.is_main)  # the clock starts here
     ema = copy.deepcopy(model).requires_grad_(False).eval()
     params, ema_params = list(model.parameters()), list(ema.parameters())
-    optimizer = adam(params, rc, device_type)
-    scaler = grad_scaler(precision, device_type)
-    net = DistributedDataParallel(model, device_ids=[device] if device_type == "cuda" else None,
-                                  gradient_as_bucket_view=True) if world > 1 else model
-    net = maybe_compile(net, v["compile"], d["compile_backend"])
+    optimizer = adam(params, rc, ctx.device_type)
+    net = maybe_compile(ctx.wrap(model, gradient_as_bucket_view=True), v["compile"], d["compile_backend"])
     schedule = Schedule(device)
-    sampler = ddata.StepSampler(len(dataset), batch, world, rank, seed, 0, meter.total)
-    batches = iter(ddata.make_loader(dataset, sampler, v["workers"], pin_memory=device_type == "cuda"))
+    sampler = ddata.StepSampler(len(dataset), batch, ctx.world, ctx.rank, seed, 0, window.total)
+    batches = iter(ddata.make_loader(dataset, sampler, v["workers"], pin_memory=ctx.device_type == "cuda"))
+    mine = slice(ctx.rank * batch, (ctx.rank + 1) * batch)
+    last_good = guards.LastGood()
 
-    def reduce(values):
-        if world > 1:
-            dist.all_reduce(values)
-            values /= world
-        return values
-
-    try:
-        for step in range(meter.total):
-            if step == meter.warmup and profiler is not None:
-                profiler.__enter__()
-            with meter.waiting(step):
+    with guards.out_of_memory(device, batch, f"ddpm batch {batch} per device", "lower ddpm.batch_sizes"):
+        for step in range(window.total):
+            if step == window.warmup and profiler is not None:
+                profiler.start()
+            with meter.waiting():
                 item = next(batches)
-            meter.workers_seen.update(item["workers"].tolist())
+            workers_seen.update(item["workers"].tolist())
             x0 = ddata.to_model_input(item["images"], device, d["channels_last"])
             t, noise = step_draws(seed, step, global_batch, device)
-            t, noise = t[rank * batch:(rank + 1) * batch], noise[rank * batch:(rank + 1) * batch]
-            with autocast(precision, device_type):
+            t, noise = t[mine], noise[mine]
+            with prec.autocast():
                 prediction = predict(net, schedule.add_noise(x0, noise, t), t)
             loss = F.mse_loss(prediction.float(), noise)
-            scaler.scale(loss).backward()
-            if d["grad_clip"] > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(params, d["grad_clip"])
-            scaler.step(optimizer)
-            scaler.update()
+            prec.backward(loss)
+            grad_norm = prec.clip(params, optimizer, d["grad_clip"])
+            prec.step(optimizer)
             optimizer.zero_grad(set_to_none=True)
             if (step + 1) % d["ema_every"] == 0:
-                torch._foreach_lerp_(ema_params, params, 1.0 - d["ema_decay"])
-            meter.step_done(step, loss, reduce)
-            if profiler is not None and step >= meter.warmup:
+                compat.lerp_(ema_params, params, 1.0 - d["ema_decay"])
+            meter.add(loss.detach(), grad_norm, d["lr"])
+            if profiler is not None and step >= window.warmup:
                 profiler.step()
-    except torch.OutOfMemoryError:
-        raise TrainingError(f"out of memory on {device} at batch {batch} per device; lower ddpm.batch_sizes") from None
-    finally:
-        if profiler is not None and meter.total > meter.warmup:
-            profiler.__exit__(None, None, None)
-    result = meter.summary(global_batch, meter.total - meter.warmup)
+            if window.row_due(step + 1):
+                step_losses = ctx.mean(meter.pending_losses().float()).tolist()  # synchronises the device
+                guards.check_finite(step_losses, step + 1, last_good, ADVICE)
+                losses += step_losses
+                meter.row(step + 1, step_losses, last_good)
+    if profiler is not None:
+        profiler.stop()
+    result = window.summary(rows, losses, global_batch)
     result["peak_mem_mb"], result["peak_mem_kind"] = peak_memory_mb(device)
-    result["params"] = sum(p.numel() for p in params)
+    result["workers_seen"] = sorted(ctx.gather(sorted(workers_seen))[0])
+    result |= {"params": sum(p.numel() for p in params), "flops_per_sample": fps, "world": ctx.world,
+               "device": ctx.device_name if ctx.device_type == "cuda" else "cpu", "device_detail": ctx.device_name,
+               "threads": torch.get_num_threads()}
+    if ctx.is_main and result_path is not None:
+        atomic.write_json(result_path, result)
     return result
 
 
 # --- processes ----------------------------------------------------------------------------------
 
 def run(rc: dict, cache, source=None, model=None, profiler=None) -> dict:
-    """Measure one window as the run config says: here, or in `gpus` spawned processes."""
+    """Measure one window as the run config says: here (gpus 1, or one torchrun rank), or in `gpus`
+    spawned processes, whose rank 0 hands its result back through a file."""
     world = int(rc["variant"]["gpus"])
     placement = hardware.resolve(rc, rc["hw"], world)
-    dataset = ddata.dataset_for(rc["ddpm"], cache, source)
-    if world == 1:
-        return _one(rc, 0, 1, placement, dataset, model, profiler)
+    ddata.dataset_for(rc["ddpm"], cache, source)  # a data error is one line before any process starts
+    if launch.mode(world, "ddpm gpus") != "spawn":
+        return launch.run(fit, world, placement.device, rc, cache, source, model, profiler)
     if profiler is not None or model is not None:
         raise UserError("the profiler and an explicit model run in one process (gpus 1)")
-    return _spawn(rc, world, placement, dataset)
-
-
-def _one(rc, rank, world, placement, dataset, model=None, profiler=None) -> dict:
-    import torch
-
-    device = placement.device_for(rank)
-    if placement.device == "cuda":
-        torch.cuda.set_device(device)
-    else:
-        torch.set_num_threads(max(1, provenance.usable_cpus() // world))
-    result = window(rc, rank, world, device, dataset, model, profiler)
-    result["device"] = torch.cuda.get_device_name(device) if placement.device == "cuda" else "cpu"
-    result["device_detail"] = result["device"] if placement.device == "cuda" else provenance.cpu_model()
-    result["threads"] = torch.get_num_threads()
-    return result
-
-
-def _spawn(rc, world, placement, dataset) -> dict:
-    import torch.multiprocessing as mp
-
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        os.environ["MASTER_PORT"] = str(sock.getsockname()[1])
-    ctx = mp.get_context("spawn")
-    results, errors = ctx.SimpleQueue(), ctx.SimpleQueue()
-    try:
-        mp.spawn(_spawned, args=(world, rc, placement, dataset, results, errors), nprocs=world, join=True)
-    except (mp.ProcessRaisedException, mp.ProcessExitedException):
-        if not errors.empty():
-            raise UserError(errors.get()) from None
-        raise
-    return results.get()
-
-
-def _spawned(rank, world, rc, placement, dataset, results, errors) -> None:
-    import torch.distributed as dist
-
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
-    backend = "nccl" if placement.device == "cuda" else "gloo"
-    dist.init_process_group(backend, rank=rank, world_size=world)
-    try:
-        result = _one(rc, rank, world, placement, dataset)
-        if rank == 0:
-            results.put(result)
-    except UserError as exc:
-        errors.put(str(exc))
-        raise SystemExit(exc.exit_code) from None
-    finally:
-        dist.destroy_process_group()
-
-
-def default_cache(out_dir: str | Path) -> Path:
-    return Path(out_dir) / "cifar-uint8.npy"
+    with tempfile.TemporaryDirectory(prefix="diffscale-ddpm-") as tmp:
+        path = Path(tmp) / "result.json"
+        launch.run(fit, world, placement.device, rc, str(cache), source, None, None, str(path))
+        return json.loads(path.read_text())

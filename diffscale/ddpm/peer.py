@@ -144,13 +144,15 @@ def settings_text(rc: dict) -> str:
 
 
 def window(rc: dict, dataset, device: str, model=None) -> dict:
-    """The peer's Trainer step for one window of rc's settings, timed by our meter."""
+    """The peer's Trainer step for one window of rc's settings, timed by the same meter as ours."""
     import torch
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
     from diffscale.ddpm import data as ddata
     from diffscale.ddpm import loop
+    from diffscale.train.core.guards import LastGood
+    from diffscale.train.core.meter import Meter
 
     peer = import_peer()
     from ema_pytorch import EMA
@@ -160,11 +162,12 @@ def window(rc: dict, dataset, device: str, model=None) -> dict:
     if device_type == "cuda":  # the same TF32 setting as ours; cudnn.benchmark stays PyTorch's default
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = v["precision"] != "fp32"
         torch.backends.cudnn.benchmark = False
+    win, rows, losses = loop.Window(d), [], []
     torch.manual_seed(seed)
     own = model is None
     if own:
         model = loop.build_model(rc["model"], seed, device, channels_last=False)
-    meter = loop.WindowMeter(device, d["warmup_steps"], d["steps"], d["repeats"])  # the clock starts here
+    meter = Meter(rows, v["batch"], 1, None, None, 0, verbose=False)  # the clock starts here
     # the U-Net is compiled, as ours is (the same graph: Inductor's cache may serve the second compile)
     model = loop.maybe_compile(model, v["compile"], d["compile_backend"])
     model = as_peer_unet(model) if own else model
@@ -176,26 +179,32 @@ def window(rc: dict, dataset, device: str, model=None) -> dict:
     ema = EMA(diffusion, beta=d["ema_decay"], update_every=d["ema_every"])
     ema.to(device)
     diffusion, opt = accelerator.prepare(diffusion, opt)
-    sampler = ddata.StepSampler(len(dataset), v["batch"], 1, 0, seed, 0, meter.total)
+    sampler = ddata.StepSampler(len(dataset), v["batch"], 1, 0, seed, 0, win.total)
     batches = iter(ddata.make_loader(dataset, sampler, v["workers"], pin_memory=device_type == "cuda"))
-    for step in range(meter.total):  # Trainer.train, one step
-        with meter.waiting(step):
+    for step in range(win.total):  # Trainer.train, one step
+        with meter.waiting():
             item = next(batches)
         data = (item["images"].float() / 255.0).to(device)
         diffusion.train()
         with accelerator.autocast():
             loss = diffusion(data)
-            total_loss = loss.item()  # noqa: F841 - the Trainer's progress bar reads it every step
+            total_loss = loss.item()  # the Trainer's progress bar reads it every step
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(diffusion.parameters(), d["grad_clip"])
         opt.step()
         opt.zero_grad()
         ema.update()
-        meter.step_done(step, loss, lambda x: x)
-    result = meter.summary(v["batch"], meter.total - meter.warmup)
+        meter.add(loss.detach(), None, d["lr"])
+        if win.row_due(step + 1):
+            step_losses = meter.pending_losses().float().tolist()
+            losses += step_losses
+            meter.row(step + 1, step_losses, LastGood())
+    del total_loss
+    result = win.summary(rows, losses, v["batch"])
     result["peak_mem_mb"], result["peak_mem_kind"] = loop.peak_memory_mb(device)
     result["params"] = sum(p.numel() for p in model.parameters())
     result["device"] = torch.cuda.get_device_name(device) if device_type == "cuda" else "cpu"
+    result["workers_seen"] = []
     AcceleratorState._reset_state(True)
     return result
 

@@ -43,6 +43,8 @@ STAGE_COLUMNS = {
 def run_config(cfg: dict, stage: str, hw: str, **variant) -> dict:
     """What one run reads: the baseline with the stage's coordinates from `variant` (strings ok)."""
     point = experiments.ddpm_baseline(cfg)
+    if stage in ("profile", "peer"):
+        point["gpus"] = 1  # one process: the profiler's window, and the peer's like-for-like race
     for key, value in variant.items():
         point[key] = int(value) if key in ("batch", "gpus", "workers") else value
     return {
