@@ -224,7 +224,7 @@ def ddpm_run_config(stage):
 def ddpm_threads(wildcards):
     """All the CPUs the job asks SLURM for, so a local run never times two windows at once."""
     w = dict(wildcards)
-    return hwres.job_resources(config, w["hw"], int(w.get("gpus", DDPM_BASE_GPUS)), int(w.get("workers", 1)) + 1)[
+    return hwres.job_resources(config, w["hw"], int(w.get("gpus", DDPM_BASE_GPUS)), int(w.get("workers", 1)))[
         "cpus_per_task"]
 
 

@@ -93,13 +93,14 @@ def predict(net, x, t):
     return out if not hasattr(out, "sample") else out.sample
 
 
-def maybe_compile(net, mode: str, backend: str):
-    import torch
-
+def maybe_compile(model, mode: str, backend: str):
+    """torch.compile the module in place (nn.Module.compile): parameter names stay as they are, so
+    EMA copies (ours, ema-pytorch's) and DDP see the same module; returns it."""
     if mode == "off":
-        return net
+        return model
     extra = {} if mode == "default" or backend != "inductor" else {"mode": mode}
-    return torch.compile(net, backend=backend, **extra)
+    model.compile(backend=backend, **extra)
+    return model
 
 
 def adam(params, rc: dict, device_type: str):
@@ -179,7 +180,7 @@ def fit(ctx: launch.Context, rc: dict, cache, source, model=None, profiler=None,
     ema = copy.deepcopy(model).requires_grad_(False).eval()
     params, ema_params = list(model.parameters()), list(ema.parameters())
     optimizer = adam(params, rc, ctx.device_type)
-    net = maybe_compile(ctx.wrap(model, gradient_as_bucket_view=True), v["compile"], d["compile_backend"])
+    net = ctx.wrap(maybe_compile(model, v["compile"], d["compile_backend"]), gradient_as_bucket_view=True)
     schedule = Schedule(device)
     sampler = ddata.StepSampler(len(dataset), batch, ctx.world, ctx.rank, seed, 0, window.total)
     batches = iter(ddata.make_loader(dataset, sampler, v["workers"], pin_memory=ctx.device_type == "cuda"))

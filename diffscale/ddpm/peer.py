@@ -115,9 +115,8 @@ def as_peer_unet(unet):
         def __init__(self, inner):
             super().__init__()
             self.unet = inner
-            config = getattr(inner, "_orig_mod", inner).config  # compiled or not
-            self.channels = config.in_channels
-            self.out_dim = config.out_channels
+            self.channels = inner.config.in_channels
+            self.out_dim = inner.config.out_channels
             self.self_condition = False
 
         def forward(self, x, time, x_self_cond=None):
@@ -168,7 +167,7 @@ def window(rc: dict, dataset, device: str, model=None) -> dict:
     if own:
         model = loop.build_model(rc["model"], seed, device, channels_last=False)
     meter = Meter(rows, v["batch"], 1, None, None, 0, verbose=False)  # the clock starts here
-    # the U-Net is compiled, as ours is (the same graph: Inductor's cache may serve the second compile)
+    # the U-Net is compiled in place, as ours is (the same graph: Inductor's cache may serve the second compile)
     model = loop.maybe_compile(model, v["compile"], d["compile_backend"])
     model = as_peer_unet(model) if own else model
     diffusion = peer.GaussianDiffusion(model, image_size=ddata.SIZE, timesteps=loop.NUM_TIMESTEPS,
