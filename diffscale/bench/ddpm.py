@@ -154,7 +154,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                 # Inductor's cache, so it only needs the budget not to be spent
                 reserve = args.compile_reserve_s if variant["compile"] != "off" and number == 0 else 0.0
                 elapsed = time.perf_counter() - started
-                if elapsed + reserve > args.budget_s:
+                if elapsed + reserve > args.budget_s or (number and rows[-1]["status"].startswith("skipped")):
                     rows.append(row_of(args, variant, impl, rc, None, f"skipped: {elapsed:.0f} s of the "
                                        f"{args.budget_s:.0f} s budget used"))
                     continue

@@ -170,6 +170,8 @@ def fit(ctx: launch.Context, rc: dict, cache, source, model=None, profiler=None,
     batch, device, global_batch = v["batch"], ctx.device, v["batch"] * ctx.world
     prec = precision_for(v["precision"], ctx.device_type)
     window = Window(d)
+    if ctx.device_type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)  # this window's peak, not an earlier one's in this process
     dataset = ddata.dataset_for(d, cache, source)
     if model is None:
         model = build_model(rc["model"], seed, device, d["channels_last"])
@@ -185,12 +187,15 @@ def fit(ctx: launch.Context, rc: dict, cache, source, model=None, profiler=None,
     sampler = ddata.StepSampler(len(dataset), batch, ctx.world, ctx.rank, seed, 0, window.total)
     batches = iter(ddata.make_loader(dataset, sampler, v["workers"], pin_memory=ctx.device_type == "cuda"))
     mine = slice(ctx.rank * batch, (ctx.rank + 1) * batch)
+    cuda_graphs = v["compile"] == "reduce-overhead" and ctx.device_type == "cuda"
     last_good = guards.LastGood()
 
     with guards.out_of_memory(device, batch, f"ddpm batch {batch} per device", "lower ddpm.batch_sizes"):
         for step in range(window.total):
             if step == window.warmup and profiler is not None:
                 profiler.start()
+            if cuda_graphs:
+                torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs are done with
             with meter.waiting():
                 item = next(batches)
             workers_seen.update(item["workers"].tolist())

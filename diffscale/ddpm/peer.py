@@ -161,6 +161,7 @@ def window(rc: dict, dataset, device: str, model=None) -> dict:
     if device_type == "cuda":  # the same TF32 setting as ours; cudnn.benchmark stays PyTorch's default
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = v["precision"] != "fp32"
         torch.backends.cudnn.benchmark = False
+        torch.cuda.reset_peak_memory_stats(device)
     win, rows, losses = loop.Window(d), [], []
     torch.manual_seed(seed)
     own = model is None
