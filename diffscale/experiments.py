@@ -133,3 +133,16 @@ def ddpm_runs(cfg: dict) -> list[DdpmRun]:
         for mode in dict.fromkeys(["off", *d["compile"]]):
             runs[DdpmRun("compile", hw, **{**base, "compile": mode})] = None
     return list(runs)
+
+
+def ddpm_point(run: DdpmRun) -> tuple:
+    return run.hw, run.batch, run.gpus, run.precision, run.workers, run.compile
+
+
+def ddpm_owners(cfg: dict) -> dict[DdpmRun, DdpmRun]:
+    """Each run -> the run that measures its point: the first stage's (the baseline is measured once,
+    by the batch sweep, and its row appears in every sweep's table)."""
+    first: dict[tuple, DdpmRun] = {}
+    for run in ddpm_runs(cfg):
+        first.setdefault(ddpm_point(run), run)
+    return {run: first[ddpm_point(run)] for run in ddpm_runs(cfg)}

@@ -240,8 +240,9 @@ def ddpm_stage_runs(stage):
     if stage == "peer":
         return [os.path.join(DDPM_RUN["peer"].format(hw=hw, **v), "run.json")
                 for hw in DDPM["hardware"] for v in DDPM["peer"]["variants"]]
-    return [os.path.join(DDPM_RUN[stage].format(**vars(run)), "run.json")
-            for run in experiments.ddpm_runs(config) if run.stage == stage]
+    owners = experiments.ddpm_owners(config)  # a point two sweeps share (the baseline) runs once
+    return [os.path.join(DDPM_RUN[owner.stage].format(**vars(owner)), "run.json")
+            for run, owner in owners.items() if run.stage == stage]
 
 
 def ddpm_table_inputs(wildcards):

@@ -21,9 +21,9 @@ def expected_jobs(cfg: dict) -> dict[str, int]:
     jobs |= {"embed_images": embed_runs, "embed_text": embed_runs, "embed_scaling": 1}
     train_runs = len(experiments.train_runs(cfg))
     jobs |= {"train_unet": train_runs, "generate_unet_samples": train_runs, "train_unet_table": 1, "samples": 1}
-    ddpm_runs = experiments.ddpm_runs(cfg)
     hws, peer = len(cfg["ddpm"]["hardware"]), cfg["ddpm"]["peer"]
-    jobs |= {f"ddpm_{stage}": sum(r.stage == stage for r in ddpm_runs) for stage in experiments.DDPM_STAGES}
+    owners = set(experiments.ddpm_owners(cfg).values())  # the baseline point runs once
+    jobs |= {f"ddpm_{stage}": sum(r.stage == stage for r in owners) for stage in experiments.DDPM_STAGES}
     jobs |= {"ddpm_data": 1, "ddpm_profile": hws, "ddpm_table": 5 + bool(peer["enabled"])}
     if peer["enabled"]:
         jobs["ddpm_peer"] = hws * len(peer["variants"])
