@@ -25,6 +25,7 @@ include: "rules/data.smk"
 include: "rules/embed.smk"
 include: "rules/train.smk"
 include: "rules/flux.smk"
+include: "rules/ddpm.smk"
 include: "rules/report.smk"
 include: "rules/hardware.smk"
 

@@ -46,21 +46,29 @@ class FluxRun:
         return f"g{self.gpus}-s{self.steps}"
 
 
+# Study 3's vocabularies (the schema's enums, argparse choices and wildcard constraints follow these).
+DDPM_PRECISIONS = ("fp32", "tf32", "bf16", "fp16")  # fp32 = TF32 off; tf32 = fp32 with TF32 matmuls/convs
+DDPM_COMPILE_MODES = ("off", "default", "max-autotune", "reduce-overhead")
+DDPM_STAGES = ("batch", "amp", "workers", "compile")  # the sweeps; profile and peer are single runs
+
+
 @dataclass(frozen=True)
 class DdpmRun:
+    """One measured window of the DDPM study: a sweep (`stage`) and the point it measures."""
+
+    stage: str
     hw: str
-    batch_size: int
+    batch: int  # per device
     gpus: int
-    amp: bool
-    loader_workers: int
-    compile: bool
+    precision: str
+    workers: int
+    compile: str
 
     @property
     def variant(self) -> str:
-        return (
-            f"b{self.batch_size}-g{self.gpus}-amp{int(self.amp)}"
-            f"-nw{self.loader_workers}-c{int(self.compile)}"
-        )
+        """The coordinate the stage varies, as the last path component of its run directory."""
+        return {"batch": f"b{self.batch}-g{self.gpus}", "amp": self.precision, "workers": f"w{self.workers}",
+                "compile": self.compile}[self.stage]
 
 
 def embed_runs(cfg: dict) -> list[EmbedRun]:
@@ -106,34 +114,42 @@ def flux_runs(cfg: dict) -> list[FluxRun]:
     ]
 
 
-def ddpm_runs(cfg: dict) -> list[DdpmRun]:
-    """The optimisation study varies one factor at a time around a baseline, as the study did.
+def ddpm_baseline(cfg: dict) -> dict:
+    """The point every sweep varies one factor around: the first value of each list."""
+    d = cfg["ddpm"]
+    return dict(batch=d["batch_sizes"][0], gpus=d["gpus"][0], precision=d["precisions"][0],
+                workers=d["loader_workers"][0], compile="off")
 
-    The baseline is the first value of each list; a full product of five factors would multiply
-    the cost for little insight.
+
+def ddpm_runs(cfg: dict) -> list[DdpmRun]:
+    """The optimisation study varies one factor at a time around a baseline, as the study did:
+    batch size x GPUs as a grid, then precision, DataLoader workers and torch.compile mode.
+
+    The compile sweep always measures `off` too: the break-even step count needs it.
     """
     d = cfg["ddpm"]
-    base = dict(
-        batch_size=d["batch_sizes"][0],
-        gpus=d["gpus"][0],
-        amp=d["amp"][0],
-        loader_workers=d["loader_workers"][0],
-        compile=d["compile"][0],
-    )
-    factors = {
-        "batch_size": d["batch_sizes"],
-        "gpus": d["gpus"],
-        "amp": d["amp"],
-        "loader_workers": d["loader_workers"],
-        "compile": d["compile"],
-    }
+    base = ddpm_baseline(cfg)
     runs: dict[DdpmRun, None] = {}
     for hw in d["hardware"]:
-        runs[DdpmRun(hw=hw, **base)] = None
-        # batch size × GPUs is studied as a grid, the rest one at a time.
-        for bs, g in itertools.product(factors["batch_size"], factors["gpus"]):
-            runs[DdpmRun(hw=hw, **{**base, "batch_size": bs, "gpus": g})] = None
-        for key in ("amp", "loader_workers", "compile"):
-            for value in factors[key]:
-                runs[DdpmRun(hw=hw, **{**base, key: value})] = None
+        for batch, gpus in itertools.product(d["batch_sizes"], d["gpus"]):
+            runs[DdpmRun("batch", hw, **{**base, "batch": batch, "gpus": gpus})] = None
+        for precision in d["precisions"]:
+            runs[DdpmRun("amp", hw, **{**base, "precision": precision})] = None
+        for workers in d["loader_workers"]:
+            runs[DdpmRun("workers", hw, **{**base, "workers": workers})] = None
+        for mode in dict.fromkeys(["off", *d["compile"]]):
+            runs[DdpmRun("compile", hw, **{**base, "compile": mode})] = None
     return list(runs)
+
+
+def ddpm_point(run: DdpmRun) -> tuple:
+    return run.hw, run.batch, run.gpus, run.precision, run.workers, run.compile
+
+
+def ddpm_owners(cfg: dict) -> dict[DdpmRun, DdpmRun]:
+    """Each run -> the run that measures its point: the first stage's (the baseline is measured once,
+    by the batch sweep, and its row appears in every sweep's table)."""
+    first: dict[tuple, DdpmRun] = {}
+    for run in ddpm_runs(cfg):
+        first.setdefault(ddpm_point(run), run)
+    return {run: first[ddpm_point(run)] for run in ddpm_runs(cfg)}

@@ -9,8 +9,10 @@ sys.path.insert(0, workflow.basedir)
 from diffscale import experiments, resources as hwres, vocab
 from diffscale.config import validate_config
 from diffscale.data import demographics as coco_demographics
+from diffscale.ddpm import sweeps as ddpm_sweeps
 from diffscale.embed.settings import settings_for as _embed_settings_for
 from diffscale.errors import UserError
+from diffscale.flux import settings as flux_settings
 from diffscale.hardware import demand as hardware_demand
 from diffscale.train import config as train_config
 from diffscale.workflow import put_interpreter_on_path
@@ -99,7 +101,8 @@ def coco_inputs():
 def report_inputs():
     """Everything the report reads: the bench tables of every study the config enables."""
     return ["results/bench/models.csv", "results/data/summary.json", COCO_FILTER_TABLE, *COCO_FILTER_FIGURES,
-            *hardware_checks(), "results/bench/embed_scaling.csv", *train_report_inputs(), *flux_report_inputs()]
+            *hardware_checks(), "results/bench/embed_scaling.csv", *train_report_inputs(), *flux_report_inputs(),
+            *ddpm_report_inputs()]
 
 
 
@@ -179,7 +182,6 @@ def train_report_inputs():
 
 
 # --- study 2: FLUX.1-schnell LoRA (rules/flux.smk) ----------------------------------------------
-from diffscale.flux import settings as flux_settings
 
 FLUX_DATASET = "results/flux/dataset"
 FLUX_CACHE = "results/flux/cache"
@@ -224,3 +226,67 @@ def flux_infer_lora(wildcards):
 def flux_report_inputs():
     """The study's contract tables and sample grid: what the report reads of study 2."""
     return [*FLUX_TABLES, FLUX_GRID]
+
+
+# --- study 3: the CIFAR-10 DDPM training-optimisation study (rules/ddpm.smk) ----------------------
+
+DDPM = config["ddpm"]
+DDPM_CACHE = "results/ddpm/data/cifar-uint8.npy"
+# One run directory per job: results/ddpm/<stage>/<hw>/<variant>.
+DDPM_RUN = {
+    "profile": "results/ddpm/profile/{hw}",
+    "batch": "results/ddpm/batch/{hw}/b{batch}-g{gpus}",
+    "amp": "results/ddpm/amp/{hw}/{precision}",
+    "workers": "results/ddpm/workers/{hw}/w{workers}",
+    "compile": "results/ddpm/compile/{hw}/{compile}",
+    "peer": "results/ddpm/peer/{hw}/{precision}-{compile}",
+}
+DDPM_PRECISION_RE = "|".join(experiments.DDPM_PRECISIONS)
+DDPM_COMPILE_RE = "|".join(experiments.DDPM_COMPILE_MODES)
+DDPM_BASE_GPUS = experiments.ddpm_baseline(config)["gpus"]
+
+
+def ddpm_run_config(stage):
+    """Exactly what one job of `stage` reads, as JSON (an edit of it re-runs that job only)."""
+
+    def run_config(wildcards):
+        coords = dict(wildcards)
+        hw = coords.pop("hw")
+        return json.dumps(ddpm_sweeps.run_config(config, stage, hw, **coords), sort_keys=True)
+
+    return run_config
+
+
+def ddpm_threads(wildcards):
+    """All the CPUs the job asks SLURM for, so a local run never times two windows at once."""
+    w = dict(wildcards)
+    return hwres.job_resources(config, w["hw"], int(w.get("gpus", DDPM_BASE_GPUS)), int(w.get("workers", 1)))[
+        "cpus_per_task"]
+
+
+def ddpm_source_flag():
+    """--source for ddpm.decode_each_step (the loader then decodes the image files every step)."""
+    return f"--source {DATA['cifar']}" if DDPM["decode_each_step"] else ""
+
+
+def ddpm_stage_runs(stage):
+    """run.json of every job of a stage the config asks for."""
+    if stage == "profile":
+        return [f"results/ddpm/profile/{hw}/run.json" for hw in DDPM["hardware"]]
+    if stage == "peer":
+        return [os.path.join(DDPM_RUN["peer"].format(hw=hw, **v), "run.json")
+                for hw in DDPM["hardware"] for v in DDPM["peer"]["variants"]]
+    owners = experiments.ddpm_owners(config)  # a point two sweeps share (the baseline) runs once
+    return [os.path.join(DDPM_RUN[owner.stage].format(**vars(owner)), "run.json")
+            for run, owner in owners.items() if run.stage == stage]
+
+
+def ddpm_table_inputs(wildcards):
+    return ddpm_stage_runs(wildcards.stage)
+
+
+def ddpm_report_inputs():
+    """The study's tables (results/bench/ddpm_*.csv, the contract the report reads); the peer's
+    only when ddpm.peer.enabled."""
+    stages = ["profile", *experiments.DDPM_STAGES] + (["peer"] if DDPM["peer"]["enabled"] else [])
+    return [f"results/bench/ddpm_{stage}.csv" for stage in stages]

@@ -24,6 +24,12 @@ def expected_jobs(cfg: dict) -> dict[str, int]:
     flux_runs = experiments.flux_runs(cfg)
     jobs |= {"flux_dataset": 1, "flux_cache": 1, "flux_lora": len(flux_runs),
              "flux_infer": len({run.hw for run in flux_runs}), "flux_tables": 1}
+    hws, peer = len(cfg["ddpm"]["hardware"]), cfg["ddpm"]["peer"]
+    owners = set(experiments.ddpm_owners(cfg).values())  # the baseline point runs once
+    jobs |= {f"ddpm_{stage}": sum(r.stage == stage for r in owners) for stage in experiments.DDPM_STAGES}
+    jobs |= {"ddpm_data": 1, "ddpm_profile": hws, "ddpm_table": 5 + bool(peer["enabled"])}
+    if peer["enabled"]:
+        jobs["ddpm_peer"] = hws * len(peer["variants"])
     return jobs
 
 

@@ -10,4 +10,5 @@ STAGES = {
     "embed": "diffscale.bench.embed",
     "train": "diffscale.bench.train",
     "flux": "diffscale.bench.flux",
+    "ddpm": "diffscale.bench.ddpm",
 }

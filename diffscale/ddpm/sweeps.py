@@ -1,0 +1,221 @@
+"""The sweeps of study 3: what one run reads, what it writes, and the tables built from the runs.
+
+A run config is the config slice one job depends on (so an edit of it re-runs only that job):
+seed, the hardware entry, the model spec, the ddpm settings and the `variant` the run measures
+(batch per device, gpus, precision, loader workers, compile mode). Each run directory
+`results/ddpm/<stage>/<hw>/<variant>/` holds run.json (provenance + results), row.csv (its table
+row) and loss.csv (the loss of every step, warm-up included: the same seed and data order in
+every variant, so the curves differ only by the optimisation).
+
+Tables (results/bench/ddpm_<stage>.csv, the contract the report reads) add what needs more than
+one run: speedup and efficiency against 1 GPU (batch), compile time, per-step saving and the
+break-even step count against the `off` run (compile), the ratio to the peer (peer).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+from diffscale import atomic, experiments, models, provenance
+from diffscale.errors import DataError
+
+SETTINGS = ("steps", "warmup_steps", "repeats", "compile_backend", "channels_last", "decode_each_step", "lr",
+            "adam_betas", "grad_clip", "ema_decay", "ema_every", "train_steps", "profile_steps")
+COMMON = ["hw", "gpus", "batch", "global_batch", "precision", "workers", "compile", "steps_per_s", "images_per_s",
+          "time_to_first_step_s", "peak_mem_mb", "loss_end", "device", "random_weights", "run"]
+EXTRA = ["peak_mem_kind", "compile_backend", "channels_last", "decode_each_step", "window_steps", "warmup_steps",
+         "overhead_s", "data_wait_s_per_step", "data_wait_frac", "params", "model", "device_detail"]
+STAGE_COLUMNS = {
+    "batch": ["speedup", "efficiency"],
+    "amp": ["loss_vs_baseline", "fid", "fid_status"],
+    "workers": ["data_wait_s_per_step", "data_wait_frac", "workers_seen"],
+    "compile": ["compile_s", "saving_per_step_s", "break_even_steps", "run_steps", "pays_off"],
+    "peer": ["impl", "ratio_to_peer", "settings", "status"],
+}
+
+
+# --- run configs --------------------------------------------------------------------------------
+
+def run_config(cfg: dict, stage: str, hw: str, **variant) -> dict:
+    """What one run reads: the baseline with the stage's coordinates from `variant` (strings ok)."""
+    point = experiments.ddpm_baseline(cfg)
+    if stage in ("profile", "peer"):
+        point["gpus"] = 1  # one process: the profiler's window, and the peer's like-for-like race
+    for key, value in variant.items():
+        point[key] = int(value) if key in ("batch", "gpus", "workers") else value
+    return {
+        "stage": stage,
+        "seed": cfg["seed"],
+        "hw": hw,
+        "hardware": {hw: cfg["hardware"][hw]},
+        "model": cfg["models"]["ddpm_unet"],
+        "ddpm": {k: cfg["ddpm"][k] for k in SETTINGS},
+        "variant": point,
+    }
+
+
+def table_row(rc: dict, result: dict, run_dir: str | Path) -> dict:
+    """The contract columns of one run, plus its settings."""
+    v, d = rc["variant"], rc["ddpm"]
+    spec = models.parse_spec("ddpm_unet", rc["model"])
+    return {
+        "hw": rc["hw"], "gpus": v["gpus"], "batch": v["batch"], "global_batch": v["batch"] * v["gpus"],
+        "precision": v["precision"], "workers": v["workers"], "compile": v["compile"],
+        "steps_per_s": result["steps_per_s"], "images_per_s": result["images_per_s"],
+        "time_to_first_step_s": result["time_to_first_step_s"], "peak_mem_mb": result["peak_mem_mb"],
+        "loss_end": result["loss_end"], "device": result["device"], "random_weights": spec.pretrained is None,
+        "run": str(run_dir), "peak_mem_kind": result["peak_mem_kind"], "compile_backend": d["compile_backend"],
+        "channels_last": d["channels_last"], "decode_each_step": d["decode_each_step"],
+        "window_steps": result["run_steps"], "warmup_steps": d["warmup_steps"], "overhead_s": result["overhead_s"],
+        "data_wait_s_per_step": result["data_wait_s_per_step"], "data_wait_frac": result["data_wait_frac"],
+        "workers_seen": len(result["workers_seen"]) if result["workers_seen"] != [-1] else 0,
+        "params": result["params"], "model": spec.label, "device_detail": result.get("device_detail", ""),
+    }
+
+
+def csv_text(rows: list[dict], columns: list[str]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
+    return buf.getvalue()
+
+
+def write_run(out_dir: str | Path, rc: dict, result: dict, rows: list[dict] | None = None, **extra) -> Path:
+    """run.json, loss.csv and row.csv of one run; run.json last (it is what the rule declares last)."""
+    out = Path(out_dir)
+    rows = rows if rows is not None else [table_row(rc, result, out)]
+    losses = result.get("losses", [])
+    atomic.write_text(out / "loss.csv", csv_text([{"step": i + 1, "loss": x} for i, x in enumerate(losses)],
+                                                 ["step", "loss"]))
+    atomic.write_text(out / "row.csv", csv_text(rows, list(dict.fromkeys(k for r in rows for k in r))))
+    spec = models.parse_spec("ddpm_unet", rc["model"])
+    provenance.write_run_json(out / "run.json", config_slice=rc, models=[spec.describe()],
+                              results={k: v for k, v in result.items() if k != "losses"}, rows=rows, **extra)
+    return out
+
+
+# --- tables -------------------------------------------------------------------------------------
+
+def read_rows(run_dirs: list[str | Path]) -> list[dict]:
+    rows = []
+    for run_dir in map(Path, run_dirs):
+        path = run_dir / "run.json"
+        try:
+            rows += json.loads(path.read_text())["rows"]
+        except FileNotFoundError:
+            raise DataError(f"{path}: missing; the run did not finish") from None
+        except (ValueError, KeyError):
+            raise DataError(f"{path}: not a DDPM run record (no rows)") from None
+    return rows
+
+
+def _add_batch(rows: list[dict]) -> None:
+    """Throughput speedup against 1 GPU at the same per-device batch (the global batch grows)."""
+    one = {(r["hw"], r["batch"], r["precision"]): r["images_per_s"] for r in rows if r["gpus"] == 1}
+    for r in rows:
+        base = one.get((r["hw"], r["batch"], r["precision"]))
+        r["speedup"] = r["images_per_s"] / base if base else None
+        r["efficiency"] = r["speedup"] / r["gpus"] if base else None
+
+
+def _add_amp(rows: list[dict], inception_weights: str | None) -> None:
+    """The loss against fp32/tf32's after the same steps on the same draws; FID's status."""
+    from diffscale.ddpm.fid import status
+
+    base = {r["hw"]: r["loss_end"] for r in rows if r["precision"] in ("fp32", "tf32")}
+    for r in rows:
+        r["loss_vs_baseline"] = r["loss_end"] - base[r["hw"]] if r["hw"] in base else None
+        r["fid"], r["fid_status"] = None, status(inception_weights)
+
+
+def _add_compile(rows: list[dict], train_steps: int) -> None:
+    """compile_s: the warm-up's extra time over steady steps, beyond eager's own (the off run);
+    break-even: compile_s / the per-step saving, against a real run of `train_steps` steps."""
+    off = {r["hw"]: r for r in rows if r["compile"] == "off"}
+    for r in rows:
+        base = off.get(r["hw"])
+        r["run_steps"] = train_steps
+        if base is None or r["compile"] == "off":
+            r.update(compile_s=0.0 if r["compile"] == "off" else None, saving_per_step_s=0.0 if base else None,
+                     break_even_steps=0 if r["compile"] == "off" else None, pays_off="baseline")
+            continue
+        r["compile_s"] = max(0.0, r["overhead_s"] - base["overhead_s"])
+        r["saving_per_step_s"] = 1.0 / base["steps_per_s"] - 1.0 / r["steps_per_s"]
+        if r["saving_per_step_s"] > 0:
+            r["break_even_steps"] = math.ceil(r["compile_s"] / r["saving_per_step_s"])
+            r["pays_off"] = "yes" if r["break_even_steps"] <= train_steps else "no"
+        else:
+            r["break_even_steps"] = None
+            r["pays_off"] = "never (no per-step saving)"
+
+
+def stage_table(stage: str, rows: list[dict], train_steps: int = 700000,
+                inception_weights: str | None = None) -> tuple[list[dict], list[str]]:
+    """The rows and columns of results/bench/ddpm_<stage>.csv."""
+    if stage == "batch":
+        _add_batch(rows)
+    elif stage == "amp":
+        _add_amp(rows, inception_weights)
+    elif stage == "compile":
+        _add_compile(rows, train_steps)
+    columns = list(dict.fromkeys(COMMON + STAGE_COLUMNS.get(stage, []) + EXTRA))
+    keys = ("hw", "gpus", "batch", "precision", "workers", "compile", "impl")
+    rows.sort(key=lambda r: tuple(str(r.get(k, "")).zfill(8) for k in keys))
+    return rows, columns
+
+
+def write_table(stage: str, run_dirs: list[str | Path], out: str | Path, train_steps: int = 700000,
+                inception_weights: str | None = None) -> Path:
+    if stage == "profile":
+        from diffscale.ddpm.profiler import table_rows, COLUMNS
+
+        rows, columns = table_rows(run_dirs), COLUMNS
+    else:
+        rows, columns = stage_table(stage, read_rows(run_dirs), train_steps, inception_weights)
+    return atomic.write_text(out, csv_text(rows, columns))
+
+
+# --- one job --------------------------------------------------------------------------------------
+
+def execute(rc: dict, cache: str | Path, out_dir: str | Path, source: str | Path | None = None) -> dict:
+    """Run one job of the study as its run config's stage says, and write its run directory."""
+    out = Path(out_dir)
+    stage = rc["stage"]
+    if stage == "profile":
+        from diffscale.ddpm.profiler import OPS_FILE, TRACE_FILE, profile
+
+        result, rows = profile(rc, cache, out, source)
+        write_run(out, rc, result, rows, files={"ops": OPS_FILE, "trace": TRACE_FILE})
+    elif stage == "peer":
+        from diffscale.ddpm.peer import compare, peer_version
+
+        rows, results = compare(rc, cache, source)
+        for row in rows:
+            row["run"] = str(out)
+        write_run(out, rc, results["ours"], rows, peer={"version": peer_version(), "status": results["peer_status"],
+                                                        "results": _drop_losses(results["peer"])})
+        if results["peer"]:
+            atomic.write_text(out / "loss_peer.csv", csv_text(
+                [{"step": i + 1, "loss": x} for i, x in enumerate(results["peer"]["losses"])], ["step", "loss"]))
+        result = results["ours"]
+    elif stage in experiments.DDPM_STAGES:
+        from diffscale.ddpm.loop import run
+
+        result = run(rc, cache, source)
+        write_run(out, rc, result)
+    else:
+        raise DataError(f"run config: unknown stage {stage!r}")
+    print(f"{stage} {rc['hw']} {rc['variant']}: {result['steps_per_s']:.3f} steps/s, "
+          f"{result['images_per_s']:.1f} images/s, first step {result['time_to_first_step_s']:.2f} s, "
+          f"loss {result['loss_end']:.4f}; wrote {out}")
+    return result
+
+
+def _drop_losses(result: dict | None) -> dict | None:
+    return None if result is None else {k: v for k, v in result.items() if k != "losses"}

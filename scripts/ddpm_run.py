@@ -1,0 +1,56 @@
+#!/usr/bin/env python
+"""One job of the DDPM training-optimisation study (study 3): a measured window of the loop.
+
+As the workflow runs it (the run config is JSON built by diffscale.ddpm.sweeps.run_config; its
+`stage` is batch, amp, workers, compile, profile or peer):
+  python scripts/ddpm_run.py --run-config '{...}' --cache results/ddpm/data/cifar-uint8.npy \\
+      --out results/ddpm/amp/local/bf16
+By hand, from a config file:
+  python scripts/ddpm_run.py --config config.yaml --stage amp --hw local --set precision=bf16 \\
+      --cache results/ddpm/data/cifar-uint8.npy --out /tmp/ddpm-bf16
+Writes run.json (provenance, results, table rows), row.csv and loss.csv into --out; the profile
+stage adds ops.csv and trace.json.gz, the peer stage loss_peer.csv.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from diffscale.cli import json_flag, run_cli  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run-config", help="the run config as JSON (what the workflow passes)")
+    source.add_argument("--config", type=Path, help="a pipeline config file; needs --stage and --hw")
+    parser.add_argument("--stage", choices=["batch", "amp", "workers", "compile", "profile", "peer"])
+    parser.add_argument("--hw", help="hardware key (with --config)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="variant coordinate: batch, gpus, precision, workers, compile (with --config)")
+    parser.add_argument("--cache", type=Path, required=True, help="the uint8 CIFAR array (scripts/ddpm_data.py)")
+    parser.add_argument("--source", type=Path, help="the image folder (only for ddpm.decode_each_step)")
+    parser.add_argument("--out", type=Path, required=True, help="run directory")
+    args = parser.parse_args()
+
+    from diffscale.config import load_config
+    from diffscale.ddpm.sweeps import execute, run_config
+    from diffscale.errors import ConfigError
+
+    if args.config:
+        if not args.stage or not args.hw:
+            raise ConfigError("--config needs --stage and --hw")
+        pairs = [item.split("=", 1) for item in args.set]
+        if any(len(p) != 2 for p in pairs):
+            raise ConfigError("--set: expected KEY=VALUE")
+        rc = run_config(load_config(args.config), args.stage, args.hw, **dict(pairs))
+    else:
+        rc = json_flag("--run-config", args.run_config)
+    execute(rc, args.cache, args.out, args.source)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,35 @@
+#!/usr/bin/env python
+"""One table of the DDPM study (results/bench/ddpm_<stage>.csv) from its run directories.
+
+  python scripts/ddpm_table.py --stage compile --runs results/ddpm/compile/local/off \\
+      results/ddpm/compile/local/default --out results/bench/ddpm_compile.csv --train-steps 700000
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from diffscale.cli import run_cli  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stage", required=True, choices=["profile", "batch", "amp", "workers", "compile", "peer"])
+    parser.add_argument("--runs", nargs="+", type=Path, required=True, help="run directories")
+    parser.add_argument("--out", type=Path, required=True, help="CSV to write")
+    parser.add_argument("--train-steps", type=int, default=700000,
+                        help="length of a real training run, for compile's break-even (ddpm.train_steps)")
+    parser.add_argument("--inception-weights", default="", help="ddpm.fid.inception_weights (FID's status)")
+    args = parser.parse_args()
+
+    from diffscale.ddpm.sweeps import write_table
+
+    path = write_table(args.stage, args.runs, args.out, args.train_steps, args.inception_weights or None)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,123 @@
+"""CIFAR-10 in three formats to one array; the cache; batches, flips and the worker check; bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import write_archive, write_batches, write_pngs
+from diffscale.ddpm import data as ddata
+from diffscale.errors import DataError
+
+
+def test_three_formats_load_to_the_same_array(images, tmp_path):
+    archive = ddata.read_images(write_archive(tmp_path / "cifar-10-python.tar.gz", images))
+    folder = ddata.read_images(write_batches(tmp_path / "batches" / ddata.BATCH_DIR, images).parent)
+    flat = ddata.read_images(write_pngs(tmp_path / "flat", images, classes=False))
+    classes = ddata.read_images(write_pngs(tmp_path / "classes", images, classes=True))
+    assert archive.dtype == np.uint8 and archive.shape == (20, 32, 32, 3)
+    for other in (folder, flat, classes):
+        np.testing.assert_array_equal(archive, other)
+    np.testing.assert_array_equal(archive, images)
+
+
+def test_prepare_caches_once_and_loads_memory_mapped(images, tmp_path):
+    source = write_pngs(tmp_path / "src", images, classes=False)
+    info = ddata.prepare(source, tmp_path / "c" / "cifar.npy")
+    assert info["images"] == 20 and info["bytes"] == images.nbytes
+    cached = ddata.load_cache(tmp_path / "c" / "cifar.npy")
+    assert isinstance(cached, np.memmap)
+    np.testing.assert_array_equal(cached, images)
+
+
+def test_demo_folder_of_class_jpegs_loads(tmp_path):
+    from diffscale.data import synthetic
+
+    synthetic.make_cifar(tmp_path / "demo", per_class=2)
+    assert ddata.read_images(tmp_path / "demo").shape == (20, 32, 32, 3)
+
+
+def test_batches_are_a_function_of_seed_and_step_and_flip_half(cache):
+    a = ddata.step_items(20, 8, seed=0, step=3)
+    assert a == ddata.step_items(20, 8, seed=0, step=3)
+    assert a != ddata.step_items(20, 8, seed=0, step=4)
+    one_epoch = [i for s in range(2) for i, _ in ddata.step_items(20, 8, 0, s)]
+    assert len(set(one_epoch)) == 16  # no image twice within an epoch
+    flips = [f for s in range(50) for _, f in ddata.step_items(20, 8, 0, s)]
+    assert 0.35 < sum(flips) / len(flips) < 0.65
+    dataset = ddata.CachedImages(cache)
+    index = a[0][0]
+    image, worker = dataset[(index, True)]
+    assert image.shape == (3, 32, 32) and worker == -1
+    np.testing.assert_array_equal(image[:, :, ::-1], dataset[(index, False)][0])
+
+
+def test_ranks_split_the_global_batch(cache):
+    whole = list(ddata.StepSampler(20, 8, 1, 0, 0, 0, 2))
+    halves = [list(ddata.StepSampler(20, 4, 2, r, 0, 0, 2)) for r in (0, 1)]
+    assert [h0 + h1 for h0, h1 in zip(*halves)] == whole
+
+
+def test_loader_uses_the_workers_it_says(cache):
+    dataset = ddata.CachedImages(cache)
+    sampler = ddata.StepSampler(len(dataset), 4, 1, 0, 0, 0, 6)
+    seen = set()
+    for item in ddata.make_loader(dataset, sampler, workers=2, pin_memory=False):
+        assert item["images"].dtype.is_floating_point is False and item["images"].shape == (4, 3, 32, 32)
+        seen.update(item["workers"].tolist())
+    assert seen == {0, 1}
+
+
+def test_missing_folder_is_one_line(tmp_path):
+    with pytest.raises(DataError, match=r"nowhere: CIFAR-10 not found \(data.cifar: the python archive"):
+        ddata.read_images(tmp_path / "nowhere")
+
+
+def test_image_that_is_not_32x32_rgb_is_named(images, tmp_path):
+    root = write_pngs(tmp_path / "bad", images[:3], classes=False)
+    Image.new("RGB", (64, 64)).save(root / "train" / "2.png")
+    with pytest.raises(DataError, match=r"train/2.png: 64x64 RGB, expected a 32x32 RGB image"):
+        ddata.read_images(root)
+    Image.new("L", (32, 32)).save(root / "train" / "2.png")
+    with pytest.raises(DataError, match=r"train/2.png: 32x32 L, expected a 32x32 RGB image"):
+        ddata.read_images(root)
+    (root / "train" / "2.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match=r"train/2.png: not a readable image"):
+        ddata.read_images(root)
+
+
+def test_archive_that_is_not_cifars_is_named(tmp_path):
+    import tarfile
+
+    other = tmp_path / "other.tar.gz"
+    (tmp_path / "readme.txt").write_text("hello")
+    with tarfile.open(other, "w:gz") as tar:
+        tar.add(tmp_path / "readme.txt", arcname="readme.txt")
+    with pytest.raises(DataError, match=r"other.tar.gz: not the CIFAR-10 python archive \(no cifar-10-batches-py/data_batch_1\)"):
+        ddata.read_images(other)
+    junk = tmp_path / "junk.tar.gz"
+    junk.write_bytes(b"\x00" * 100)
+    with pytest.raises(DataError, match=r"junk.tar.gz: not a readable tar archive"):
+        ddata.read_images(junk)
+
+
+def test_empty_folder_and_decode_each_step_on_batches(tmp_path, images):
+    (tmp_path / "empty" / "train").mkdir(parents=True)
+    with pytest.raises(DataError, match=r"empty/train: no images \(expected train/\*.png"):
+        ddata.read_images(tmp_path / "empty")
+    batches = write_batches(tmp_path / "b", images)
+    with pytest.raises(DataError, match="decode_each_step needs an image folder"):
+        ddata.FileImages(batches)
+
+
+def test_data_cli_exits_2_with_one_line(repo_root, tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, str(repo_root / "scripts" / "ddpm_data.py"), "--source",
+                           str(tmp_path / "none"), "--out", str(tmp_path / "c.npy")], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"error: {tmp_path / 'none'}: CIFAR-10 not found (data.cifar: the "
+                                                "python archive, its folder, or an image folder)"]
+    assert not (tmp_path / "c.npy").exists()

@@ -1,0 +1,149 @@
+"""Each stage of the study on the tiny model, CPU: its run directory, its table's documented columns
+and sane values; the profiler's real operator names; precision, workers and compile checks."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+
+from diffscale import experiments
+from diffscale.ddpm import sweeps
+
+COMMON = ["hw", "gpus", "batch", "global_batch", "precision", "workers", "compile", "steps_per_s", "images_per_s",
+          "time_to_first_step_s", "peak_mem_mb", "loss_end", "device", "random_weights", "run"]
+REQUIRED = {
+    "batch": COMMON + ["speedup", "efficiency"],
+    "amp": COMMON,
+    "workers": COMMON + ["data_wait_s_per_step", "data_wait_frac"],
+    "compile": COMMON + ["compile_s", "saving_per_step_s", "break_even_steps", "run_steps"],
+    "peer": COMMON + ["impl", "ratio_to_peer", "settings", "status"],
+    "profile": ["hw", "sort_by", "rank", "op", "calls", "self_ms", "total_ms", "pct", "device", "random_weights", "run"],
+}
+POINTS = {
+    "batch": [{"batch": 4, "gpus": 1}, {"batch": 4, "gpus": 2}],
+    "amp": [{"precision": "fp32"}, {"precision": "bf16"}],
+    "workers": [{"workers": 0}, {"workers": 2}],
+    "compile": [{"compile": "off"}, {"compile": "default"}],
+    "peer": [{"precision": "fp32", "compile": "off"}],
+    "profile": [{}],
+}
+
+
+@pytest.fixture(scope="module")
+def tables(ddpm_config, cache, tmp_path_factory):
+    """One run per point of every stage, then every table."""
+    root = tmp_path_factory.mktemp("ddpm-runs")
+    out = {}
+    for stage, points in POINTS.items():
+        dirs = []
+        for i, point in enumerate(points):
+            rc = sweeps.run_config(ddpm_config, stage, "local", **point)
+            sweeps.execute(rc, cache, root / stage / str(i))
+            dirs.append(root / stage / str(i))
+        path = sweeps.write_table(stage, dirs, root / f"ddpm_{stage}.csv", ddpm_config["ddpm"]["train_steps"])
+        with open(path) as fh:
+            out[stage] = (list(csv.DictReader(fh)), dirs)
+    return out
+
+
+@pytest.mark.parametrize("stage", list(POINTS))
+def test_table_has_the_documented_columns_and_sane_values(tables, stage):
+    rows, dirs = tables[stage]
+    assert rows and set(REQUIRED[stage]) <= set(rows[0])
+    for row in rows:
+        assert row["device"] == "cpu" and row["random_weights"] == "True" and row["run"]
+        if stage == "profile":
+            continue
+        if row.get("status", "ok") != "ok":
+            continue
+        assert float(row["steps_per_s"]) > 0 and float(row["images_per_s"]) > 0
+        assert float(row["images_per_s"]) == pytest.approx(float(row["steps_per_s"]) * int(row["global_batch"]))
+        assert float(row["time_to_first_step_s"]) > 0 and float(row["peak_mem_mb"]) > 0
+        assert math.isfinite(float(row["loss_end"])) and 0 < float(row["loss_end"]) < 5
+    for run_dir in dirs:
+        record = json.loads((run_dir / "run.json").read_text())
+        assert record["config"]["stage"] == stage and record["rows"]
+
+
+def test_batch_rows_scale_the_global_batch(tables):
+    rows, _ = tables["batch"]
+    by_gpus = {int(r["gpus"]): r for r in rows}
+    assert int(by_gpus[2]["global_batch"]) == 8 and float(by_gpus[1]["speedup"]) == 1.0
+    assert float(by_gpus[2]["efficiency"]) == pytest.approx(float(by_gpus[2]["speedup"]) / 2)
+
+
+def test_two_processes_train_on_the_same_draws_as_one(tables, ddpm_config, cache, tmp_path):
+    rc = sweeps.run_config(ddpm_config, "batch", "local", batch=8, gpus=1)
+    sweeps.execute(rc, cache, tmp_path / "g1-b8")
+    _, dirs = tables["batch"]  # dirs[1]: 2 processes x batch 4 = the same global batch 8
+    first_one = [float(r["loss"]) for r in csv.DictReader(open(tmp_path / "g1-b8" / "loss.csv"))]
+    first_two = [float(r["loss"]) for r in csv.DictReader(open(dirs[1] / "loss.csv"))]
+    assert first_one[0] == pytest.approx(first_two[0], rel=1e-4)  # step 1: same weights, same batch
+
+
+def test_profile_lists_real_operator_names_and_a_trace(tables):
+    rows, dirs = tables["profile"]
+    ops = [r["op"] for r in rows]
+    assert {"aten::convolution_backward", "aten::mkldnn_convolution", "aten::convolution", "aten::mm",
+            "aten::addmm"} & set(ops)
+    assert [int(r["rank"]) for r in rows if r["sort_by"] == "cpu"] == list(range(1, 11))
+    assert all(float(r["self_ms"]) > 0 and 0 < float(r["pct"]) <= 100 for r in rows)
+    assert (dirs[0] / "trace.json.gz").stat().st_size > 1000 and (dirs[0] / "ops.csv").is_file()
+
+
+def test_fp32_and_bf16_losses_are_close(tables):
+    rows, dirs = tables["amp"]
+    losses = {r["precision"]: float(r["loss_end"]) for r in rows}
+    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.05)
+    curves = [[float(r["loss"]) for r in csv.DictReader(open(d / "loss.csv"))] for d in dirs]
+    assert len(curves[0]) == len(curves[1]) == 4
+    assert curves[0] != curves[1]  # bf16 really ran in bf16
+
+
+def test_worker_sweep_used_the_workers_it_says(tables):
+    rows, _ = tables["workers"]
+    for row in rows:
+        assert int(row["workers_seen"]) == int(row["workers"])  # worker ids reported from inside the workers
+        assert float(row["data_wait_s_per_step"]) >= 0 and 0 <= float(row["data_wait_frac"]) < 1
+
+
+def test_compile_records_compile_time_and_break_even(tables):
+    rows, _ = tables["compile"]
+    by_mode = {r["compile"]: r for r in rows}
+    assert set(by_mode) == {"off", "default"} and by_mode["default"]["compile_backend"] == "aot_eager"
+    compiled = by_mode["default"]
+    assert float(compiled["compile_s"]) > 0
+    assert int(compiled["run_steps"]) == 700000
+    if float(compiled["saving_per_step_s"]) > 0:
+        assert int(compiled["break_even_steps"]) == math.ceil(float(compiled["compile_s"])
+                                                              / float(compiled["saving_per_step_s"]))
+    else:
+        assert compiled["break_even_steps"] == "" and compiled["pays_off"].startswith("never")
+
+
+def test_peer_row_beside_ours_with_settings(tables):
+    rows, _ = tables["peer"]
+    by_impl = {r["impl"]: r for r in rows}
+    assert set(by_impl) == {"ours", "peer"}
+    assert "objective eps" in by_impl["ours"]["settings"] and "linear betas" in by_impl["ours"]["settings"]
+    if by_impl["peer"]["status"] == "ok":
+        assert float(by_impl["ours"]["ratio_to_peer"]) == pytest.approx(
+            float(by_impl["ours"]["steps_per_s"]) / float(by_impl["peer"]["steps_per_s"]))
+    else:
+        assert by_impl["peer"]["status"].startswith("not run: ")
+
+
+def test_compile_sweep_always_measures_off(ddpm_config):
+    runs = [r for r in experiments.ddpm_runs(ddpm_config) if r.stage == "compile"]
+    assert [r.compile for r in runs] == ["off", "default"]
+
+
+def test_schema_enums_follow_the_vocabularies():
+    from diffscale.config import schema
+
+    ddpm = schema()["properties"]["ddpm"]["properties"]
+    assert tuple(ddpm["precisions"]["items"]["enum"]) == experiments.DDPM_PRECISIONS
+    assert tuple(ddpm["compile"]["items"]["enum"]) == experiments.DDPM_COMPILE_MODES
