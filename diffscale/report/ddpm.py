@@ -195,10 +195,15 @@ def _compile(ctx: Context, out: Section):
     compiled = frame[frame["compile"].astype(str) != "off"]
     if not compiled.empty:
         row = compiled.iloc[0]
+        saving = fmt.number(row["saving_per_step_s"])
+        if saving is not None and saving > 0:
+            verdict = (f"saves {ms(row['saving_per_step_s'])} ms per step and pays off after "
+                       f"{fmt.integer(row['break_even_steps'])} steps")
+        else:  # a compiled step no faster than eager never repays its compile time
+            verdict = f"runs {ms(-saving) if saving is not None else '?'} ms per step slower: it never pays off"
         out.findings.append(Finding(
-            f"DDPM: torch.compile ({row['compile']}) costs {fmt.seconds(row['compile_s'])} s to compile, saves "
-            f"{ms(row['saving_per_step_s'])} ms per step and pays off after {fmt.integer(row['break_even_steps'])} "
-            f"steps (a training run: {fmt.integer(row['run_steps'])}).", out.id, _runs(compiled)[:1]))
+            f"DDPM: torch.compile ({row['compile']}) costs {fmt.seconds(row['compile_s'])} s to compile and "
+            f"{verdict} (a training run: {fmt.integer(row['run_steps'])} steps).", out.id, _runs(compiled)[:1]))
     return ("<h3>torch.compile</h3>"
             + pair(short(frame, cols, "ddpm-compile"),
                    ctx.figure("ddpm", "compile", png, "Cumulative training time: eager against compiled, with break-even."))

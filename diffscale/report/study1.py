@@ -52,7 +52,7 @@ EMBED_REQUIRED = ["modality", "backend", "policy", "workers", "wall_s", "items_p
 
 def embed_cols(item: str) -> list[Col]:
     return [
-        Col("label", "backend · threads", fmt.text, "pinned: one thread per worker; naive: library defaults"),
+        Col("label", "backend · threads", fmt.text, "pinned: one thread per worker; naive: library defaults; intraop: one process, N threads"),
         Col("workers", "workers (CPUs; GPUs for gpu)", fmt.integer),
         Col("wall_s", "time (s)", fmt.seconds, "wall time, start-up included"),
         Col("speedup", "speedup", fmt.ratio, "against serial, 1 CPU"),
@@ -79,7 +79,8 @@ def embed_section(ctx: Context) -> Section:
         return section
     frame = frame.copy()
     frame["run"] = runs_of(frame, _embed_run)
-    frame["label"] = [f"{b} · {p}" if b not in ("serial", "gpu") else b for b, p in zip(frame["backend"], frame["policy"])]
+    frame["label"] = [b if b == "gpu" or (b, p) == ("serial", "pinned") else f"{b} · {p}"
+                      for b, p in zip(frame["backend"], frame["policy"])]
     frame["cost_per_1k"] = [_cost_per_1k(ctx, row) for _, row in frame.iterrows()]
     for modality in [m for m in MODALITY if m in set(frame["modality"])] + sorted(set(frame["modality"]) - set(MODALITY)):
         mine = frame[frame["modality"] == modality]
@@ -124,6 +125,9 @@ def _cheapest(rows: pd.DataFrame, column: str):
 def _embed_findings(mine: pd.DataFrame, title: str, item: str, anchor: str) -> list[Finding]:
     found = []
     cpu = mine[mine["backend"] != "gpu"]
+    if "oversubscribed" in cpu:  # a pinned/intraop run on fewer cores than its name makes no scaling claim
+        over = cpu["oversubscribed"].astype(str).str.lower().isin(["true", "1"])
+        cpu = cpu[~over | (cpu["policy"] == "naive")]  # naive shows what oversubscription costs
     parallel = cpu[cpu["backend"] != "serial"]
     if not parallel.empty:
         top = int(parallel["workers"].max())
@@ -143,6 +147,10 @@ def _embed_findings(mine: pd.DataFrame, title: str, item: str, anchor: str) -> l
                 "no worse than pinned here"
             parts.append(f"the library defaults ({naive['backend']}, naive) {fmt.ratio(naive['speedup'])} ({verdict})")
             runs.append(naive["run"])
+        intraop = _best(cpu[(cpu["policy"] == "intraop") & (cpu["workers"] == top)])
+        if intraop is not None:
+            parts.append(f"one process × {top} threads (intraop) {fmt.ratio(intraop['speedup'])}")
+            runs.append(intraop["run"])
         if pinned is not None and "steady_speedup" in pinned and fmt.number(pinned["steady_speedup"]) is not None:
             parts.append(f"without start-up {fmt.ratio(pinned['steady_speedup'])}")
         serial = cpu[cpu["backend"] == "serial"]
