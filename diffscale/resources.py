@@ -31,6 +31,12 @@ def requests_gpus(entry: dict, gpus: int) -> bool:
     return bool(gpus) and entry.get("gpus_per_node", 0) > 0
 
 
+def scaling_cpus(backend: str, workers: int) -> int | None:
+    """The CPUs an embedding scaling run asks SLURM for: exactly its `workers` on a CPU backend
+    (a run w{N} runs on N CPUs), None (the hardware entry's rule) for the gpu backend."""
+    return None if backend == "gpu" else int(workers)
+
+
 def job_resources(cfg: dict, hw: str | None, gpus: int = 0, workers: int = 1, attempt: int = 1,
                   cpus: int | None = None) -> dict:
     """Resources for a job on hardware `hw` (None: the CPU hardware) using `gpus` GPUs (0: CPU

@@ -149,7 +149,9 @@ def request_problems(cfg: dict, job: PlannedJob) -> list[str]:
             return [f"{job.label}: partition {partition!r} is not the partition of any hardware entry"]
         hw = next((key for key in matches if _gpu_request_matches(cfg, key, gpus, asked)), matches[0])
     try:
-        expected = hwres.job_resources(cfg, hw, gpus, workers)
+        backend = job.wildcards.get("backend")  # an embedding scaling run: exactly its CPUs
+        cpus = hwres.scaling_cpus(backend, workers) if backend and "workers" in job.wildcards else None
+        expected = hwres.job_resources(cfg, hw, gpus, workers, cpus=cpus)
     except ConfigError as exc:
         return [f"{job.label}: {exc}"]
     problems = []

@@ -124,7 +124,7 @@ def embed_gpus(wildcards):
 
 def embed_cpus(wildcards):
     """A CPU scaling run w{N} asks SLURM for exactly N CPUs (the gpu backend: cpus_per_gpu each)."""
-    return None if wildcards.backend == "gpu" else int(wildcards.workers)
+    return hwres.scaling_cpus(wildcards.backend, wildcards.workers)
 
 
 def embed_threads(wildcards):
