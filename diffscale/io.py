@@ -13,6 +13,7 @@ Writing is `diffscale.atomic`'s job.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -66,3 +67,13 @@ def read_frame(path: str | Path, missing: str = MISSING):
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{path}: not a readable CSV file ({first})") from None
+
+
+def csv_text(rows: list[dict], columns: list[str]) -> str:
+    """`rows` as CSV text with a header of `columns` (extra keys dropped, None written empty)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
+    return buf.getvalue()

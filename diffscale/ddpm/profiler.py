@@ -9,12 +9,12 @@ each the top 10 by *self* time (an operator's own time, not its children's): by 
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 from diffscale import atomic
 from diffscale.errors import DataError
+from diffscale.io import csv_text
 
 TOP = 10
 COLUMNS = ["hw", "sort_by", "rank", "op", "calls", "self_ms", "total_ms", "pct", "device", "random_weights", "run"]
@@ -74,18 +74,9 @@ def profile(rc: dict, cache, out_dir: str | Path, source=None) -> tuple[dict, li
         raise DataError(f"{out}: the profiler recorded no operators")
     for row in rows:
         row.update(hw=rc["hw"], device=result["device"], random_weights="pretrained" not in rc["model"], run=str(out))
-    atomic.write_text(out / OPS_FILE, _csv(rows))
+    atomic.write_text(out / OPS_FILE, csv_text(rows, COLUMNS))
     return result, rows
 
-
-def _csv(rows: list[dict]) -> str:
-    import io
-
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
 
 
 def table_rows(run_dirs: list[str | Path]) -> list[dict]:

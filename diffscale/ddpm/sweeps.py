@@ -14,14 +14,13 @@ break-even step count against the `off` run (compile), the ratio to the peer (pe
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 from pathlib import Path
 
 from diffscale import atomic, experiments, models, provenance
 from diffscale.errors import DataError
+from diffscale.io import csv_text
 
 SETTINGS = ("steps", "warmup_steps", "repeats", "compile_backend", "channels_last", "decode_each_step", "lr",
             "adam_betas", "grad_clip", "ema_decay", "ema_every", "train_steps", "profile_steps")
@@ -76,14 +75,6 @@ def table_row(rc: dict, result: dict, run_dir: str | Path) -> dict:
         "params": result["params"], "model": spec.label, "device_detail": result.get("device_detail", ""),
     }
 
-
-def csv_text(rows: list[dict], columns: list[str]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
-    return buf.getvalue()
 
 
 def write_run(out_dir: str | Path, rc: dict, result: dict, rows: list[dict] | None = None, **extra) -> Path:

@@ -26,6 +26,7 @@ from diffscale.timing import synchronize
 from diffscale.flux.sample import seeded_noise
 from diffscale.flux.settings import DTYPES
 from diffscale.flux.text import FluxText
+from diffscale.io import csv_text
 from diffscale.train.core import compat
 
 COLUMNS = ["hw", "model", "batch_size", "dtype", "resolution", "load_s", "text_s", "denoise_s", "decode_s",
@@ -152,20 +153,8 @@ def run_infer(settings: dict, lora_path: str | Path, out_dir: str | Path) -> lis
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
     out = Path(out_dir)
-    atomic.write_text(out / "infer.csv", _csv(rows))
+    atomic.write_text(out / "infer.csv", csv_text(rows, COLUMNS))
     provenance.write_run_json(out / "run.json", config_slice=settings, results=rows, data={"lora": str(lora_path)},
                               models=[models.parse_spec(r, settings["models"][r]).describe()
                                       for r in ("flux_transformer", "flux_vae", "flux_clip", "flux_t5")])
     return rows
-
-
-def _csv(rows: list[dict]) -> str:
-    import csv
-    import io
-
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in COLUMNS})
-    return buf.getvalue()

@@ -34,8 +34,6 @@ them and continues.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import os
 import statistics
@@ -58,6 +56,7 @@ from diffscale.train.core import compat, guards, launch, precision
 from diffscale.train.core.guards import TrainingError  # noqa: F401  (the loop's stop: NaN, out of memory)
 from diffscale.train.core.meter import COLUMNS as CORE_COLUMNS
 from diffscale.train.core.meter import Meter, final_loss, steady_rate
+from diffscale.io import csv_text
 
 METRICS_COLUMNS = [*CORE_COLUMNS, "steps_per_s", "images_per_s", "peak_mem_mb"]
 QUALITY_COLUMNS = ["checkpoint_step", "psnr", "ssim", "n_images"]
@@ -350,14 +349,6 @@ def _resume_state(job: Job, ctx) -> dict | None:
 
 
 # --- outputs ------------------------------------------------------------------------------------
-
-def csv_text(rows: list[dict], columns: list[str]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
-    return buf.getvalue()
 
 
 def finish(job: Job, rows, quality_rows, checkpoints, timer: PhaseTimer, ctx, params) -> dict:

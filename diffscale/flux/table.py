@@ -13,13 +13,13 @@ Every row carries `device`, `random_weights` and `run` (the folder whose run.jso
 from __future__ import annotations
 
 import csv
-import io
 import json
 from pathlib import Path
 
 from diffscale import atomic
 from diffscale.errors import DataError
 from diffscale.flux.quality import grid
+from diffscale.io import csv_text
 
 TRAIN_COLUMNS = ["hw", "gpus", "steps", "resolution", "batch_size", "lora_rank", "grad_checkpointing",
                  "steps_per_s", "images_per_s", "speedup", "efficiency", "setup_s", "cache_s", "train_s",
@@ -44,14 +44,6 @@ def _read_csv(path: Path) -> list[dict]:
     except OSError:
         raise DataError(f"{path}: missing or unreadable") from None
 
-
-def _csv(rows: list[dict], columns: list[str]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
-    return buf.getvalue()
 
 
 def train_rows(run_dirs: list[Path]) -> list[dict]:
@@ -104,10 +96,10 @@ def write_tables(run_dirs: list[Path], infer_dirs: list[Path], out_dir: Path, gr
     infer = infer_rows(infer_dirs)
     infer_columns = list(dict.fromkeys([k for r in infer for k in r])) if infer else ["hw", "model", "run"]
     written = [
-        atomic.write_text(out_dir / "flux_train.csv", _csv(train_rows(run_dirs), TRAIN_COLUMNS)),
-        atomic.write_text(out_dir / "flux_loss.csv", _csv(loss_rows(run_dirs), LOSS_COLUMNS)),
-        atomic.write_text(out_dir / "flux_quality.csv", _csv(quality_rows(run_dirs), QUALITY_COLUMNS)),
-        atomic.write_text(out_dir / "flux_infer.csv", _csv(infer, infer_columns)),
+        atomic.write_text(out_dir / "flux_train.csv", csv_text(train_rows(run_dirs), TRAIN_COLUMNS)),
+        atomic.write_text(out_dir / "flux_loss.csv", csv_text(loss_rows(run_dirs), LOSS_COLUMNS)),
+        atomic.write_text(out_dir / "flux_quality.csv", csv_text(quality_rows(run_dirs), QUALITY_COLUMNS)),
+        atomic.write_text(out_dir / "flux_infer.csv", csv_text(infer, infer_columns)),
     ]
     rows = sample_grid_rows(run_dirs)
     with atomic.atomic_path(grid_path) as tmp:
