@@ -9,7 +9,6 @@ each the top 10 by *self* time (an operator's own time, not its children's): by 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from diffscale import atomic
@@ -76,18 +75,3 @@ def profile(rc: dict, cache, out_dir: str | Path, source=None) -> tuple[dict, li
         row.update(hw=rc["hw"], device=result["device"], random_weights="pretrained" not in rc["model"], run=str(out))
     atomic.write_text(out / OPS_FILE, csv_text(rows, COLUMNS))
     return result, rows
-
-
-
-def table_rows(run_dirs: list[str | Path]) -> list[dict]:
-    """results/bench/ddpm_profile.csv: every profile run's rows."""
-    rows = []
-    for run_dir in map(Path, run_dirs):
-        path = run_dir / "run.json"
-        try:
-            rows += json.loads(path.read_text())["rows"]
-        except FileNotFoundError:
-            raise DataError(f"{path}: missing; the profile run did not finish") from None
-        except (ValueError, KeyError):
-            raise DataError(f"{path}: not a DDPM profile record") from None
-    return rows

@@ -14,13 +14,12 @@ break-even step count against the `off` run (compile), the ratio to the peer (pe
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 from diffscale import atomic, experiments, models, provenance
 from diffscale.errors import DataError
-from diffscale.io import csv_text
+from diffscale.io import csv_text, read_json
 
 SETTINGS = ("steps", "warmup_steps", "repeats", "compile_backend", "channels_last", "decode_each_step", "lr",
             "adam_betas", "grad_clip", "ema_decay", "ema_every", "train_steps", "profile_steps")
@@ -94,15 +93,14 @@ def write_run(out_dir: str | Path, rc: dict, result: dict, rows: list[dict] | No
 # --- tables -------------------------------------------------------------------------------------
 
 def read_rows(run_dirs: list[str | Path]) -> list[dict]:
+    """The `rows` of every run's run.json (the sweeps' and the profiler's alike)."""
     rows = []
     for run_dir in map(Path, run_dirs):
         path = run_dir / "run.json"
-        try:
-            rows += json.loads(path.read_text())["rows"]
-        except FileNotFoundError:
-            raise DataError(f"{path}: missing; the run did not finish") from None
-        except (ValueError, KeyError):
-            raise DataError(f"{path}: not a DDPM run record (no rows)") from None
+        record = read_json(path, missing="missing; the run did not finish")
+        if not isinstance(record, dict) or not isinstance(record.get("rows"), list):
+            raise DataError(f"{path}: not a DDPM run record (no rows)")
+        rows += record["rows"]
     return rows
 
 
@@ -164,9 +162,9 @@ def stage_table(stage: str, rows: list[dict], train_steps: int = 700000,
 def write_table(stage: str, run_dirs: list[str | Path], out: str | Path, train_steps: int = 700000,
                 inception_weights: str | None = None) -> Path:
     if stage == "profile":
-        from diffscale.ddpm.profiler import table_rows, COLUMNS
+        from diffscale.ddpm.profiler import COLUMNS
 
-        rows, columns = table_rows(run_dirs), COLUMNS
+        rows, columns = read_rows(run_dirs), COLUMNS
     else:
         rows, columns = stage_table(stage, read_rows(run_dirs), train_steps, inception_weights)
     return atomic.write_text(out, csv_text(rows, columns))

@@ -147,3 +147,18 @@ def test_schema_enums_follow_the_vocabularies():
     ddpm = schema()["properties"]["ddpm"]["properties"]
     assert tuple(ddpm["precisions"]["items"]["enum"]) == experiments.DDPM_PRECISIONS
     assert tuple(ddpm["compile"]["items"]["enum"]) == experiments.DDPM_COMPILE_MODES
+
+
+def test_table_reader_names_a_missing_or_foreign_run_record(tmp_path):
+    from diffscale.ddpm.sweeps import read_rows
+    from diffscale.errors import DataError
+
+    with pytest.raises(DataError, match=r"a/run.json: missing; the run did not finish$"):
+        read_rows([tmp_path / "a"])
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "run.json").write_text('{"stage": "batch"}')
+    with pytest.raises(DataError, match=r"b/run.json: not a DDPM run record \(no rows\)$"):
+        read_rows([tmp_path / "b"])
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "run.json").write_text('{"rows": [{"op": "aten::addmm"}]}')
+    assert read_rows([tmp_path / "c"]) == [{"op": "aten::addmm"}]
