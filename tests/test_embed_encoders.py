@@ -75,6 +75,29 @@ def test_image_embedder_outputs_mean_std_and_scaling_factor(tmp_path):
     torch.testing.assert_close(out["latent_mean"].float(), ref, atol=2e-3, rtol=2e-3)
 
 
+def test_vae_gets_a_contiguous_nchw_batch_as_the_bare_benchmark_does():
+    """A permuted HWC batch is channels_last in memory and the first convolution hands that layout
+    on to the whole encoder; the pipeline must run the layout the bare model is measured in."""
+    embedder = encoders.ImageEmbedder({"random": "tiny"}, "cpu", "fp32", "fp32", seed=0)
+    seen = {}
+
+    def note(module, args):
+        seen["contiguous"] = args[0].is_contiguous()
+        seen["channels_last"] = args[0].is_contiguous(memory_format=torch.channels_last)
+
+    hook = embedder.model.encoder.conv_in.register_forward_pre_hook(note)
+    try:
+        pixels = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8))
+        out = embedder.compute(pixels)
+    finally:
+        hook.remove()
+    assert seen == {"contiguous": True, "channels_last": False}
+    x = (pixels.permute(0, 3, 1, 2).float() / 127.5 - 1).contiguous()
+    with torch.inference_mode():
+        ref = embedder.model.encode(x).latent_dist.mean
+    assert torch.equal(out["latent_mean"], ref)
+
+
 def test_text_loader_reports_truncation_and_mask():
     items = [TextItem(7, 0, "a photo of a cat"), TextItem(7, 1, " ".join(["word"] * 100))]
     prepared = encoders.TextLoader(ClipTokenizer())(items)
