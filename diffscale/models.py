@@ -219,6 +219,11 @@ def _import(ref: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
+def model_class(role: str) -> Any:
+    """The class a role builds (importing its library: the larger part of a cold start)."""
+    return _import(ROLES[role].cls)
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     role: str

@@ -37,8 +37,12 @@ def test_overlapped_schedule_writes_the_same_shards_as_inline(fixture, tmp_path,
         for name in a:
             assert torch.equal(a[name], b[name]), name
     assert inline["skipped"] == overlapped["skipped"] and inline["truncated"] == overlapped["truncated"]
-    assert set(overlapped["phases"]) == {"prepare", "compute", "write", "wait", "collect"}
+    assert set(overlapped["phases"]) == {"prepare", "compute", "write", "wait", "collect", "host"}
     assert inline["threads"] == torch.get_num_threads()
+    for record in (inline, overlapped):  # where start-up went, step by step, within the load time
+        steps = record["load_phases"]
+        assert set(steps) == {"import_s", "device_init_s", "build_s"} and min(steps.values()) >= 0
+        assert sum(steps.values()) <= record["load_s"]
 
 
 def test_worker_streams_one_shard_at_a_time(fixture, tmp_path, monkeypatch):

@@ -169,7 +169,7 @@ def configurations(args) -> list[tuple[str, str, int]]:
 
 
 def run(args: argparse.Namespace) -> list[dict]:
-    from diffscale.embed.scaling import findings, scaling_rows
+    from diffscale.embed.scaling import LOAD_STEPS, findings, scaling_rows
 
     width, height = (int(v) for v in args.source_size.lower().split("x"))
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="diffscale-bench-embed-"))
@@ -184,8 +184,11 @@ def run(args: argparse.Namespace) -> list[dict]:
                 out_dir = work / "runs" / f"{size}" / modality / vocab.embed_run_name(backend, policy, n)
                 timing = isolated(_one_run, modality, str(manifest), str(out_dir), backend, policy, n,
                                   _settings(args, modality, backend))
+                steps = ", ".join(f"{step[:-2].replace('_', ' ')} {timing[step]:.1f}" for step in LOAD_STEPS)
+                issued = (f", device {timing['compute_s']:.2f} s / host issuing it {timing['host_s']:.2f} s"
+                          if "host_s" in timing else "")
                 print(f"  {modality} n={size} {timing['run']}: {timing['wall_s']:.2f} s (start-up "
-                      f"{timing['startup_s']:.2f} s), steady {timing['steady_items_per_s']:.1f}/s, "
+                      f"{timing['startup_s']:.2f} s: {steps}), steady {timing['steady_items_per_s']:.1f}/s{issued}, "
                       f"{timing['processes']} x {timing['threads_per_worker'][0]} threads, affinity "
                       f"{timing['affinity_per_worker'][0]}{', OVERSUBSCRIBED' if timing['oversubscribed'] else ''}",
                       flush=True)

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from diffscale.embed.settings import TORCH_DTYPES
+from diffscale.embed.settings import MODEL_ROLE, TORCH_DTYPES
 
 # Decode a JPEG at a reduced scale while its shorter side keeps at least this fraction of the
 # target size (upsampled by at most 1/0.9 - 1 = 11%): 640x480 -> 256 px decodes at 320x240.
@@ -190,7 +190,8 @@ class ImageEmbedder:
         from diffscale import models
 
         self.device, self.dtype, self.store_dtype = device, torch_dtype(compute_dtype), torch_dtype(store_dtype)
-        self.model = models.build("vae", spec, seed=seed, device=device, dtype=_cast(self.dtype))
+        self.model = models.build(MODEL_ROLE[self.modality], spec, seed=seed, device=device,
+                                  dtype=_cast(self.dtype))
         self.scaling_factor = float(self.model.config.scaling_factor)
         shift = getattr(self.model.config, "shift_factor", None)
         self.shift_factor = None if shift is None else float(shift)
@@ -222,7 +223,8 @@ class TextEmbedder:
         from diffscale import models
 
         self.device, self.dtype, self.store_dtype = device, torch_dtype(compute_dtype), torch_dtype(store_dtype)
-        self.model = models.build("text_encoder", spec, seed=seed, device=device, dtype=_cast(self.dtype))
+        self.model = models.build(MODEL_ROLE[self.modality], spec, seed=seed, device=device,
+                                  dtype=_cast(self.dtype))
 
     def compute(self, inputs) -> dict:
         """Token ids (or TextInputs) -> hidden states [n, 77, D] (ragged: `tokens` [real, D]) and pooled."""

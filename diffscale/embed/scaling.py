@@ -3,7 +3,7 @@
 results/bench/embed_scaling.csv has one row per (modality, backend, policy, N): the run's CPUs
 (`cpus`; GPUs for the gpu backend), processes and the threads each worker actually ran with,
 whether it was `oversubscribed` (N above the machine's usable cores: it could not have N CPUs),
-wall time and its phases, start-up, items/s end to end and steady (without start-up), peak RSS,
+wall time and its phases, start-up (and its steps), items/s end to end and steady (without start-up), peak RSS,
 bytes per item and the projected size of the full study's shards, and — against the serial run
 on 1 CPU with 1 thread of the same modality — speedup, efficiency and the Karp–Flatt serial
 fraction, end to end and steady. On a small demo start-up dominates, on 83k COCO images it does
@@ -25,6 +25,9 @@ from diffscale.errors import DataError
 BACKEND_ORDER = ["serial", "multiprocessing", "joblib", "dask", "gpu"]
 BASELINE = ("serial", "pinned", 1)
 POLICY_STYLE = {"pinned": "-o", "naive": "--x", "intraop": "-.s"}
+# A run's start-up, step by step (timing.json and this table): process or cluster start, imports
+# of torch and the modality's model library, device initialisation, model build
+LOAD_STEPS = ("spawn_s", "import_s", "device_init_s", "build_s")
 
 
 def load_timings(paths: list[str | Path]) -> list[dict]:
@@ -54,6 +57,8 @@ def _row(t: dict) -> dict:
         "threads_per_worker": _threads(t["threads_per_worker"]),
         "affinity": _threads(t.get("affinity_per_worker", [])) if t.get("affinity_per_worker") else "",
         "items": t["items"], "wall_s": t["wall_s"], "startup_s": t["startup_s"],
+        **{step: t.get(step, math.nan) for step in LOAD_STEPS},  # where start-up went
+        "host_s": t.get("host_s", math.nan),  # GPU: host time issuing the device work
         "queue_wait_s": t.get("queue_wait_s", 0.0),  # SLURM workers' queue wait: not in wall_s
         "decode_or_tokenize_s": prepare, "compute_s": t["compute_s"], "write_s": t["write_s"],
         "items_per_s": t["items_per_s"], "steady_items_per_s": t["steady_items_per_s"],

@@ -10,10 +10,13 @@ The run directory results/embed/{modality}/{backend}-{policy}-w{workers}/ ends u
                             complete; `meta` holds the scaling factor, skipped items, truncation
 
 Times: `startup_s` runs from the moment the backend is asked to start until the last worker has
-its model loaded (process or cluster start, imports, model load); the decode/compute/write
-figures are per-worker means, so start-up plus their sum is about the wall time when the load is
+its model loaded, split into `spawn_s` (process or cluster start), `import_s` (torch and the
+modality's model library), `device_init_s` and `build_s` (each the largest over workers; every
+worker's own are in `per_worker`); the decode/compute/write figures are per-worker means, so start-up plus their sum is about the wall time when the load is
 balanced. On the GPU path decode and write overlap compute, so they do not add up; there
-`wait_s` is the time the device loop waited for input.
+`wait_s` is the time the device loop waited for input, `compute_s` the device's own time
+(CUDA events) and `host_s` the host's time issuing that work: when host_s is close to
+compute_s the device was waiting on the host.
 
 SLURM-started dask workers (diffscale.embed.dask_slurm): the time their jobs waited in the queue
 is kept out of every figure above and recorded beside them as `queue_wait_s` (0 elsewhere).
@@ -34,6 +37,7 @@ from typing import Any
 from diffscale import atomic, hardware, provenance
 from diffscale.embed import plan as planning
 from diffscale.embed import sizes
+from diffscale.embed.scaling import LOAD_STEPS
 from diffscale.embed import threads as thread_policy
 from diffscale.embed.backends import make_backend
 from diffscale.embed.inputs import load_inputs
@@ -252,6 +256,9 @@ def _timing(planned: RunPlan, executed: Executed, shards: list[dict]) -> dict:
     }
     if planned.backend == "gpu":
         timing["wait_s"] = statistics.fmean(w["wait_s"] for w in busy)
+        timing["host_s"] = statistics.fmean(w["host_s"] for w in busy)
+    for step in LOAD_STEPS:  # where start-up went: the largest of each step over workers
+        timing[step] = max(w[step] for w in per_worker)
     return timing
 
 
@@ -291,6 +298,9 @@ def _worker_record(result: dict, t0: float, prepare: str) -> dict:
         "items": result["items"], "shards": len(result["shards"]), "peak_rss_mb": result["peak_rss_mb"],
         "affinity": result["thread_info"]["affinity"],
     }
+    record["spawn_s"] = result["started_at"] - t0  # process (or cluster) start and unpickling the task
+    record.update(result["load_phases"])  # import_s, device_init_s, build_s
     if "wait" in phases:
         record["wait_s"] = phases["wait"]
+        record["host_s"] = phases["host"]
     return record

@@ -39,6 +39,7 @@ from diffscale import atomic
 from diffscale.timing import PhaseTimer
 from diffscale.embed import encoders, threads as thread_policy
 from diffscale.embed.plan import ShardPlan, batches
+from diffscale.embed.settings import MODEL_ROLE
 from diffscale.shards import tensor_specs, with_offsets, write_shard
 from diffscale.errors import UserError
 
@@ -172,13 +173,8 @@ def run_worker(task: WorkerTask) -> dict:
         progress.note(None, "loading")
         settings = task.settings
         compute_dtype = settings["dtype"] if task.device.startswith("cuda") else settings["cpu_dtype"]
-        if task.device.startswith("cuda"):
-            import torch
-
-            torch.cuda.set_device(task.device)
-        with thread_policy.building():
-            embedder = encoders.embedder(task.modality, settings["model"], task.device, compute_dtype,
-                                         settings["dtype"], settings["seed"])
+        startup = _start_model(task, compute_dtype)
+        embedder = startup.pop("embedder")
         thread_policy.apply(task.threads)
         ready = time.time()
         timer = (_run_overlapped if task.overlap else _run_inline)(task, embedder, progress)
@@ -204,6 +200,7 @@ def run_worker(task: WorkerTask) -> dict:
         "ready_at": ready,
         "finished_at": time.time(),
         "load_s": ready - started,
+        "load_phases": startup,
         "phases": timer.seconds,
         "items": progress.items,
         "tokens": progress.tokens,
@@ -214,6 +211,31 @@ def run_worker(task: WorkerTask) -> dict:
         "meta": embedder.meta(),
         "peak_rss_mb": peak_rss_mb(),
     }
+
+
+def _start_model(task: WorkerTask, compute_dtype: str) -> dict:
+    """Import the modality's model library, initialise the device, build the model: the worker's
+    start-up, each step timed (seconds), so a slow start says where it went."""
+    settings = task.settings
+    seconds = {}
+    start = time.perf_counter()
+    import torch  # noqa: F401 - timed here, not at the first use
+
+    from diffscale import models
+
+    models.model_class(MODEL_ROLE[task.modality])  # its library only: no diffusers for text
+    seconds["import_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    if task.device.startswith("cuda"):
+        torch.cuda.set_device(task.device)
+        torch.cuda.init()
+    seconds["device_init_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    with thread_policy.building():
+        embedder = encoders.embedder(task.modality, settings["model"], task.device, compute_dtype,
+                                     settings["dtype"], settings["seed"])
+    seconds["build_s"] = time.perf_counter() - start
+    return {**seconds, "embedder": embedder}
 
 
 def _run_inline(task: WorkerTask, embedder, progress: _Progress) -> PhaseTimer:
@@ -256,7 +278,9 @@ class _Pipeline:
         self.to_write: queue.Queue = queue.Queue(QUEUE_DEPTH)
         self.failed = threading.Event()
         self.errors: list[BaseException] = []
-        self.seconds = {"prepare": 0.0, "compute": 0.0, "write": 0.0, "wait": 0.0, "collect": 0.0}
+        # host: seconds the host spent issuing each batch's device work; near `compute` (device
+        # seconds) means the device waited on the host (Python, the GIL), not the other way round
+        self.seconds = {"prepare": 0.0, "compute": 0.0, "write": 0.0, "wait": 0.0, "collect": 0.0, "host": 0.0}
         self.lock = threading.Lock()
 
     def put(self, q: queue.Queue, item) -> None:
@@ -348,6 +372,7 @@ def _compute_stage(task: WorkerTask, embedder, progress: _Progress, pipe: _Pipel
                 out = {k: v.to("cpu", non_blocking=True) for k, v in result.items()}  # lands in pinned memory
                 done = torch.cuda.Event()
                 done.record()
+                pipe.seconds["host"] += time.perf_counter() - start
             else:
                 out = {k: v.cpu() for k, v in embedder.compute(prepared.inputs).items()}
                 pipe.seconds["compute"] += time.perf_counter() - start
