@@ -50,3 +50,33 @@ def test_bench_cli_writes_rows_at_two_sizes(tmp_path):
             "bytes_per_item", "projected_full_gb", "startup_frac"} <= set(table.columns)
     assert (table["bytes_per_item"] > 0).all() and (table["cpus"] == 1).all()
     assert (tmp_path / "embed.json").is_file()
+
+
+@pytest.mark.parametrize("modality", ["images", "text"])
+def test_compute_alone_runs_the_pipelines_compute_step_on_prepared_batches(tmp_path, modality, monkeypatch):
+    from diffscale.embed import encoders
+
+    manifest = bench_embed.synthetic_manifest(tmp_path, 6, (64, 48))
+    args = argparse.Namespace(vae="tiny", text_encoder="tiny", batch=2, text_batch=4, dtype="fp32", cpu_dtype="fp32",
+                              shard_size=8, image_size=32, gpus=[], text_storage="ragged")
+    settings = bench_embed._settings(args, modality, "serial")
+    calls = []
+    real = encoders.ImageEmbedder.compute if modality == "images" else encoders.TextEmbedder.compute
+    monkeypatch.setattr(type(encoders.embedder(modality, settings["model"], "cpu", "fp32", "fp32", 0)), "compute",
+                        lambda self, inputs: calls.append(len(inputs)) or real(self, inputs))
+    rate = bench_embed.compute_alone_rate(modality, str(manifest), settings, batches=2)
+    per_batch = 2 if modality == "images" else 4
+    assert calls == [per_batch] * 2 * 4  # two batches, once to warm up and three timed repeats
+    assert math.isfinite(rate) and rate > 0
+
+
+def test_gpu_rows_split_the_gap_to_the_bare_model(monkeypatch):
+    """vs_bare = steady / bare; the compute step alone and the device's pace in the pipeline beside it."""
+    monkeypatch.setattr(bench_embed, "isolated", lambda fn, *a: 1000.0)  # the bare model: 1,000 items/s
+    row = {"modality": "text", "dataset_images": 64, "backend": "gpu", "policy": "pinned", "workers": 1,
+           "steady_items_per_s": 700.0, "items_per_s": 350.0, "peak_rss_mb": 900, "items": 1800, "compute_s": 2.0,
+           "compute_alone_items_per_s": 950.0, "device_items_per_s": 900.0}
+    bench_embed._compare([row], argparse.Namespace(vae="tiny", text_encoder="tiny", batch=4, text_batch=16,
+                                                   image_size=64, dtype="bf16"))
+    assert row["vs_bare"] == pytest.approx(0.70) and row["vs_bare_end_to_end"] == pytest.approx(0.35)
+    assert row["compute_alone_vs_bare"] == pytest.approx(0.95) and row["device_vs_bare"] == pytest.approx(0.90)

@@ -14,7 +14,10 @@ CPU configurations: serial on 1 CPU (the baseline), `intraop` (1 process × N th
 backend) and `pinned` / `naive` (N processes) on each parallel backend at each of --cpus; naive
 only up to --naive-max-cpus (it is slow). With --backends gpu the gpu backend runs at --gpus, and
 its steady rate is compared with the bare model's forward rate at the same batch, resolution and
-dtype (`vs_bare`); image rows also carry the decode rate of one thread alone
+dtype (`vs_bare`), and so are the pipeline's compute step run alone on prepared batches
+(`compute_alone_vs_bare`: what the compute path adds) and the device's pace inside the pipeline
+(`device_vs_bare`: items over the device's compute seconds; what the loader and writer beside it
+cost); image rows also carry the decode rate of one thread alone
 (`decode_per_thread_per_s`) and the decode threads the bare rate would need.
 
   python -m diffscale.bench embed --cpus 1 2 --sizes 32 128
@@ -105,6 +108,34 @@ def decode_rate(manifest: Path, image_size: int, n: int = 128) -> float:
     for path in paths:
         load_image(path, image_size)
     return len(paths) / (time.perf_counter() - start)
+
+
+def compute_alone_rate(modality: str, manifest: str, settings: dict, batches: int = 8) -> float:
+    """Items/s of the pipeline's own compute step (`embedder.compute` on batches prepared
+    beforehand, in pinned memory on GPUs) with no loader or writer running beside it.
+
+    It sits between the bare model and the pipeline: below the bare rate, the compute path itself
+    adds work (layout, casts, token selection); above the pipeline's device rate, running beside
+    the loader and writer threads costs the device its pace."""
+    from diffscale.embed import encoders
+    from diffscale.embed.inputs import load_inputs
+    from diffscale.timing import measure
+
+    device = settings["hardware"]["device"]
+    cuda = device.startswith("cuda")
+    batch = settings["batch_size"]
+    items = load_inputs(manifest, modality).items[: batch * batches]
+    load = encoders.loader(modality, settings["model"], settings.get("image_size"),
+                           text_storage=settings.get("text_storage", "full"))
+    prepared = [load(items[i : i + batch], pin=cuda) for i in range(0, len(items), batch)]
+    embedder = encoders.embedder(modality, settings["model"], device, settings["dtype"] if cuda else settings["cpu_dtype"],
+                                 settings["dtype"], settings["seed"])
+
+    def compute_all():
+        for p in prepared:
+            embedder.compute(p.inputs)
+
+    return len(items) / measure(compute_all, repeats=3, warmup=1, device=device)["median_s"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -198,11 +229,15 @@ def run(args: argparse.Namespace) -> list[dict]:
                 row["startup_frac"] = row["startup_s"] / row["wall_s"]
                 row["peak_rss_mb_mean"] = _rss_mean(timings, row)
                 rows.append(row)
-            if modality == "images" and any(b == "gpu" for b, _, _ in configurations(args)):
-                rate = decode_rate(manifest, args.image_size)
+            if any(b == "gpu" for b, _, _ in configurations(args)):
+                alone = isolated(compute_alone_rate, modality, str(manifest), _settings(args, modality, "gpu"))
+                rate = decode_rate(manifest, args.image_size) if modality == "images" else None
                 for row in rows:
-                    if row["modality"] == "images" and row["dataset_images"] == size:
-                        row["decode_per_thread_per_s"] = rate
+                    if row["modality"] == modality and row["dataset_images"] == size and row["backend"] == "gpu":
+                        row["compute_alone_items_per_s"] = alone
+                        row["device_items_per_s"] = row["items"] / row["compute_s"] / row["workers"]
+                        if rate:
+                            row["decode_per_thread_per_s"] = rate
             for line in findings([r for r in rows if r["dataset_images"] == size and r["modality"] == modality]):
                 print(f"  finding: {line}", flush=True)
     _compare(rows, args)
@@ -213,7 +248,8 @@ def run(args: argparse.Namespace) -> list[dict]:
 def _print_table(rows: list[dict]) -> None:
     columns = ["modality", "dataset_images", "backend", "policy", "cpus", "processes", "threads_per_worker",
                "oversubscribed", "startup_s", "wall_s", "items_per_s", "steady_items_per_s", "speedup",
-               "steady_speedup", "steady_efficiency", "bytes_per_item", "projected_full_gb", "vs_bare"]
+               "steady_speedup", "steady_efficiency", "bytes_per_item", "projected_full_gb", "vs_bare",
+               "compute_alone_vs_bare", "device_vs_bare"]
     print("\n" + " ".join(f"{c[:12]:>12}" for c in columns))
     for r in rows:
         print(" ".join(f"{_cell(r.get(c, '')):>12}" for c in columns))
@@ -264,5 +300,8 @@ def _compare(rows: list[dict], args) -> None:
             r["bare_items_per_s"] = bare[r["modality"]]
             r["vs_bare"] = r["steady_items_per_s"] / (r["workers"] * bare[r["modality"]])
             r["vs_bare_end_to_end"] = r["items_per_s"] / (r["workers"] * bare[r["modality"]])
+            # where the rest goes: the compute step alone, and the device's pace inside the pipeline
+            r["compute_alone_vs_bare"] = r["compute_alone_items_per_s"] / bare[r["modality"]]
+            r["device_vs_bare"] = r["device_items_per_s"] / bare[r["modality"]]
             if r.get("decode_per_thread_per_s"):
                 r["decode_threads_needed"] = bare[r["modality"]] / r["decode_per_thread_per_s"]
