@@ -73,9 +73,27 @@ def test_an_oversubscribed_run_has_no_efficiency_and_is_left_out_of_the_findings
     assert over["oversubscribed"] and over["speedup"] == pytest.approx(3.0)
     assert math.isnan(over["efficiency"]) and math.isnan(over["steady_efficiency"]) and math.isnan(over["karp_flatt"])
     found = findings(rows)
-    assert found[0] == "images: multiprocessing pinned on 2 CPUs: steady speedup 2.00x, efficiency 100% against 1 CPU"
+    assert found[0] == ("images: multiprocessing pinned on 2 CPUs: steady speedup 2.00x, efficiency 100% against 1 CPU; "
+                        "per item, compute costs 0.98x the CPU time it takes on 1 CPU and decode 2.00x; workers busy "
+                        "100% of the steady time (1 CPU: 100%)")
     assert "on 4 CPUs" not in " ".join(found)
     assert found[-1].startswith("left out (oversubscribed") and "images multiprocessing-pinned-w4" in found[-1]
+
+
+def test_where_the_efficiency_went_compute_cost_and_busy_share():
+    """1 CPU: decode 1 s, compute 8 s, write 1 s of 10 s steady. 4 pinned CPUs: each worker's compute
+    costs 1.25x the CPU time per item (shared memory bandwidth) and the workers wait 20 % of the time:
+    efficiency = 0.8 / (0.1 * 1 + 0.8 * 1.25 + 0.1 * 1) = 2/3, what the steady times give."""
+    base = _timing("serial", "pinned", 1, wall=12.0, startup=2.0, threads=[1], cpus=1)
+    base.update(decode_s=1.0, compute_s=8.0, write_s=1.0)
+    four = _timing("multiprocessing", "pinned", 4, wall=2.0 + 3.75, startup=2.0, threads=[1] * 4, cpus=4)
+    four.update(decode_s=0.25, compute_s=2.5, write_s=0.25)
+    one, pinned = scaling_rows([base, four])
+    assert one["compute_cost_vs_1cpu"] == 1 == one["prepare_cost_vs_1cpu"] and one["busy_share"] == 1
+    assert pinned["compute_cost_vs_1cpu"] == pytest.approx(1.25) and pinned["prepare_cost_vs_1cpu"] == pytest.approx(1)
+    assert pinned["busy_share"] == pytest.approx(0.8)
+    assert pinned["steady_efficiency"] == pytest.approx(0.8 / (0.1 + 0.8 * 1.25 + 0.1)) == pytest.approx(2 / 3)
+    assert "compute costs 1.25x" in findings([one, pinned])[0]
 
 
 def test_load_timings_names_the_bad_file(tmp_path):

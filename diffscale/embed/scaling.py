@@ -6,7 +6,9 @@ whether it was `oversubscribed` (N above the machine's usable cores: it could no
 wall time and its phases, start-up (and its steps), items/s end to end and steady (without start-up), peak RSS,
 bytes per item and the projected size of the full study's shards, and — against the serial run
 on 1 CPU with 1 thread of the same modality — speedup, efficiency and the Karp–Flatt serial
-fraction, end to end and steady. On a small demo start-up dominates, on 83k COCO images it does
+fraction, end to end and steady, and where the steady efficiency went: the CPU time per item of
+compute and of decode/tokenize against 1 CPU (`compute_cost_vs_1cpu`, `prepare_cost_vs_1cpu`) and
+the share of the steady time the workers were busy (`busy_share`). On a small demo start-up dominates, on 83k COCO images it does
 not; the two together say which regime a result is in.
 
 Oversubscribed rows keep their speedup but have no efficiency or Karp–Flatt (they did not run on
@@ -70,14 +72,40 @@ def _row(t: dict) -> dict:
     }
 
 
+def _cpu_seconds_per_item(row: dict, phase: str) -> float:
+    """CPU-seconds per item the run spent in `phase` (a per-worker mean) on all of its CPUs."""
+    return row[phase] * row["cpus"] / row["items"] if row["items"] else math.nan
+
+
+def _losses(row: dict, base: dict) -> dict:
+    """Where efficiency goes, against serial on 1 CPU (steady: start-up is its own column).
+
+    steady efficiency ≈ (busy_share / busy_share at 1 CPU) ÷ (the phases' cost ratios, weighted by
+    their share of the 1-CPU time). A compute cost above 1 with pinned workers (each the same
+    single-threaded code on its own core) is what the cores share: memory bandwidth, caches,
+    clocks; with intraop it is the threads' synchronisation; with naive, oversubscription.
+    busy_share below 1 is time a worker waited: start-up skew, imbalance, finishing."""
+    if row["backend"] == "gpu":
+        return {}
+    out = {f"{name}_cost_vs_1cpu": _cpu_seconds_per_item(row, phase) / _cpu_seconds_per_item(base, phase)
+           if _cpu_seconds_per_item(base, phase) else math.nan
+           for name, phase in (("compute", "compute_s"), ("prepare", "decode_or_tokenize_s"))}
+    steady = row["wall_s"] - row["startup_s"]
+    busy = row["decode_or_tokenize_s"] + row["compute_s"] + row["write_s"]
+    out["busy_share"] = busy / steady if steady > 0 else math.nan
+    return out
+
+
 def _against(row: dict, base: dict | None) -> dict:
     blank = dict(speedup=math.nan, efficiency=math.nan, karp_flatt=math.nan, steady_speedup=math.nan,
                  steady_efficiency=math.nan, steady_karp_flatt=math.nan)
     if base is None:
         return blank
+    blank.update(_losses(row, base))
     n = row["cpus"] if row["backend"] != "gpu" else row["workers"]
     steady, base_steady = row["wall_s"] - row["startup_s"], base["wall_s"] - base["startup_s"]
-    out = dict(speedup=speedup(base["wall_s"], row["wall_s"]), steady_speedup=speedup(base_steady, steady))
+    out = dict(speedup=speedup(base["wall_s"], row["wall_s"]), steady_speedup=speedup(base_steady, steady),
+               **_losses(row, base))
     if row["oversubscribed"]:  # not run on n CPUs: no efficiency to claim
         return {**blank, **out}
     out.update(efficiency=efficiency(base["wall_s"], row["wall_s"], n), karp_flatt=karp_flatt(base["wall_s"], row["wall_s"], n),
@@ -110,7 +138,9 @@ def findings(rows: list[dict]) -> list[str]:
     for (modality, backend, policy), mine in sorted(groups.items()):
         top = max(mine, key=lambda r: r["cpus"])
         out.append(f"{modality}: {backend} {policy} on {top['cpus']} CPUs: steady speedup "
-                   f"{top['steady_speedup']:.2f}x, efficiency {top['steady_efficiency']:.0%} against 1 CPU")
+                   f"{top['steady_speedup']:.2f}x, efficiency {top['steady_efficiency']:.0%} against 1 CPU"
+                   + _where_it_went(top, next((r for r in rows if (r["backend"], r["policy"], r["workers"]) == BASELINE
+                                               and r["modality"] == modality), None)))
     sizes = {r["modality"]: r for r in rows if not math.isnan(r.get("projected_full_gb", math.nan))}
     if sizes:
         parts = [f"{m} {r['projected_full_gb']:.2f} GB ({r['bytes_per_image']:.0f} B per image)" for m, r in sorted(sizes.items())]
@@ -120,6 +150,14 @@ def findings(rows: list[dict]) -> list[str]:
     if excluded:
         out.append(f"left out (oversubscribed: more CPUs than the machine's usable cores): {', '.join(excluded)}")
     return out
+
+
+def _where_it_went(row: dict, base: dict | None) -> str:
+    if base is None or math.isnan(row.get("compute_cost_vs_1cpu", math.nan)):
+        return ""
+    return (f"; per item, compute costs {row['compute_cost_vs_1cpu']:.2f}x the CPU time it takes on 1 CPU and "
+            f"{'decode' if row['modality'] == 'images' else 'tokenize'} {row['prepare_cost_vs_1cpu']:.2f}x; "
+            f"workers busy {row['busy_share']:.0%} of the steady time (1 CPU: {base['busy_share']:.0%})")
 
 
 def write_table(rows: list[dict], path: str | Path) -> Path:

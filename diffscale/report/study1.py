@@ -59,6 +59,8 @@ def embed_cols(item: str) -> list[Col]:
         Col("efficiency", "efficiency", fmt.percent, "speedup ÷ workers"),
         Col("karp_flatt", "Karp–Flatt", lambda v: fmt.sig(v, 2), "serial fraction; growing with workers = overhead",
             optional=True),
+        Col("compute_cost_vs_1cpu", "compute CPU time per item vs 1 CPU", fmt.ratio,
+            "above 1× with pinned workers: the cores slow each other (memory bandwidth, caches, clocks)", optional=True),
         Col("items_per_s", f"{item}/s", fmt.sig),
         Col("cost_per_1k", f"$ per 1k {item}", fmt.money, "price_per_hour × shares × wall time", optional=True),
     ]
@@ -153,6 +155,9 @@ def _embed_findings(mine: pd.DataFrame, title: str, item: str, anchor: str) -> l
             runs.append(intraop["run"])
         if pinned is not None and "steady_speedup" in pinned and fmt.number(pinned["steady_speedup"]) is not None:
             parts.append(f"without start-up {fmt.ratio(pinned['steady_speedup'])}")
+        if pinned is not None and fmt.number(pinned.get("compute_cost_vs_1cpu")) is not None:
+            parts.append(f"each pinned worker's compute took {fmt.ratio(pinned['compute_cost_vs_1cpu'])} the CPU time "
+                         f"per item it takes alone (what the cores share: memory bandwidth, caches, clocks)")
         serial = cpu[cpu["backend"] == "serial"]
         runs += list(serial["run"][:1])
         if parts:

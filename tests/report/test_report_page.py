@@ -276,6 +276,21 @@ def test_issue_12_columns_explain_storage_and_oversubscription(results, build):
     assert {c["text"] for row in table["rows"] for c in row if c["col"] == "oversubscribed"} == {"yes"}
 
 
+def test_the_pinned_finding_says_what_the_cores_shared(results, build):
+    path = results / "bench" / "embed_scaling.csv"
+    frame = pd.read_csv(path)
+    frame["compute_cost_vs_1cpu"] = 1.0
+    frame.loc[(frame["backend"] == "multiprocessing") & (frame["policy"] == "pinned") & (frame["workers"] == 8),
+              "compute_cost_vs_1cpu"] = 1.25
+    frame.to_csv(path, index=False)
+    page = build(results)
+    found = [f["text"] for f in page.findings if ", 8 CPUs:" in f["text"]]
+    assert len(found) == 2 and all("each pinned worker's compute took 1.2× the CPU time per item it takes alone" in f
+                         for f in found)
+    table = next(t for t in page.tables if t["id"] == "embed-images")
+    assert "compute CPU time per item vs 1 CPU" in table["head"]
+
+
 def test_values_of_an_unexpected_kind_break_only_their_section(results, build):
     path = results / "bench" / "flux_infer.csv"
     frame = pd.read_csv(path)
