@@ -123,3 +123,17 @@ def test_bad_arguments_and_empty_input(fixture, tmp_path):
                   "path": pd.Series([], dtype=str)}).to_parquet(empty)
     with pytest.raises(DataError, match="nothing to embed"):
         run_embedding("images", empty, tmp_path / "e", "serial", "pinned", 1, demo_settings("images"))
+
+
+def test_loader_processes_per_gpu_process():
+    from dataclasses import replace
+
+    from diffscale.embed import threads as thread_policy
+    from diffscale.embed.stage import TEXT_LOADERS, loader_workers
+
+    layout = thread_policy.layout("pinned", 16, "gpu", 2)  # 2 GPU processes on 16 CPUs: 8 each
+    images, text = demo_settings("images"), demo_settings("text")
+    assert loader_workers(images, layout) == 7  # all but the CPU that drives the device
+    assert loader_workers(text, layout) == TEXT_LOADERS == 2
+    assert loader_workers(replace(text, loader_workers=5), layout) == 5
+    assert loader_workers(images, thread_policy.layout("pinned", 1, "gpu", 1)) == 1

@@ -22,7 +22,7 @@ def _task(fixture, out_dir, modality="images", overlap=False, fault=None, worker
     part = plan(items, workers, settings.batch_size, settings.shard_size)[worker]
     return WorkerTask(run="test", backend="serial", worker=worker, shards=part.shards, out_dir=str(out_dir),
                       settings=settings.to_dict(), device="cpu", threads=torch.get_num_threads(), overlap=overlap,
-                      loader_threads=2, fault=fault)
+                      loader_workers=2, fault=fault)
 
 
 @pytest.mark.parametrize("modality", ["images", "text"])
@@ -103,3 +103,54 @@ def test_unreadable_images_are_reported_by_the_worker(fixture, tmp_path):
     skipped = [s for r in results for s in r["skipped"]]
     assert [s["image_id"] for s in skipped] == [fixture.corrupt_id]
     assert sum(r["items"] for r in results) == len(load_inputs(fixture.manifest, "images", fixture.skipped).items) - 1
+
+
+@pytest.mark.parametrize("modality", ["images", "text"])
+def test_overlapped_batches_are_prepared_in_loader_processes_in_order(fixture, tmp_path, modality):
+    """Decoding and tokenizing leave the process that drives the device (its launches would wait
+    on their GIL), and the batches come back in plan order, equal to preparing them here."""
+    import multiprocessing
+
+    from diffscale.embed import worker
+
+    task = _task(fixture, tmp_path, modality, overlap=True, worker=0, workers=1)
+    source = worker.BatchSource(task)
+    prepared = worker._start_loading(task)
+    try:
+        first = next(prepared)
+        loaders = [p for p in multiprocessing.active_children() if p.is_alive()]
+        assert len(loaders) == task.loader_workers == 2
+        got = [first, *prepared]
+    finally:
+        worker._stop_loading(prepared)
+    assert len(got) == len(source) > 1
+    for k, batch in enumerate(got):
+        here = source[k]
+        assert batch.columns.keys() == here.columns.keys()
+        assert all(torch.equal(batch.columns[c], here.columns[c]) for c in here.columns)
+        ids = (lambda x: getattr(x, "input_ids", x))
+        assert torch.equal(ids(batch.inputs), ids(here.inputs)) and batch.skipped == here.skipped
+        assert batch.seconds > 0
+
+
+def test_a_prepared_batch_travels_small_tensors_as_bytes_and_large_ones_shared():
+    import pickle
+
+    import numpy as np
+
+    from diffscale.embed import encoders
+
+    pixels = torch.zeros(6, 256, 256, 3, dtype=torch.uint8)  # 1.2 MB: shared memory
+    batch = encoders.Prepared({"image_id": torch.arange(6)}, pixels, seconds=0.5)
+    state = batch.__getstate__()
+    assert isinstance(state["columns"]["image_id"], np.ndarray) and isinstance(state["inputs"], torch.Tensor)
+    text = encoders.Prepared({"image_id": torch.arange(2), "lengths": torch.tensor([3, 2], dtype=torch.int32)},
+                             encoders.TextInputs(torch.ones(2, 77, dtype=torch.int64), torch.tensor([0, 1, 2, 77, 78])))
+    assert all(isinstance(a, np.ndarray) for a in text.__getstate__()["inputs"])
+    for original in (batch, text):
+        back = pickle.loads(pickle.dumps(original))
+        assert back.seconds == original.seconds and back.size == original.size
+        assert all(torch.equal(back.columns[c], original.columns[c]) for c in original.columns)
+    back = pickle.loads(pickle.dumps(text))
+    assert isinstance(back.inputs, encoders.TextInputs) and torch.equal(back.inputs.keep, text.inputs.keep)
+    assert back.columns["lengths"].dtype == torch.int32

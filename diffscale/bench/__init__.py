@@ -8,6 +8,7 @@ STAGES = {
     "models": "diffscale.bench.models",
     "coco": "diffscale.bench.coco",
     "embed": "diffscale.bench.embed",
+    "gil": "diffscale.bench.gil",
     "train": "diffscale.bench.train",
     "flux": "diffscale.bench.flux",
     "ddpm": "diffscale.bench.ddpm",

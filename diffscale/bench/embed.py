@@ -23,7 +23,7 @@ cost); image rows also carry the decode rate of one thread alone
   python -m diffscale.bench embed --cpus 1 2 --sizes 32 128
   python -m diffscale.bench --out-dir results/benchmarks/gpu embed --backends gpu --gpus 1 \\
       --vae sd-vae-ft-mse --text-encoder clip-vit-large-patch14 --image-size 256 --batch 16 \\
-      --text-batch 256 --dtype bf16 --sizes 4096 --source-size 640x480
+      --text-batch 256 --shard-size 2048 --dtype bf16 --sizes 4096 --source-size 640x480
 """
 
 from __future__ import annotations
@@ -127,7 +127,8 @@ def compute_alone_rate(modality: str, manifest: str, settings: dict, batches: in
     items = load_inputs(manifest, modality).items[: batch * batches]
     load = encoders.loader(modality, settings["model"], settings.get("image_size"),
                            text_storage=settings.get("text_storage", "full"))
-    prepared = [load(items[i : i + batch], pin=cuda) for i in range(0, len(items), batch)]
+    prepared = [load(items[i : i + batch]) for i in range(0, len(items), batch)]
+    prepared = [p.pin_memory() for p in prepared] if cuda else prepared
     embedder = encoders.embedder(modality, settings["model"], device, settings["dtype"] if cuda else settings["cpu_dtype"],
                                  settings["dtype"], settings["seed"])
 
@@ -168,7 +169,7 @@ def _settings(args, modality: str, backend: str) -> dict:
                 batch_size=args.batch if modality == "images" else args.text_batch, dtype=args.dtype,
                 cpu_dtype=args.cpu_dtype, shard_size=args.shard_size, seed=0, hw="bench_gpu" if gpu else "bench",
                 hardware=entry, image_size=args.image_size if modality == "images" else None,
-                loader_threads=0, dask={"cluster": "local"}, **_storage(args, modality))
+                loader_workers=0, dask={"cluster": "local"}, **_storage(args, modality))
 
 
 def _storage(args, modality: str) -> dict:

@@ -1,7 +1,7 @@
 """The per-item work of each modality: prepare a batch on the CPU, then run the model on it.
 
 Preparing (decode + resize + center-crop; tokenize) needs no model, so the GPU path runs it in
-loader threads while the device computes. Computing needs the model, loaded once per worker
+loader processes while the device computes (diffscale.embed.worker). Computing needs the model, loaded once per worker
 process by `embedder()` from the factory (diffscale.models.build) and never shipped through a
 task graph.
 
@@ -27,8 +27,8 @@ from __future__ import annotations
 import json
 import math
 import os
-from concurrent.futures import Executor
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
@@ -90,19 +90,58 @@ class Prepared:
     """One batch ready to compute: ids and inputs of the items that could be read."""
 
     columns: dict[str, Any]  # image_id (and caption_index, truncated, mask) as torch tensors
-    inputs: Any  # uint8 pixels [n, H, W, 3] or int64 token ids [n, 77]
+    inputs: Any  # uint8 pixels [n, H, W, 3], int64 token ids [n, 77], or TextInputs
     skipped: list[dict] = field(default_factory=list)
     truncated: list[list[int]] = field(default_factory=list)  # [image_id, caption_index, tokens]
+    seconds: float = 0.0  # how long preparing it took (decode or tokenize)
 
     @property
     def size(self) -> int:
         return len(self.columns["image_id"])
 
+    def __getstate__(self) -> dict:
+        """Pickled for the trip from a loader process: torch sends a tensor as a shared-memory file
+        descriptor, ~0.25 ms of the receiver's time apiece, while bytes cost ~0.5 ms per MB, so
+        small tensors (ids, token ids, masks) travel as numpy bytes and large ones (pixels) shared."""
+        return {**self.__dict__, "columns": {k: _small_as_numpy(v) for k, v in self.columns.items()},
+                "inputs": (tuple(_small_as_numpy(t) for t in (self.inputs.input_ids, self.inputs.keep))
+                           if isinstance(self.inputs, TextInputs) else _small_as_numpy(self.inputs))}
+
+    def __setstate__(self, state: dict) -> None:
+        state["columns"] = {k: _as_tensor(v) for k, v in state["columns"].items()}
+        inputs = state["inputs"]
+        state["inputs"] = TextInputs(*map(_as_tensor, inputs)) if isinstance(inputs, tuple) else _as_tensor(inputs)
+        self.__dict__.update(state)
+
+    def pin_memory(self) -> "Prepared":
+        """The same batch with its inputs in page-locked memory, so the copy to a GPU can overlap
+        compute (torch's DataLoader calls this in its pinning thread)."""
+        inputs = self.inputs
+        if isinstance(inputs, TextInputs):
+            inputs = TextInputs(inputs.input_ids.pin_memory(), None if inputs.keep is None else inputs.keep.pin_memory())
+        else:
+            inputs = inputs.pin_memory()
+        return replace(self, inputs=inputs)
+
+
+SHARE_ABOVE = 1 << 20  # bytes: a larger tensor goes between processes through shared memory
+
+
+def _small_as_numpy(tensor):
+    if tensor is None or tensor.numel() * tensor.element_size() >= SHARE_ABOVE:
+        return tensor
+    return tensor.numpy()
+
+
+def _as_tensor(value):
+    import torch
+
+    return torch.from_numpy(value) if isinstance(value, np.ndarray) else value
+
 
 class ImageLoader:
-    def __init__(self, image_size: int, pool: Executor | None = None):
+    def __init__(self, image_size: int):
         self.image_size = image_size
-        self.pool = pool
 
     def _one(self, item):
         try:
@@ -111,10 +150,11 @@ class ImageLoader:
             detail = str(exc).splitlines()[0] if str(exc) else ""
             return None, f"unreadable: {type(exc).__name__}" + (f": {detail}" if detail else "")
 
-    def __call__(self, items, pin: bool = False) -> Prepared:
+    def __call__(self, items) -> Prepared:
         import torch
 
-        results = list(self.pool.map(self._one, items)) if self.pool else [self._one(i) for i in items]
+        start = time.perf_counter()
+        results = [self._one(i) for i in items]
         ids, pixels, skipped = [], [], []
         for item, (array, error) in zip(items, results):
             if error:
@@ -125,9 +165,8 @@ class ImageLoader:
                 pixels.append(array)
         size = self.image_size
         batch = torch.from_numpy(np.stack(pixels)) if pixels else torch.empty(0, size, size, 3, dtype=torch.uint8)
-        if pin:
-            batch = batch.pin_memory()
-        return Prepared({"image_id": torch.tensor(ids, dtype=torch.int64)}, batch, skipped)
+        return Prepared({"image_id": torch.tensor(ids, dtype=torch.int64)}, batch, skipped,
+                        seconds=time.perf_counter() - start)
 
 
 def real_positions(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -157,9 +196,10 @@ class TextLoader:
         self.tokenizer = tokenizer
         self.ragged = ragged
 
-    def __call__(self, items, pin: bool = False) -> Prepared:
+    def __call__(self, items) -> Prepared:
         import torch
 
+        start = time.perf_counter()
         tokens = self.tokenizer([item.caption for item in items])
         ids = torch.from_numpy(tokens.input_ids)
         columns = {
@@ -174,13 +214,10 @@ class TextLoader:
             keep = torch.from_numpy(flat)
         else:
             columns["mask"] = torch.from_numpy(tokens.attention_mask.astype(np.int8))
-        if pin:
-            ids = ids.pin_memory()
-            keep = keep.pin_memory() if keep is not None else None
         inputs = TextInputs(ids, keep) if self.ragged else ids
         truncated = [[item.image_id, item.caption_index, int(n)]
                      for item, cut, n in zip(items, tokens.truncated, tokens.lengths) if cut]
-        return Prepared(columns, inputs, [], truncated)
+        return Prepared(columns, inputs, [], truncated, seconds=time.perf_counter() - start)
 
 
 class ImageEmbedder:
@@ -259,11 +296,10 @@ def _embedder(modality: str, spec_json: str, device: str, compute_dtype: str, st
     return EMBEDDERS[modality](json.loads(spec_json), device, compute_dtype, store_dtype, seed)
 
 
-def loader(modality: str, spec: dict, image_size: int | None, pool: Executor | None = None,
-           text_storage: str = "full"):
+def loader(modality: str, spec: dict, image_size: int | None, text_storage: str = "full"):
     """The CPU side of a batch: image decoding, or tokenizing with the text encoder's own tokenizer."""
     if modality == "images":
-        return ImageLoader(image_size, pool)
+        return ImageLoader(image_size)
     return TextLoader(_tokenizer(json.dumps(spec, sort_keys=True)), ragged=text_storage == "ragged")
 
 

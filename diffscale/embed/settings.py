@@ -32,7 +32,7 @@ class EmbedSettings:
     hw: str
     hardware: dict  # the hardware table entry of `hw`
     image_size: int | None = None
-    loader_threads: int = 0
+    loader_workers: int = 0  # loader processes per GPU (0: stage.loader_workers decides)
     dask: dict = field(default_factory=dict)
     text_storage: str = "ragged"  # text only: ragged (real tokens) or full (all 77 positions)
 
@@ -92,7 +92,7 @@ def settings_for(cfg: dict, modality: str, backend: str) -> dict:
     else:
         out["text_storage"] = embed.get("text_storage", "ragged")
     if backend == "gpu":
-        out["loader_threads"] = embed["loader_threads"]
+        out["loader_workers"] = embed["loader_workers"]
     if backend == "dask":
         out["dask"] = embed["dask"]
     return out

@@ -7,10 +7,19 @@ full. Two schedules share this code:
 
   inline    prepare, compute and write in turn (CPU workers: a second thread would steal the
             cores the pinned policy gave to compute)
-  overlap   a loader thread prepares batches ahead into pinned memory (decode on a thread pool;
-            PIL releases the GIL), the main thread keeps the device busy, a writer thread collects
-            the results as their device-to-host copies land and hands full shards to a few write
-            threads (the GPU path; also runs on CPU, which is how the tests cover it)
+  overlap   loader processes prepare batches ahead (a torch DataLoader; started before the model
+            is built, so their start-up and the model's overlap), a loader thread hands them on
+            in order in pinned memory, the main thread keeps the device busy, a writer thread
+            collects the results as their device-to-host copies land and hands full shards to a
+            few write threads (the GPU path; also runs on CPU, which is how the tests cover it)
+
+Why processes and not threads for decoding and tokenizing: the thread that drives the device
+releases and retakes the GIL at every kernel launch, and each retake waits for whichever thread
+holds it. `python -m diffscale.bench gil` measures it without a GPU (a thread issuing small torch
+ops beside one loader kept busy, 2-core VM): beside a loader thread it kept 1.5 % of its pace
+(text) and 77-80 % (images); beside a loader process 77 % (text, at 350 batches/s, ~4x what
+CLIP-L consumes on an H200) and 94 % (images). With loader threads the GPU path reached 0.34
+(text) and 0.72 (images) of the bare model on an H200.
 
 Before each shard the worker notes in `.status/w<k>.json` which shard it is on, so when a
 worker process dies outright (killed, segfault) the job can still name the worker and shard.
@@ -24,7 +33,6 @@ from __future__ import annotations
 
 import os
 import queue
-from collections import deque
 import resource
 import signal
 import socket
@@ -45,7 +53,7 @@ from diffscale.errors import UserError
 
 STATUS_DIR = ".status"
 QUEUE_DEPTH = 4  # batches in flight between loader, compute and writer
-LOAD_AHEAD = 2  # batches the loader prepares at once (their images share the decode pool)
+PREFETCH = 2  # batches each loader process prepares ahead
 # Shards written at once on the overlapped schedule: CLIP-L text states in bf16 come off an H100 at
 # ~2.8 GB/s, more than one thread can concatenate, save and checksum. Bounds memory to this many
 # shards plus the one being filled.
@@ -71,7 +79,7 @@ class WorkerTask:
     device: str
     threads: int | None  # None: the backend's default thread count (naive policy)
     overlap: bool = False
-    loader_threads: int = 1
+    loader_workers: int = 1  # loader processes of the overlapped schedule
     fault: tuple[str, int] | None = None
 
     @property
@@ -169,15 +177,20 @@ def run_worker(task: WorkerTask) -> dict:
     """Embed one worker's shards; return what it did and how long each phase took."""
     started = time.time()
     progress = _Progress(task)
+    prepared = None
     try:
         progress.note(None, "loading")
         settings = task.settings
         compute_dtype = settings["dtype"] if task.device.startswith("cuda") else settings["cpu_dtype"]
+        prepared = _start_loading(task) if task.overlap else None  # loader processes start beside the model
         startup = _start_model(task, compute_dtype)
         embedder = startup.pop("embedder")
         thread_policy.apply(task.threads)
         ready = time.time()
-        timer = (_run_overlapped if task.overlap else _run_inline)(task, embedder, progress)
+        if task.overlap:
+            timer = _run_overlapped(task, embedder, progress, prepared)
+        else:
+            timer = _run_inline(task, embedder, progress)
         threads = thread_policy.record()
     except UserError:  # WorkerFailed, or a bad model spec: already one clear line
         raise
@@ -187,6 +200,9 @@ def run_worker(task: WorkerTask) -> dict:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise WorkerFailed(f"{task.run}: {task.label()} (pid {os.getpid()}) failed {where}: "
                            f"{type(exc).__name__}{': ' + detail if detail else ''}") from None
+    finally:
+        if prepared is not None:
+            _stop_loading(prepared)
     progress.note(None, "done")
     return {
         "worker": task.worker,
@@ -318,30 +334,53 @@ class _Pipeline:
         return thread
 
 
-def _load_stage(task: WorkerTask, load, pipe: _Pipeline) -> None:
-    """Loader thread: decode / tokenize batches ahead of the device (pinned memory on CUDA).
+class BatchSource:
+    """A worker's batches in order, as a map-style dataset: item k is batch k prepared (decoded or
+    tokenized). Pickled to each loader process, which builds its own loader on first use."""
 
-    LOAD_AHEAD batches are prepared at once, so the decode pool never idles at a batch boundary
-    waiting for the slowest image of the batch; they are handed on in order."""
-    def timed(batch):
-        start = time.perf_counter()
-        prepared = load(batch, pin=pipe.cuda)
-        with pipe.lock:
-            pipe.seconds["prepare"] += time.perf_counter() - start
-        return prepared
+    def __init__(self, task: WorkerTask):
+        self.batches = [batch for shard in task.shards for batch in batches(shard, task.batch_size)]
+        self.loader = (task.modality, task.settings["model"], task.settings.get("image_size"), task.text_storage)
 
-    ahead: deque = deque()
-    with ThreadPoolExecutor(LOAD_AHEAD, thread_name_prefix="batch") as batch_pool:
-        for shard in task.shards:
-            shard_batches = batches(shard, task.batch_size)
-            for k, batch in enumerate(shard_batches):
-                ahead.append((shard, batch_pool.submit(timed, batch), k == len(shard_batches) - 1))
-                if len(ahead) >= LOAD_AHEAD:
-                    shard_of, future, last = ahead.popleft()
-                    pipe.put(pipe.to_compute, (shard_of, future.result(), last))
-        while ahead:
-            shard_of, future, last = ahead.popleft()
-            pipe.put(pipe.to_compute, (shard_of, future.result(), last))
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, k: int):
+        return encoders.loader(*self.loader)(self.batches[k])
+
+
+def _start_loading(task: WorkerTask):
+    """Start the loader processes (spawned: a forked copy of a process with CUDA or OpenMP threads
+    is unsafe) and return the iterator of prepared batches, in order."""
+    from torch.utils.data import DataLoader
+
+    source = BatchSource(task)
+    workers = min(task.loader_workers, len(source))
+    return iter(DataLoader(source, batch_size=None, shuffle=False, num_workers=workers,
+                           prefetch_factor=PREFETCH if workers else None,
+                           multiprocessing_context="spawn" if workers else None))
+
+
+def _stop_loading(prepared) -> None:
+    """Stop the loader processes now (a DataLoader iterator stops them when collected, which an
+    exception's traceback can put off)."""
+    shutdown = getattr(prepared, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
+
+
+def _load_stage(task: WorkerTask, prepared, pipe: _Pipeline) -> None:
+    """Loader thread: hand the loader processes' batches on in order, pinned on CUDA (the pinning
+    copy lets the GIL go), each marked with its shard and whether it ends that shard."""
+    for shard in task.shards:
+        shard_batches = batches(shard, task.batch_size)
+        for k in range(len(shard_batches)):
+            batch = next(prepared)
+            if pipe.cuda:
+                batch = batch.pin_memory()
+            with pipe.lock:
+                pipe.seconds["prepare"] += batch.seconds
+            pipe.put(pipe.to_compute, (shard, batch, k == len(shard_batches) - 1))
     pipe.put(pipe.to_compute, _END)
 
 
@@ -411,13 +450,11 @@ def _write_stage(progress: _Progress, pipe: _Pipeline) -> None:
             future.result()
 
 
-def _run_overlapped(task: WorkerTask, embedder, progress: _Progress) -> PhaseTimer:
-    """Loader thread -> compute (this thread) -> writer thread, each queue a few batches deep."""
+def _run_overlapped(task: WorkerTask, embedder, progress: _Progress, prepared) -> PhaseTimer:
+    """Loader processes -> loader thread -> compute (this thread) -> writer thread, each queue a
+    few batches deep."""
     pipe = _Pipeline(task.device)
-    pool = ThreadPoolExecutor(max(1, task.loader_threads), thread_name_prefix="decode")
-    load = encoders.loader(task.modality, task.settings["model"], task.settings.get("image_size"), pool,
-                           task.text_storage)
-    loader = pipe.thread("embed-loader", _load_stage, task, load, pipe)
+    loader = pipe.thread("embed-loader", _load_stage, task, prepared, pipe)
     writer = pipe.thread("embed-writer", _write_stage, progress, pipe)
     timings = []
     try:
@@ -429,7 +466,6 @@ def _run_overlapped(task: WorkerTask, embedder, progress: _Progress) -> PhaseTim
         pipe.failed.set()  # stops the loader and writer if this thread is leaving early; harmless after
         loader.join(timeout=60)
         writer.join(timeout=60)
-        pool.shutdown(wait=True)
     if pipe.errors:
         raise pipe.errors[0]
     if pipe.cuda:
