@@ -69,30 +69,3 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
             raise RuntimeError("crash")
     assert json.loads(target.read_text()) == {"a": 1}  # the old file is untouched
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]  # no temp left behind
-
-
-def test_a_shard_is_byte_for_byte_what_safetensors_writes_and_its_checksum_is_the_files(tmp_path):
-    from safetensors.torch import load_file, save_file
-
-    g = torch.Generator().manual_seed(0)
-    tensors = {  # every dtype a shard holds, in an order safetensors does not keep, plus edge shapes
-        "pooled": torch.randn(3, 5, generator=g).to(torch.bfloat16),
-        "tokens": torch.randn(7, 5, generator=g).to(torch.float16)[:, ::1].t().contiguous().t(),  # non-contiguous
-        "image_id": torch.tensor([4, 2, 9]), "lengths": torch.tensor([2, 3, 2], dtype=torch.int32),
-        "mask": torch.tensor([[1, 0], [1, 1], [0, 0]], dtype=torch.int8), "truncated": torch.tensor([True, False, True]),
-        "latent_mean": torch.randn(3, 2, 2, generator=g), "caption_index": torch.tensor([0, 1, 2]),
-        "empty": torch.zeros(3, 0, dtype=torch.float32), "bytes": torch.tensor([1, 2, 3], dtype=torch.uint8),
-    }
-    entry = shards.write_shard(tmp_path / "ours.safetensors", tensors)
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp_path / "theirs.safetensors"))
-    ours = (tmp_path / "ours.safetensors").read_bytes()
-    assert ours == (tmp_path / "theirs.safetensors").read_bytes()
-    assert entry == {"file": "ours.safetensors", "items": 3, "sha256": shards.sha256_of(tmp_path / "ours.safetensors")}
-    back = load_file(tmp_path / "ours.safetensors")
-    assert all(torch.equal(back[k], v) for k, v in tensors.items())
-    assert not list(tmp_path.glob(".*tmp"))
-
-
-def test_a_dtype_safetensors_cannot_hold_is_named():
-    with pytest.raises(ValueError, match="tensor 'z': dtype complex64 cannot be stored in safetensors"):
-        shards.safetensors_layout({"z": torch.zeros(2, dtype=torch.complex64)})
