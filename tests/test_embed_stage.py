@@ -64,8 +64,9 @@ def test_timing_and_provenance(image_run):
     worker = on_disk["per_worker"][0]
     assert worker["peak_rss_mb"] > 50 and worker["threads"] == on_disk["threads_requested"]
     # start-up, step by step: one worker, so the run's steps are its own and add up to its start-up
-    steps = [on_disk[step] for step in ("spawn_s", "import_s", "device_init_s", "build_s")]
-    assert steps == [worker[step] for step in ("spawn_s", "import_s", "device_init_s", "build_s")]
+    names = ("spawn_s", "import_s", "loaders_s", "device_init_s", "build_s")
+    steps = [on_disk[step] for step in names]
+    assert steps == [worker[step] for step in names] and on_disk["loaders_s"] == 0  # inline: no loader processes
     assert min(steps) >= 0 and sum(steps) <= on_disk["startup_s"] + 1e-6
     run = json.loads((out / "run.json").read_text())
     assert run["models"] == [{"role": "vae", "random": "tiny"}]

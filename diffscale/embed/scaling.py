@@ -28,8 +28,9 @@ BACKEND_ORDER = ["serial", "multiprocessing", "joblib", "dask", "gpu"]
 BASELINE = ("serial", "pinned", 1)
 POLICY_STYLE = {"pinned": "-o", "naive": "--x", "intraop": "-.s"}
 # A run's start-up, step by step (timing.json and this table): process or cluster start, imports
-# of torch and the modality's model library, device initialisation, model build
-LOAD_STEPS = ("spawn_s", "import_s", "device_init_s", "build_s")
+# of torch and the modality's model library, starting the loader processes (GPU path), device
+# initialisation, model build
+LOAD_STEPS = ("spawn_s", "import_s", "loaders_s", "device_init_s", "build_s")
 
 
 def load_timings(paths: list[str | Path]) -> list[dict]:

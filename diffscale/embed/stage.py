@@ -11,7 +11,8 @@ The run directory results/embed/{modality}/{backend}-{policy}-w{workers}/ ends u
 
 Times: `startup_s` runs from the moment the backend is asked to start until the last worker has
 its model loaded, split into `spawn_s` (process or cluster start), `import_s` (torch and the
-modality's model library), `device_init_s` and `build_s` (each the largest over workers; every
+modality's model library), `loaders_s` (starting the GPU path's loader processes), `device_init_s`
+and `build_s` (each the largest over workers; every
 worker's own are in `per_worker`); the decode/compute/write figures are per-worker means, so start-up plus their sum is about the wall time when the load is
 balanced. On the GPU path decode and write overlap compute, so they do not add up; there
 `wait_s` is the time the device loop waited for input, `compute_s` the device's own time
@@ -308,7 +309,7 @@ def _worker_record(result: dict, t0: float, prepare: str) -> dict:
         "affinity": result["thread_info"]["affinity"],
     }
     record["spawn_s"] = result["started_at"] - t0  # process (or cluster) start and unpickling the task
-    record.update(result["load_phases"])  # import_s, device_init_s, build_s
+    record.update({step: result["load_phases"].get(step, 0.0) for step in LOAD_STEPS if step != "spawn_s"})
     if "wait" in phases:
         record["wait_s"] = phases["wait"]
         record["host_s"] = phases["host"]

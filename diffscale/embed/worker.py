@@ -182,9 +182,17 @@ def run_worker(task: WorkerTask) -> dict:
         progress.note(None, "loading")
         settings = task.settings
         compute_dtype = settings["dtype"] if task.device.startswith("cuda") else settings["cpu_dtype"]
-        prepared = _start_loading(task) if task.overlap else None  # loader processes start beside the model
-        startup = _start_model(task, compute_dtype)
-        embedder = startup.pop("embedder")
+        startup = PhaseTimer()  # where start-up goes, step by step (diffscale.embed.scaling.LOAD_STEPS)
+        with startup.phase("import_s"):
+            _import_libraries(task)
+        if task.overlap:  # loader processes start now: they import while the model is built
+            with startup.phase("loaders_s"):
+                prepared = _start_loading(task)
+        with startup.phase("device_init_s"):
+            _init_device(task)
+        with startup.phase("build_s"), thread_policy.building():
+            embedder = encoders.embedder(task.modality, settings["model"], task.device, compute_dtype,
+                                         settings["dtype"], settings["seed"])
         thread_policy.apply(task.threads)
         ready = time.time()
         if task.overlap:
@@ -216,7 +224,7 @@ def run_worker(task: WorkerTask) -> dict:
         "ready_at": ready,
         "finished_at": time.time(),
         "load_s": ready - started,
-        "load_phases": startup,
+        "load_phases": startup.seconds,
         "phases": timer.seconds,
         "items": progress.items,
         "tokens": progress.tokens,
@@ -229,29 +237,21 @@ def run_worker(task: WorkerTask) -> dict:
     }
 
 
-def _start_model(task: WorkerTask, compute_dtype: str) -> dict:
-    """Import the modality's model library, initialise the device, build the model: the worker's
-    start-up, each step timed (seconds), so a slow start says where it went."""
-    settings = task.settings
-    seconds = {}
-    start = time.perf_counter()
-    import torch  # noqa: F401 - timed here, not at the first use
+def _import_libraries(task: WorkerTask) -> None:
+    """torch and the modality's model library only (no diffusers for text): most of a cold start."""
+    import torch  # noqa: F401
 
     from diffscale import models
 
-    models.model_class(MODEL_ROLE[task.modality])  # its library only: no diffusers for text
-    seconds["import_s"] = time.perf_counter() - start
-    start = time.perf_counter()
+    models.model_class(MODEL_ROLE[task.modality])
+
+
+def _init_device(task: WorkerTask) -> None:
     if task.device.startswith("cuda"):
+        import torch
+
         torch.cuda.set_device(task.device)
         torch.cuda.init()
-    seconds["device_init_s"] = time.perf_counter() - start
-    start = time.perf_counter()
-    with thread_policy.building():
-        embedder = encoders.embedder(task.modality, settings["model"], task.device, compute_dtype,
-                                     settings["dtype"], settings["seed"])
-    seconds["build_s"] = time.perf_counter() - start
-    return {**seconds, "embedder": embedder}
 
 
 def _run_inline(task: WorkerTask, embedder, progress: _Progress) -> PhaseTimer:
@@ -362,8 +362,9 @@ def _start_loading(task: WorkerTask):
 
 
 def _stop_loading(prepared) -> None:
-    """Stop the loader processes now (a DataLoader iterator stops them when collected, which an
-    exception's traceback can put off)."""
+    """Stop the loader processes now: a DataLoader iterator stops them when it is collected, which
+    an exception's traceback can put off, and torch offers only this (private) method to do it
+    sooner; an iterator without it (no loader processes) has nothing to stop."""
     shutdown = getattr(prepared, "_shutdown_workers", None)
     if shutdown is not None:
         shutdown()
