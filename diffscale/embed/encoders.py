@@ -1,9 +1,9 @@
 """The per-item work of each modality: prepare a batch on the CPU, then run the model on it.
 
 Preparing (decode + resize + center-crop; tokenize) needs no model, so the GPU path runs it in
-loader processes while the device computes (diffscale.embed.worker). Computing needs the model, loaded once per worker
-process by `embedder()` from the factory (diffscale.models.build) and never shipped through a
-task graph.
+loader processes while the device computes (diffscale.embed.worker). Computing needs the model,
+loaded once per worker process by `embedder()` from the factory (diffscale.models.build) and never
+shipped through a task graph.
 
 Images: JPEGs are decoded at the smallest DCT scale whose shorter side is still at least 90 % of
 the target size (PIL draft mode: COCO's 640x480 decode at 320x240 for a 256 px crop, deterministic),
@@ -115,7 +115,7 @@ class Prepared:
 
     def pin_memory(self) -> "Prepared":
         """The same batch with its inputs in page-locked memory, so the copy to a GPU can overlap
-        compute (torch's DataLoader calls this in its pinning thread)."""
+        compute (the GPU path's loader thread pins each batch as it arrives)."""
         inputs = self.inputs
         if isinstance(inputs, TextInputs):
             inputs = TextInputs(inputs.input_ids.pin_memory(), None if inputs.keep is None else inputs.keep.pin_memory())
