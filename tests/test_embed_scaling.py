@@ -111,3 +111,15 @@ def test_the_slurm_queue_wait_is_shown_not_charged():
     rows = scaling_rows([_timing("serial", "pinned", 1, wall=10.0, startup=2.0), slurm])
     assert [r["queue_wait_s"] for r in rows] == [0.0, 40.0]
     assert rows[1]["speedup"] == pytest.approx(10 / 6)
+
+
+def test_a_run_whose_cpus_were_smt_siblings_says_so_in_the_findings():
+    rows = scaling_rows([
+        _timing("serial", "pinned", 1, wall=12.0, startup=2.0, threads=[1], cpus=1, physical_cores=1),
+        _timing("multiprocessing", "pinned", 4, wall=6.0, startup=2.0, threads=[1] * 4, cpus=4, physical_cores=2),
+    ])
+    assert [r["physical_cores"] for r in rows] == [1, 2]
+    assert findings(rows)[0].startswith("images: multiprocessing pinned on 4 CPUs (on 2 physical cores: SMT "
+                                        "siblings shared them): steady speedup 2.50x")
+    rows[1]["physical_cores"] = 4
+    assert findings(rows)[0].startswith("images: multiprocessing pinned on 4 CPUs: steady")

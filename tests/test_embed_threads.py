@@ -36,6 +36,7 @@ def test_a_run_on_n_cpus_records_them_inside_its_workers(fixture, tmp_path, monk
     assert timing["oversubscribed"] is (n > USABLE)
     assert timing["affinity_per_worker"] == [min(n, USABLE)] * processes
     assert timing["threads_per_worker"] == [threads] * processes
+    assert timing["physical_cores"] == thread_policy.physical_cores(timing["allocation"]["cores"]) <= min(n, USABLE)
     assert thread_policy.usable_cores() == before and os.environ["OMP_NUM_THREADS"] == "8"  # restored after
 
 
@@ -53,3 +54,29 @@ def test_pin_job_takes_the_first_n_usable_cores():
         assert thread_policy.usable_cores() == allocation["cores"] == thread_policy.usable_cores()[:1]
         assert allocation == {**allocation, "cpus": 1, "pinned": True, "oversubscribed": False}
     assert len(thread_policy.usable_cores()) == USABLE
+
+
+def test_a_job_takes_one_cpu_per_physical_core_before_any_smt_sibling(monkeypatch):
+    """Siblings numbered adjacently (0/1 share a core, 2/3 another) or half the machine apart (0/2,
+    1/3): either way 2 CPUs are 2 physical cores, and 4 CPUs are 2 physical cores, which is recorded."""
+    set_to = []
+    monkeypatch.setattr(os, "sched_setaffinity", lambda pid, cores: set_to.append(sorted(cores)), raising=False)
+    monkeypatch.setattr(thread_policy, "usable_cores", lambda: [0, 1, 2, 3, 4, 5, 6, 7])
+    for core_of, two in ((lambda cpu: cpu // 2, [0, 2]), (lambda cpu: cpu % 4, [0, 1])):
+        monkeypatch.setattr(thread_policy, "physical_core", lambda cpu: (0, core_of(cpu)))
+        assert thread_policy.spread([0, 1, 2, 3])[:2] == two
+        allocation = thread_policy.pin_job(2)
+        assert allocation["cores"] == two == set_to[-1] and allocation["physical_cores"] == 2
+        assert thread_policy.pin_job(4)["physical_cores"] == 4
+        assert thread_policy.pin_job(8)["physical_cores"] == 4  # all 8: the 4 cores' two threads each
+        assert thread_policy.pin_job(9)["oversubscribed"] is True
+
+
+def test_physical_core_reads_linux_topology_and_falls_back_to_one_core_per_cpu(monkeypatch, tmp_path):
+    topology = tmp_path / "cpu3" / "topology"
+    topology.mkdir(parents=True)
+    (topology / "physical_package_id").write_text("1\n")
+    (topology / "core_id").write_text("5\n")
+    monkeypatch.setattr(thread_policy, "TOPOLOGY", str(tmp_path / "cpu{}" / "topology"))
+    assert thread_policy.physical_core(3) == (1, 5)
+    assert thread_policy.physical_core(7) == (-1, 7)  # no topology files: its own core

@@ -222,7 +222,8 @@ def run(args: argparse.Namespace) -> list[dict]:
                 print(f"  {modality} n={size} {timing['run']}: {timing['wall_s']:.2f} s (start-up "
                       f"{timing['startup_s']:.2f} s: {steps}), steady {timing['steady_items_per_s']:.1f}/s{issued}, "
                       f"{timing['processes']} x {timing['threads_per_worker'][0]} threads, affinity "
-                      f"{timing['affinity_per_worker'][0]}{', OVERSUBSCRIBED' if timing['oversubscribed'] else ''}",
+                      f"{timing['affinity_per_worker'][0]} CPUs on {timing['physical_cores']} physical cores"
+                      f"{', OVERSUBSCRIBED' if timing['oversubscribed'] else ''}",
                       flush=True)
                 timings.append(timing)
             for row in scaling_rows(timings):
@@ -247,7 +248,7 @@ def run(args: argparse.Namespace) -> list[dict]:
 
 
 def _print_table(rows: list[dict]) -> None:
-    columns = ["modality", "dataset_images", "backend", "policy", "cpus", "processes", "threads_per_worker",
+    columns = ["modality", "dataset_images", "backend", "policy", "cpus", "physical_cores", "processes", "threads_per_worker",
                "oversubscribed", "startup_s", "wall_s", "items_per_s", "steady_items_per_s", "speedup",
                "steady_speedup", "steady_efficiency", "bytes_per_item", "projected_full_gb", "vs_bare",
                "compute_alone_vs_bare", "device_vs_bare"]

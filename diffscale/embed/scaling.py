@@ -3,6 +3,7 @@
 results/bench/embed_scaling.csv has one row per (modality, backend, policy, N): the run's CPUs
 (`cpus`; GPUs for the gpu backend), processes and the threads each worker actually ran with,
 whether it was `oversubscribed` (N above the machine's usable cores: it could not have N CPUs),
+the physical cores its CPUs were (`physical_cores`, below `cpus` when SMT siblings shared cores),
 wall time and its phases, start-up (and its steps), items/s end to end and steady (without start-up), peak RSS,
 bytes per item and the projected size of the full study's shards, and — against the serial run
 on 1 CPU with 1 thread of the same modality — speedup, efficiency and the Karp–Flatt serial
@@ -57,6 +58,7 @@ def _row(t: dict) -> dict:
         "cpus": t.get("cpus", t["workers"]), "processes": t.get("processes", t["workers"]),
         "oversubscribed": bool(t.get("oversubscribed", False)),
         "hw": t["hw"], "device": t["device"], "cores": t["cores"],
+        "physical_cores": t.get("physical_cores", math.nan),
         "threads_per_worker": _threads(t["threads_per_worker"]),
         "affinity": _threads(t.get("affinity_per_worker", [])) if t.get("affinity_per_worker") else "",
         "items": t["items"], "wall_s": t["wall_s"], "startup_s": t["startup_s"],
@@ -138,7 +140,7 @@ def findings(rows: list[dict]) -> list[str]:
         groups.setdefault((r["modality"], r["backend"], r["policy"]), []).append(r)
     for (modality, backend, policy), mine in sorted(groups.items()):
         top = max(mine, key=lambda r: r["cpus"])
-        out.append(f"{modality}: {backend} {policy} on {top['cpus']} CPUs: steady speedup "
+        out.append(f"{modality}: {backend} {policy} on {top['cpus']} CPUs{smt_note(top)}: steady speedup "
                    f"{top['steady_speedup']:.2f}x, efficiency {top['steady_efficiency']:.0%} against 1 CPU"
                    + _where_it_went(top, next((r for r in rows if (r["backend"], r["policy"], r["workers"]) == BASELINE
                                                and r["modality"] == modality), None)))
@@ -151,6 +153,17 @@ def findings(rows: list[dict]) -> list[str]:
     if excluded:
         out.append(f"left out (oversubscribed: more CPUs than the machine's usable cores): {', '.join(excluded)}")
     return out
+
+
+def smt_note(row) -> str:
+    """' (on P physical cores: SMT siblings shared them)' when a run's CPUs were fewer physical
+    cores, else ''; a row is a dict or a table row (pandas), where the column may be missing."""
+    cpus, physical = row.get("cpus"), row.get("physical_cores")
+    try:
+        shared = not math.isnan(float(physical)) and float(physical) < float(cpus)
+    except (TypeError, ValueError):
+        return ""
+    return f" (on {int(float(physical))} physical cores: SMT siblings shared them)" if shared else ""
 
 
 def _where_it_went(row: dict, base: dict | None) -> str:

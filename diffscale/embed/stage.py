@@ -245,6 +245,7 @@ def _timing(planned: RunPlan, executed: Executed, shards: list[dict]) -> dict:
         "workers": planned.workers, "hw": planned.settings.hw, "device": planned.device,
         "cpus": layout.cpus, "processes": layout.processes, "oversubscribed": allocation["oversubscribed"],
         "allocation": allocation, "cores": min(layout.cpus, allocation["usable_cores"]),
+        "physical_cores": allocation["physical_cores"],  # below cpus: SMT siblings shared cores
         "threads_requested": layout.threads,
         "threads_per_worker": [w["threads"] for w in per_worker],
         "affinity_per_worker": [w["affinity"] for w in per_worker],

@@ -5,7 +5,9 @@ A CPU scaling run named `w{N}` runs on exactly N CPUs: SLURM gives it `cpus_per_
 (diffscale.resources), and a local job pins itself to N of the cores it may use
 (`os.sched_setaffinity`, inherited by every worker process it starts). A run whose N exceeds the
 usable cores cannot have N CPUs: it keeps them all and is marked `oversubscribed` in its timing
-and table, and is left out of efficiency claims.
+and table, and is left out of efficiency claims. The N CPUs are taken one per physical core
+before any SMT sibling, and the run records how many physical cores they were (`physical_cores`):
+below N, hyper-threads shared cores, and the table and findings say so.
 
 On those N CPUs (the baseline of every speedup is `serial-pinned-w1`: 1 process × 1 thread):
 
@@ -29,6 +31,7 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 
 from diffscale.errors import ConfigError
@@ -68,6 +71,38 @@ def usable_cores() -> list[int]:
         return list(range(os.cpu_count() or 1))
 
 
+TOPOLOGY = "/sys/devices/system/cpu/cpu{}/topology"
+
+
+def physical_core(cpu: int) -> tuple[int, int]:
+    """(package, core) of a logical CPU, from Linux's topology files; SMT siblings (hyper-threads)
+    share it. A CPU the files do not describe (no sysfs: macOS, some containers) is its own core."""
+    base = Path(TOPOLOGY.format(cpu))
+    try:
+        return int((base / "physical_package_id").read_text()), int((base / "core_id").read_text())
+    except (OSError, ValueError):
+        return (-1, cpu)
+
+
+def spread(cores: list[int]) -> list[int]:
+    """`cores` in the order a job takes them: one logical CPU of each physical core first, then
+    their SMT siblings, so a run on N CPUs gets N physical cores whenever the machine has them
+    (siblings share one core's execution units, so two pinned workers on them slow each other
+    down, which would pass for a scaling loss). Numbering differs between machines (siblings adjacent,
+    0/1, or half the machine apart, 0/16); this does not depend on it."""
+    taken: dict[tuple[int, int], int] = {}
+    order = []
+    for cpu in sorted(cores):
+        core = physical_core(cpu)
+        order.append((taken.get(core, 0), cpu))
+        taken[core] = taken.get(core, 0) + 1
+    return [cpu for _, cpu in sorted(order)]
+
+
+def physical_cores(cpus: list[int]) -> int:
+    return len({physical_core(cpu) for cpu in cpus})
+
+
 @contextmanager
 def pinned_job(cpus: int) -> Iterator[dict]:
     """`pin_job` for the duration of a run, then this process's affinity and thread variables as
@@ -89,12 +124,13 @@ def pinned_job(cpus: int) -> Iterator[dict]:
 def pin_job(cpus: int) -> dict:
     """Give this job (and every worker it starts) exactly `cpus` CPUs when it may use that many.
 
-    Returns what the run records: cpus asked, the cores pinned to, whether pinning was possible,
+    Returns what the run records: cpus asked, the cores pinned to (one per physical core before
+    any SMT sibling: `spread`) and how many physical cores they are, whether pinning was possible,
     and `oversubscribed` when `cpus` exceeds the usable cores (then nothing is pinned). Thread
     variables the job already has are capped at `cpus`: a job on N CPUs sees at most N."""
     cores = usable_cores()
     oversubscribed = cpus > len(cores)
-    chosen = cores if oversubscribed else cores[:cpus]
+    chosen = cores if oversubscribed else sorted(spread(cores)[:cpus])
     pinned = False
     if not oversubscribed and len(chosen) < len(cores) and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, chosen)
@@ -102,8 +138,8 @@ def pin_job(cpus: int) -> dict:
     for name in THREAD_ENV:
         if name in os.environ and os.environ[name].isdigit() and int(os.environ[name]) > cpus:
             os.environ[name] = str(cpus)
-    return {"cpus": cpus, "usable_cores": len(cores), "cores": chosen, "pinned": pinned,
-            "oversubscribed": oversubscribed}
+    return {"cpus": cpus, "usable_cores": len(cores), "cores": chosen, "physical_cores": physical_cores(chosen),
+            "pinned": pinned, "oversubscribed": oversubscribed}
 
 
 @contextmanager

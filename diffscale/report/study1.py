@@ -9,6 +9,7 @@ import math
 
 import pandas as pd
 
+from diffscale.embed.scaling import smt_note
 from diffscale.report import fmt, plots
 from diffscale.report.page import TITLES, Context, Finding, Section, as_int, runs_of, superlinear, superlinear_note
 from diffscale.report.tables import Col, TableProblem, full, short
@@ -54,6 +55,8 @@ def embed_cols(item: str) -> list[Col]:
     return [
         Col("label", "backend · threads", fmt.text, "pinned: one thread per worker; naive: library defaults; intraop: one process, N threads"),
         Col("workers", "workers (CPUs; GPUs for gpu)", fmt.integer),
+        Col("physical_cores", "physical cores", fmt.integer,
+            "the physical cores the CPUs were: fewer when SMT siblings (hyper-threads) shared cores", optional=True),
         Col("wall_s", "time (s)", fmt.seconds, "wall time, start-up included"),
         Col("speedup", "speedup", fmt.ratio, "against serial, 1 CPU"),
         Col("efficiency", "efficiency", fmt.percent, "speedup ÷ workers"),
@@ -142,7 +145,7 @@ def _embed_findings(mine: pd.DataFrame, title: str, item: str, anchor: str) -> l
         parts, runs = [], []
         if pinned is not None:
             parts.append(f"pinned workers ({pinned['backend']}) {fmt.ratio(pinned['speedup'])} one CPU "
-                         f"({fmt.percent(pinned['efficiency'])} efficiency)")
+                         f"({fmt.percent(pinned['efficiency'])} efficiency){smt_note(pinned)}")
             runs.append(pinned["run"])
         if naive is not None:
             verdict = "thread oversubscription" if pinned is not None and naive["speedup"] < pinned["speedup"] else \

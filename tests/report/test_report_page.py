@@ -291,6 +291,21 @@ def test_the_pinned_finding_says_what_the_cores_shared(results, build):
     assert "compute CPU time per item vs 1 CPU" in table["head"]
 
 
+def test_a_pinned_run_on_smt_siblings_says_so_in_its_finding_and_table(results, build):
+    path = results / "bench" / "embed_scaling.csv"
+    frame = pd.read_csv(path)
+    frame["physical_cores"] = frame["cpus"] if "cpus" in frame else frame["workers"]
+    frame.loc[(frame["backend"] == "multiprocessing") & (frame["policy"] == "pinned") & (frame["workers"] == 8),
+              "physical_cores"] = 4
+    frame.to_csv(path, index=False)
+    page = build(results)
+    found = [f["text"] for f in page.findings if ", 8 CPUs:" in f["text"]]
+    assert len(found) == 2 and all("efficiency) (on 4 physical cores: SMT siblings shared them)" in f for f in found)
+    table = next(t for t in page.tables if t["id"] == "embed-images")
+    assert "physical cores" in table["head"]
+    assert "4" in [c["text"] for row in table["rows"] for c in row if c["col"] == "physical_cores"]
+
+
 def test_values_of_an_unexpected_kind_break_only_their_section(results, build):
     path = results / "bench" / "flux_infer.csv"
     frame = pd.read_csv(path)
