@@ -9,6 +9,7 @@ STAGES = {
     "coco": "diffscale.bench.coco",
     "embed": "diffscale.bench.embed",
     "gil": "diffscale.bench.gil",
+    "cores": "diffscale.bench.cores",
     "train": "diffscale.bench.train",
     "flux": "diffscale.bench.flux",
     "ddpm": "diffscale.bench.ddpm",
