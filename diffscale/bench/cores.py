@@ -21,14 +21,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import queue
 import statistics
 import time
 
+from diffscale.embed.threads import THREAD_ENV, physical_cores, spread, usable_cores  # as scaling runs take CPUs
 from diffscale.errors import ConfigError
 
 PROBES = {"compute": "GFLOP/s", "memory": "GB/s"}
 MATRIX = 128  # compute probe: three 128x128 float32 operands, 192 KiB, inside any core's L2
-THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")  # one BLAS thread each
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -85,7 +86,7 @@ def run_together(probe: str, cpus: list[int], seconds: float, repeats: int, memo
     context = multiprocessing.get_context("spawn")
     barrier, results = context.Barrier(len(cpus)), context.Queue()
     saved = {name: os.environ.get(name) for name in THREAD_ENV}
-    os.environ.update({name: "1" for name in THREAD_ENV})  # the children's BLAS start with one thread
+    os.environ.update({name: "1" for name in THREAD_ENV})  # the children's BLAS start with one thread each
     try:
         procs = [context.Process(target=_probe_process, args=(probe, cpu, barrier, results, seconds, repeats, memory_mb),
                                  daemon=True) for cpu in cpus]
@@ -93,11 +94,14 @@ def run_together(probe: str, cpus: list[int], seconds: float, repeats: int, memo
             proc.start()
     finally:  # this process's own thread settings as they were
         for name, value in saved.items():
-            os.environ.pop(name, None) if value is None else os.environ.__setitem__(name, value)
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     timeout = 60 + 2 * repeats * seconds
     try:
         out = [results.get(timeout=timeout) for _ in cpus]
-    except Exception:  # queue.Empty: a process died (it printed why)
+    except queue.Empty:  # a process died (it printed why)
         raise RuntimeError(f"bench cores: a {probe} probe process on CPUs {cpus} gave no result in {timeout:.0f} s") from None
     finally:
         for proc in procs:
@@ -109,7 +113,6 @@ def run_together(probe: str, cpus: list[int], seconds: float, repeats: int, memo
 
 def run(args: argparse.Namespace) -> list[dict]:
     from diffscale import provenance
-    from diffscale.embed.threads import physical_cores, spread, usable_cores
 
     if min(args.cpus) < 1 or args.seconds <= 0 or args.repeats < 1 or args.memory_mb < 1:
         raise ConfigError("bench cores: --cpus, --seconds, --repeats and --memory-mb must be positive")
