@@ -57,8 +57,10 @@ def test_pin_job_takes_the_first_n_usable_cores():
 
 
 def test_a_job_takes_one_cpu_per_physical_core_before_any_smt_sibling(monkeypatch):
-    """Siblings numbered adjacently (0/1 share a core, 2/3 another) or half the machine apart (0/2,
-    1/3): either way 2 CPUs are 2 physical cores, and 4 CPUs are 2 physical cores, which is recorded."""
+    """8 CPUs on 4 physical cores, siblings numbered adjacently (0/1 share a core) or half the machine
+    apart (0/4): either way a job on 2 or 4 CPUs gets 2 or 4 physical cores, and one on all 8 records 4."""
+    for name in thread_policy.THREAD_ENV:  # pin_job caps them; the test leaves them as they were
+        monkeypatch.delenv(name, raising=False)
     set_to = []
     monkeypatch.setattr(os, "sched_setaffinity", lambda pid, cores: set_to.append(sorted(cores)), raising=False)
     monkeypatch.setattr(thread_policy, "usable_cores", lambda: [0, 1, 2, 3, 4, 5, 6, 7])
