@@ -52,7 +52,7 @@ def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def write_shard(path: str | Path, tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> dict:
+def write_shard(path: str | Path, tensors: dict[str, Any]) -> dict:
     """Write one shard atomically; return its index entry (file, items, sha256)."""
     from safetensors.torch import save_file
 
@@ -61,7 +61,7 @@ def write_shard(path: str | Path, tensors: dict[str, Any], metadata: dict[str, s
     if len(set(counts.values())) != 1:
         raise ValueError(f"{path.name}: tensors disagree on the item count: {counts}")
     with atomic.atomic_path(path) as tmp:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
     return {"file": path.name, "items": next(iter(counts.values())), "sha256": sha256_of(path)}
 
 
