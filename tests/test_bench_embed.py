@@ -1,4 +1,5 @@
 import argparse
+import json
 import math
 
 import pandas as pd
@@ -49,7 +50,32 @@ def test_bench_cli_writes_rows_at_two_sizes(tmp_path):
     assert {"cpus", "processes", "oversubscribed", "startup_s", "steady_items_per_s", "steady_speedup",
             "bytes_per_item", "projected_full_gb", "startup_frac"} <= set(table.columns)
     assert (table["bytes_per_item"] > 0).all() and (table["cpus"] == 1).all()
-    assert (tmp_path / "embed.json").is_file()
+    record = json.loads((tmp_path / "embed.json").read_text())
+    assert record["complete"] is True and "versions" in record and len(record["rows"]) == 2
+
+
+@pytest.mark.slow
+def test_a_bench_stopped_midway_leaves_the_runs_it_finished(tmp_path, monkeypatch):
+    """A time limit (here: an interrupt as the second run starts) keeps the first run's row, marked incomplete."""
+    from diffscale.bench.__main__ import main
+
+    real, started = bench_embed.isolated, []
+
+    def stopped_at_the_second_run(fn, *args):
+        started.append(fn.__name__)
+        if len(started) == 2:
+            raise KeyboardInterrupt
+        return real(fn, *args)
+
+    monkeypatch.setattr(bench_embed, "isolated", stopped_at_the_second_run)
+    with pytest.raises(KeyboardInterrupt):
+        main(["--out-dir", str(tmp_path), "embed", "--modalities", "text", "--backends", "serial", "multiprocessing",
+              "--policies", "pinned", "--cpus", "1", "--sizes", "4", "--work-dir", str(tmp_path / "work")])
+    table = pd.read_csv(tmp_path / "embed.csv")
+    assert list(zip(table["backend"], table["policy"], table["cpus"])) == [("serial", "pinned", 1)]
+    assert table["speedup"].iloc[0] == 1 and table["items"].iloc[0] == 20
+    record = json.loads((tmp_path / "embed.json").read_text())
+    assert record["complete"] is False and len(record["rows"]) == 1 and record["stage"] == "embed"
 
 
 @pytest.mark.parametrize("modality", ["images", "text"])

@@ -1,4 +1,8 @@
-"""Entry point: python -m diffscale.bench <stage> [--out-dir DIR] [stage options]."""
+"""Entry point: python -m diffscale.bench <stage> [--out-dir DIR] [stage options].
+
+A stage may call `args.save_partial(rows)` whenever its rows so far form a consistent table: they
+are written as the final table would be (the JSON without provenance, marked `"complete": false`),
+so a bench killed by a time limit (a lent GPU's, a SLURM job's) still leaves the runs it finished."""
 
 from __future__ import annotations
 
@@ -14,7 +18,8 @@ from diffscale.bench import STAGES
 from diffscale.cli import run_cli
 
 
-def write_results(rows: list[dict], out_dir: Path, stage: str, argv: list[str]) -> tuple[Path, Path]:
+def write_results(rows: list[dict], out_dir: Path, stage: str, argv: list[str],
+                  complete: bool = True) -> tuple[Path, Path]:
     columns: list[str] = []
     for row in rows:
         columns += [k for k in row if k not in columns]
@@ -24,7 +29,10 @@ def write_results(rows: list[dict], out_dir: Path, stage: str, argv: list[str]) 
     writer.writerows(rows)
     csv_path = atomic.write_text(out_dir / f"{stage}.csv", buf.getvalue())
     json_path = out_dir / f"{stage}.json"
-    provenance.write_run_json(json_path, stage=stage, argv=argv, rows=rows)
+    if complete:
+        provenance.write_run_json(json_path, stage=stage, argv=argv, complete=True, rows=rows)
+    else:  # provenance (library versions, devices) once, at the end: it would initialise CUDA in this process
+        atomic.write_json(json_path, {"stage": stage, "argv": argv, "complete": False, "rows": rows})
     return csv_path, json_path
 
 
@@ -40,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         modules[name] = module
         module.add_arguments(sub.add_parser(name, help=(module.__doc__ or "").splitlines()[0]))
     args = parser.parse_args(argv)
+    args.save_partial = lambda rows: write_results(rows, args.out_dir, args.stage, argv, complete=False)
     rows = modules[args.stage].run(args)
     csv_path, json_path = write_results(rows, args.out_dir, args.stage, argv)
     for row in rows:

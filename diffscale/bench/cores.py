@@ -26,6 +26,7 @@ import statistics
 import time
 
 from diffscale.embed.threads import THREAD_ENV, physical_cores, spread, usable_cores  # as scaling runs take CPUs
+from diffscale.bench import saver
 from diffscale.errors import ConfigError
 
 PROBES = {"compute": "GFLOP/s", "memory": "GB/s"}
@@ -121,6 +122,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     usable = spread(usable_cores())
     counts = sorted({1, *args.cpus})
     host = {"cpu_model": provenance.cpu_model(), "usable_cpus": len(usable), "usable_physical_cores": physical_cores(usable)}
+    save = saver(args)
     rows = []
     for probe in args.probes:
         alone = None
@@ -143,4 +145,5 @@ def run(args: argparse.Namespace) -> list[dict]:
                   f"(slowest {min(rates):.3g}), together {row['aggregate']:.3g}; kept {row['kept']:.0%} of one alone",
                   flush=True)
             rows.append(row)
+            save(rows)  # a time limit keeps the counts done so far
     return rows

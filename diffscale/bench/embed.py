@@ -38,6 +38,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from diffscale import provenance, vocab
+from diffscale.bench import saver
 
 CPU_BACKENDS = list(vocab.CPU_BACKENDS)
 DISTINCT_IMAGES = 64  # drawn once each; a larger dataset repeats their bytes (decode cost is the same)
@@ -201,11 +202,14 @@ def configurations(args) -> list[tuple[str, str, int]]:
 
 
 def run(args: argparse.Namespace) -> list[dict]:
-    from diffscale.embed.scaling import LOAD_STEPS, findings, scaling_rows
+    from diffscale.embed.scaling import LOAD_STEPS, findings
 
+    save = saver(args)
     width, height = (int(v) for v in args.source_size.lower().split("x"))
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="diffscale-bench-embed-"))
+    gpu = any(b == "gpu" for b, _, _ in configurations(args))
     rows: list[dict] = []
+    bare: dict[str, float] = {}  # the bare model's rate per modality, measured once
     for size in sorted(args.sizes):
         made = time.perf_counter()
         manifest = synthetic_manifest(work / "data", size, (width, height))
@@ -226,25 +230,41 @@ def run(args: argparse.Namespace) -> list[dict]:
                       f"{', OVERSUBSCRIBED' if timing['oversubscribed'] else ''}",
                       flush=True)
                 timings.append(timing)
-            for row in scaling_rows(timings):
-                row["dataset_images"] = size
-                row["startup_frac"] = row["startup_s"] / row["wall_s"]
-                row["peak_rss_mb_mean"] = _rss_mean(timings, row)
-                rows.append(row)
-            if any(b == "gpu" for b, _, _ in configurations(args)):
-                alone = isolated(compute_alone_rate, modality, str(manifest), _settings(args, modality, "gpu"))
-                rate = decode_rate(manifest, args.image_size) if modality == "images" else None
-                for row in rows:
-                    if row["modality"] == modality and row["dataset_images"] == size and row["backend"] == "gpu":
-                        row["compute_alone_items_per_s"] = alone
-                        row["device_items_per_s"] = row["items"] / row["compute_s"] / row["workers"]
-                        if rate:
-                            row["decode_per_thread_per_s"] = rate
-            for line in findings([r for r in rows if r["dataset_images"] == size and r["modality"] == modality]):
+                save(rows + _table(timings, size))  # a time limit keeps the runs done so far
+            done = _table(timings, size)
+            if gpu:
+                _gpu_extras(done, modality, manifest, args)
+            rows += done
+            _compare(rows, args, bare)
+            save(rows)
+            for line in findings(done):
                 print(f"  finding: {line}", flush=True)
-    _compare(rows, args)
     _print_table(rows)
     return rows
+
+
+def _table(timings: list[dict], size: int) -> list[dict]:
+    """The scaling rows of one dataset size and modality, with the bench's own columns."""
+    from diffscale.embed.scaling import scaling_rows
+
+    rows = scaling_rows(timings)
+    for row in rows:
+        row["dataset_images"] = size
+        row["startup_frac"] = row["startup_s"] / row["wall_s"]
+        row["peak_rss_mb_mean"] = _rss_mean(timings, row)
+    return rows
+
+
+def _gpu_extras(rows: list[dict], modality: str, manifest: Path, args) -> None:
+    """The gpu rows' compute step alone, the device's pace in the pipeline and (images) one thread's decode rate."""
+    alone = isolated(compute_alone_rate, modality, str(manifest), _settings(args, modality, "gpu"))
+    rate = decode_rate(manifest, args.image_size) if modality == "images" else None
+    for row in rows:
+        if row["backend"] == "gpu":
+            row["compute_alone_items_per_s"] = alone
+            row["device_items_per_s"] = row["items"] / row["compute_s"] / row["workers"]
+            if rate:
+                row["decode_per_thread_per_s"] = rate
 
 
 def _print_table(rows: list[dict]) -> None:
@@ -271,8 +291,9 @@ def _rss_mean(timings: list[dict], row: dict) -> float:
     return math.nan
 
 
-def _compare(rows: list[dict], args) -> None:
-    """Add the naive/pinned ratio, RSS growth across dataset sizes and, on GPUs, the bare-model ratio."""
+def _compare(rows: list[dict], args, bare: dict[str, float] | None = None) -> None:
+    """Add the naive/pinned ratio, RSS growth across dataset sizes and, on GPUs, the bare-model ratio
+    (`bare`: the bare rates measured so far, per modality; a missing one is measured and added)."""
     def key(r, **change):
         k = dict(modality=r["modality"], size=r["dataset_images"], backend=r["backend"], policy=r["policy"],
                  workers=r["workers"])
@@ -281,7 +302,7 @@ def _compare(rows: list[dict], args) -> None:
 
     by_key = {key(r): r for r in rows}
     smallest = min(r["dataset_images"] for r in rows)
-    bare: dict[str, float] = {}
+    bare = {} if bare is None else bare
     for r in rows:
         r["pinned_over_naive"] = r["pinned_over_intraop"] = math.nan
         if r["backend"] not in ("serial", "gpu") and r["policy"] in ("pinned", "naive"):

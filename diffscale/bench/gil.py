@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from diffscale import provenance, vocab
+from diffscale.bench import saver
 from diffscale.errors import ConfigError
 
 KINDS = ("thread", "process")
@@ -125,6 +126,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     from diffscale.bench.embed import synthetic_manifest
 
     manifest = synthetic_manifest(Path(tempfile.mkdtemp(prefix="diffscale-bench-gil-")), args.images, (640, 480))
+    save = saver(args)
     rows = []
     for modality in args.modalities:
         for loaders in args.loaders:
@@ -139,4 +141,5 @@ def run(args: argparse.Namespace) -> list[dict]:
                       f"kept {row['kept']:.1%} of its pace ({row['loader_batches_per_s']:.0f} batches/s prepared)",
                       flush=True)
                 rows.append(row)
+                save(rows)  # a time limit keeps the rows done so far
     return rows
