@@ -264,9 +264,15 @@ def ddpm_threads(wildcards):
         "cpus_per_task"]
 
 
+def ddpm_step_images():
+    """The image folder a window decodes every step under ddpm.decode_each_step (an input then, so
+    replacing it re-runs the windows), else nothing: the windows read the decoded cache."""
+    return [DATA["cifar"]] if DDPM["decode_each_step"] else []
+
+
 def ddpm_source_flag():
     """--source for ddpm.decode_each_step (the loader then decodes the image files every step)."""
-    return f"--source {DATA['cifar']}" if DDPM["decode_each_step"] else ""
+    return " ".join(f"--source {path}" for path in ddpm_step_images())
 
 
 def ddpm_stage_runs(stage):

@@ -26,6 +26,7 @@ rule ddpm_data:
 rule ddpm_batch:
     input:
         cache=DDPM_CACHE,
+        step_images=ddpm_step_images(),  # every window inherits this input (use rule … with)
     output:
         run=f"{DDPM_RUN['batch']}/run.json",
         row=f"{DDPM_RUN['batch']}/row.csv",

@@ -1,5 +1,5 @@
-"""Print the workflow's rules as JSON: name, wildcards, resource keys, and the conda env file each
-rule resolves to for every hardware key of the config. Run in a subprocess by the tests (loading
+"""Print the workflow's rules as JSON: name, wildcards, resource keys, the inputs known at parse time,
+and the conda env file each rule resolves to for every hardware key of the config. Run in a subprocess by the tests (loading
 a Snakefile changes the working directory, PATH and sys.path of the process that loads it).
 
   python tests/rule_inventory.py [CONFIGFILE ...]
@@ -57,6 +57,7 @@ def main() -> None:
                 "resources": sorted(rule.resources),
                 "envs": envs,
                 "log": bool(rule.log),
+                "inputs": sorted(str(f) for f in rule.input if not callable(f)),  # those fixed at parse time
             })
     print(json.dumps({"hardware": hardware, "rules": rules}))
 

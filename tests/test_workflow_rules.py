@@ -71,3 +71,16 @@ def test_the_k80_entry_of_the_full_study_gets_the_k80_env():
     check = next(r for r in found["rules"] if r["name"] == "hardware_check")
     assert check["envs"] == {"a100": "envs/train.yaml", "a40": "envs/train.yaml", "cpu": "envs/train.yaml",
                              "k80": "envs/train-k80.yaml"}
+
+
+def test_ddpm_windows_declare_the_image_folder_they_decode_each_step(tmp_path):
+    """Under ddpm.decode_each_step every window reads data.cifar itself, so it is their input; else only the cache."""
+    windows = {"ddpm_batch", "ddpm_amp", "ddpm_workers", "ddpm_compile", "ddpm_profile", "ddpm_peer"}
+    folder = yaml.safe_load((ROOT / "config.yaml").read_text())["data"]["cifar"]
+    overlay = tmp_path / "decode.yaml"
+    overlay.write_text(yaml.safe_dump({"ddpm": {"decode_each_step": True}}))
+    for configfiles, declared in [(["config.yaml"], False), (["config.yaml", str(overlay)], True)]:
+        found = {r["name"]: r for r in inventory(*configfiles)["rules"]}
+        assert windows <= set(found)
+        for name in windows:
+            assert (folder in found[name]["inputs"]) is declared, (name, configfiles, found[name]["inputs"])
