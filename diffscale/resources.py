@@ -31,10 +31,20 @@ def requests_gpus(entry: dict, gpus: int) -> bool:
     return bool(gpus) and entry.get("gpus_per_node", 0) > 0
 
 
-def scaling_cpus(backend: str, workers: int) -> int | None:
+def dask_workers_elsewhere(backend: str, dask_cluster: str | None) -> bool:
+    """Whether an embedding run's workers run outside its own job: dask workers that are SLURM
+    jobs of their own (`embed.dask.cluster: slurm`) or join a running scheduler (`address`)."""
+    return backend == "dask" and (dask_cluster or "local") != "local"
+
+
+def scaling_cpus(backend: str, workers: int, dask_cluster: str | None = "local") -> int | None:
     """The CPUs an embedding scaling run asks SLURM for: exactly its `workers` on a CPU backend
-    (a run w{N} runs on N CPUs), None (the hardware entry's rule) for the gpu backend."""
-    return None if backend == "gpu" else int(workers)
+    (a run w{N} runs on N CPUs); 1 when its dask workers run elsewhere (this job then only
+    schedules and gathers; the workers' jobs have their own CPUs); None (the hardware entry's
+    rule) for the gpu backend."""
+    if backend == "gpu":
+        return None
+    return 1 if dask_workers_elsewhere(backend, dask_cluster) else int(workers)
 
 
 def job_resources(cfg: dict, hw: str | None, gpus: int = 0, workers: int = 1, attempt: int = 1,

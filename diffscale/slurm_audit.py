@@ -150,7 +150,8 @@ def request_problems(cfg: dict, job: PlannedJob) -> list[str]:
         hw = next((key for key in matches if _gpu_request_matches(cfg, key, gpus, asked)), matches[0])
     try:
         backend = job.wildcards.get("backend")  # an embedding scaling run: exactly its CPUs
-        cpus = hwres.scaling_cpus(backend, workers) if backend and "workers" in job.wildcards else None
+        cpus = (hwres.scaling_cpus(backend, workers, cfg["embed"]["dask"]["cluster"])
+                if backend and "workers" in job.wildcards else None)
         expected = hwres.job_resources(cfg, hw, gpus, workers, cpus=cpus)
     except ConfigError as exc:
         return [f"{job.label}: {exc}"]

@@ -123,8 +123,9 @@ def embed_gpus(wildcards):
 
 
 def embed_cpus(wildcards):
-    """A CPU scaling run w{N} asks SLURM for exactly N CPUs (the gpu backend: cpus_per_gpu each)."""
-    return hwres.scaling_cpus(wildcards.backend, wildcards.workers)
+    """A CPU scaling run w{N} asks SLURM for exactly N CPUs (the gpu backend: cpus_per_gpu each;
+    dask with workers as SLURM jobs: 1, the workers' jobs have theirs)."""
+    return hwres.scaling_cpus(wildcards.backend, wildcards.workers, config["embed"]["dask"]["cluster"])
 
 
 def embed_threads(wildcards):

@@ -291,3 +291,25 @@ def test_the_stage_shows_the_queue_wait_but_does_not_charge_it(tmp_path, monkeyp
     elapsed = time.time() - started
     assert timing["queue_wait_s"] == 2.0 and 0 <= timing["launch_s"] < 1.0
     assert timing["wall_s"] <= elapsed - 2.0 and timing["startup_s"] <= timing["wall_s"]
+
+
+@pytest.mark.parametrize("cluster, elsewhere", [("slurm", True), ("local", False)])
+def test_a_run_whose_workers_are_slurm_jobs_neither_pins_this_job_nor_counts_its_cores(tmp_path, monkeypatch,
+                                                                                         cluster, elsewhere):
+    """The submitting job only schedules (it asks SLURM for one CPU): with more workers than it has
+    cores it is not pinned and not oversubscribed; a local cluster on those cores is."""
+    from diffscale.embed import stage
+    from diffscale.embed.threads import usable_cores
+    from embed_data import demo_settings, make_manifest
+
+    fixture = make_manifest(tmp_path / "manifest", n_synthetic=6, n_real=0)
+    monkeypatch.setattr(stage, "make_backend", lambda name, workers, **kw: backends.SerialBackend(workers))
+    before, workers = usable_cores(), len(usable_cores()) + 1
+    settings = demo_settings("text", "dask", dask={"cluster": cluster, "slurm": {}})
+    timing = stage.run_embedding("text", fixture.manifest, tmp_path / cluster, "dask", "pinned", workers, settings,
+                                 skip_list=fixture.skipped)
+    assert timing["cpus"] == workers and timing["processes"] == workers
+    assert timing["oversubscribed"] is not elsewhere
+    assert timing["allocation"].get("workers_elsewhere", False) is elsewhere
+    assert (timing["physical_cores"] is None) is elsewhere  # their cores are on other nodes
+    assert usable_cores() == before

@@ -105,3 +105,12 @@ def test_a_scaling_run_asks_for_exactly_its_cpus(full):
     assert hwres.job_resources(full, "cpu", 0, 1, cpus=1)["cpus_per_task"] == 1
     assert hwres.job_resources(full, "cpu", 0, 16, cpus=16)["cpus_per_task"] == 16
     assert hwres.job_resources(full, "cpu", 0, 1)["cpus_per_task"] == full["hardware"]["cpu"]["cpus"]
+
+
+@pytest.mark.parametrize("backend, cluster, expected", [
+    ("multiprocessing", "local", 8), ("dask", "local", 8),  # the run's own N CPUs
+    ("dask", "slurm", 1), ("dask", "address", 1),  # the workers run in jobs (a cluster) of their own
+    ("multiprocessing", "slurm", 8),  # the dask setting concerns dask runs only
+    ("gpu", "local", None)])  # the entry's cpus_per_gpu
+def test_a_scaling_run_whose_dask_workers_run_elsewhere_asks_for_one_cpu(backend, cluster, expected):
+    assert hwres.scaling_cpus(backend, 8, cluster) == expected

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from diffscale import atomic, hardware, provenance
+from diffscale import resources as hwres
 from diffscale.embed import plan as planning
 from diffscale.embed import sizes
 from diffscale.embed.scaling import LOAD_STEPS
@@ -181,7 +182,9 @@ def execute(planned: RunPlan) -> Executed:
     """Start the backend on the run's CPUs, run every task, close; a failure leaves no shards."""
     settings = planned.settings
     try:
-        with thread_policy.pinned_job(planned.layout.cpus) as allocation:
+        elsewhere = hwres.dask_workers_elsewhere(planned.backend, settings.dask.get("cluster"))
+        allocate = thread_policy.workers_elsewhere if elsewhere else thread_policy.pinned_job
+        with allocate(planned.layout.cpus) as allocation:
             t0 = time.time()
             with make_backend(planned.backend, planned.layout.processes, dask_settings=settings.dask,
                               threads=planned.layout.threads, label=planned.name) as runner:

@@ -121,6 +121,15 @@ def pinned_job(cpus: int) -> Iterator[dict]:
                 os.environ[name] = value
 
 
+@contextmanager
+def workers_elsewhere(cpus: int) -> Iterator[dict]:
+    """The allocation of a run whose workers have CPUs of their own outside this job (dask workers
+    as SLURM jobs, or joining a running scheduler): nothing here is pinned or capped, since this
+    job only schedules; what each worker had it records from inside (affinity, threads)."""
+    yield {"cpus": cpus, "usable_cores": cpus, "cores": [], "physical_cores": None, "pinned": False,
+           "oversubscribed": False, "workers_elsewhere": True}
+
+
 def pin_job(cpus: int) -> dict:
     """Give this job (and every worker it starts) exactly `cpus` CPUs when it may use that many.
 
