@@ -11,7 +11,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from diffscale.data import synthetic
-from diffscale.data.folders import class_folder, subject_folder
+from diffscale.folders import class_folder, subject_folder
 from diffscale.data.summary import coco_counts, write_summary
 from diffscale.errors import DataError
 

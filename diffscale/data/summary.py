@@ -6,7 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 from diffscale import atomic, io
-from diffscale.data.folders import class_folder, subject_folder
+from diffscale.folders import class_folder, subject_folder
 from diffscale.errors import DataError
 
 

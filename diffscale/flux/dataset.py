@@ -3,7 +3,7 @@
 The folder holds images with same-name `.txt` captions (the format of ostris/ai-toolkit, which
 the original study used); `[trigger]` in a caption becomes the configured trigger word. Checked,
 each with a one-line error naming the file: an image without caption, a caption without image,
-an empty caption (the same lines as diffscale.data.folders, which a study may not import), an
+an empty caption (read by diffscale.folders.subject_folder, which the inputs summary shares), an
 unreadable image, an image smaller than the smallest bucket, and fewer than `flux.min_images` images.
 
 Buckets: FLUX's VAE shrinks images 8x and the transformer packs 2x2 latent patches, so each side
@@ -24,11 +24,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from diffscale import atomic
+from diffscale.folders import subject_folder
 from diffscale.errors import ConfigError, DataError
 
 MULTIPLE = 16  # 8x VAE x 2x2 packing
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
-TRIGGER = "[trigger]"
 DATASET_FILE = "dataset.json"
 BUCKETS_FILE = "buckets.csv"
 IMAGES_DIR = "images"
@@ -42,36 +41,6 @@ class Item:
     width: int  # source size
     height: int
     bucket: tuple[int, int]  # (width, height)
-
-
-@dataclass(frozen=True)
-class Captioned:
-    image: Path
-    caption: str  # trigger substituted
-
-
-def captioned_images(root: str | Path, trigger: str) -> list[Captioned]:
-    """Images with same-name .txt captions, `[trigger]` replaced; a missing or empty one is named."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{root}: subject folder not found")
-    images = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not images:
-        raise DataError(f"{root}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    stems = {p.stem for p in images}
-    orphans = sorted(p.name for p in root.glob("*.txt") if p.stem not in stems)
-    if orphans:
-        raise DataError(f"{root / orphans[0]}: caption has no image of the same name")
-    found = []
-    for image in images:
-        txt = image.with_suffix(".txt")
-        if not txt.is_file():
-            raise DataError(f"{txt}: missing caption for {image.name}")
-        caption = txt.read_text().strip()
-        if not caption:
-            raise DataError(f"{txt}: caption is empty")
-        found.append(Captioned(image, caption.replace(TRIGGER, trigger)))
-    return found
 
 
 def buckets_for(resolution: int, ratios: list[float]) -> list[tuple[int, int]]:
@@ -99,7 +68,7 @@ def check_folder(root: str | Path, trigger: str, resolution: int, ratios: list[f
     buckets = buckets_for(resolution, ratios)
     smallest = min(min(b) for b in buckets)
     items = []
-    for entry in captioned_images(root, trigger):
+    for entry in subject_folder(root, trigger):
         try:
             with Image.open(entry.image) as img:
                 img.load()

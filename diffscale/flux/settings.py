@@ -30,7 +30,7 @@ LOGISTICS_KEYS = ("steps", "log_every", "checkpoint_every", "quality_images", "i
 
 
 def substitute(text: str, trigger: str) -> str:
-    from diffscale.flux.dataset import TRIGGER
+    from diffscale.folders import TRIGGER
 
     return text.replace(TRIGGER, trigger)
 

@@ -1,4 +1,5 @@
-"""Image folders the studies read: a CIFAR-style class tree and a captioned custom subject."""
+"""Image folders the studies read: a CIFAR-style class tree (the inputs summary) and a captioned
+custom subject (the inputs summary, and the FLUX study's photos: the format of ostris/ai-toolkit)."""
 
 from __future__ import annotations
 
