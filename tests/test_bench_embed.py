@@ -36,6 +36,23 @@ def test_configurations_include_the_one_cpu_baseline_and_cap_naive():
     assert bench_embed.configurations(gpu_only) == [("gpu", "pinned", 1)]  # no hour-long CPU baseline
 
 
+def test_synthetic_captions_have_cocos_token_lengths(tmp_path):
+    """What a ragged text shard stores per caption (and so the bytes the GPU path writes) is COCO's."""
+    from diffscale.models import parse_spec
+    from diffscale.tokenize import tokenizer_for
+
+    tokenizer = tokenizer_for(parse_spec("text_encoder", {"random": "clip-vit-large-patch14"}))
+    manifest = pd.read_parquet(bench_embed.synthetic_manifest(tmp_path, 200, (64, 48)))
+    captions = [c for row in manifest["captions"] for c in row]
+    lengths = [len(tokenizer.encode(c)) for c in captions]
+    assert len(captions) == 1000 and len(set(captions)) > 100
+    long = [i for i, n in enumerate(lengths) if n > 75]
+    assert long == [bench_embed.LONG_EVERY - 1, 2 * bench_embed.LONG_EVERY - 1]  # the truncation path runs
+    normal = [n for i, n in enumerate(lengths) if i not in long]
+    assert sorted(set(normal)) == sorted(set(bench_embed.COCO_CAPTION_TOKENS))
+    assert sum(normal) / len(normal) == pytest.approx(11.4, abs=0.05)  # val2017: 11.5 (13.5 with start/end)
+
+
 @pytest.mark.slow
 def test_bench_cli_writes_rows_at_two_sizes(tmp_path):
     from diffscale.bench.__main__ import main
