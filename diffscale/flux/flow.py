@@ -126,3 +126,21 @@ def encode(vae, images, generator=None):
     with torch.inference_mode():
         dist = vae.encode((images * 2 - 1).to(vae.dtype)).latent_dist
         return ((dist.mode().float() - shift) * vae.config.scaling_factor).clone()
+
+
+def lora_train_flops_per_sample(transformer, latents, t5, pooled, dtype) -> int | None:
+    """Model FLOPs of one LoRA training sample: 2 x a counted batch-1 forward of the flow loss.
+
+    The backward of a frozen base computes the gradients of its activations (about one forward)
+    but none of its weights (the other forward of full training's 3x); the LoRA matrices' own are
+    negligible. Recomputation under gradient checkpointing is not counted (MFU counts the model's
+    FLOPs, not the hardware's). Global generators are left as they were: LoRA dropout draws from them.
+    `latents` [1, C, H, W], `t5` [1, L, D], `pooled` [1, D]; None where PyTorch has no FLOP counter."""
+    import torch
+
+    from diffscale.train.core.flops import forward_flops
+
+    noise, sigmas = torch.zeros_like(latents), torch.full((1,), 0.5, device=latents.device)
+    with torch.random.fork_rng(devices=[latents.device] if latents.device.type == "cuda" else []):
+        forward = forward_flops(flow_loss, transformer, latents, noise, sigmas, t5, pooled, dtype)
+    return None if forward is None else 2 * forward

@@ -46,7 +46,7 @@ from diffscale.errors import ConfigError, DataError
 from diffscale.flux import dataset as ds
 from diffscale.flux import lora as lora_io
 from diffscale.flux.cache import Cache, load_cache
-from diffscale.flux.flow import flow_loss, sample_sigmas
+from diffscale.flux.flow import flow_loss, lora_train_flops_per_sample, sample_sigmas
 from diffscale.flux.quality import grid, psnr, ssim, to_pil
 from diffscale.flux.sample import generate
 from diffscale.flux.settings import DTYPES, SDPA_KERNELS, check_run_config, compute_dtype, trajectory
@@ -57,6 +57,8 @@ from diffscale.train.core.guards import TrainingError  # noqa: F401  (the loop's
 from diffscale.train.core.meter import COLUMNS as CORE_COLUMNS
 from diffscale.train.core.meter import Meter, final_loss, steady_rate
 from diffscale.io import csv_text
+from diffscale.metrics import achieved
+from diffscale.train.core.flops import peak_flops
 
 METRICS_COLUMNS = [*CORE_COLUMNS, "steps_per_s", "images_per_s", "peak_mem_mb"]
 QUALITY_COLUMNS = ["checkpoint_step", "psnr", "ssim", "n_images"]
@@ -115,6 +117,14 @@ def _bitsandbytes():
 
 
 # --- small named helpers of the loop -----------------------------------------------------------
+
+def kernel_error(exc: RuntimeError, flux: dict, device: str) -> Exception:
+    """The one-line config error when none of flux.sdpa_kernels can run here, else `exc` itself."""
+    if "No available kernel" in str(exc) or "No viable backend" in str(exc):
+        return ConfigError(f"flux.sdpa_kernels: none of {flux['sdpa_kernels']} can run this attention on "
+                           f"{device} (add 'math' to allow PyTorch's reference kernel)")
+    return exc
+
 
 def sdpa_context(names: list[str]):
     """Only the configured SDPA kernels (flux.sdpa_kernels) may run inside this context."""
@@ -204,6 +214,12 @@ def fit(ctx: launch.Context, job: Job) -> dict | None:
         vae = models.build("flux_vae", cfg["models"]["flux_vae"], device=device,
                            dtype=None if dtype == torch.float32 else dtype) \
             if ctx.is_main and (items or cache.manifest["sample_prompts"]) else None
+        try:
+            with sdpa_context(flux["sdpa_kernels"]), prec.autocast():  # as a training step runs
+                flops_per_sample = lora_train_flops_per_sample(transformer, *batch_tensors(cache, [0], device), dtype)
+        except RuntimeError as exc:
+            raise kernel_error(exc, flux, device) from None
+        peak = peak_flops(ctx.device_name, dtype_name) if ctx.device_type == "cuda" else None
     start_step, rows, quality_rows, checkpoints = 0, [], [], []
     last_good = guards.LastGood()
     if resume:
@@ -219,7 +235,7 @@ def fit(ctx: launch.Context, job: Job) -> dict | None:
 
     model = ctx.wrap(transformer)
     end_step = min(steps, job.stop_after) if job.stop_after is not None else steps
-    meter = Meter(rows, batch, ctx.world, None, None, start_step, rows[-1]["elapsed_s"] if rows else 0.0,
+    meter = Meter(rows, batch, ctx.world, flops_per_sample, peak, start_step, rows[-1]["elapsed_s"] if rows else 0.0,
                   verbose=ctx.is_main)
 
     def sdpa():
@@ -276,13 +292,10 @@ def fit(ctx: launch.Context, job: Job) -> dict | None:
                 if checkpoint_now:
                     checkpoint(done)
     except RuntimeError as exc:
-        if "No available kernel" in str(exc) or "No viable backend" in str(exc):
-            raise ConfigError(f"flux.sdpa_kernels: none of {flux['sdpa_kernels']} can run this attention on "
-                              f"{device} (add 'math' to allow PyTorch's reference kernel)") from None
-        raise
+        raise kernel_error(exc, flux, device) from None
     if end_step < steps or not ctx.is_main:
         return None
-    return finish(job, rows, quality_rows, checkpoints, timer, ctx, params)
+    return finish(job, rows, quality_rows, checkpoints, timer, ctx, params, flops_per_sample, peak)
 
 
 def extend_row(row: dict, batch: int, device: str) -> None:
@@ -351,7 +364,8 @@ def _resume_state(job: Job, ctx) -> dict | None:
 # --- outputs ------------------------------------------------------------------------------------
 
 
-def finish(job: Job, rows, quality_rows, checkpoints, timer: PhaseTimer, ctx, params) -> dict:
+def finish(job: Job, rows, quality_rows, checkpoints, timer: PhaseTimer, ctx, params, flops_per_sample: int | None,
+           peak: float | None) -> dict:
     import torch
 
     cfg, out = job.run_config, job.out_dir
@@ -361,12 +375,14 @@ def finish(job: Job, rows, quality_rows, checkpoints, timer: PhaseTimer, ctx, pa
     timings = {f"{k}_s": v for k, v in timer.seconds.items()}
     timings["total_s"] = timer.total
     images_per_s = steady_rate(rows)
+    tflops, mfu = achieved(flops_per_sample, images_per_s, peak, ctx.world)
     summary = {
         **cfg["run"], "device": ctx.device_name if ctx.device_type == "cuda" else "cpu",
         "cpu_model": ctx.device_name if ctx.device_type == "cpu" else None,
         "threads": torch.get_num_threads() if ctx.device_type == "cpu" else None,
         "random_weights": spec.pretrained is None,
         "steps_per_s": images_per_s / batch, "images_per_s": images_per_s,
+        "flops_per_sample": flops_per_sample, "tflops": tflops, "mfu": mfu,
         "batch_size": batch, "lora_rank": cfg["flux"]["lora_rank"],
         "grad_checkpointing": cfg["flux"]["grad_checkpointing"], "lora_params": sum(p.numel() for p in params),
         "final_loss": final_loss(rows), "peak_mem_mb": max(r["peak_mem_mb"] for r in rows),

@@ -28,6 +28,7 @@ def train_cols(random: bool) -> list[Col]:
         Col("steps_per_s", "steps/s", fmt.sig, "steady, training phase only"),
         Col("speedup", "speedup", fmt.ratio, "against 1 GPU, same hardware and steps"),
         Col("efficiency", "efficiency", fmt.percent),
+        Col("mfu", "MFU", fmt.percent, "model FLOPs utilisation (LoRA: 2 forwards per sample)", optional=True),
         Col("total_s", "job time (s)", fmt.seconds, "set-up, caching, training, sampling, saving"),
         Col("cost", "$ per fine-tune", fmt.money, "whole job, start-up included", optional=True),
         Col("final_loss", "final loss" + (" (random weights: timing only)" if random else ""), lambda v: fmt.sig(v, 4)),

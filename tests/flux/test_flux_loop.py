@@ -93,6 +93,33 @@ def test_a_run_writes_its_outputs(trained):
         assert summary[key] >= 0
     assert summary["random_weights"] is True and summary["resolution"] == 64
     assert not (out / "resume").exists() and (out / "checkpoint.pt").is_file()
+    # counted FLOPs: achieved TFLOP/s on any device, MFU only against a GPU's known peak
+    assert summary["flops_per_sample"] > 0 and summary["mfu"] is None
+    assert summary["tflops"] == pytest.approx(summary["flops_per_sample"] * summary["images_per_s"] / 1e12)
+    assert all(float(r["tflops"]) > 0 for r in rows)
+
+
+def test_lora_training_flops_are_two_counted_forwards_and_leave_the_generators_alone(trained, prepared):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from diffscale.flux import lora as lora_io
+
+    cfg = trained[0]
+    transformer = models.build("flux_transformer", cfg["models"]["flux_transformer"])
+    lora_io.add_lora(transformer, {**cfg["flux"], "lora_dropout": 0.5}, 0)  # dropout draws from the generators
+    transformer.train()
+    cache = load_cache(prepared[1])
+    latents, t5, pooled = loop.batch_tensors(cache, [0], "cpu")
+    _, _, h, w = latents.shape
+    counter, state = FlopCounterMode(display=False), torch.get_rng_state()
+    with torch.no_grad(), counter:  # the transformer's forward alone, counted independently
+        flow.predict(transformer, flow.pack(latents), torch.tensor([0.5]), t5, pooled, flow.image_ids(h, w),
+                     flow.text_ids(t5.shape[1]))
+    assert not torch.equal(torch.get_rng_state(), state)  # a forward in training mode draws (dropout)
+    state = torch.get_rng_state()
+    assert flow.lora_train_flops_per_sample(transformer, latents, t5, pooled, torch.float32) == \
+        2 * counter.get_total_flops() > 0
+    assert torch.equal(torch.get_rng_state(), state)  # LoRA dropout's draws do not shift training's
 
 
 def test_a_resumed_run_ends_equal_to_an_uninterrupted_one(trained, prepared, tmp_path):
