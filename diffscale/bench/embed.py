@@ -1,14 +1,15 @@
 """Embedding throughput on N CPUs per policy, and on GPUs against the bare model.
 
-Builds a synthetic COCO-like manifest (JPEGs of --source-size) at each of --sizes, runs every
-configuration through the same code as the `embed` rule (diffscale.embed.stage.run_embedding,
-which gives a run w{N} exactly N CPUs), each in a fresh process (as a Snakemake job would be, so
-no thread setting or warm cache leaks between runs), and reports per configuration, end to end
-and steady (without start-up) side by side: time and phases, start-up and its share of the wall
-time, items/s, speedup / efficiency / Karp–Flatt against serial on 1 CPU × 1 thread, the CPUs,
-processes and threads each worker ran with, whether it was oversubscribed (left out of
-efficiency), peak RSS per worker and its growth from the smallest dataset (it should not grow:
-workers stream), bytes per item and the projected full-study size, and pinned over naive.
+Builds a synthetic COCO-like manifest (JPEGs of --source-size, captions of COCO's token lengths) at
+each of --sizes, runs every configuration through the same code as the `embed` rule
+(diffscale.embed.stage.run_embedding, which gives a run w{N} exactly N CPUs), each in a fresh
+process (as a Snakemake job would be, so no thread setting or warm cache leaks between runs), and
+reports per configuration, end to end and steady (without start-up) side by side: time and phases,
+start-up and its share of the wall time, items/s, speedup / efficiency / Karp–Flatt against serial
+on 1 CPU × 1 thread, the CPUs, processes and threads each worker ran with, whether it was
+oversubscribed (left out of efficiency), peak RSS per worker and its growth from the smallest
+dataset (it should not grow: workers stream), bytes per item and the projected full-study size, and
+pinned over naive.
 
 CPU configurations: serial on 1 CPU (the baseline), `intraop` (1 process × N threads, serial
 backend) and `pinned` / `naive` (N processes) on each parallel backend at each of --cpus; naive
