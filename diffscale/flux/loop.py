@@ -118,12 +118,12 @@ def _bitsandbytes():
 
 # --- small named helpers of the loop -----------------------------------------------------------
 
-def kernel_error(exc: RuntimeError, flux: dict, device: str) -> Exception:
-    """The one-line config error when none of flux.sdpa_kernels can run here, else `exc` itself."""
+def kernel_error(exc: RuntimeError, flux: dict, device: str) -> ConfigError | None:
+    """The one-line config error when `exc` says none of flux.sdpa_kernels can run here, else None."""
     if "No available kernel" in str(exc) or "No viable backend" in str(exc):
         return ConfigError(f"flux.sdpa_kernels: none of {flux['sdpa_kernels']} can run this attention on "
                            f"{device} (add 'math' to allow PyTorch's reference kernel)")
-    return exc
+    return None
 
 
 def sdpa_context(names: list[str]):
@@ -218,7 +218,9 @@ def fit(ctx: launch.Context, job: Job) -> dict | None:
             with sdpa_context(flux["sdpa_kernels"]), prec.autocast():  # as a training step runs
                 flops_per_sample = lora_train_flops_per_sample(transformer, *batch_tensors(cache, [0], device), dtype)
         except RuntimeError as exc:
-            raise kernel_error(exc, flux, device) from None
+            if error := kernel_error(exc, flux, device):
+                raise error from None
+            raise
         peak = peak_flops(ctx.device_name, dtype_name) if ctx.device_type == "cuda" else None
     start_step, rows, quality_rows, checkpoints = 0, [], [], []
     last_good = guards.LastGood()
@@ -292,7 +294,9 @@ def fit(ctx: launch.Context, job: Job) -> dict | None:
                 if checkpoint_now:
                     checkpoint(done)
     except RuntimeError as exc:
-        raise kernel_error(exc, flux, device) from None
+        if error := kernel_error(exc, flux, device):
+            raise error from None
+        raise
     if end_step < steps or not ctx.is_main:
         return None
     return finish(job, rows, quality_rows, checkpoints, timer, ctx, params, flops_per_sample, peak)
