@@ -1,6 +1,7 @@
-"""Print the workflow's rules as JSON: name, wildcards, resource keys, the inputs known at parse time,
-and the conda env file each rule resolves to for every hardware key of the config. Run in a subprocess by the tests (loading
-a Snakefile changes the working directory, PATH and sys.path of the process that loads it).
+"""Print the workflow's rules as JSON: name, wildcards, resource keys, the inputs known at parse
+time, and the conda env file each rule resolves to for every hardware key of the config. Run in a
+subprocess by the tests (loading a Snakefile changes the working directory, PATH and sys.path of
+the process that loads it).
 
   python tests/rule_inventory.py [CONFIGFILE ...]
 """
