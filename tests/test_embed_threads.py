@@ -82,3 +82,11 @@ def test_physical_core_reads_linux_topology_and_falls_back_to_one_core_per_cpu(m
     monkeypatch.setattr(thread_policy, "TOPOLOGY", str(tmp_path / "cpu{}" / "topology"))
     assert thread_policy.physical_core(3) == (1, 5)
     assert thread_policy.physical_core(7) == (-1, 7)  # no topology files: its own core
+
+
+def test_thread_env_kept_restores_set_and_unset_variables(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    with thread_policy.thread_env_kept():
+        os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    assert os.environ["OMP_NUM_THREADS"] == "3" and "MKL_NUM_THREADS" not in os.environ

@@ -25,7 +25,8 @@ import queue
 import statistics
 import time
 
-from diffscale.embed.threads import THREAD_ENV, physical_cores, spread, usable_cores  # as scaling runs take CPUs
+from diffscale.embed.threads import (THREAD_ENV, physical_cores, spread, thread_env_kept,  # as scaling runs take CPUs
+                                     usable_cores)
 from diffscale.bench import saver
 from diffscale.errors import ConfigError
 
@@ -86,19 +87,12 @@ def run_together(probe: str, cpus: list[int], seconds: float, repeats: int, memo
 
     context = multiprocessing.get_context("spawn")
     barrier, results = context.Barrier(len(cpus)), context.Queue()
-    saved = {name: os.environ.get(name) for name in THREAD_ENV}
-    os.environ.update({name: "1" for name in THREAD_ENV})  # the children's BLAS start with one thread each
-    try:
+    with thread_env_kept():  # this process's own thread settings as they were, once the children started
+        os.environ.update({name: "1" for name in THREAD_ENV})  # the children's BLAS start with one thread each
         procs = [context.Process(target=_probe_process, args=(probe, cpu, barrier, results, seconds, repeats, memory_mb),
                                  daemon=True) for cpu in cpus]
         for proc in procs:
             proc.start()
-    finally:  # this process's own thread settings as they were
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
     timeout = 60 + 2 * repeats * seconds
     try:
         out = [results.get(timeout=timeout) for _ in cpus]

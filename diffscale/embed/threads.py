@@ -104,21 +104,30 @@ def physical_cores(cpus: list[int]) -> int:
 
 
 @contextmanager
-def pinned_job(cpus: int) -> Iterator[dict]:
-    """`pin_job` for the duration of a run, then this process's affinity and thread variables as
-    they were (a run in a test or the bench's process leaves it unchanged)."""
-    before = usable_cores()
+def thread_env_kept() -> Iterator[None]:
+    """The thread variables (THREAD_ENV) as they were once the context ends, whatever it set."""
     env = {name: os.environ.get(name) for name in THREAD_ENV}
     try:
-        yield pin_job(cpus)
+        yield
     finally:
-        if hasattr(os, "sched_setaffinity") and usable_cores() != before:
-            os.sched_setaffinity(0, before)
         for name, value in env.items():
             if value is None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+@contextmanager
+def pinned_job(cpus: int) -> Iterator[dict]:
+    """`pin_job` for the duration of a run, then this process's affinity and thread variables as
+    they were (a run in a test or the bench's process leaves it unchanged)."""
+    before = usable_cores()
+    with thread_env_kept():
+        try:
+            yield pin_job(cpus)
+        finally:
+            if hasattr(os, "sched_setaffinity") and usable_cores() != before:
+                os.sched_setaffinity(0, before)
 
 
 @contextmanager
