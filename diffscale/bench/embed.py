@@ -45,9 +45,10 @@ CPU_BACKENDS = list(vocab.CPU_BACKENDS)
 DISTINCT_IMAGES = 64  # drawn once each; a larger dataset repeats their bytes (decode cost is the same)
 BASELINE = ("serial", "pinned", 1)
 # Caption lengths in CLIP BPE tokens (without start/end) of COCO val2017's 25,014 captions: the
-# quantiles at 2.5 %, 7.5 % … 97.5 % (mean 11.4; the longest 56, none truncated). Synthetic captions
-# cycle through them, so a ragged text shard holds per caption what the full study's would (the
-# bytes written, which bound the GPU text path, and the projected size follow from it).
+# quantiles at 2.5 %, 7.5 % … 97.5 % (they average 11.4; all captions 11.5, the longest 56, none
+# truncated). Synthetic captions cycle through them, so a ragged text shard holds per caption what
+# the full study's would (the bytes written, which bound the GPU text path, and the projected size
+# follow from it).
 COCO_CAPTION_TOKENS = (8, 9, 9, 9, 10, 10, 10, 10, 11, 11, 11, 11, 12, 12, 12, 13, 13, 14, 15, 18)
 LONG_EVERY = 500  # one caption in this many is too long for CLIP's 77 tokens: the truncation path runs
 CAPTION_WORDS = ("a person standing next to a dog on the street near two people sitting at a table with "
