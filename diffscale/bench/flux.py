@@ -57,7 +57,7 @@ def _dtype_name(args) -> str:
 
 def _flux_settings(args, checkpointing: bool) -> dict:
     return {"lora_rank": args.rank, "lora_alpha": args.rank, "lora_dropout": 0.0, "lora_targets": LORA_TARGETS,
-            "lr": 1e-4, "weight_decay": 1e-4, "optimizer": "adamw", "batch_size": args.batch,
+            "caption_dropout": 0.0, "lr": 1e-4, "weight_decay": 1e-4, "optimizer": "adamw", "batch_size": args.batch,
             "grad_checkpointing": checkpointing, "timestep_sampling": "logit_normal", "logit_mean": 0.0,
             "logit_std": 1.0, "timestep_shift": 1.0, "dtype": _dtype_name(args), "cpu_dtype": _dtype_name(args),
             "sdpa_kernels": args.sdpa.split(","), "training_adapter": None, "inference_steps": args.inference_steps,

@@ -7,7 +7,9 @@ identical inputs. Files in the cache folder:
                         scaling_factor and shift_factor applied (what the transformer sees)
   text.safetensors      `<name>.t5` [L, D] and `<name>.pooled` [D] per image: its own caption,
                         under its own name, so a latent can never be paired with another caption
-  prompts.safetensors   `prompt_<i>.t5` / `.pooled` for the sample prompts
+  prompts.safetensors   `prompt_<i>.t5` / `.pooled` for the sample prompts, and `empty.t5` /
+                        `.pooled`: the empty caption, what a dropped caption is replaced with
+                        (flux.caption_dropout; as ai-toolkit drops a caption to "")
   cache.json            names, captions, buckets, sample prompts, models, shapes, timing
 """
 
@@ -22,10 +24,11 @@ from diffscale import atomic, models, provenance
 from diffscale.errors import DataError
 from diffscale.flux import dataset as ds
 from diffscale.flux.flow import encode
-from diffscale.flux.settings import DTYPES
+from diffscale.flux.settings import CACHE_LAYOUT, DTYPES
 from diffscale.flux.text import FluxText
 
 LATENTS, TEXT, PROMPTS, MANIFEST = "latents.safetensors", "text.safetensors", "prompts.safetensors", "cache.json"
+EMPTY = "empty"  # the empty caption's key in prompts.safetensors
 
 
 def load_image(path: Path):
@@ -67,6 +70,8 @@ def build_cache(prepared: str | Path, out: str | Path, cache_cfg: dict, device: 
     for i, prompt in enumerate(cache_cfg["sample_prompts"]):
         hidden, pooled = text([prompt])
         prompts[f"prompt_{i}.t5"], prompts[f"prompt_{i}.pooled"] = hidden[0].cpu(), pooled[0].cpu()
+    hidden, pooled = text([""])
+    prompts[f"{EMPTY}.t5"], prompts[f"{EMPTY}.pooled"] = hidden[0].cpu(), pooled[0].cpu()
     timings["text_s"] = time.perf_counter() - start
 
     out = Path(out)
@@ -74,6 +79,7 @@ def build_cache(prepared: str | Path, out: str | Path, cache_cfg: dict, device: 
         "dataset": str(prepared),
         "items": [{"name": it.name, "caption": it.caption, "bucket": list(it.bucket)} for it in items],
         "sample_prompts": list(cache_cfg["sample_prompts"]),
+        "layout": CACHE_LAYOUT,
         "latent_channels": int(next(iter(latents.values())).shape[0]),
         "scaling_factor": vae.config.scaling_factor,
         "shift_factor": getattr(vae.config, "shift_factor", None),
@@ -117,6 +123,13 @@ class Cache:
 
     def prompt(self, i: int):
         return self.prompts[f"prompt_{i}.t5"], self.prompts[f"prompt_{i}.pooled"]
+
+    def empty_caption(self):
+        """(T5 [L, D], pooled [D]) of the empty caption: a dropped caption's conditioning."""
+        if f"{EMPTY}.t5" not in self.prompts:
+            raise DataError(f"{self.root}: this FLUX cache has no empty-caption embeddings (made before "
+                            f"layout {CACHE_LAYOUT}), which flux.caption_dropout needs; run the flux_cache stage again")
+        return self.prompts[f"{EMPTY}.t5"], self.prompts[f"{EMPTY}.pooled"]
 
     def caption(self, name: str) -> str:
         return next(item["caption"] for item in self.manifest["items"] if item["name"] == name)

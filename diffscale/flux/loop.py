@@ -11,8 +11,9 @@ guards (NaN/OOM), meter.
                 peft LoRA added (lora.py), trained in fp32 under autocast to the compute dtype
                 (core.precision; fp16 with a GradScaler); AdamW (or bitsandbytes' 8-bit AdamW);
                 gradient checkpointing on request; the VAE for sampling (rank 0).
-  each step     the batch is drawn from (seed, step) alone (`draw`): a bucket, its images, noise
-                and sigmas; each process takes its slice. So a resumed run sees exactly the batches
+  each step     the batch is drawn from (seed, step) alone (`draw`): a bucket, its images, noise,
+                sigmas and which captions are dropped for the empty one (flux.caption_dropout);
+                each process takes its slice. So a resumed run sees exactly the batches
                 an uninterrupted one would, and 2 processes see what 1 does. The flow-matching loss
                 (flow.py) runs under the configured SDPA kernels (flash / memory-efficient: cuDNN
                 attention crashed in this backward on torch 2.11).
@@ -141,8 +142,10 @@ def make_optimizer(params: list, flux: dict, device: str):
 
 def draw(cache: Cache, seed: int, step: int, batch: int, flux: dict):
     """The global batch of `step`, from (seed, step) alone: image indices (all of one bucket),
-    noise [B, C, h, w] and sigmas [B]. Each step picks a bucket with probability proportional to
-    its size, then `batch` of its images without replacement (with replacement if it has fewer)."""
+    noise [B, C, h, w], sigmas [B] and which captions are dropped [B] (flux.caption_dropout). Each
+    step picks a bucket with probability proportional to its size, then `batch` of its images
+    without replacement (with replacement if it has fewer). The drops are drawn last, so the
+    images, noise and sigmas of a step do not depend on the dropout rate."""
     import torch
 
     generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
@@ -158,14 +161,21 @@ def draw(cache: Cache, seed: int, step: int, batch: int, flux: dict):
     noise = torch.randn(batch, *latent.shape, generator=generator)
     sigmas = sample_sigmas(batch, generator, flux["timestep_sampling"], flux["logit_mean"], flux["logit_std"],
                            flux["timestep_shift"])
-    return indices, noise, sigmas
+    dropped = (torch.rand(batch, generator=generator) < flux["caption_dropout"]).tolist()
+    return indices, noise, sigmas, dropped
 
 
-def batch_tensors(cache: Cache, indices: list[int], device: str):
-    """Latents, T5 and pooled embeddings of these images, each image with its own caption."""
+def batch_tensors(cache: Cache, indices: list[int], device: str, dropped: list[bool] | None = None):
+    """Latents, T5 and pooled embeddings of these images, each image with its own caption, or with
+    the empty caption where `dropped` says so."""
     import torch
 
-    items = [cache.item(cache.names[i]) for i in indices]
+    items = []
+    for k, i in enumerate(indices):
+        latent, t5, pooled = cache.item(cache.names[i])
+        if dropped and dropped[k]:
+            t5, pooled = cache.empty_caption()
+        items.append((latent, t5, pooled))
     return [torch.stack(parts).to(device) for parts in zip(*items)]
 
 
@@ -209,6 +219,8 @@ def fit(ctx: launch.Context, job: Job) -> dict | None:
         optimizer = make_optimizer(params, flux, device)
     with timer.phase("cache"):
         cache = load_cache(job.cache_dir)
+        if flux["caption_dropout"] > 0:
+            cache.empty_caption()  # a cache without it fails now, not at the first dropped caption
         items = ds.load(job.dataset_dir) if ctx.is_main else []
     with timer.phase("setup"):  # the VAE decodes samples: rank 0, and only when there is something to sample
         vae = models.build("flux_vae", cfg["models"]["flux_vae"], device=device,
@@ -274,9 +286,9 @@ def fit(ctx: launch.Context, job: Job) -> dict | None:
                 checkpoint(0)  # the base model's samples and quality: the baseline
             for step in range(start_step, end_step):
                 with timer.phase("train"):
-                    indices, noise, sigmas = draw(cache, seed, step, batch, flux)
+                    indices, noise, sigmas, dropped = draw(cache, seed, step, batch, flux)
                     mine = slice(ctx.rank * micro, (ctx.rank + 1) * micro)
-                    latents, t5, pooled = batch_tensors(cache, indices[mine], device)
+                    latents, t5, pooled = batch_tensors(cache, indices[mine], device, dropped[mine])
                     with sdpa(), prec.autocast():
                         loss = flow_loss(model, latents, noise[mine].to(device), sigmas[mine].to(device), t5,
                                          pooled, dtype)

@@ -19,13 +19,16 @@ OPTIMIZERS = ("adamw", "adamw8bit")
 
 DATASET_KEYS = ("resolution", "bucket_ratios", "min_images")
 CACHE_KEYS = ("max_sequence_length", "sample_prompts")
+# What a cache folder holds, as a number in its config slice: a cache made under an older layout is
+# rebuilt by Snakemake (its params changed). 2: the empty caption's embeddings (caption dropout).
+CACHE_LAYOUT = 2
 # Keys of the flux section the training loop reads. `steps`, `checkpoint_every` and `log_every`
 # change how a run is carried out, not the weights at a given step: a checkpoint made under other
 # values still resumes (a longer run continues a shorter one).
-TRAIN_KEYS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "lr", "weight_decay", "optimizer",
-              "batch_size", "grad_checkpointing", "timestep_sampling", "logit_mean", "logit_std",
-              "timestep_shift", "dtype", "cpu_dtype", "sdpa_kernels", "training_adapter", "inference_steps", "quality_images",
-              "log_every", "checkpoint_every")
+TRAIN_KEYS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "caption_dropout", "lr", "weight_decay",
+              "optimizer", "batch_size", "grad_checkpointing", "timestep_sampling", "logit_mean", "logit_std",
+              "timestep_shift", "dtype", "cpu_dtype", "sdpa_kernels", "training_adapter", "inference_steps",
+              "quality_images", "log_every", "checkpoint_every")
 LOGISTICS_KEYS = ("steps", "log_every", "checkpoint_every", "quality_images", "inference_steps")
 
 
@@ -42,7 +45,7 @@ def dataset_config(cfg: dict) -> dict:
 def cache_config(cfg: dict) -> dict:
     flux = cfg["flux"]
     trigger = cfg["data"]["subject"]["trigger"]
-    return {"seed": cfg["seed"], "max_sequence_length": flux["max_sequence_length"],
+    return {"layout": CACHE_LAYOUT, "seed": cfg["seed"], "max_sequence_length": flux["max_sequence_length"],
             "sample_prompts": [substitute(p, trigger) for p in flux["sample_prompts"]],
             "models": {role: copy.deepcopy(cfg["models"][role]) for role in ("flux_vae", "flux_clip", "flux_t5")}}
 

@@ -182,9 +182,12 @@ def test_every_cached_latent_stays_paired_with_its_own_caption(prepared):
         hidden, pool = text([cache.caption(name)])
         torch.testing.assert_close(t5, hidden[0])
         torch.testing.assert_close(pooled, pool[0])
+    hidden, pool = text([""])  # what a dropped caption becomes
+    torch.testing.assert_close(cache.empty_caption()[0], hidden[0])
+    torch.testing.assert_close(cache.empty_caption()[1], pool[0])
     assert len({cache.caption(n) for n in cache.names}) == len(cache.names)  # a mix-up would show
-    indices, _, _ = loop.draw(cache, 0, 3, 4, {"timestep_sampling": "uniform", "logit_mean": 0, "logit_std": 1,
-                                                "timestep_shift": 1.0})
+    indices, _, _, _ = loop.draw(cache, 0, 3, 4, {"timestep_sampling": "uniform", "logit_mean": 0, "logit_std": 1,
+                                                   "timestep_shift": 1.0, "caption_dropout": 0.0})
     latents, t5s, _ = loop.batch_tensors(cache, indices, "cpu")
     for j, i in enumerate(indices):
         assert torch.equal(latents[j], cache.latents[cache.names[i]])
@@ -272,14 +275,67 @@ def test_each_step_draws_one_bucket_from_seed_and_step_alone():
     items = [{"name": f"i{k}", "caption": str(k), "bucket": [64, 64] if k < 3 else [80, 48]} for k in range(5)]
     latents = {it["name"]: torch.zeros(4, it["bucket"][1] // 8, it["bucket"][0] // 8) for it in items}
     cache = Cache(None, {"items": items, "sample_prompts": []}, latents, {}, {})
-    flux = {"timestep_sampling": "logit_normal", "logit_mean": 0.0, "logit_std": 1.0, "timestep_shift": 1.0}
-    seen = set()
+    flux = {"timestep_sampling": "logit_normal", "logit_mean": 0.0, "logit_std": 1.0, "timestep_shift": 1.0,
+            "caption_dropout": 0.5}
+    seen, drops = set(), []
     for step in range(20):
-        indices, noise, sigmas = loop.draw(cache, 0, step, 2, flux)
+        indices, noise, sigmas, dropped = loop.draw(cache, 0, step, 2, flux)
         buckets = {tuple(items[i]["bucket"]) for i in indices}
         assert len(buckets) == 1 and len(set(indices)) == 2  # one bucket, no image twice in a batch
         assert noise.shape[-2:] == latents[items[indices[0]]["name"]].shape[-2:]
         again = loop.draw(cache, 0, step, 2, flux)
         assert again[0] == indices and torch.equal(again[1], noise) and torch.equal(again[2], sigmas)
+        assert again[3] == dropped
+        for rate, expected in ((0.0, [False, False]), (1.0, [True, True])):  # the rate changes the drops only
+            other = loop.draw(cache, 0, step, 2, {**flux, "caption_dropout": rate})
+            assert other[0] == indices and torch.equal(other[1], noise) and torch.equal(other[2], sigmas)
+            assert other[3] == expected
         seen |= buckets
+        drops += dropped
     assert seen == {(64, 64), (80, 48)}
+    assert 10 <= sum(drops) <= 30  # 40 draws at 0.5
+
+
+def test_a_dropped_caption_trains_on_the_empty_caption_and_the_others_on_their_own(prepared, make_run_config,
+                                                                                    tmp_path, monkeypatch,
+                                                                                    no_sampling):
+    seen, real = [], loop.flow_loss
+
+    def spy(model, latents, noise, sigmas, t5, pooled, dtype):
+        seen.append((latents.clone(), t5.clone(), pooled.clone()))
+        return real(model, latents, noise, sigmas, t5, pooled, dtype)
+
+    monkeypatch.setattr(loop, "flow_loss", spy)
+    cfg = make_run_config(steps=4, caption_dropout=0.5)
+    train(cfg, prepared[1], prepared[0], tmp_path)
+    cache = load_cache(prepared[1])
+    empty_t5, empty_pooled = cache.empty_caption()
+    kinds = set()
+    for step, (latents, t5, pooled) in enumerate(seen):
+        indices, _, _, dropped = loop.draw(cache, cfg["seed"], step, 2, cfg["flux"])
+        for j, i in enumerate(indices):
+            latent, own_t5, own_pooled = cache.item(cache.names[i])
+            assert torch.equal(latents[j], latent)  # the image is kept either way
+            want = (empty_t5, empty_pooled) if dropped[j] else (own_t5, own_pooled)
+            assert torch.equal(t5[j], want[0]) and torch.equal(pooled[j], want[1])
+            kinds.add(dropped[j])
+    assert len(seen) == 4 and kinds == {True, False}  # both kinds were checked
+
+
+def test_caption_dropout_on_a_cache_without_the_empty_caption_is_one_line_before_training(
+        prepared, make_run_config, tmp_path, no_sampling):
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from diffscale.errors import DataError
+
+    old = tmp_path / "old-cache"
+    shutil.copytree(prepared[1], old)
+    prompts = load_file(str(old / "prompts.safetensors"))
+    save_file({k: v for k, v in prompts.items() if not k.startswith("empty.")}, str(old / "prompts.safetensors"))
+    with pytest.raises(DataError, match=r"old-cache: this FLUX cache has no empty-caption embeddings .*"
+                                        r"flux.caption_dropout needs; run the flux_cache stage again$"):
+        train(make_run_config(steps=1, caption_dropout=0.05), old, prepared[0], tmp_path / "run")
+    assert not (tmp_path / "run" / "metrics.csv").exists()
+    train(make_run_config(steps=1, caption_dropout=0.0), old, prepared[0], tmp_path / "run0")  # not needed at 0

@@ -70,6 +70,14 @@ def test_run_configs_carry_only_what_the_loop_reads_and_split_the_batch(repo_roo
         settings.run_config(cfg, "local", 2, 8)
 
 
+def test_the_cache_slice_carries_its_layout_so_snakemake_rebuilds_an_older_cache(repo_root, prepared):
+    from diffscale.flux.cache import load_cache
+
+    cfg = load_config(repo_root / "config.yaml")
+    assert settings.cache_config(cfg)["layout"] == settings.CACHE_LAYOUT  # in the flux_cache rule's params
+    assert load_cache(prepared[1]).manifest["layout"] == settings.CACHE_LAYOUT
+
+
 def test_the_tables_follow_the_contract(tmp_path):
     from PIL import Image
 
