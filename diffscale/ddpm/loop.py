@@ -74,10 +74,22 @@ def step_draws(seed: int, step: int, global_batch: int, device):
 
 # --- precision, model, optimizer ----------------------------------------------------------------
 
+def uses_tf32(name: str) -> bool:
+    """Whether a study precision lets fp32 matmuls and convolutions use TF32 tensor cores: all but
+    `fp32`, the study's TF32-off reference (autocast leaves some ops in fp32)."""
+    return name != "fp32"
+
+
 def precision_for(name: str, device_type: str) -> precision.Precision:
     """The core's Precision; tf32 is fp32 arithmetic with TF32 tensor cores, fp32 has them off."""
-    precision.allow_tf32(device_type, name != "fp32")
+    precision.allow_tf32(device_type, uses_tf32(name))
     return precision.Precision("fp32" if name == "tf32" else name, device_type)
+
+
+def peak_for(device_name: str, name: str) -> float | None:
+    """The device's peak FLOP/s at a study precision, for MFU: fp32 runs with TF32 off are judged
+    against the plain fp32 peak, not the TF32 one (8x higher on an A100)."""
+    return flops.peak_flops(device_name, name, tf32=uses_tf32(name))
 
 
 def build_model(spec: dict, seed: int, device, channels_last: bool):
@@ -176,7 +188,7 @@ def fit(ctx: launch.Context, rc: dict, cache, source, model=None, profiler=None,
     if model is None:
         model = build_model(rc["model"], seed, device, d["channels_last"])
     fps = flops_per_sample(model, device)
-    peak = flops.peak_flops(ctx.device_name, v["precision"]) if ctx.device_type == "cuda" else None
+    peak = peak_for(ctx.device_name, v["precision"]) if ctx.device_type == "cuda" else None
     rows, losses, workers_seen = [], [], set()
     meter = Meter(rows, global_batch, ctx.world, fps, peak, 0, verbose=ctx.is_main)  # the clock starts here
     ema = copy.deepcopy(model).requires_grad_(False).eval()

@@ -159,7 +159,7 @@ def window(rc: dict, dataset, device: str, model=None) -> dict:
     d, v, seed = rc["ddpm"], rc["variant"], rc["seed"]
     device_type = "cuda" if device.startswith("cuda") else "cpu"
     if device_type == "cuda":  # the same TF32 setting as ours; cudnn.benchmark stays PyTorch's default
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = v["precision"] != "fp32"
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = loop.uses_tf32(v["precision"])
         torch.backends.cudnn.benchmark = False
         torch.cuda.reset_peak_memory_stats(device)
     win, rows, losses = loop.Window(d), [], []
@@ -214,7 +214,7 @@ def compare(rc: dict, cache, source=None) -> tuple[list[dict], dict]:
     from diffscale import hardware
     from diffscale.ddpm import data as ddata
     from diffscale.ddpm import loop
-    from diffscale.ddpm.sweeps import table_row
+    from diffscale.ddpm.sweeps import MEASURED, table_row
 
     placement = hardware.resolve(rc, rc["hw"], 1)
     dataset = ddata.dataset_for(rc["ddpm"], cache, source)
@@ -225,9 +225,7 @@ def compare(rc: dict, cache, source=None) -> tuple[list[dict], dict]:
     except (PeerUnavailable, ImportError, RuntimeError, ValueError, AssertionError) as exc:
         status = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"the peer could not run: {status}", flush=True)
-        row_peer = {**row_ours, "impl": "peer", "status": f"not run: {status}"}
-        for key in ("steps_per_s", "images_per_s", "time_to_first_step_s", "peak_mem_mb", "loss_end"):
-            row_peer[key] = None
+        row_peer = {**row_ours, **dict.fromkeys(MEASURED), "impl": "peer", "status": f"not run: {status}"}
         row_ours["ratio_to_peer"] = None
         return [row_ours, row_peer], {"ours": ours, "peer": None, "peer_status": status}
     row_peer = {**table_row(rc, theirs, ""), "impl": "peer", "settings": settings_text(rc), "status": "ok",

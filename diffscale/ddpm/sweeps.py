@@ -27,9 +27,13 @@ COMMON = ["hw", "gpus", "batch", "global_batch", "precision", "workers", "compil
           "time_to_first_step_s", "peak_mem_mb", "loss_end", "device", "random_weights", "run"]
 EXTRA = ["peak_mem_kind", "compile_backend", "channels_last", "decode_each_step", "window_steps", "warmup_steps",
          "overhead_s", "data_wait_s_per_step", "data_wait_frac", "params", "model", "device_detail"]
+# What a window measured (the rest of a row is its settings): a run that did not happen has none.
+MEASURED = ("steps_per_s", "images_per_s", "time_to_first_step_s", "peak_mem_mb", "peak_mem_kind", "loss_end",
+            "window_steps", "overhead_s", "data_wait_s_per_step", "data_wait_frac", "workers_seen", "params")
+AMP_REFERENCES = ("tf32", "fp32")  # what mixed precision is compared with, in order of preference
 STAGE_COLUMNS = {
     "batch": ["speedup", "efficiency"],
-    "amp": ["loss_vs_baseline", "fid", "fid_status"],
+    "amp": ["baseline_precision", "vs_baseline", "loss_vs_baseline", "fid", "fid_status"],
     "workers": ["data_wait_s_per_step", "data_wait_frac", "workers_seen"],
     "compile": ["compile_s", "saving_per_step_s", "break_even_steps", "run_steps", "pays_off"],
     "peer": ["impl", "ratio_to_peer", "settings", "status"],
@@ -114,12 +118,19 @@ def _add_batch(rows: list[dict]) -> None:
 
 
 def _add_amp(rows: list[dict], inception_weights: str | None) -> None:
-    """The loss against fp32/tf32's after the same steps on the same draws; FID's status."""
+    """Per hardware, images/s and the loss (same steps, same draws) against the reference
+    precision: tf32 where it ran (fp32 arithmetic on TF32 tensor cores: what PyTorch's convolutions,
+    most of this U-Net, do by default), else fp32 with TF32 off. FID's status."""
     from diffscale.ddpm.fid import status
 
-    base = {r["hw"]: r["loss_end"] for r in rows if r["precision"] in ("fp32", "tf32")}
+    base = {}
+    for name in reversed(AMP_REFERENCES):  # the preferred reference last, so it wins
+        base.update({r["hw"]: r for r in rows if r["precision"] == name})
     for r in rows:
-        r["loss_vs_baseline"] = r["loss_end"] - base[r["hw"]] if r["hw"] in base else None
+        ref = base.get(r["hw"])
+        r["baseline_precision"] = ref["precision"] if ref else None
+        r["vs_baseline"] = r["images_per_s"] / ref["images_per_s"] if ref and ref["images_per_s"] else None
+        r["loss_vs_baseline"] = r["loss_end"] - ref["loss_end"] if ref else None
         r["fid"], r["fid_status"] = None, status(inception_weights)
 
 

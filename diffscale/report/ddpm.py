@@ -124,27 +124,34 @@ def _batch(ctx: Context, out: Section):
             + full(frame.drop(columns=["cost"]), "ddpm_batch.csv")), frame
 
 
+REFERENCE_WORDS = {"tf32": "tf32 (fp32 on TF32 tensor cores)", "fp32": "fp32 (TF32 off)"}
+
+
 def _amp(ctx: Context, out: Section):
     frame = part_table(ctx, out, "ddpm_amp.csv", COMMON, "Mixed precision")
     if frame is None:
         return "", None
-    frame = frame.copy()
-    fp32 = frame[frame["precision"] == "fp32"].groupby("hw")["images_per_s"].first()
-    frame["vs_fp32"] = frame["images_per_s"] / frame["hw"].map(fp32)
     cols = _hw_col(frame) + [Col("precision", "precision", fmt.text), Col("images_per_s", "images/s", fmt.sig),
-            Col("vs_fp32", "vs fp32", fmt.ratio, optional=True), Col("peak_mem_mb", "peak memory (MB)", fmt.integer,
-                                                                     optional=True), _loss_col(ctx, frame)]
+            Col("vs_baseline", "vs reference", fmt.ratio, "images/s against the reference precision of the same "
+                "hardware (tf32 where it ran, else fp32)", optional=True),
+            Col("peak_mem_mb", "peak memory (MB)", fmt.integer, optional=True), _loss_col(ctx, frame)]
     png = plots.bars(list(frame["precision"]), list(frame["images_per_s"].astype(float)),
                      "DDPM throughput by precision", "images/s")
-    others = frame[(frame["precision"] != "fp32") & frame["vs_fp32"].notna()]
-    if not others.empty:
-        best = others["vs_fp32"].astype(float).idxmax()
-        out.findings.append(Finding(f"DDPM: {frame.loc[best, 'precision']} trains at "
-                                    f"{fmt.ratio(frame.loc[best, 'vs_fp32'])} the fp32 throughput.", out.id,
-                                    _runs(frame, best)))
+    if {"vs_baseline", "baseline_precision"} <= set(frame.columns):
+        several = frame["hw"].nunique() > 1
+        for hw, rows in frame.groupby("hw"):  # each hardware against its own reference
+            others = rows[(rows["precision"] != rows["baseline_precision"]) & rows["vs_baseline"].notna()]
+            if others.empty:
+                continue
+            best = others["vs_baseline"].astype(float).idxmax()
+            row = frame.loc[best]
+            reference = REFERENCE_WORDS.get(str(row["baseline_precision"]), str(row["baseline_precision"]))
+            out.findings.append(Finding(f"DDPM{f' on {hw}' if several else ''}: {row['precision']} trains at "
+                                        f"{fmt.ratio(row['vs_baseline'])} the {reference} throughput.", out.id,
+                                        _runs(frame, best)))
     return ("<h3>Mixed precision</h3>"
             + pair(short(frame, cols, "ddpm-amp"), ctx.figure("ddpm", "amp", png, "Images/s per precision."))
-            + full(frame.drop(columns=["vs_fp32"]), "ddpm_amp.csv")), frame
+            + full(frame, "ddpm_amp.csv")), frame
 
 
 def _workers(ctx: Context, out: Section):

@@ -56,4 +56,6 @@ def test_a_peer_that_cannot_run_is_a_status_row(ddpm_config, cache, monkeypatch,
     assert by_impl["peer"]["status"] == ("not run: denoising-diffusion-pytorch is not installed (pip install "
                                          "--no-deps denoising-diffusion-pytorch==2.3.4 ema-pytorch==0.8.3 "
                                          "einops==0.8.2)")
-    assert by_impl["peer"]["steps_per_s"] is None
+    # none of our window's measurements is shown as the peer's
+    assert all(by_impl["peer"][key] is None for key in sweeps.MEASURED)
+    assert by_impl["ours"]["data_wait_frac"] is not None and by_impl["ours"]["params"] > 0

@@ -162,3 +162,25 @@ def test_table_reader_names_a_missing_or_foreign_run_record(tmp_path):
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "run.json").write_text('{"rows": [{"op": "aten::addmm"}]}')
     assert read_rows([tmp_path / "c"]) == [{"op": "aten::addmm"}]
+
+
+def test_amp_is_compared_with_tf32_where_it_ran_else_fp32():
+    rows = [dict(hw=hw, precision=p, images_per_s=ips, loss_end=loss)
+            for hw, p, ips, loss in (("a100", "fp32", 100.0, 0.5), ("a100", "tf32", 160.0, 0.4), ("a100", "bf16", 240.0, 0.45),
+                                     ("a40", "fp32", 50.0, 0.5), ("a40", "bf16", 120.0, 0.6), ("v100", "bf16", 30.0, 0.5))]
+    rows, columns = sweeps.stage_table("amp", rows)
+    assert {"baseline_precision", "vs_baseline", "loss_vs_baseline"} <= set(columns)
+    got = {(r["hw"], r["precision"]): (r["baseline_precision"], r["vs_baseline"], r["loss_vs_baseline"]) for r in rows}
+    assert got[("a100", "bf16")] == ("tf32", pytest.approx(1.5), pytest.approx(0.05))
+    assert got[("a100", "fp32")] == ("tf32", pytest.approx(0.625), pytest.approx(0.1))
+    assert got[("a40", "bf16")] == ("fp32", pytest.approx(2.4), pytest.approx(0.1))
+    assert got[("v100", "bf16")] == (None, None, None)  # no reference ran there
+
+
+def test_mfu_of_an_fp32_run_uses_the_peak_without_tf32():
+    from diffscale.ddpm.loop import peak_for
+
+    assert peak_for("NVIDIA A100-SXM4-80GB", "fp32") == pytest.approx(19.5e12)
+    assert peak_for("NVIDIA A100-SXM4-80GB", "tf32") == pytest.approx(156e12)
+    assert peak_for("NVIDIA A100-SXM4-80GB", "bf16") == pytest.approx(312e12)
+    assert peak_for("NVIDIA H200", "fp32") == pytest.approx(66.9e12)

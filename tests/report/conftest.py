@@ -121,6 +121,13 @@ def _ddpm_row(**changes) -> dict:
     return row
 
 
+def amp_rows(rows: list[dict]) -> list[dict]:
+    """The amp table as the study writes it (its reference precision and ratios added)."""
+    from diffscale.ddpm.sweeps import stage_table
+
+    return stage_table("amp", rows)[0]
+
+
 def ddpm_tables() -> dict[str, pd.DataFrame]:
     profile = [dict(hw="a100", sort_by=sort_by, rank=i + 1, op=op, calls=100 * (i + 1), self_ms=50.0 / (i + 1),
                     total_ms=80.0 / (i + 1), pct=40.0 / (i + 1), **COMMON)
@@ -133,8 +140,8 @@ def ddpm_tables() -> dict[str, pd.DataFrame]:
         for g, s in ((1, 1.0), (2, 1.9), (4, 3.5)):
             batch.append(_ddpm_row(gpus=g, batch=b, global_batch=b * g, images_per_s=10 * b * s, steps_per_s=10 * s / g,
                                    speedup=s, efficiency=s / g, run=f"ddpm/a100/b{b}-g{g}"))
-    amp = [_ddpm_row(precision=p, images_per_s=1280 * f, steps_per_s=10 * f, run=f"ddpm/a100/{p}")
-           for p, f in (("fp32", 1.0), ("tf32", 1.6), ("bf16", 2.4), ("fp16", 2.3))]
+    amp = amp_rows([_ddpm_row(precision=p, images_per_s=1280 * f, steps_per_s=10 * f, run=f"ddpm/a100/{p}")
+                    for p, f in (("fp32", 1.0), ("tf32", 1.6), ("bf16", 2.4), ("fp16", 2.3))])
     workers = [_ddpm_row(workers=w, images_per_s=1280 * f, data_wait_s_per_step=0.05 / (w + 1),
                          data_wait_frac=0.4 / (w + 1), run=f"ddpm/a100/nw{w}") for w, f in ((0, 0.6), (2, 0.9), (4, 1.0))]
     compile_rows = [

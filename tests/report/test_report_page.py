@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import amp_rows
+
 from diffscale.report import fmt
 from diffscale.report.html import build_report
 
@@ -115,7 +117,7 @@ FINDING_CHANGES = [  # (table, column, section): scaling the column must change 
     ("flux_infer.csv", "images_per_s", "flux"),
     ("ddpm_profile.csv", "pct", "ddpm"),
     ("ddpm_batch.csv", "images_per_s", "ddpm"),
-    ("ddpm_amp.csv", "images_per_s", "ddpm"),
+    ("ddpm_amp.csv", "vs_baseline", "ddpm"),
     ("ddpm_workers.csv", "data_wait_frac", "ddpm"),
     ("ddpm_compile.csv", "break_even_steps", "ddpm"),
     ("ddpm_peer.csv", "ratio_to_peer", "ddpm"),
@@ -255,12 +257,23 @@ def test_units():
 def test_several_hardware_keys_are_compared_within_their_own(results, build):
     path = results / "bench" / "ddpm_amp.csv"
     frame = pd.read_csv(path)
-    other = frame.assign(hw="a40", images_per_s=frame["images_per_s"] / 2)
-    pd.concat([frame, other]).to_csv(path, index=False)
-    table = next(t for t in build(results).tables if t["id"] == "ddpm-amp")
+    a40 = frame[frame["precision"] != "tf32"].assign(hw="a40", images_per_s=frame["images_per_s"] / 2,
+                                                      run=frame["run"].str.replace("a100", "a40"))
+    rows = amp_rows([dict(r) for r in pd.concat([frame, a40]).to_dict("records")])
+    pd.DataFrame(rows).to_csv(path, index=False)
+    page = build(results)
+    table = next(t for t in page.tables if t["id"] == "ddpm-amp")
     assert table["head"][0] == "hardware"
-    ratios = [c["text"] for row in table["rows"] for c in row if c["col"] == "vs_fp32"]
-    assert ratios == ["1.0×", "1.6×", "2.4×", "2.3×"] * 2  # each against the fp32 run of its hardware
+    ratios = {(row[0]["text"], row[1]["text"]): c["text"] for row in table["rows"] for c in row
+              if c["col"] == "vs_baseline"}
+    # a100 against its tf32 run (1.6x fp32's images/s); a40 ran no tf32, so against its fp32 run
+    assert ratios == {("a100", "bf16"): "1.5×", ("a100", "fp16"): "1.4×", ("a100", "fp32"): "0.62×",
+                      ("a100", "tf32"): "1.0×", ("a40", "bf16"): "2.4×", ("a40", "fp16"): "2.3×",
+                      ("a40", "fp32"): "1.0×"}
+    assert [f["text"] for f in page.findings if "trains at" in f["text"]] == [
+        "DDPM on a100: bf16 trains at 1.5× the tf32 (fp32 on TF32 tensor cores) throughput. details"
+        "from runs: ddpm/a100/bf16",
+        "DDPM on a40: bf16 trains at 2.4× the fp32 (TF32 off) throughput. detailsfrom runs: ddpm/a40/bf16"]
 
 
 def test_issue_12_columns_explain_storage_and_oversubscription(results, build):
