@@ -25,10 +25,10 @@ import time
 from pathlib import Path
 
 from diffscale import models
+from diffscale.config import schema
 from diffscale.timing import measure, synchronize
 
-LORA_TARGETS = ["attn.to_k", "attn.to_q", "attn.to_v", "attn.to_out.0", "attn.add_k_proj", "attn.add_q_proj",
-                "attn.add_v_proj", "attn.to_add_out"]
+LORA_TARGETS = schema()["properties"]["flux"]["properties"]["lora_targets"]["default"]  # the study's default
 T5_WIDTH = {"tiny": 32, "flux.1-schnell": 4096}
 
 
@@ -57,7 +57,7 @@ def _dtype_name(args) -> str:
 
 def _flux_settings(args, checkpointing: bool) -> dict:
     return {"lora_rank": args.rank, "lora_alpha": args.rank, "lora_dropout": 0.0, "lora_targets": LORA_TARGETS,
-            "caption_dropout": 0.0, "lr": 1e-4, "weight_decay": 1e-4, "optimizer": "adamw", "batch_size": args.batch,
+            "caption_dropout": 0.0, "grad_clip": 1.0, "lr": 1e-4, "weight_decay": 1e-4, "optimizer": "adamw", "batch_size": args.batch,
             "grad_checkpointing": checkpointing, "timestep_sampling": "logit_normal", "logit_mean": 0.0,
             "logit_std": 1.0, "timestep_shift": 1.0, "dtype": _dtype_name(args), "cpu_dtype": _dtype_name(args),
             "sdpa_kernels": args.sdpa.split(","), "training_adapter": None, "inference_steps": args.inference_steps,
@@ -111,7 +111,7 @@ def bare_train(args, checkpointing: bool, device: str) -> dict:
 
     from diffscale.flux import lora
     from diffscale.flux.flow import flow_loss
-    from diffscale.flux.loop import make_optimizer, sdpa_context
+    from diffscale.flux.loop import make_optimizer, sdpa_context, update
     from diffscale.flux.settings import DTYPES
     from diffscale.train.core import precision
 
@@ -135,8 +135,7 @@ def bare_train(args, checkpointing: bool, device: str) -> dict:
             loss = flow_loss(transformer, latents, noise, sigmas, t5, pooled, dtype)
         with sdpa_context(flux["sdpa_kernels"]):
             prec.backward(loss)
-        prec.step(optimizer)
-        optimizer.zero_grad(set_to_none=True)
+        update(prec, optimizer, params, flux["grad_clip"])
 
     seconds = median_seconds(step, args.repeats * 2, 3, device)
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.startswith("cuda") else None

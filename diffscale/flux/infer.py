@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from diffscale import atomic, hardware, models, provenance
+from diffscale.flux import lora as lora_io
 from diffscale.flux.flow import decode, denoise
 from diffscale.timing import synchronize
 from diffscale.flux.sample import seeded_noise
@@ -137,7 +138,7 @@ def run_infer(settings: dict, lora_path: str | Path, out_dir: str | Path) -> lis
         rows += measure_batches(transformer, vae, text, settings, device, dtype, dtype_name, "base", load_s,
                                 random_weights)
         start = time.perf_counter()
-        transformer.load_lora_adapter(str(lora_path), adapter_name="lora", prefix="transformer")
+        lora_io.load_adapter(transformer, lora_path, "lora")
         if dtype != torch.float32:
             transformer.to(dtype)  # the LoRA file is fp32; run it in the model's dtype
         lora_s = time.perf_counter() - start

@@ -140,6 +140,16 @@ def make_optimizer(params: list, flux: dict, device: str):
     return compat.adamw(params, flux["lr"], flux["weight_decay"], fused=device.startswith("cuda"))
 
 
+def update(prec: precision.Precision, optimizer, params: list, max_norm: float):
+    """After the backward: clip the LoRA's global gradient norm at `max_norm` (as diffusers'
+    example, max_grad_norm 1.0; 0 = off), the optimizer step, zero the gradients; the norm before
+    clipping (None when off)."""
+    norm = prec.clip(params, optimizer, max_norm)
+    prec.step(optimizer)
+    optimizer.zero_grad(set_to_none=True)
+    return norm
+
+
 def draw(cache: Cache, seed: int, step: int, batch: int, flux: dict):
     """The global batch of `step`, from (seed, step) alone: image indices (all of one bucket),
     noise [B, C, h, w], sigmas [B] and which captions are dropped [B] (flux.caption_dropout). Each
@@ -269,7 +279,8 @@ def fit(ctx: launch.Context, job: Job) -> dict | None:
             with timer.phase("saving"):
                 entry = {"step": done, "samples": samples}
                 if done > 0:
-                    entry["lora"] = str(lora_io.save(lora_io.lora_state(transformer), lora_path(job.out_dir, done)))
+                    entry["lora"] = str(lora_io.save(lora_io.lora_state(transformer), lora_path(job.out_dir, done),
+                                                    lora_io.lora_metadata(transformer)))
                     last_good.update(entry["lora"], done)
                 checkpoints.append(entry)
                 job.store.save({"step": done, "lora": lora_io.lora_state(transformer),
@@ -294,9 +305,8 @@ def fit(ctx: launch.Context, job: Job) -> dict | None:
                                          pooled, dtype)
                     with sdpa():
                         prec.backward(loss)
-                    prec.step(optimizer)
-                    optimizer.zero_grad(set_to_none=True)
-                    meter.add(loss.detach(), None, flux["lr"])
+                    grad_norm = update(prec, optimizer, params, flux["grad_clip"])
+                    meter.add(loss.detach(), grad_norm, flux["lr"])
                     done = step + 1
                     checkpoint_now = done % flux["checkpoint_every"] == 0 or done == end_step
                     if done % flux["log_every"] == 0 or checkpoint_now:

@@ -49,15 +49,18 @@ def add_lora(transformer, flux: dict, seed: int) -> list:
     return params
 
 
+def load_adapter(transformer, path: str | Path, name: str) -> None:
+    """A LoRA .safetensors file as adapter `name`, with the adapter config the file stores (alpha:
+    see `lora_metadata`); diffusers reads that config only when told the file is safetensors."""
+    transformer.load_lora_adapter(str(path), adapter_name=name, prefix="transformer", use_safetensors=True)
+
+
 def load_training_adapter(transformer, path: str) -> None:
     """A frozen second adapter, active with ours while training (see `sampling`)."""
     if not Path(path).is_file():
         raise DataError(f"flux.training_adapter: {path} not found (a LoRA .safetensors file)")
-    from safetensors.torch import load_file
-
-    state = load_file(path)
     try:
-        transformer.load_lora_adapter(state, adapter_name=TRAINING_ADAPTER, prefix="transformer")
+        load_adapter(transformer, path, TRAINING_ADAPTER)
     except (ValueError, KeyError, RuntimeError) as exc:
         raise DataError(f"flux.training_adapter: {path} is not a LoRA of this transformer "
                         f"({str(exc).splitlines()[0]})") from None
@@ -100,15 +103,23 @@ def load_lora_state(transformer, state: dict) -> None:
         raise DataError(f"resume checkpoint: LoRA weight {missing[0]!r} does not fit the transformer")
 
 
-def save(state: dict, path: str | Path) -> Path:
-    """Write a LoRA state dict as FluxPipeline.save_lora_weights does, atomically, to `path`."""
+def lora_metadata(transformer) -> dict:
+    """Our adapter's peft config (rank, alpha, targets, ...), as diffusers' example stores it in the
+    file: without it, a loader assumes alpha = rank and applies another LoRA strength."""
+    return transformer.peft_config[ADAPTER].to_dict()
+
+
+def save(state: dict, path: str | Path, metadata: dict) -> Path:
+    """Write a LoRA state dict and its adapter config (`lora_metadata`) as
+    FluxPipeline.save_lora_weights does, atomically, to `path`."""
     from diffusers import FluxPipeline
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     folder = tempfile.mkdtemp(prefix=f".{path.stem}.", dir=path.parent)
     try:
-        FluxPipeline.save_lora_weights(folder, transformer_lora_layers=state, weight_name=path.name)
+        FluxPipeline.save_lora_weights(folder, transformer_lora_layers=state, weight_name=path.name,
+                                       transformer_lora_adapter_metadata=metadata)
         os.replace(Path(folder) / path.name, path)
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -26,9 +26,9 @@ CACHE_LAYOUT = 2
 # change how a run is carried out, not the weights at a given step: a checkpoint made under other
 # values still resumes (a longer run continues a shorter one).
 TRAIN_KEYS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "caption_dropout", "lr", "weight_decay",
-              "optimizer", "batch_size", "grad_checkpointing", "timestep_sampling", "logit_mean", "logit_std",
-              "timestep_shift", "dtype", "cpu_dtype", "sdpa_kernels", "training_adapter", "inference_steps",
-              "quality_images", "log_every", "checkpoint_every")
+              "grad_clip", "optimizer", "batch_size", "grad_checkpointing", "timestep_sampling", "logit_mean",
+              "logit_std", "timestep_shift", "dtype", "cpu_dtype", "sdpa_kernels", "training_adapter",
+              "inference_steps", "quality_images", "log_every", "checkpoint_every")
 LOGISTICS_KEYS = ("steps", "log_every", "checkpoint_every", "quality_images", "inference_steps")
 
 

@@ -339,3 +339,36 @@ def test_caption_dropout_on_a_cache_without_the_empty_caption_is_one_line_before
         train(make_run_config(steps=1, caption_dropout=0.05), old, prepared[0], tmp_path / "run")
     assert not (tmp_path / "run" / "metrics.csv").exists()
     train(make_run_config(steps=1, caption_dropout=0.0), old, prepared[0], tmp_path / "run0")  # not needed at 0
+
+
+def test_a_saved_lora_keeps_its_alpha_so_a_loader_applies_the_trained_strength(demo_config, tmp_path):
+    from diffscale.flux import lora
+
+    flux = {**demo_config["flux"], "lora_rank": 8, "lora_alpha": 4}  # scaling alpha / rank = 0.5, not 1
+    trained = models.build("flux_transformer", {"random": "tiny"})
+    lora.add_lora(trained, flux, 0)
+    with torch.no_grad():  # B starts at zero: give the LoRA an effect to compare
+        for name, param in trained.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.1, generator=torch.Generator().manual_seed(len(name)))
+    path = lora.save(lora.lora_state(trained), tmp_path / "lora.safetensors", lora.lora_metadata(trained))
+    loaded = models.build("flux_transformer", {"random": "tiny"})
+    lora.load_adapter(loaded, path, "lora")  # as flux_infer and a training adapter load it
+    scalings = {m.scaling["lora"] for m in loaded.modules() if hasattr(m, "scaling") and "lora" in m.scaling}
+    assert scalings == {0.5}
+    torch.testing.assert_close(probe(loaded), probe(trained))
+
+
+def test_an_update_clips_the_lora_gradient_norm_and_the_metrics_record_it(trained):
+    from diffscale.train.core import precision
+
+    param = torch.nn.Parameter(torch.zeros(4))
+    param.grad = torch.tensor([3.0, 4.0, 0.0, 0.0])  # norm 5
+    optimizer = torch.optim.SGD([param], lr=1.0)
+    norm = loop.update(precision.Precision("fp32", "cpu"), optimizer, [param], 1.0)
+    assert float(norm) == pytest.approx(5.0)  # the norm before clipping, as logged
+    torch.testing.assert_close(param.detach(), torch.tensor([-0.6, -0.8, 0.0, 0.0]))  # the step used norm 1
+    assert param.grad is None
+    _, out, _, _ = trained
+    norms = [row["grad_norm"] for row in csv.DictReader(open(out / "metrics.csv"))]
+    assert norms and all(float(n) > 0 for n in norms)
