@@ -189,8 +189,17 @@ def batch_tensors(cache: Cache, indices: list[int], device: str, dropped: list[b
     return [torch.stack(parts).to(device) for parts in zip(*items)]
 
 
+def reset_peak_memory(device: str) -> None:
+    """Start a new peak on CUDA, so the rows' peak is training's, not set-up's or sampling's (the
+    VAE decode, the FLOP-counting forward); a CPU's peak RSS cannot be reset."""
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats(device)
+
+
 def peak_memory_mb(device: str) -> float:
-    """The device's peak allocation (CUDA), or this process's peak RSS (CPU)."""
+    """The device's peak allocation since the last reset (CUDA), or this process's peak RSS (CPU)."""
     import torch
 
     if device.startswith("cuda"):
@@ -287,10 +296,12 @@ def fit(ctx: launch.Context, job: Job) -> dict | None:
                                 "optimizer": optimizer.state_dict(), "scaler": prec.state_dict(), "rng": rng,
                                 "metrics": rows, "quality": quality_rows, "checkpoints": checkpoints,
                                 "timings": timer.seconds, "trajectory_hash": config_hash(trajectory(cfg))})
-        meter.restart()  # sampling and saving are not part of the measured rate
+        meter.restart()  # sampling and saving are not part of the measured rate or peak memory
+        reset_peak_memory(device)
 
     how = f"flux.batch_size {batch} / {ctx.world} processes, {cache.manifest['items'][0]['bucket']} px"
     advice = "turn on flux.grad_checkpointing, lower flux.batch_size or flux.resolution, or use more GPUs"
+    reset_peak_memory(device)  # set-up's peak is not training's
     try:
         with guards.out_of_memory(device, micro, how, advice):
             if resume is None:

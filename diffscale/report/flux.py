@@ -136,11 +136,14 @@ def _quality(ctx: Context, out: Section, random: bool) -> str:
                                    f"{label} of each checkpoint's samples against the reference images.",
                                    "random weights: timing only" if random else ""))
         parts.append('<div class="figs">' + "".join(figs) + "</div>")
-        last = frame.loc[frame["checkpoint_step"].idxmax()]
-        out.findings.append(Finding(f"FLUX LoRA quality at step {as_int(last['checkpoint_step'])}: PSNR "
-                                    f"{fmt.sig(last['psnr'])} dB, SSIM {fmt.sig(last['ssim'])}"
+        last = frame[frame["checkpoint_step"] == frame["checkpoint_step"].max()]  # every run that got there
+        psnr, ssim = last["psnr"].astype(float), last["ssim"].astype(float)
+        spread = "" if len(last) == 1 else (f" (median of {len(last)} runs; PSNR {fmt.sig(psnr.min())}–"
+                                             f"{fmt.sig(psnr.max())}, SSIM {fmt.sig(ssim.min())}–{fmt.sig(ssim.max())})")
+        out.findings.append(Finding(f"FLUX LoRA quality at step {as_int(last['checkpoint_step'].iloc[0])}: PSNR "
+                                    f"{fmt.sig(psnr.median())} dB, SSIM {fmt.sig(ssim.median())}{spread}"
                                     + (" (random weights: timing only)." if random else "."), out.id,
-                                    [str(last["run"])] if "run" in frame.columns else []))
+                                    [str(r) for r in last["run"]] if "run" in frame.columns else []))
     grid = ctx.existing_figure("flux", "flux_samples.png", "Samples: one row per run, one column per checkpoint, "
                                "fixed prompt and seed.", "random weights: timing only" if random else "",
                                single=True)
@@ -156,7 +159,8 @@ def _inference(ctx: Context, out: Section) -> str:
     frame["cost_per_1k"] = [_per_image(ctx, str(h), r["images_per_s"]) for h, (_, r) in zip(hw, frame.iterrows())]
     cols = [Col("hw", "hardware", fmt.text, optional=True), Col("model", "weights", fmt.text),
             Col("batch_size", "batch", fmt.integer), Col("dtype", "dtype", fmt.text, optional=True),
-            Col("first_image_s", "first image (s)", fmt.seconds, "cold: load + text + denoise + decode"),
+            Col("first_image_s", "first image (s)", fmt.seconds,
+                "loading, then one batch's text + denoise + decode at their warm medians"),
             Col("images_per_s", "images/s", fmt.sig, "steady"),
             Col("cost_per_1k", "$ per 1k images", fmt.money, "steady rate, one GPU", optional=True),
             Col("status", "status", fmt.text, "ok, or why the batch did not run (oom)", optional=True)]
@@ -173,16 +177,26 @@ def _inference(ctx: Context, out: Section) -> str:
         f"{as_int(best['batch_size'])}); first image after {fmt.seconds(best['first_image_s'])} s"
         + (f"; {fmt.money(best['cost_per_1k'] / 1000)} per image" if fmt.number(best["cost_per_1k"]) else "") + ".",
         out.id, runs))
-    lora = frame[frame["model"] == "lora"]
-    fused = frame[frame["model"] == "lora_fused"]
-    if not lora.empty and not fused.empty:
-        ratio = fused["images_per_s"].max() / lora["images_per_s"].max()
-        out.findings.append(Finding(f"FLUX inference: fusing the LoRA into the weights gives {fmt.ratio(ratio)} "
-                                    "the throughput of the unfused adapter.", out.id, runs))
+    ratios = _fused_ratios(measured)
+    if len(ratios):
+        spread = "" if len(ratios) == 1 else (f" (median of {len(ratios)} matched settings, "
+                                              f"{fmt.ratio(ratios.min())}–{fmt.ratio(ratios.max())})")
+        out.findings.append(Finding(f"FLUX inference: fusing the LoRA into the weights gives "
+                                    f"{fmt.ratio(ratios.median())} the throughput of the unfused adapter{spread}.",
+                                    out.id, runs))
     return ("<h3>Inference by phase</h3>"
             + pair(short(frame, cols, "flux-infer"),
                    ctx.figure("flux", "inference", png, "Inference time per phase: base, LoRA and fused LoRA weights."))
             + full(frame.drop(columns=["cost_per_1k"]), "flux_infer.csv"))
+
+
+def _fused_ratios(frame: pd.DataFrame) -> pd.Series:
+    """images/s of the fused LoRA over the unfused one, pairing rows of the same hardware, dtype,
+    batch and resolution (never the best of one against the best of the other)."""
+    keys = [k for k in ("hw", "dtype", "batch_size", "resolution") if k in frame.columns]
+    pairs = frame[frame["model"] == "lora_fused"].merge(frame[frame["model"] == "lora"], on=keys,
+                                                        suffixes=("_fused", "_lora"))
+    return (pairs["images_per_s_fused"].astype(float) / pairs["images_per_s_lora"].astype(float)).dropna()
 
 
 def _label(keys: list[str], values: tuple) -> str:

@@ -372,3 +372,11 @@ def test_an_update_clips_the_lora_gradient_norm_and_the_metrics_record_it(traine
     _, out, _, _ = trained
     norms = [row["grad_norm"] for row in csv.DictReader(open(out / "metrics.csv"))]
     assert norms and all(float(n) > 0 for n in norms)
+
+
+def test_peak_memory_restarts_on_cuda_only(monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device: calls.append(device))
+    loop.reset_peak_memory("cpu")
+    loop.reset_peak_memory("cuda:1")
+    assert calls == ["cuda:1"]
