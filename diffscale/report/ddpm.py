@@ -41,13 +41,17 @@ def section(ctx: Context) -> Section:
     return out
 
 
-def _cost_per_1k_steps(ctx: Context, frame: pd.DataFrame) -> list[float | None]:
-    """A 1,000-step job: its start-up (time to first step) billed once, then 1,000 steady steps."""
+IMAGES_PRICED = 1_000_000
+
+
+def _cost_per_1m_images(ctx: Context, frame: pd.DataFrame) -> list[float | None]:
+    """A job that trains on a million images: its start-up (time to first step) billed once, then
+    steady steps. Per image, not per step: a step's global batch grows with the GPUs here."""
     found = []
     for _, row in frame.iterrows():
-        rate = fmt.number(row["steps_per_s"])
+        rate = fmt.number(row["images_per_s"])
         first = fmt.number(row["time_to_first_step_s"]) or 0.0
-        found.append(ctx.prices.job(str(row["hw"]), first + 1000 / rate, gpus=as_int(row["gpus"]))
+        found.append(ctx.prices.job(str(row["hw"]), first + IMAGES_PRICED / rate, gpus=as_int(row["gpus"]))
                      if rate else None)
     return found
 
@@ -100,12 +104,13 @@ def _batch(ctx: Context, out: Section):
     if frame is None:
         return "", None
     frame = frame.copy()
-    frame["cost"] = _cost_per_1k_steps(ctx, frame)
+    frame["cost"] = _cost_per_1m_images(ctx, frame)
     cols = _hw_col(frame) + [Col("gpus", "GPUs", fmt.integer), Col("batch", "batch per device", fmt.integer),
             Col("global_batch", "global batch", fmt.integer), Col("images_per_s", "images/s", fmt.sig),
             Col("speedup", "speedup", fmt.ratio, "images/s against 1 GPU, same per-device batch"),
             Col("efficiency", "efficiency", fmt.percent),
-            Col("cost", "$ per 1k steps", fmt.money, "start-up billed once, then 1,000 steps", optional=True)]
+            Col("cost", "$ per 1M images", fmt.money, "start-up billed once, then a million training images at "
+                "this rate (the global batch grows with the GPUs, so not per step)", optional=True)]
     several = frame["hw"].nunique() > 1
     series = {(f"{key[0]} " if several else "") + f"batch {key[1]}/device": (list(rows["gpus"]), list(rows["images_per_s"]))
               for key, rows in frame.sort_values("gpus").groupby(["hw", "batch"])}
@@ -165,15 +170,27 @@ def _workers(ctx: Context, out: Section):
             Col("data_wait_frac", "time waiting for data", fmt.percent)]
     png = plots.bars([str(as_int(w)) for w in frame["workers"]], list(frame["data_wait_frac"].astype(float) * 100),
                      "DDPM: time waiting for data by loader workers", "% of step time", " %")
-    first, best = frame.iloc[0], frame.loc[frame["images_per_s"].idxmax()]
-    out.findings.append(Finding(f"DDPM: {as_int(best['workers'])} loader workers wait "
-                                f"{fmt.percent(best['data_wait_frac'])} of each step for data "
-                                f"({as_int(first['workers'])} workers: {fmt.percent(first['data_wait_frac'])}).",
-                                out.id, _runs(frame)))
+    several = frame["hw"].nunique() > 1
+    for hw, rows in frame.groupby("hw"):  # worker counts compared on the same hardware only
+        out.findings.append(Finding(_workers_finding(rows, f" on {hw}" if several else ""), out.id, _runs(rows)))
     return ("<h3>Data-loader workers</h3>"
             + pair(short(frame, cols, "ddpm-workers"),
                    ctx.figure("ddpm", "workers", png, "Share of step time spent waiting for data."))
             + full(frame, "ddpm_workers.csv")), frame
+
+
+def _workers_finding(frame: pd.DataFrame, where: str) -> str:
+    """On one hardware: the fastest worker count against the fewest (the first row), by images/s,
+    and what each waits for data; or that more workers did not help."""
+    first, best = frame.iloc[0], frame.loc[frame["images_per_s"].astype(float).idxmax()]
+    wait = lambda row: f"{fmt.percent(row['data_wait_frac'])} of each step"  # noqa: E731
+    if as_int(best["workers"]) == as_int(first["workers"]):
+        return (f"DDPM{where}: more loader workers did not speed training up: {as_int(first['workers'])} workers were "
+                f"fastest ({fmt.sig(first['images_per_s'])} images/s, waiting {wait(first)} for data).")
+    return (f"DDPM{where}: {as_int(best['workers'])} loader workers train at {fmt.sig(best['images_per_s'])} images/s, "
+            f"{fmt.ratio(float(best['images_per_s']) / float(first['images_per_s']))} "
+            f"{as_int(first['workers'])} workers' {fmt.sig(first['images_per_s'])}; they wait {wait(best)} for "
+            f"data ({as_int(first['workers'])} workers: {wait(first)}).")
 
 
 def _compile(ctx: Context, out: Section):

@@ -368,3 +368,24 @@ def test_fusing_and_quality_findings_compare_like_with_like(results, build):
             "(median of 4 matched settings, 1.2×–1.9×).") in texts
     assert ("FLUX LoRA quality at step 1000: PSNR 21.0 dB, SSIM 0.350 (median of 2 runs; PSNR 20.0–22.0, "
             "SSIM 0.300–0.400) (random weights: timing only).") in texts
+
+
+def test_the_workers_finding_weighs_throughput_per_hardware(results, build):
+    path = results / "bench" / "ddpm_workers.csv"
+    frame = pd.read_csv(path)  # a100: 0, 2, 4 workers at 768, 1152, 1280 images/s
+    slow = frame.assign(hw="a40", images_per_s=[500.0, 400.0, 300.0], run=frame["run"].str.replace("a100", "a40"))
+    pd.concat([frame, slow]).to_csv(path, index=False)
+    texts = [f["text"].split(" details")[0] for f in build(results).findings if "loader workers" in f["text"]]
+    assert texts == ["DDPM on a100: 4 loader workers train at 1,280 images/s, 1.7× 0 workers' 768; they wait 8.0 % "
+                     "of each step for data (0 workers: 40 % of each step).",
+                     "DDPM on a40: more loader workers did not speed training up: 0 workers were fastest (500 "
+                     "images/s, waiting 40 % of each step for data)."]
+
+
+def test_ddpm_batch_cost_is_per_image_not_per_step(results, build):
+    table = next(t for t in build(results).tables if t["id"] == "ddpm-batch")
+    assert "$ per 1M images" in table["head"]
+    cost = {(row[0]["text"], row[1]["text"]): c["text"] for row in table["rows"] for c in row if c["col"] == "cost"}
+    # $2.50 per GPU-hour: 1 GPU, batch 128 at 1,280 images/s: (8 s + 1e6 / 1280 s) = $0.55; 4 GPUs at
+    # 3.5x: 4 x (8 + 1e6 / 4480) s = $0.64 (per step, 4 GPUs would have looked 3.5x dearer)
+    assert cost[("1", "128")] == "$0.55" and cost[("4", "128")] == "$0.64"
