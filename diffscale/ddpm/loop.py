@@ -27,8 +27,11 @@ is known, the loss of every step, the data wait, and the DataLoader worker ids s
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import os
+import shutil
 import statistics
 import tempfile
 from pathlib import Path
@@ -246,17 +249,46 @@ def fit(ctx: launch.Context, rc: dict, cache, source, model=None, profiler=None,
 
 # --- processes ----------------------------------------------------------------------------------
 
+COMPILE_CACHE_VARS = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")
+
+
+@contextlib.contextmanager
+def cold_compile_cache(mode: str):
+    """For a compiled window, a fresh, empty Inductor and Triton cache (inherited by spawned
+    processes), removed afterwards: the FX-graph, AOTAutograd, autotuning and kernel caches persist
+    under /tmp/torchinductor_<user> by default, so an earlier job on the same node would otherwise
+    make compile time (and the break-even) look shorter than a first compile's."""
+    if mode == "off":
+        yield None
+        return
+    saved = {name: os.environ.get(name) for name in COMPILE_CACHE_VARS}
+    folder = tempfile.mkdtemp(prefix="diffscale-compile-cache-")
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = folder
+    os.environ["TRITON_CACHE_DIR"] = os.path.join(folder, "triton")
+    try:
+        yield folder
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def run(rc: dict, cache, source=None, model=None, profiler=None) -> dict:
     """Measure one window as the run config says: here (gpus 1, or one torchrun rank), or in `gpus`
-    spawned processes, whose rank 0 hands its result back through a file."""
+    spawned processes, whose rank 0 hands its result back through a file; a compiled window
+    compiles cold (`cold_compile_cache`)."""
     world = int(rc["variant"]["gpus"])
     placement = hardware.resolve(rc, rc["hw"], world)
     ddata.dataset_for(rc["ddpm"], cache, source)  # a data error is one line before any process starts
-    if launch.mode(world, "ddpm gpus") != "spawn":
-        return launch.run(fit, world, placement.device, rc, cache, source, model, profiler)
-    if profiler is not None or model is not None:
-        raise UserError("the profiler and an explicit model run in one process (gpus 1)")
-    with tempfile.TemporaryDirectory(prefix="diffscale-ddpm-") as tmp:
-        path = Path(tmp) / "result.json"
-        launch.run(fit, world, placement.device, rc, str(cache), source, None, None, str(path))
-        return json.loads(path.read_text())
+    with cold_compile_cache(rc["variant"]["compile"]):
+        if launch.mode(world, "ddpm gpus") != "spawn":
+            return launch.run(fit, world, placement.device, rc, cache, source, model, profiler)
+        if profiler is not None or model is not None:
+            raise UserError("the profiler and an explicit model run in one process (gpus 1)")
+        with tempfile.TemporaryDirectory(prefix="diffscale-ddpm-") as tmp:
+            path = Path(tmp) / "result.json"
+            launch.run(fit, world, placement.device, rc, str(cache), source, None, None, str(path))
+            return json.loads(path.read_text())

@@ -168,7 +168,8 @@ def window(rc: dict, dataset, device: str, model=None) -> dict:
     if own:
         model = loop.build_model(rc["model"], seed, device, channels_last=False)
     meter = Meter(rows, v["batch"], 1, None, None, 0, verbose=False)  # the clock starts here
-    # the U-Net is compiled in place, as ours is (the same graph: Inductor's cache may serve the second compile)
+    # the U-Net is compiled in place, as ours is (the same graph: each gets an empty on-disk cache, but
+    # Dynamo's and Inductor's in-process caches may still serve the second compile)
     model = loop.maybe_compile(model, v["compile"], d["compile_backend"])
     model = as_peer_unet(model) if own else model
     diffusion = peer.GaussianDiffusion(model, image_size=ddata.SIZE, timesteps=loop.NUM_TIMESTEPS,
@@ -221,7 +222,8 @@ def compare(rc: dict, cache, source=None) -> tuple[list[dict], dict]:
     ours = loop.run(rc, cache, source)
     row_ours = {**table_row(rc, ours, ""), "impl": "ours", "settings": settings_text(rc), "status": "ok"}
     try:
-        theirs = window(rc, dataset, placement.device_for(0))
+        with loop.cold_compile_cache(rc["variant"]["compile"]):  # its own empty on-disk cache, as ours had
+            theirs = window(rc, dataset, placement.device_for(0))
     except (PeerUnavailable, ImportError, RuntimeError, ValueError, AssertionError) as exc:
         status = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"the peer could not run: {status}", flush=True)

@@ -184,3 +184,28 @@ def test_mfu_of_an_fp32_run_uses_the_peak_without_tf32():
     assert peak_for("NVIDIA A100-SXM4-80GB", "tf32") == pytest.approx(156e12)
     assert peak_for("NVIDIA A100-SXM4-80GB", "bf16") == pytest.approx(312e12)
     assert peak_for("NVIDIA H200", "fp32") == pytest.approx(66.9e12)
+
+
+def test_a_compiled_window_compiles_with_an_empty_cache_of_its_own(ddpm_config, cache, monkeypatch):
+    import os
+
+    from diffscale.ddpm import loop
+
+    seen = []
+
+    def fake_launch(fn, world, device, rc, *args):
+        folder = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+        seen.append((rc["variant"]["compile"], folder, sorted(os.listdir(folder)) if os.path.isdir(folder) else None,
+                     os.environ.get("TRITON_CACHE_DIR")))
+        return {}
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/warm/cache")
+    monkeypatch.delenv("TRITON_CACHE_DIR", raising=False)
+    monkeypatch.setattr(loop.launch, "run", fake_launch)
+    for mode in ("default", "off"):
+        loop.run(sweeps.run_config(ddpm_config, "compile", "local", compile=mode), cache)
+    (compiled, folder, listing, triton), off = seen
+    assert compiled == "default" and folder != "/warm/cache" and listing == [] and triton.startswith(folder)
+    assert not os.path.exists(folder)  # removed after the window
+    assert off[:2] == ("off", "/warm/cache")  # eager windows leave the caches alone
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == "/warm/cache" and "TRITON_CACHE_DIR" not in os.environ
