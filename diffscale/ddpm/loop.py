@@ -1,7 +1,8 @@
 """The DDPM training loop of study 3, run for a measured window of steps, on the shared core.
 
 Ho et al.'s CIFAR-10 recipe: epsilon prediction, 1000 linear betas 1e-4..0.02, Adam, gradient
-clipping, EMA of the weights. One window is `warmup_steps` untimed steps (torch.compile compiles
+clipping, EMA of the weights (dropout is the model spec's: config/full.yaml sets Ho's 0.1; their
+5,000-step learning-rate warm-up is left out: a window measures speed, not a whole run). One window is `warmup_steps` untimed steps (torch.compile compiles
 here) and then `steps` timed ones in `repeats` blocks. The core's meter (diffscale.train.core)
 writes a row at step 1, at the end of the warm-up and at the end of every block; each row
 averages the losses over processes and reads them back, which synchronises the device, so a
