@@ -38,6 +38,9 @@ INDEX = "index.json"
 FORMAT_VERSION = 1
 PER_TOKEN = ("tokens",)  # ragged text: first axis is the shard's real tokens, not its items
 RAGGED_STORED = ("tokens", "lengths", "offsets")
+INDEX_KEYS = {"shards": list, "tensors": dict}  # what readers index into without checking
+SHARD_KEYS = {"file": str, "items": int}
+SHARD_MISSING = f"shard listed in {INDEX} is missing"
 
 
 def shard_name(number: int) -> str:
@@ -84,12 +87,31 @@ def write_index(run_dir: str | Path, modality: str, shards: list[dict], tensors:
     return atomic.write_json(Path(run_dir) / INDEX, index)
 
 
+def _damaged(path: str | Path, problem: str) -> DataError:
+    """The one wording for a shard or index that exists but cannot be used: a rerun rewrites both."""
+    return DataError(f"{path}: {problem}; run the embedding stage again")
+
+
 def read_index(run_dir: str | Path) -> dict:
     path = Path(run_dir) / INDEX
     index = io.read_json(path, missing="no index; the embedding run is missing or incomplete", what="index")
+    if not isinstance(index, dict):
+        raise _damaged(path, f"expected a JSON object (the embedding index), found {type(index).__name__}")
     if index.get("format") != FORMAT_VERSION:
         raise DataError(f"{path}: format {index.get('format')!r}, expected {FORMAT_VERSION}")
+    _check_index_keys(path, index)
     return index
+
+
+def _check_index_keys(path: Path, index: dict) -> None:
+    """A hand-edited or cut-down index would otherwise fail later as a bare KeyError."""
+    for key, kind in INDEX_KEYS.items():
+        if not isinstance(index.get(key), kind):
+            found = type(index[key]).__name__ if key in index else "none"
+            raise _damaged(path, f"expected a {key!r} {kind.__name__}, found {found}")
+    for n, shard in enumerate(index["shards"]):
+        if not (isinstance(shard, dict) and all(isinstance(shard.get(k), t) for k, t in SHARD_KEYS.items())):
+            raise _damaged(path, f"shards[{n}] is not an entry with a file name and an item count")
 
 
 def verify(run_dir: str | Path) -> dict:
@@ -99,9 +121,9 @@ def verify(run_dir: str | Path) -> dict:
     for shard in index["shards"]:
         path = run_dir / shard["file"]
         if not path.is_file():
-            raise DataError(f"{path}: shard listed in {INDEX} is missing")
+            raise _damaged(path, SHARD_MISSING)
         if sha256_of(path) != shard["sha256"]:
-            raise DataError(f"{path}: checksum differs from {INDEX}; the shard is corrupt")
+            raise _damaged(path, f"checksum differs from {INDEX}, the shard is corrupt")
     return index
 
 
@@ -205,6 +227,14 @@ class ShardReader:
 
 @lru_cache(maxsize=64)
 def _open_shard(path: str):
-    from safetensors import safe_open
+    """Open one shard; a missing or corrupt one is a DataError (safe_open checks the header and
+    that the data covers it, so a cut-short or foreign file fails here, not at a later read)."""
+    from safetensors import SafetensorError, safe_open
 
-    return safe_open(path, framework="pt")
+    try:
+        return safe_open(path, framework="pt")
+    except FileNotFoundError:
+        raise _damaged(path, SHARD_MISSING) from None
+    except (SafetensorError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise _damaged(path, f"not a readable safetensors shard ({first})") from None

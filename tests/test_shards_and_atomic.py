@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -47,6 +48,30 @@ def test_verify_detects_missing_and_corrupt_shards(tmp_path):
     path.unlink()
     with pytest.raises(DataError, match="shard-00001.safetensors: shard listed in index.json is missing"):
         shards.verify(tmp_path)
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (lambda path: path.write_bytes(path.read_bytes()[:-10]), "incomplete metadata"),  # cut short
+    (lambda path: path.write_bytes(bytes(range(256)) * 4), "header too large"),  # not safetensors at all
+    (lambda path: path.unlink(), None),
+], ids=["truncated", "foreign-bytes", "deleted"])
+def test_a_damaged_shard_is_named_when_opened(tmp_path, damage, problem):
+    make_run(tmp_path)
+    path = tmp_path / shards.shard_name(1)
+    damage(path)
+    reader = shards.ShardReader(tmp_path)  # shards open lazily: the intact one still reads
+    assert reader.item(0)["image_id"].item() == 0
+    what = rf"not a readable safetensors shard \(.*{problem}.*\)" if problem else "shard listed in index.json is missing"
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}: {what}; run the embedding stage again$") as error:
+        reader.item(3)
+    assert "\n" not in str(error.value)
+
+
+def test_an_index_without_shards_is_named(tmp_path):
+    path = tmp_path / shards.INDEX
+    path.write_text(json.dumps({"format": shards.FORMAT_VERSION}))
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}: expected a 'shards' list, found none; run the"):
+        shards.ShardReader(tmp_path)
 
 
 def test_a_run_without_index_is_incomplete(tmp_path):
