@@ -13,11 +13,13 @@ min_version("9.0")
 # and in every cluster job alike (jobs are not passed --replace-workflow-config). A partial config
 # on the command line is an overlay on the demo, as usual.
 sys.path.insert(0, workflow.basedir)
-from diffscale.workflow import is_complete_config
+from diffscale.workflow import is_complete_config, replace_overlay_models
 
 if not is_complete_config(workflow.config_settings.overwrite_config):
 
     configfile: "config.yaml"
+
+    replace_overlay_models(config, workflow.config_settings.overwrite_config)
 
 
 include: "rules/common.smk"

@@ -15,7 +15,7 @@ from diffscale.errors import UserError
 from diffscale.flux import settings as flux_settings
 from diffscale.hardware import demand as hardware_demand
 from diffscale.train import config as train_config
-from diffscale.workflow import put_interpreter_on_path
+from diffscale.workflow import overlay_note, put_interpreter_on_path
 
 
 # One-line errors naming the key, before any job starts, in one pass over every study's checks.
@@ -24,7 +24,7 @@ from diffscale.workflow import put_interpreter_on_path
 try:
     validate_config(config, source="config")
 except UserError as exc:
-    raise WorkflowError(str(exc)) from None
+    raise WorkflowError(str(exc) + overlay_note(workflow.config_settings.overwrite_config)) from None
 
 
 # Rules call plain `python`: the rule's conda env, or the interpreter running Snakemake.

@@ -18,6 +18,27 @@ def test_a_complete_config_replaces_the_demo_and_a_partial_one_overlays_it(repo_
     assert not is_complete_config(None)
 
 
+def test_an_overlay_model_spec_replaces_the_demos_whole():
+    from diffscale.workflow import replace_overlay_models
+
+    demo = {"models": {"vae": {"random": "tiny"}, "unet": {"random": "tiny"}}}
+    merged = {"models": {"vae": {"random": "tiny", "pretrained": "stabilityai/sd-vae-ft-mse"},
+                         "unet": {"random": "tiny"}}}  # what Snakemake's merge makes of it
+    replace_overlay_models(merged, {"models": {"vae": {"pretrained": "stabilityai/sd-vae-ft-mse"}}})
+    assert merged == {"models": {"vae": {"pretrained": "stabilityai/sd-vae-ft-mse"}, "unet": {"random": "tiny"}}}
+    replace_overlay_models(demo, None)
+    assert demo["models"]["vae"] == {"random": "tiny"}
+
+
+def test_a_config_error_under_an_overlay_says_which_sections_came_from_the_demo():
+    from diffscale.workflow import overlay_note
+
+    assert overlay_note({}) == "" and overlay_note(None) == ""
+    note = overlay_note({"seed": 1, "data": {}, "models": {}, "hardware": {}, "embed": {}, "train": {}, "flux": {}})
+    assert note == (" (the command line's config is an overlay on the demo's config.yaml: it has no ddpm; "
+                    "give every section for a whole config)")
+
+
 def test_rules_find_the_venv_python_without_conda(monkeypatch):
     import os
     import sys
