@@ -138,7 +138,7 @@ def run_infer(settings: dict, lora_path: str | Path, out_dir: str | Path) -> lis
         rows += measure_batches(transformer, vae, text, settings, device, dtype, dtype_name, "base", load_s,
                                 random_weights)
         start = time.perf_counter()
-        lora_io.load_adapter(transformer, lora_path, "lora")
+        lora_io.load_adapter(transformer, lora_path, "lora", "--lora")
         if dtype != torch.float32:
             transformer.to(dtype)  # the LoRA file is fp32; run it in the model's dtype
         lora_s = time.perf_counter() - start

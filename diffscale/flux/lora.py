@@ -49,21 +49,27 @@ def add_lora(transformer, flux: dict, seed: int) -> list:
     return params
 
 
-def load_adapter(transformer, path: str | Path, name: str) -> None:
+def load_adapter(transformer, path: str | Path, name: str, what: str) -> None:
     """A LoRA .safetensors file as adapter `name`, with the adapter config the file stores (alpha:
-    see `lora_metadata`); diffusers reads that config only when told the file is safetensors."""
-    transformer.load_lora_adapter(str(path), adapter_name=name, prefix="transformer", use_safetensors=True)
+    see `lora_metadata`; diffusers reads that config only when told the file is safetensors). A file
+    that is not a LoRA of this transformer is a DataError naming `what` (the flag or key) and the file."""
+    from safetensors import SafetensorError
+
+    try:
+        transformer.load_lora_adapter(str(path), adapter_name=name, prefix="transformer", use_safetensors=True)
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{what}: {path} is not a LoRA of this transformer ({first})") from None
+    if name not in (getattr(transformer, "peft_config", None) or {}):  # diffusers skips a file without LoRA keys
+        raise DataError(f"{what}: {path} holds no LoRA weights for this transformer "
+                        f"(keys transformer.<module>.lora_A/lora_B expected)")
 
 
 def load_training_adapter(transformer, path: str) -> None:
     """A frozen second adapter, active with ours while training (see `sampling`)."""
     if not Path(path).is_file():
         raise DataError(f"flux.training_adapter: {path} not found (a LoRA .safetensors file)")
-    try:
-        load_adapter(transformer, path, TRAINING_ADAPTER)
-    except (ValueError, KeyError, RuntimeError) as exc:
-        raise DataError(f"flux.training_adapter: {path} is not a LoRA of this transformer "
-                        f"({str(exc).splitlines()[0]})") from None
+    load_adapter(transformer, path, TRAINING_ADAPTER, "flux.training_adapter")
     transformer.set_adapters([ADAPTER, TRAINING_ADAPTER])
     for name, param in transformer.named_parameters():
         param.requires_grad_(f".{ADAPTER}." in name)

@@ -353,7 +353,7 @@ def test_a_saved_lora_keeps_its_alpha_so_a_loader_applies_the_trained_strength(d
                 param.normal_(0, 0.1, generator=torch.Generator().manual_seed(len(name)))
     path = lora.save(lora.lora_state(trained), tmp_path / "lora.safetensors", lora.lora_metadata(trained))
     loaded = models.build("flux_transformer", {"random": "tiny"})
-    lora.load_adapter(loaded, path, "lora")  # as flux_infer and a training adapter load it
+    lora.load_adapter(loaded, path, "lora", "--lora")  # as flux_infer and a training adapter load it
     scalings = {m.scaling["lora"] for m in loaded.modules() if hasattr(m, "scaling") and "lora" in m.scaling}
     assert scalings == {0.5}
     torch.testing.assert_close(probe(loaded), probe(trained))
@@ -380,3 +380,20 @@ def test_peak_memory_restarts_on_cuda_only(monkeypatch):
     loop.reset_peak_memory("cpu")
     loop.reset_peak_memory("cuda:1")
     assert calls == ["cuda:1"]
+
+
+def test_a_file_that_is_not_a_lora_is_named_when_loaded(tmp_path):
+    from safetensors.torch import save_file
+
+    from diffscale.errors import DataError
+    from diffscale.flux import lora
+
+    latents = tmp_path / "latents.safetensors"  # a safetensors file, but of other tensors
+    save_file({"latent.0": torch.zeros(2, 2)}, str(latents))
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a safetensors file at all")
+    transformer = models.build("flux_transformer", {"random": "tiny"})
+    with pytest.raises(DataError, match=rf"^--lora: {latents} holds no LoRA weights for this transformer"):
+        lora.load_adapter(transformer, latents, "lora", "--lora")
+    with pytest.raises(DataError, match=rf"^flux.training_adapter: {junk} is not a LoRA of this transformer \("):
+        lora.load_training_adapter(transformer, str(junk))
