@@ -55,6 +55,7 @@ def validate_config(cfg: dict, source: str = "config") -> dict:
     fill_defaults(cfg, schema(), schema())
     _check_references(cfg, source)
     check_train_batches(cfg, source)
+    check_ddpm_window(cfg, source)
     return cfg
 
 
@@ -170,6 +171,16 @@ def check_train_batches(cfg: dict, source: str = "config") -> None:
                 f"{source}: train.batch_size: {train['batch_size']} does not split into {run.gpus} GPUs x "
                 f"grad_accum {train['grad_accum']} equal micro-batches (run {run.hw}/{run.variant}); "
                 f"use a multiple of {parts}")
+
+
+def check_ddpm_window(cfg: dict, source: str = "config") -> None:
+    """The timed steps of a DDPM window split into `repeats` equal blocks (diffscale.ddpm.loop.Window
+    times steps // repeats per block, so a remainder would silently go untimed)."""
+    steps, repeats = cfg["ddpm"]["steps"], cfg["ddpm"]["repeats"]
+    if steps % repeats:
+        raise ConfigError(
+            f"{source}: ddpm.steps: {steps} is not a multiple of ddpm.repeats {repeats} (each of the {repeats} "
+            f"timed blocks has the same number of steps); use a multiple of {repeats}")
 
 
 def config_hash(obj: Any) -> str:

@@ -129,3 +129,13 @@ def test_experiment_matrix_of_the_demo(demo):
 def test_config_hash_is_stable_and_order_free():
     assert config_hash({"a": 1, "b": [1, 2]}) == config_hash({"b": [1, 2], "a": 1})
     assert config_hash({"a": 1}) != config_hash({"a": 2})
+
+
+def test_ddpm_steps_split_into_equal_blocks(demo):
+    bad = copy.deepcopy(demo)
+    bad["ddpm"].update(steps=10, repeats=3)
+    assert check(bad) == ("config.yaml: ddpm.steps: 10 is not a multiple of ddpm.repeats 3 (each of the 3 timed "
+                          "blocks has the same number of steps); use a multiple of 3")
+    bad["ddpm"].update(steps=2, repeats=3)  # fewer steps than blocks
+    with pytest.raises(ConfigError, match=r"ddpm\.steps: 2 is not a multiple of ddpm\.repeats 3"):
+        validate_config(bad, source="config.yaml")

@@ -17,8 +17,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from diffscale import atomic, experiments, models, provenance
-from diffscale.errors import DataError
+from diffscale import atomic, experiments, models, provenance, vocab
+from diffscale.errors import ConfigError, DataError
 from diffscale.io import csv_text, read_json
 
 SETTINGS = ("steps", "warmup_steps", "repeats", "compile_backend", "channels_last", "decode_each_step", "lr",
@@ -42,18 +42,40 @@ STAGE_COLUMNS = {
 
 # --- run configs --------------------------------------------------------------------------------
 
+def check_variant(variant: dict, keys, where: str = "ddpm run") -> dict:
+    """`variant` with typed values (strings ok, as --set and the workflow's wildcards give them), or
+    one ConfigError naming the key, the value and what is allowed. `keys`: the coordinates a run has
+    (those of experiments.ddpm_baseline); the vocabularies are experiments'."""
+    choices = {"precision": experiments.DDPM_PRECISIONS, "compile": experiments.DDPM_COMPILE_MODES}
+    least = {"batch": 1, "gpus": 1, "workers": 0}
+    out = {}
+    for key, value in variant.items():
+        if key not in keys:
+            raise ConfigError(f"{where}: {key!r} is not a coordinate of a run (allowed: {', '.join(keys)})")
+        if key in least:
+            text = str(value).strip()
+            if isinstance(value, bool) or not text.isdecimal() or int(text) < least[key]:
+                kind = "a positive" if least[key] else "a non-negative"
+                raise ConfigError(f"{where}: {key}: {value!r} is not {kind} integer")
+            out[key] = int(text)
+        else:
+            out[key] = vocab.one_of(value, choices[key], f"{where}: {key}") if key in choices else value
+    return out
+
+
 def run_config(cfg: dict, stage: str, hw: str, **variant) -> dict:
-    """What one run reads: the baseline with the stage's coordinates from `variant` (strings ok)."""
+    """What one run reads: the baseline with the stage's coordinates from `variant` (strings ok).
+    A key the baseline lacks, a value outside its vocabulary or range, or a hardware key the
+    config lacks is one ConfigError (check_variant)."""
     point = experiments.ddpm_baseline(cfg)
     if stage in ("profile", "peer"):
         point["gpus"] = 1  # one process: the profiler's window, and the peer's like-for-like race
-    for key, value in variant.items():
-        point[key] = int(value) if key in ("batch", "gpus", "workers") else value
+    point.update(check_variant(variant, list(point)))
     return {
         "stage": stage,
         "seed": cfg["seed"],
         "hw": hw,
-        "hardware": {hw: cfg["hardware"][hw]},
+        "hardware": {hw: vocab.hardware_entry(cfg, hw, "ddpm run: hw")},
         "model": cfg["models"]["ddpm_unet"],
         "ddpm": {k: cfg["ddpm"][k] for k in SETTINGS},
         "variant": point,
