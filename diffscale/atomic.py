@@ -33,6 +33,34 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary folder beside `path`; on success it replaces `path` (an earlier
+    folder there is removed first), else it is deleted: a folder of outputs appears whole or not."""
+    import shutil
+
+    target = Path(path)
+    with atomic_path(target) as tmp:
+        tmp.mkdir()
+        yield tmp
+        if target.is_dir():
+            shutil.rmtree(target)
+
+
+@contextlib.contextmanager
+def all_or_none(paths) -> Iterator[None]:
+    """Around a step that writes several outputs one after another (each atomically): when it
+    fails or is interrupted, those of `paths` that exist are removed, so no partial or mixed set
+    (some new, some from an earlier run) is left behind."""
+    try:
+        yield
+    except BaseException:
+        for path in map(Path, paths):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        raise
+
+
 def write_text(path: str | os.PathLike, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)

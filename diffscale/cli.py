@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from typing import Callable
 
 from diffscale.errors import UserError
 
 
 def run_cli(main: Callable[[], int | None]) -> int:
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         return int(main() or 0)
     except UserError as exc:
@@ -17,6 +21,12 @@ def run_cli(main: Callable[[], int | None]) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _exit_on_sigterm(signum, frame) -> None:
+    """SIGTERM (what SLURM and Snakemake send to stop a job) leaves the way Ctrl-C does: through
+    the atomic writers' clean-up, so no temporary or partial output is left; exit 143."""
+    raise SystemExit(128 + signum)
 
 
 def json_flag(flag: str, text: str):

@@ -39,3 +39,26 @@ def test_missing_input_file(repo_root, tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: {tmp_path / 'none.json'}: captions file not found"
     assert not (tmp_path / "s.json").exists()
+
+
+def test_sigterm_leaves_no_temporary_file_and_exits_143(tmp_path):
+    import signal
+    import time
+
+    script = tmp_path / "slow.py"
+    script.write_text(
+        "import sys, time\n"
+        "from diffscale import atomic\n"
+        "from diffscale.cli import run_cli\n"
+        "def main():\n"
+        f"    with atomic.atomic_path({str(tmp_path / 'out.txt')!r}) as tmp:\n"
+        "        tmp.write_text('half')\n"
+        "        print('writing', flush=True)\n"
+        "        time.sleep(60)\n"
+        "sys.exit(run_cli(main))\n")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "writing"
+    proc.send_signal(signal.SIGTERM)
+    start = time.monotonic()
+    assert proc.wait(timeout=30) == 143 and time.monotonic() - start < 30
+    assert [p.name for p in tmp_path.iterdir()] == ["slow.py"]  # neither out.txt nor its .tmp

@@ -376,26 +376,33 @@ def build_manifest(captions: str | Path, out_dir: str | Path, images: str | None
     kept = labels[labels["kept"]]
     profile = demographics.demographics_table(kept)
     table = demographics.filter_table(result.steps, result.n_images, labels, profile, result.person_boxes)
-    write_parquet(result.manifest, out_dir / "manifest.parquet")
-    write_parquet(result.labels, out_dir / "labels_all.parquet")
-    demographics.write_csv(profile, out_dir / "demographics.csv")
-    write_skipped(result.skipped, out_dir / "skipped.csv")
-    demographics.write_csv(table, bench_dir / "coco_filter.csv")
-    demographics.plot_figures(profile, bench_dir)
-    result.timings["write_s"] = time.perf_counter() - start
+    outputs = [out_dir / name for name in ("manifest.parquet", "labels_all.parquet", "demographics.csv",
+                                           "skipped.csv", "run.json")]
+    outputs += [bench_dir / "coco_filter.csv", *(bench_dir / f"coco_filter_{name}.png" for name in demographics.FIGURES)]
+    with atomic.all_or_none(outputs):  # interrupted or failed: none of them, not some
+        write_parquet(result.manifest, out_dir / "manifest.parquet")
+        write_parquet(result.labels, out_dir / "labels_all.parquet")
+        demographics.write_csv(profile, out_dir / "demographics.csv")
+        write_skipped(result.skipped, out_dir / "skipped.csv")
+        demographics.write_csv(table, bench_dir / "coco_filter.csv")
+        demographics.plot_figures(profile, bench_dir)
+        result.timings["write_s"] = time.perf_counter() - start
+        summary = _summary(result, len(kept))
+        provenance.write_run_json(
+            out_dir / "run.json", stage="coco_manifest",
+            config_slice={"people": settings, "captions": str(captions), "images": images,
+                          "instances": str(instances) if instances else None},
+            summary=summary)
+    return summary
 
-    summary = {
+
+def _summary(result, kept: int) -> dict:
+    return {
         "images": result.n_images,
         "captions": result.n_captions,
-        "kept": len(kept),
+        "kept": kept,
         "skipped": len(result.skipped),
         "steps": dict(result.steps),
         "captions_per_s": result.n_captions / result.timings["label_s"] if result.timings["label_s"] else None,
         **result.timings,
     }
-    provenance.write_run_json(
-        out_dir / "run.json", stage="coco_manifest",
-        config_slice={"people": settings, "captions": str(captions), "images": images,
-                      "instances": str(instances) if instances else None},
-        summary=summary)
-    return summary

@@ -201,10 +201,11 @@ def generate(prompts: list[str], model_path: str | Path, out_dir: str | Path, se
     loaded = time.perf_counter()
     images = model.generate(prompts, settings)
     seconds = time.perf_counter() - loaded
-    written = write_images(images, prompts, settings, model, out_dir)
     specs = [models.parse_spec(role, model.config["models"][role]).describe() for role in ("unet", "text_encoder", "vae")]
-    provenance.write_run_json(Path(out_dir) / "run.json", config_slice={**asdict(settings), "prompts": prompts},
-                              models=specs, model_path=str(model.path), train_step=model.step, device=device,
-                              timings={"load_s": loaded - start, "generate_s": seconds,
-                                       "images_per_s": len(prompts) / seconds})
-    return written
+    with atomic.atomic_dir(out_dir) as folder:  # the images, samples.json and run.json appear together
+        written = write_images(images, prompts, settings, model, folder)
+        provenance.write_run_json(folder / "run.json", config_slice={**asdict(settings), "prompts": prompts},
+                                  models=specs, model_path=str(model.path), train_step=model.step, device=device,
+                                  timings={"load_s": loaded - start, "generate_s": seconds,
+                                           "images_per_s": len(prompts) / seconds})
+    return [Path(out_dir) / path.name for path in written]

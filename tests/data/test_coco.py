@@ -356,3 +356,18 @@ def test_real_val2017_captions_labels_only(shared_data, tmp_path):
     people = pd.read_parquet(tmp_path / "o" / "labels_all.parquet")["people"].mean()
     assert 0.45 < people < 0.55
     assert 0.35 < summary["kept"] / summary["images"] < 0.5
+
+
+def test_a_failure_while_writing_leaves_none_of_the_outputs(small, tmp_path, monkeypatch):
+    from diffscale.data import demographics
+
+    captions, folder = small
+    out, bench = tmp_path / "out", tmp_path / "bench"
+
+    def broken(*args, **kwargs):
+        raise KeyboardInterrupt  # after the parquet and CSV files, before the figures
+
+    monkeypatch.setattr(demographics, "plot_figures", broken)
+    with pytest.raises(KeyboardInterrupt):
+        coco.build_manifest(captions, out, images=str(folder), bench_dir=bench)
+    assert sorted(p.name for p in out.iterdir()) == [] and sorted(p.name for p in bench.iterdir()) == []

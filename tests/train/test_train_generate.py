@@ -138,3 +138,20 @@ def test_cli(tmp_path, trained_run):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"error: {prompts}: no prompts (one per line; blank lines and "
                                                   "# comments are skipped)"]
+
+
+def test_an_interrupted_generation_leaves_no_images(tmp_path, trained_run, monkeypatch):
+    from diffscale import provenance
+
+    out = tmp_path / "samples"
+    generate(PROMPTS[:1], trained_run, out, FAST)  # an earlier, complete gallery
+    before = sorted(p.name for p in out.iterdir())
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # after the images and samples.json, before run.json
+
+    monkeypatch.setattr(provenance, "write_run_json", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        generate(PROMPTS, trained_run, out, FAST)
+    assert sorted(p.name for p in out.iterdir()) == before  # the earlier gallery, untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["samples"]  # no staging folder left
