@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -56,6 +57,7 @@ def validate_config(cfg: dict, source: str = "config") -> dict:
     _check_references(cfg, source)
     check_train_batches(cfg, source)
     check_ddpm_window(cfg, source)
+    check_synthetic_paths(cfg, source)
     return cfg
 
 
@@ -171,6 +173,27 @@ def check_train_batches(cfg: dict, source: str = "config") -> None:
                 f"{source}: train.batch_size: {train['batch_size']} does not split into {run.gpus} GPUs x "
                 f"grad_accum {train['grad_accum']} equal micro-batches (run {run.hw}/{run.variant}); "
                 f"use a multiple of {parts}")
+
+
+SYNTHETIC_ROOT = "results/"  # where the demo's data rules may write
+DATA_PATHS = (("coco", "captions"), ("coco", "images"), ("cifar",), ("subject", "dir"))
+
+
+def check_synthetic_paths(cfg: dict, source: str = "config") -> None:
+    """With data.synthetic, rules write demo data at the data paths: they must lie under results/,
+    so a real dataset's path (e.g. an overlay of real paths on the demo) is never overwritten."""
+    data = cfg["data"]
+    if not data.get("synthetic"):
+        return
+    for keys in DATA_PATHS:
+        value = data
+        for key in keys:
+            value = value[key]
+        if not os.path.normpath(str(value)).startswith(SYNTHETIC_ROOT):
+            raise ConfigError(
+                f"{source}: data.{'.'.join(keys)}: {value} is outside {SYNTHETIC_ROOT}, but data.synthetic "
+                f"would write demo data there; to read real data, leave data.synthetic out "
+                f"(in an overlay on the demo: data: {{synthetic: null}})")
 
 
 def check_ddpm_window(cfg: dict, source: str = "config") -> None:

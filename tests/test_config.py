@@ -139,3 +139,13 @@ def test_ddpm_steps_split_into_equal_blocks(demo):
     bad["ddpm"].update(steps=2, repeats=3)  # fewer steps than blocks
     with pytest.raises(ConfigError, match=r"ddpm\.steps: 2 is not a multiple of ddpm\.repeats 3"):
         validate_config(bad, source="config.yaml")
+
+
+def test_demo_data_is_never_made_outside_results(demo):
+    cfg = copy.deepcopy(demo)
+    cfg["data"]["cifar"] = "/datasets/cifar10"  # real data over the demo, data.synthetic still on
+    with pytest.raises(ConfigError, match=r"^config: data.cifar: /datasets/cifar10 is outside results/, but "
+                                          r"data.synthetic would write demo data there; .*synthetic: null"):
+        validate_config(cfg)
+    cfg["data"]["synthetic"] = None  # an overlay's way to turn it off
+    validate_config(cfg)
