@@ -61,7 +61,7 @@ def check_run_config(rc, source: str = "--run-config") -> dict:
     from dataclasses import fields
 
     from diffscale import experiments, vocab
-    from diffscale.ddpm.sweeps import SETTINGS, check_variant
+    from diffscale.ddpm.sweeps import check_variant, settings_of
     from diffscale.errors import ConfigError
 
     if not isinstance(rc, dict):
@@ -73,7 +73,7 @@ def check_run_config(rc, source: str = "--run-config") -> dict:
         if not isinstance(rc[key], kind):
             raise ConfigError(f"{source}: {key}: expected a JSON {'object' if kind is dict else kind.__name__}")
     vocab.hardware_entry(rc, rc["hw"], f"{source}: hw")
-    missing = [k for k in SETTINGS if k not in rc["ddpm"]]
+    missing = [k for k in settings_of(rc["stage"]) if k not in rc["ddpm"]]
     if missing:
         raise ConfigError(f"{source}: ddpm.{missing[0]} is missing")
     coords = [f.name for f in fields(experiments.DdpmRun) if f.name not in ("stage", "hw")]

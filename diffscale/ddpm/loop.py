@@ -152,6 +152,7 @@ class Window:
             "step_s": step_s, "steps_per_s": 1.0 / step_s, "images_per_s": global_batch / step_s,
             "time_to_first_step_s": at[1]["elapsed_s"], "warmup_s": warmup_s,
             "overhead_s": warmup_s - self.warmup * step_s, "block_s": block_s,
+            "block_spread": max(block_s) / min(block_s),  # 1 = steady; well above: disturbed, see the report
             "data_wait_s_per_step": wait_s / (self.total - self.warmup), "data_wait_frac": wait_s / sum(block_s),
             "mfu": statistics.median(mfus) if mfus else None,
             "loss_end": statistics.fmean(losses[-self.block:]), "losses": losses, "run_steps": self.total - self.warmup,

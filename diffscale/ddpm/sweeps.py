@@ -22,14 +22,19 @@ from diffscale.errors import ConfigError, DataError
 from diffscale.io import csv_text, read_json
 
 SETTINGS = ("steps", "warmup_steps", "repeats", "compile_backend", "channels_last", "decode_each_step", "lr",
-            "adam_betas", "grad_clip", "ema_decay", "ema_every", "train_steps", "profile_steps")
+            "adam_betas", "grad_clip", "ema_decay", "ema_every")
+# Settings only one stage's windows read (ddpm.train_steps is the tables', not a window's): in the
+# other stages' run configs they would re-run every window when edited.
+STAGE_SETTINGS = {"profile": ("profile_steps",)}
 COMMON = ["hw", "gpus", "batch", "global_batch", "precision", "workers", "compile", "steps_per_s", "images_per_s",
           "time_to_first_step_s", "peak_mem_mb", "loss_end", "device", "random_weights", "run"]
-EXTRA = ["peak_mem_kind", "compile_backend", "channels_last", "decode_each_step", "window_steps", "warmup_steps",
+EXTRA = ["peak_mem_kind", "compile_backend", "channels_last", "decode_each_step", "window_steps", "block_spread",
+         "warmup_steps",
          "overhead_s", "data_wait_s_per_step", "data_wait_frac", "params", "model", "device_detail"]
 # What a window measured (the rest of a row is its settings): a run that did not happen has none.
 MEASURED = ("steps_per_s", "images_per_s", "time_to_first_step_s", "peak_mem_mb", "peak_mem_kind", "loss_end",
-            "window_steps", "overhead_s", "data_wait_s_per_step", "data_wait_frac", "workers_seen", "params")
+            "window_steps", "block_spread", "overhead_s", "data_wait_s_per_step", "data_wait_frac", "workers_seen",
+            "params")
 AMP_REFERENCES = ("tf32", "fp32")  # what mixed precision is compared with, in order of preference
 STAGE_COLUMNS = {
     "batch": ["speedup", "efficiency"],
@@ -41,6 +46,11 @@ STAGE_COLUMNS = {
 
 
 # --- run configs --------------------------------------------------------------------------------
+
+def settings_of(stage: str) -> tuple[str, ...]:
+    """The ddpm settings a window of `stage` reads."""
+    return SETTINGS + STAGE_SETTINGS.get(stage, ())
+
 
 def check_variant(variant: dict, keys, where: str = "ddpm run") -> dict:
     """`variant` with typed values (strings ok, as --set and the workflow's wildcards give them), or
@@ -77,7 +87,7 @@ def run_config(cfg: dict, stage: str, hw: str, **variant) -> dict:
         "hw": hw,
         "hardware": {hw: vocab.hardware_entry(cfg, hw, "ddpm run: hw")},
         "model": cfg["models"]["ddpm_unet"],
-        "ddpm": {k: cfg["ddpm"][k] for k in SETTINGS},
+        "ddpm": {k: cfg["ddpm"][k] for k in settings_of(stage)},
         "variant": point,
     }
 
@@ -94,7 +104,8 @@ def table_row(rc: dict, result: dict, run_dir: str | Path) -> dict:
         "loss_end": result["loss_end"], "device": result["device"], "random_weights": spec.pretrained is None,
         "run": str(run_dir), "peak_mem_kind": result["peak_mem_kind"], "compile_backend": d["compile_backend"],
         "channels_last": d["channels_last"], "decode_each_step": d["decode_each_step"],
-        "window_steps": result["run_steps"], "warmup_steps": d["warmup_steps"], "overhead_s": result["overhead_s"],
+        "window_steps": result["run_steps"], "block_spread": result.get("block_spread"),
+        "warmup_steps": d["warmup_steps"], "overhead_s": result["overhead_s"],
         "data_wait_s_per_step": result["data_wait_s_per_step"], "data_wait_frac": result["data_wait_frac"],
         "workers_seen": len(result["workers_seen"]) if result["workers_seen"] != [-1] else 0,
         "params": result["params"], "model": spec.label, "device_detail": result.get("device_detail", ""),

@@ -8,6 +8,8 @@ ddpm_amp.csv, ddpm_workers.csv, ddpm_compile.csv, ddpm_peer.csv.
 
 from __future__ import annotations
 
+import html
+
 import pandas as pd
 
 from diffscale.report import fmt, plots
@@ -54,6 +56,24 @@ def _cost_per_1m_images(ctx: Context, frame: pd.DataFrame) -> list[float | None]
         found.append(ctx.prices.job(str(row["hw"]), first + IMAGES_PRICED / rate, gpus=as_int(row["gpus"]))
                      if rate else None)
     return found
+
+
+NOISY_SPREAD = 1.25  # slowest over fastest timed block; a steady window stays well under it
+
+
+def _noisy(frame: pd.DataFrame) -> str:
+    """A warning under a table for every window whose timed blocks disagreed (another job on the
+    node, clock changes): its median block is still what the table shows."""
+    if "block_spread" not in frame.columns:
+        return ""
+    notes = []
+    for _, row in frame.iterrows():
+        spread = fmt.number(row["block_spread"])
+        if spread is not None and spread > NOISY_SPREAD:
+            notes.append(f"Noisy window flagged: {row.get('run', '?')}: its slowest timed block took "
+                         f"{fmt.ratio(spread)} its fastest (above {NOISY_SPREAD:g}×); the table shows "
+                         "the median block, but re-run it before trusting the comparison.")
+    return "".join(f'<p class="warn">{html.escape(n)}</p>' for n in notes)
 
 
 def _runs(frame: pd.DataFrame, index=None) -> list[str]:
@@ -123,7 +143,7 @@ def _batch(ctx: Context, out: Section):
                                 f"{fmt.percent(row['efficiency'])} efficiency)"
                                 f"{superlinear_note(row['speedup'], row['gpus'])}.", out.id, _runs(frame, best)))
     return ("<h3>Batch size × GPUs</h3>"
-            + pair(short(frame, cols, "ddpm-batch")
+            + pair(short(frame, cols, "ddpm-batch") + _noisy(frame)
                    + superlinear(frame, "gpus", ["hw", "batch"], frame["batch"], "images per device per step"),
                    ctx.figure("ddpm", "batch", png, "Images/s against GPUs, one line per per-device batch."))
             + full(frame.drop(columns=["cost"]), "ddpm_batch.csv")), frame
@@ -155,7 +175,7 @@ def _amp(ctx: Context, out: Section):
                                         f"{fmt.ratio(row['vs_baseline'])} the {reference} throughput.", out.id,
                                         _runs(frame, best)))
     return ("<h3>Mixed precision</h3>"
-            + pair(short(frame, cols, "ddpm-amp"), ctx.figure("ddpm", "amp", png, "Images/s per precision."))
+            + pair(short(frame, cols, "ddpm-amp") + _noisy(frame), ctx.figure("ddpm", "amp", png, "Images/s per precision."))
             + full(frame, "ddpm_amp.csv")), frame
 
 
@@ -174,7 +194,7 @@ def _workers(ctx: Context, out: Section):
     for hw, rows in frame.groupby("hw"):  # worker counts compared on the same hardware only
         out.findings.append(Finding(_workers_finding(rows, f" on {hw}" if several else ""), out.id, _runs(rows)))
     return ("<h3>Data-loader workers</h3>"
-            + pair(short(frame, cols, "ddpm-workers"),
+            + pair(short(frame, cols, "ddpm-workers") + _noisy(frame),
                    ctx.figure("ddpm", "workers", png, "Share of step time spent waiting for data."))
             + full(frame, "ddpm_workers.csv")), frame
 
@@ -229,7 +249,7 @@ def _compile(ctx: Context, out: Section):
             f"DDPM: torch.compile ({row['compile']}) costs {fmt.seconds(row['compile_s'])} s to compile and "
             f"{verdict} (a training run: {fmt.integer(row['run_steps'])} steps).", out.id, _runs(compiled)[:1]))
     return ("<h3>torch.compile</h3>"
-            + pair(short(frame, cols, "ddpm-compile"),
+            + pair(short(frame, cols, "ddpm-compile") + _noisy(frame),
                    ctx.figure("ddpm", "compile", png, "Cumulative training time: eager against compiled, with break-even."))
             + full(frame.drop(columns=added), "ddpm_compile.csv")), frame
 

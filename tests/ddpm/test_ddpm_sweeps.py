@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -209,3 +210,18 @@ def test_a_compiled_window_compiles_with_an_empty_cache_of_its_own(ddpm_config, 
     assert not os.path.exists(folder)  # removed after the window
     assert off[:2] == ("off", "/warm/cache")  # eager windows leave the caches alone
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == "/warm/cache" and "TRITON_CACHE_DIR" not in os.environ
+
+
+def test_rows_carry_the_spread_of_their_timed_blocks(tables):
+    rows, _ = tables["amp"]
+    for row in rows:
+        blocks = json.loads((Path(row["run"]) / "run.json").read_text())["results"]["block_s"]
+        assert len(blocks) == 2 and float(row["block_spread"]) == pytest.approx(max(blocks) / min(blocks))
+
+
+def test_a_window_reads_only_the_settings_of_its_stage(ddpm_config):
+    batch = sweeps.run_config(ddpm_config, "batch", "local")
+    assert "train_steps" not in batch["ddpm"] and "profile_steps" not in batch["ddpm"]
+    edited = {**ddpm_config, "ddpm": {**ddpm_config["ddpm"], "train_steps": 5, "profile_steps": 3}}
+    assert sweeps.run_config(edited, "batch", "local") == batch  # editing them re-runs no window
+    assert sweeps.run_config(edited, "profile", "local")["ddpm"]["profile_steps"] == 3

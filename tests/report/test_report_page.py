@@ -389,3 +389,14 @@ def test_ddpm_batch_cost_is_per_image_not_per_step(results, build):
     # $2.50 per GPU-hour: 1 GPU, batch 128 at 1,280 images/s: (8 s + 1e6 / 1280 s) = $0.55; 4 GPUs at
     # 3.5x: 4 x (8 + 1e6 / 4480) s = $0.64 (per step, 4 GPUs would have looked 3.5x dearer)
     assert cost[("1", "128")] == "$0.55" and cost[("4", "128")] == "$0.64"
+
+
+def test_a_ddpm_window_whose_blocks_disagree_is_flagged(results, build):
+    path = results / "bench" / "ddpm_workers.csv"
+    frame = pd.read_csv(path)
+    frame["block_spread"] = [1.02, 1.8, 1.1]  # the 2-worker run was disturbed
+    frame.to_csv(path, index=False)
+    text = " ".join(build(results).sections["ddpm"])
+    assert ("Noisy window flagged: ddpm/a100/nw2: its slowest timed block took 1.8× its fastest (above 1.25×); "
+            "the table shows the median block, but re-run it before trusting the comparison.") in text
+    assert text.count("Noisy window flagged") == 1
