@@ -93,8 +93,10 @@ class TrainedModel:
         try:
             self.config = json.loads(config_file.read_text())
             model_specs = self.config["models"]
-        except (ValueError, KeyError):
-            raise DataError(f"{config_file}: not a training run's config (no models section)") from None
+        except (ValueError, KeyError, TypeError):
+            model_specs = None
+        if not isinstance(model_specs, dict):
+            raise DataError(f"{config_file}: not a training run's config (no models section)")
         ckpt = ckpt_io.load(ckpt_file)
         if weights not in ("ema", "model"):
             raise ValueError(f"weights must be 'ema' or 'model', not {weights!r}")
@@ -122,6 +124,18 @@ class TrainedModel:
         self.text_mask = bool(ckpt.get("text_mask", False))
         self.null_mask = self.encoder.null_mask() if self.text_mask else None
         self.vae = models.build("vae", model_specs["vae"], device=device)
+        self._check_vae(config_file)
+
+    def _check_vae(self, config_file: Path) -> None:
+        """The VAE must decode the latents the U-Net was trained on: their channels and scaling."""
+        vae = self.vae.config
+        label = models.parse_spec("vae", self.config["models"]["vae"]).label
+        if vae.latent_channels != self.latent_shape[0]:
+            raise ModelSpecError(f"{config_file}: models.vae ({label}) has {vae.latent_channels} latent channels, "
+                                 f"the model was trained on {self.latent_shape[0]}; it is another VAE")
+        if abs(float(vae.scaling_factor) - self.scaling_factor) > 1e-6 * max(1.0, abs(self.scaling_factor)):
+            raise ModelSpecError(f"{config_file}: models.vae ({label}) scales latents by {vae.scaling_factor:g}, "
+                                 f"the model was trained with {self.scaling_factor:g}; it is another VAE")
 
     def generate(self, prompts: list[str], settings: Settings):
         """uint8 images [n, H, W, 3] for `prompts`, in batches of settings.batch_size."""

@@ -155,3 +155,26 @@ def test_an_interrupted_generation_leaves_no_images(tmp_path, trained_run, monke
         generate(PROMPTS, trained_run, out, FAST)
     assert sorted(p.name for p in out.iterdir()) == before  # the earlier gallery, untouched
     assert [p.name for p in tmp_path.iterdir()] == ["samples"]  # no staging folder left
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"latent_channels": 8}, r"models.vae \(random:tiny\) has 8 latent channels, the model was trained on 4; "
+                             r"it is another VAE"),
+    ({"scaling_factor": 0.5}, r"models.vae \(random:tiny\) scales latents by 0.5, the model was trained with "),
+])
+def test_another_vae_is_refused(tmp_path, trained_run, overrides, message):
+    other = tmp_path / "other"
+    shutil.copytree(trained_run, other)
+    config = json.loads((other / "config.json").read_text())
+    config["models"]["vae"] = {"random": "tiny", "overrides": overrides}
+    (other / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelSpecError, match=message):
+        TrainedModel(other)
+
+
+def test_a_config_without_models_is_named(tmp_path, trained_run):
+    other = tmp_path / "other"
+    shutil.copytree(trained_run, other)
+    (other / "config.json").write_text(json.dumps({"models": None}))
+    with pytest.raises(DataError, match=r"other/config.json: not a training run's config \(no models section\)$"):
+        TrainedModel(other)
