@@ -22,8 +22,8 @@ from typing import Any
 import jsonschema
 import yaml
 
-from diffscale import experiments, vocab
-from diffscale.errors import ConfigError
+from diffscale import experiments, models, vocab
+from diffscale.errors import ConfigError, ModelSpecError
 
 SCHEMA_RESOURCE = "schemas/config.schema.yaml"
 
@@ -55,7 +55,11 @@ def validate_config(cfg: dict, source: str = "config") -> dict:
     _check_schema(cfg, source)
     fill_defaults(cfg, schema(), schema())
     _check_references(cfg, source)
+    check_model_specs(cfg, source)
+    check_people(cfg, source)
     check_train_batches(cfg, source)
+    check_flux_batches(cfg, source)
+    check_flux_adapter(cfg, source)
     check_ddpm_window(cfg, source)
     check_synthetic_paths(cfg, source)
     return cfg
@@ -173,6 +177,48 @@ def check_train_batches(cfg: dict, source: str = "config") -> None:
                 f"{source}: train.batch_size: {train['batch_size']} does not split into {run.gpus} GPUs x "
                 f"grad_accum {train['grad_accum']} equal micro-batches (run {run.hw}/{run.variant}); "
                 f"use a multiple of {parts}")
+
+
+def check_flux_batches(cfg: dict, source: str = "config", runs=None) -> None:
+    """flux.batch_size (the global batch) splits evenly over the processes of every FLUX run: the
+    matrix's, or `runs` (diffscale.flux.settings.run_config checks the one run it builds)."""
+    batch = cfg["flux"]["batch_size"]
+    for run in experiments.flux_runs(cfg) if runs is None else runs:
+        if batch % run.gpus:
+            raise ConfigError(
+                f"{source}: flux.batch_size: {batch} does not split over {run.gpus} GPUs "
+                f"(run {run.hw}/{run.variant}); use a multiple of {run.gpus}")
+
+
+def check_flux_adapter(cfg: dict, source: str = "config") -> None:
+    """flux.training_adapter, when given, is a file now, not only when a LoRA job loads it."""
+    path = cfg["flux"].get("training_adapter")
+    if path and not os.path.isfile(path):
+        raise ConfigError(f"{source}: flux.training_adapter: {path} is not an existing file "
+                          f"(expected a LoRA .safetensors file, or null for none)")
+
+
+def check_model_specs(cfg: dict, source: str = "config") -> None:
+    """Every model spec is one diffscale.models can build (a preset of its role, and so on):
+    diffscale.models.parse_spec, the owner of the presets and of the message, decides."""
+    for role, raw in cfg["models"].items():
+        try:
+            models.parse_spec(role, raw, where=f"{source}: models.{role}")
+        except ModelSpecError as exc:
+            raise ConfigError(str(exc)) from None
+
+
+def check_people(cfg: dict, source: str = "config") -> None:
+    """data.people asks a person in k of every n captions with k <= n."""
+    check_person_captions(cfg["data"]["people"], f"{source}: data.people")
+
+
+def check_person_captions(people: dict, where: str = "data.people") -> None:
+    """The k-of-n rule of a `data.people` slice (defaults filled); also diffscale.data.coco's check."""
+    k, n = people["min_person_captions"], people["per_captions"]
+    if k > n:
+        raise ConfigError(f"{where}.min_person_captions: {k} is more than per_captions ({n}); "
+                          f"a person in k of every n captions needs k <= n")
 
 
 SYNTHETIC_ROOT = "results/"  # where the demo's data rules may write

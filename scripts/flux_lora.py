@@ -49,6 +49,10 @@ def main() -> int:
                    if value is None]
         if missing:
             raise ConfigError(f"--config needs {', '.join(missing)}")
+        for flag, value, what in (("--gpus", args.gpus, "devices, or gloo processes"),
+                                  ("--steps", args.steps, "training steps")):
+            if value < 1:
+                raise ConfigError(f"{flag}: {value} is not a positive integer ({what})")
         run_cfg = run_config(load_config(args.config), args.hw, args.gpus, args.steps)
     else:
         run_cfg = json_flag("--run-config", args.run_config)

@@ -50,6 +50,8 @@ def main() -> int:
                                             ("--gpus", args.gpus)) if value is None]
         if missing:
             raise ConfigError(f"--config needs {', '.join(missing)}")
+        if args.gpus < 1:
+            raise ConfigError(f"--gpus: {args.gpus} is not a positive integer (devices, or gloo processes)")
         run_cfg, images, text = job_inputs(args.config, args.hw, args.precision, args.gpus, args.images, args.text)
     else:
         run_cfg = json_flag("--run-config", args.run_config)

@@ -149,3 +149,37 @@ def test_demo_data_is_never_made_outside_results(demo):
         validate_config(cfg)
     cfg["data"]["synthetic"] = None  # an overlay's way to turn it off
     validate_config(cfg)
+
+
+def test_flux_batch_splits_over_every_flux_run(demo):
+    bad = copy.deepcopy(demo)
+    bad["flux"]["batch_size"] = 3  # the demo's FLUX matrix runs on 1 and 2 GPUs
+    with pytest.raises(ConfigError, match=r"^config: flux\.batch_size: 3 does not split over 2 GPUs "
+                                          r"\(run local/g2-s\d+\); use a multiple of 2$"):
+        validate_config(bad)
+
+
+def test_every_model_spec_names_a_preset_of_its_role(demo):
+    bad = copy.deepcopy(demo)
+    bad["models"]["vae"] = {"random": "enormous"}
+    with pytest.raises(ConfigError, match=r"^config: models\.vae\.random: unknown preset 'enormous' for vae "
+                                          r"\(known: sd-vae-ft-mse, tiny\)$"):
+        validate_config(bad)
+
+
+def test_people_rule_asks_at_most_every_caption(demo):
+    bad = copy.deepcopy(demo)
+    bad["data"]["people"] = {"min_person_captions": 6, "per_captions": 5}
+    with pytest.raises(ConfigError, match=r"^config: data\.people\.min_person_captions: 6 is more than "
+                                          r"per_captions \(5\); a person in k of every n captions needs k <= n$"):
+        validate_config(bad)
+
+
+def test_training_adapter_must_be_a_file_at_config_time(demo, tmp_path):
+    bad = copy.deepcopy(demo)
+    bad["flux"]["training_adapter"] = str(tmp_path / "none.safetensors")
+    with pytest.raises(ConfigError, match=rf"^config: flux\.training_adapter: {tmp_path}/none\.safetensors is not "
+                                          r"an existing file \(expected a LoRA \.safetensors file, or null for none\)$"):
+        validate_config(copy.deepcopy(bad))
+    (tmp_path / "none.safetensors").write_bytes(b"")
+    validate_config(bad)  # existing: whether it is a LoRA of the transformer is the job's check

@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 
 from diffscale import atomic
 from diffscale.io import read_json as read_json_file
-from diffscale.config import fill_defaults, schema
+from diffscale.config import check_person_captions, fill_defaults, schema
 from diffscale.data.people import Lexicon
 from diffscale.errors import ConfigError, DataError
 
@@ -88,9 +88,7 @@ def people_settings(people_cfg: Mapping | None, source: str = "data.people") -> 
         where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
         raise ConfigError(f"{source}{where}: {error.message}")
     fill_defaults(cfg, sub, schema())
-    if cfg["min_person_captions"] > cfg["per_captions"]:
-        raise ConfigError(f"{source}.min_person_captions: {cfg['min_person_captions']} is more than "
-                          f"per_captions ({cfg['per_captions']})")
+    check_person_captions(cfg, source)
     return cfg
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import copy
 
+from diffscale.config import check_flux_batches
 from diffscale.errors import ConfigError
+from diffscale.experiments import FluxRun
 from diffscale.vocab import DTYPES, hardware_entry
 
 SDPA_KERNELS = {"flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "math": "MATH",
@@ -58,9 +60,7 @@ def hardware_slice(cfg: dict, hw: str) -> dict:
 def run_config(cfg: dict, hw: str, gpus: int, steps: int) -> dict:
     """Everything one LoRA training run reads, and nothing else."""
     flux = cfg["flux"]
-    if flux["batch_size"] % gpus:
-        raise ConfigError(f"flux.batch_size {flux['batch_size']} does not split over {gpus} GPUs "
-                          f"(run {hw}/g{gpus}-s{steps}); use a multiple of {gpus}")
+    check_flux_batches(cfg, runs=[FluxRun(hw, int(gpus), int(steps))])
     return {
         "run": {"hw": hw, "gpus": int(gpus), "steps": int(steps)},
         "seed": cfg["seed"],
@@ -108,6 +108,10 @@ def check_run_config(run_cfg, source: str = "--run-config") -> dict:
     missing = [k for k in TRAIN_KEYS if k not in run_cfg["flux"]]
     if missing:
         raise ConfigError(f"{source}: flux.{missing[0]} is missing")
+    for key in ("gpus", "steps"):
+        value = run_cfg["run"][key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"{source}: run.{key}: {value!r} is not a positive integer")
     if run_cfg["flux"]["batch_size"] % int(run_cfg["run"]["gpus"]):
         raise ConfigError(f"{source}: flux.batch_size {run_cfg['flux']['batch_size']} does not split over "
                           f"{run_cfg['run']['gpus']} processes")

@@ -13,7 +13,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from diffscale import experiments, vocab
+from diffscale import vocab
 from diffscale.config import check_train_batches, config_hash
 from diffscale.errors import ConfigError
 
@@ -91,6 +91,8 @@ def check_run_config(run_cfg: Any, source: str = "--run-config") -> dict:
     for key in ("hw", "precision", "gpus"):
         if key not in run:
             raise ConfigError(f"{source}: run.{key} is missing")
+    if not isinstance(run["gpus"], int) or isinstance(run["gpus"], bool) or run["gpus"] < 1:
+        raise ConfigError(f"{source}: run.gpus: {run['gpus']!r} is not a positive integer")
     if run["precision"] not in PRECISIONS:
         raise ConfigError(f"{source}: run.precision: {run['precision']!r} is not one of {', '.join(PRECISIONS)}")
     if run["hw"] not in run_cfg["hardware"]:

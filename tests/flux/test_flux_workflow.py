@@ -66,7 +66,7 @@ def test_run_configs_carry_only_what_the_loop_reads_and_split_the_batch(repo_roo
     assert run["run"] == {"hw": "local", "gpus": 2, "steps": 8}
     assert set(run["flux"]) == set(settings.TRAIN_KEYS) and set(run["models"]) == {"flux_transformer", "flux_vae"}
     cfg["flux"]["batch_size"] = 3
-    with pytest.raises(Exception, match=r"flux.batch_size 3 does not split over 2 GPUs"):
+    with pytest.raises(Exception, match=r"flux\.batch_size: 3 does not split over 2 GPUs"):
         settings.run_config(cfg, "local", 2, 8)
 
 
