@@ -31,11 +31,37 @@ def main() -> int:
 
     from diffscale.flux.dataset import prepare
 
-    items = prepare(args.images, args.out, args.trigger, args.resolution, args.ratios or [1.0, 0.75, 1.3333],
-                    args.min_images)
+    flux = schema_of("flux")["properties"]
+    ratios = checked("--bucket-ratio", args.ratios or flux["bucket_ratios"]["default"], flux["bucket_ratios"])
+    items = prepare(args.images, args.out, checked("--trigger", args.trigger, schema_of("data", "subject", "trigger")),
+                    checked("--resolution", args.resolution, flux["resolution"]), ratios,
+                    checked("--min-images", args.min_images, flux["min_images"]))
     buckets = sorted({item.bucket for item in items})
     print(f"{len(items)} images in {len(buckets)} buckets ({', '.join(f'{w}x{h}' for w, h in buckets)}); wrote {args.out}")
     return 0
+
+
+def schema_of(*keys: str) -> dict:
+    """The config schema's entry for a key path: the one owner of each flag's valid range."""
+    from diffscale.config import schema
+
+    node = schema()
+    for key in keys:
+        node = node["properties"][key]
+    return node
+
+
+def checked(flag: str, value, rule: dict):
+    """`value` if the config schema's `rule` admits it, else a ConfigError naming the flag."""
+    import jsonschema
+
+    from diffscale.errors import ConfigError
+
+    try:
+        jsonschema.validate(value, rule)
+    except jsonschema.ValidationError as exc:
+        raise ConfigError(f"{flag}: {exc.message}") from None
+    return value
 
 
 if __name__ == "__main__":

@@ -144,13 +144,16 @@ class Cache:
 
 
 def load_cache(root: str | Path) -> Cache:
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     root = Path(root)
     try:
         manifest = json.loads((root / MANIFEST).read_text())
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("items"), list):
+            raise ValueError(f"{MANIFEST} has no list of items")
         tensors = [load_file(str(root / name)) for name in (LATENTS, TEXT, PROMPTS)]
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{root}: not a complete FLUX cache ({str(exc).splitlines()[0]}); "
-                        "run the flux_cache stage first") from None
+    except (OSError, ValueError, SafetensorError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{root}: not a complete FLUX cache ({first}); run the flux_cache stage first") from None
     return Cache(root, manifest, *tensors)

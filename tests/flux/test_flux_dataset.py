@@ -111,3 +111,17 @@ def test_make_subject_default_size_fits_the_demo_resolution(tmp_path):
     make_subject(tmp_path / "s", n_images=5)
     items = ds.check_folder(tmp_path / "s", "x", 64, [1.0], 5)
     assert {i.bucket for i in items} == {(64, 64)}
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--bucket-ratio", "0"], "--bucket-ratio: 0.0 is less than the minimum of 0.25"),
+    (["--resolution", "0"], "--resolution: 0 is less than the minimum of 16"),
+    (["--resolution", "24"], "--resolution: 24 is not a multiple of 16"),
+    (["--min-images", "0"], "--min-images: 0 is less than the minimum of 1"),
+    (["--trigger", ""], "--trigger: '' should be non-empty"),
+])
+def test_the_cli_checks_its_flags_by_the_config_schema(folder, tmp_path, flags, message):
+    trigger = [] if "--trigger" in flags else ["--trigger", "sks"]
+    done = run_cli("--images", str(folder), "--out", str(tmp_path / "out"), *trigger, *flags)
+    assert done.returncode == 2 and done.stderr.strip() == f"error: {message}"
+    assert not (tmp_path / "out").exists()

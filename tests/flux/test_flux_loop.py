@@ -397,3 +397,19 @@ def test_a_file_that_is_not_a_lora_is_named_when_loaded(tmp_path):
         lora.load_adapter(transformer, latents, "lora", "--lora")
     with pytest.raises(DataError, match=rf"^flux.training_adapter: {junk} is not a LoRA of this transformer \("):
         lora.load_training_adapter(transformer, str(junk))
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (lambda root: (root / "latents.safetensors").write_bytes(b"\x08" + bytes(40)), "header"),
+    (lambda root: (root / "cache.json").write_text("{}"), "cache.json has no list of items"),
+], ids=["cut-latents", "manifest-without-items"])
+def test_a_damaged_cache_is_one_line(prepared, tmp_path, damage, problem):
+    import shutil
+
+    from diffscale.errors import DataError
+
+    root = tmp_path / "cache"
+    shutil.copytree(prepared[1], root)
+    damage(root)
+    with pytest.raises(DataError, match=rf"^{root}: not a complete FLUX cache \(.*{problem}.*\); run the flux_cache"):
+        load_cache(root)
