@@ -69,6 +69,24 @@ def read_frame(path: str | Path, missing: str = MISSING):
         raise DataError(f"{path}: not a readable CSV file ({first})") from None
 
 
+def read_image(path: str | Path, missing: str = MISSING):
+    """An image file as RGB (decoded in full), or a DataError naming the file: missing, not an
+    image, or corrupt past its header."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except FileNotFoundError:
+        raise DataError(f"{path}: {missing}") from None
+    except UnidentifiedImageError:  # its message repeats the path
+        raise DataError(f"{path}: not a readable image (corrupt, or not an image file)") from None
+    except (OSError, SyntaxError) as exc:
+        # past the header PIL raises OSError (a truncated file) or SyntaxError (broken PNG chunks)
+        reason = getattr(exc, "strerror", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise DataError(f"{path}: not a readable image ({reason})") from None
+
+
 def csv_text(rows: list[dict], columns: list[str]) -> str:
     """`rows` as CSV text with a header of `columns` (extra keys dropped, None written empty)."""
     buf = io.StringIO()

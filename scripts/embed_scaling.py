@@ -21,11 +21,13 @@ def main() -> int:
     parser.add_argument("--figure", required=True, type=Path)
     args = parser.parse_args()
 
+    from diffscale import atomic
     from diffscale.embed import scaling
 
     rows = scaling.scaling_rows(scaling.load_timings(args.timings))
-    scaling.write_table(rows, args.out)
-    scaling.write_figure(rows, args.figure)
+    with atomic.all_or_none([args.out, args.figure]):  # the table and its figure: both or neither
+        scaling.write_table(rows, args.out)
+        scaling.write_figure(rows, args.figure)
     for r in rows:
         print(f"{r['modality']:6} {r['backend']:15} {r['policy']:7} w{r['workers']}: {r['wall_s']:.2f} s "
               f"(start-up {r['startup_s']:.2f} s), speedup {r['speedup']:.2f}, efficiency {r['efficiency']:.2f}, "

@@ -123,3 +123,52 @@ def test_a_run_whose_cpus_were_smt_siblings_says_so_in_the_findings():
                                         "siblings shared them): steady speedup 2.50x")
     rows[1]["physical_cores"] = 4
     assert findings(rows)[0].startswith("images: multiprocessing pinned on 4 CPUs: steady")
+
+
+# --- bad timing files: one line naming the file, exit 2, neither the table nor the figure ---------
+
+
+def _embed_scaling(repo_root, tmp_path, *timings):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "scripts/embed_scaling.py", "--timings", *map(str, timings),
+                           "--out", str(tmp_path / "out" / "t.csv"), "--figure", str(tmp_path / "out" / "f.png")],
+                          cwd=repo_root, capture_output=True, text=True, timeout=120)
+
+
+def _timing_file(folder, timing):
+    import json
+
+    folder.mkdir(parents=True)
+    (folder / "timing.json").write_text(json.dumps(timing))
+    return folder / "timing.json"
+
+
+@pytest.mark.parametrize("drop, key", [(None, "modality"), ("wall_s", "wall_s")])
+def test_a_timing_file_without_a_key_is_one_line_and_writes_nothing(repo_root, tmp_path, drop, key):
+    good = _timing_file(tmp_path / "serial-pinned-w1", _timing("serial", "pinned", 1, 10.0, 2.0))
+    timing = {k: v for k, v in _timing("joblib", "pinned", 2, 6.0, 2.0).items() if k != drop} if drop else {}
+    bad = _timing_file(tmp_path / "joblib-pinned-w2", timing)
+    proc = _embed_scaling(repo_root, tmp_path, good, bad)
+    assert proc.returncode == 2
+    assert proc.stderr == f"error: {bad}: missing key {key!r}; not the timing.json of a finished embedding run\n"
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_same_timing_file_twice_is_one_line_and_writes_nothing(repo_root, tmp_path):
+    good = _timing_file(tmp_path / "serial-pinned-w1", _timing("serial", "pinned", 1, 10.0, 2.0))
+    proc = _embed_scaling(repo_root, tmp_path, good, good)
+    assert proc.returncode == 2
+    assert proc.stderr == (f"error: {tmp_path / 'serial-pinned-w1' / 'timing.json'}: timing file given twice; "
+                           "each run is one row of the table\n")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_copied_run_is_one_line_naming_both_files(tmp_path):
+    first = _timing_file(tmp_path / "a" / "serial-pinned-w1", _timing("serial", "pinned", 1, 10.0, 2.0))
+    copy = _timing_file(tmp_path / "b" / "serial-pinned-w1", _timing("serial", "pinned", 1, 11.0, 2.0))
+    with pytest.raises(DataError) as info:
+        load_timings([first, copy])
+    assert str(info.value) == (f"{copy}: the same run (local images serial-pinned-w1) as {first}; "
+                               "each run is one row of the table")

@@ -32,18 +32,46 @@ POLICY_STYLE = {"pinned": "-o", "naive": "--x", "intraop": "-.s"}
 # of torch and the modality's model library, starting the loader processes (GPU path), device
 # initialisation, model build
 LOAD_STEPS = ("spawn_s", "import_s", "loaders_s", "device_init_s", "build_s")
+# what _row reads from every timing.json (the rest has defaults: older runs lack it)
+REQUIRED = ("modality", "backend", "policy", "workers", "hw", "device", "cores", "threads_per_worker", "items",
+            "wall_s", "startup_s", "compute_s", "write_s", "items_per_s", "steady_items_per_s", "peak_rss_mb")
 
 
 def load_timings(paths: list[str | Path]) -> list[dict]:
-    out = []
-    for path in paths:
-        try:
-            out.append(json.loads(Path(path).read_text()))
-        except FileNotFoundError:
-            raise DataError(f"{path}: timing file not found") from None
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}: not valid JSON ({exc.msg})") from None
+    """The parsed timing files, each checked: a DataError names the file that is missing, not JSON,
+    lacks a key the table needs, or repeats a file or run already given (it would be a second row)."""
+    out, files, runs = [], set(), {}
+    for path in map(Path, paths):
+        if path.resolve() in files:  # a glob and an explicit path, or a path given twice
+            raise DataError(f"{path}: timing file given twice; each run is one row of the table")
+        files.add(path.resolve())
+        timing = _load_timing(path)
+        run = (timing["hw"], timing["modality"], timing["backend"], timing["policy"], timing["workers"])
+        if run in runs:  # a copied run folder
+            raise DataError(f"{path}: the same run ({timing['hw']} {timing['modality']} {timing['backend']}-"
+                            f"{timing['policy']}-w{timing['workers']}) as {runs[run]}; each run is one row of the table")
+        runs[run] = path
+        out.append(timing)
     return out
+
+
+def _load_timing(path: Path) -> dict:
+    try:
+        timing = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path}: timing file not found") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON ({exc.msg})") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not valid JSON (not UTF-8 text)") from None
+    except OSError as exc:  # a folder, no permission
+        raise DataError(f"{path}: cannot read the timing file ({exc.strerror})") from None
+    if not isinstance(timing, dict):
+        raise DataError(f"{path}: expected a JSON object of an embedding run's timings")
+    missing = [key for key in REQUIRED if key not in timing]
+    if missing:
+        raise DataError(f"{path}: missing key {missing[0]!r}; not the timing.json of a finished embedding run")
+    return timing
 
 
 def _threads(values: list[int]) -> str:

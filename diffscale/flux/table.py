@@ -19,7 +19,7 @@ from pathlib import Path
 from diffscale import atomic
 from diffscale.errors import DataError
 from diffscale.flux.quality import grid
-from diffscale.io import csv_text
+from diffscale.io import csv_text, read_image
 
 TRAIN_COLUMNS = ["hw", "gpus", "steps", "resolution", "batch_size", "lora_rank", "grad_checkpointing",
                  "steps_per_s", "images_per_s", "tflops", "mfu", "speedup", "efficiency", "setup_s", "cache_s",
@@ -28,6 +28,10 @@ TRAIN_COLUMNS = ["hw", "gpus", "steps", "resolution", "batch_size", "lora_rank",
 LOSS_COLUMNS = ["hw", "gpus", "steps", "step", "loss", "device", "random_weights", "run"]
 QUALITY_COLUMNS = ["hw", "gpus", "steps", "checkpoint_step", "psnr", "ssim", "n_images", "device",
                    "random_weights", "run"]
+# what the tables take from a run's files, checked before anything is written
+METRICS_REQUIRED = ["step", "loss"]
+QUALITY_REQUIRED = ["checkpoint_step", "psnr", "ssim", "n_images"]
+TAG_KEYS = ["hw", "gpus", "steps", "device", "random_weights"]
 
 
 def _read_json(path: Path) -> dict:
@@ -37,19 +41,39 @@ def _read_json(path: Path) -> dict:
         raise DataError(f"{path}: missing or unreadable; the run did not finish") from None
 
 
-def _read_csv(path: Path) -> list[dict]:
+def _results(run: Path, required: list[str] = ()) -> dict:
+    """The results section of a run's run.json, or a DataError naming the file and the first missing key."""
+    path = run / "run.json"
+    record = _read_json(path)
+    results = record.get("results") if isinstance(record, dict) else None
+    if not isinstance(results, dict):
+        raise DataError(f"{path}: no results section; not a FLUX training run's record")
+    missing = [key for key in required if key not in results]
+    if missing:
+        raise DataError(f"{path}: results has no {missing[0]!r} (expected {', '.join(required)})")
+    return results
+
+
+def _read_csv(path: Path, required: list[str] = ()) -> list[dict]:
+    """The rows of a CSV file, or a DataError naming the file (and the first missing column of `required`)."""
     try:
         with open(path, newline="") as fh:
-            return list(csv.DictReader(fh))
+            reader = csv.DictReader(fh)
+            rows, header = list(reader), reader.fieldnames or []
     except OSError:
         raise DataError(f"{path}: missing or unreadable") from None
-
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path}: not a readable CSV file ({exc})") from None
+    missing = [column for column in required if column not in header]
+    if missing:
+        raise DataError(f"{path}: missing column {missing[0]!r} (expected {', '.join(required)})")
+    return rows
 
 
 def train_rows(run_dirs: list[Path]) -> list[dict]:
     rows = []
     for run in run_dirs:
-        res = _read_json(run / "run.json")["results"]
+        res = _results(run)
         resolution = res.get("resolution")
         rows.append({**{k: res.get(k) for k in TRAIN_COLUMNS}, "resolution": resolution, "run": str(run)})
     for row in rows:
@@ -61,18 +85,29 @@ def train_rows(run_dirs: list[Path]) -> list[dict]:
 
 
 def _tag(run: Path) -> dict:
-    res = _read_json(run / "run.json")["results"]
+    res = _results(run, TAG_KEYS)
     return {"hw": res["hw"], "gpus": res["gpus"], "steps": res["steps"], "device": res["device"],
             "random_weights": res["random_weights"], "run": str(run)}
 
 
 def loss_rows(run_dirs: list[Path]) -> list[dict]:
-    return [{**_tag(run), "step": int(r["step"]), "loss": float(r["loss"])}
-            for run in run_dirs for r in _read_csv(run / "metrics.csv")]
+    rows = []
+    for run in run_dirs:
+        path = run / "metrics.csv"
+        rows += [{**_tag(run), **_loss(path, line, r)}
+                 for line, r in enumerate(_read_csv(path, METRICS_REQUIRED), start=2)]
+    return rows
+
+
+def _loss(path: Path, line: int, row: dict) -> dict:
+    try:
+        return {"step": int(row["step"]), "loss": float(row["loss"])}
+    except (TypeError, ValueError):  # an empty cell, a short row (None) or text
+        raise DataError(f"{path}: line {line}: step {row['step']!r} and loss {row['loss']!r} must be numbers") from None
 
 
 def quality_rows(run_dirs: list[Path]) -> list[dict]:
-    return [{**_tag(run), **r} for run in run_dirs for r in _read_csv(run / "quality.csv")]
+    return [{**_tag(run), **r} for run in run_dirs for r in _read_csv(run / "quality.csv", QUALITY_REQUIRED)]
 
 
 def infer_rows(infer_dirs: list[Path]) -> list[dict]:
@@ -82,26 +117,47 @@ def infer_rows(infer_dirs: list[Path]) -> list[dict]:
     return rows
 
 
-def sample_grid_rows(run_dirs: list[Path]) -> list[list[str | None]]:
-    """Per run, the first sample prompt's image at each checkpoint."""
+def sample_grid_rows(run_dirs: list[Path]) -> list[list[Path | None]]:
+    """Per run, the first sample prompt's image at each checkpoint, in the run folder being read."""
     rows = []
     for run in run_dirs:
-        checkpoints = _read_json(run / "run.json")["results"]["checkpoints"]
-        rows.append([c["samples"][0] if c["samples"] else None for c in checkpoints])
+        checkpoints = _results(run, ["checkpoints"])["checkpoints"]
+        rows.append([_sample(run, c["samples"][0]) if c.get("samples") else None for c in checkpoints])
     return rows
+
+
+def _sample(run: Path, listed: str) -> Path:
+    """run.json lists a sample as the loop saw it: <out_dir>/samples/step-NNNNN/prompt_I.png, relative
+    to the loop's working directory, so in a moved or copied run folder it names the original (or
+    nothing). The parts after `samples` are kept and the folder is the one being read."""
+    parts = Path(listed).parts
+    inside = parts[len(parts) - parts[::-1].index("samples"):] if "samples" in parts else parts[-1:]
+    path = run.joinpath("samples", *inside)
+    if not path.is_file():
+        raise DataError(f"{path}: sample image missing (run.json lists {listed})")
+    read_image(path)  # a corrupt sample is named here, not inside the grid
+    return path
 
 
 def write_tables(run_dirs: list[Path], infer_dirs: list[Path], out_dir: Path, grid_path: Path) -> list[Path]:
     run_dirs, infer_dirs = [Path(p) for p in run_dirs], [Path(p) for p in infer_dirs]
+    # every input is read and checked (columns, sample images) before the first output is written
     infer = infer_rows(infer_dirs)
     infer_columns = list(dict.fromkeys([k for r in infer for k in r])) if infer else ["hw", "model", "run"]
-    written = [
-        atomic.write_text(out_dir / "flux_train.csv", csv_text(train_rows(run_dirs), TRAIN_COLUMNS)),
-        atomic.write_text(out_dir / "flux_loss.csv", csv_text(loss_rows(run_dirs), LOSS_COLUMNS)),
-        atomic.write_text(out_dir / "flux_quality.csv", csv_text(quality_rows(run_dirs), QUALITY_COLUMNS)),
-        atomic.write_text(out_dir / "flux_infer.csv", csv_text(infer, infer_columns)),
-    ]
+    tables = {
+        "flux_train.csv": csv_text(train_rows(run_dirs), TRAIN_COLUMNS),
+        "flux_loss.csv": csv_text(loss_rows(run_dirs), LOSS_COLUMNS),
+        "flux_quality.csv": csv_text(quality_rows(run_dirs), QUALITY_COLUMNS),
+        "flux_infer.csv": csv_text(infer, infer_columns),
+    }
     rows = sample_grid_rows(run_dirs)
-    with atomic.atomic_path(grid_path) as tmp:
-        grid(rows).save(tmp, format="PNG")
-    return [*written, Path(grid_path)]
+    if not any(path for row in rows for path in row):
+        raise DataError(f"{', '.join(str(run / 'run.json') for run in run_dirs)}: no checkpoint has a sample image")
+    image = grid(rows)
+    written = [Path(out_dir) / name for name in tables] + [Path(grid_path)]
+    with atomic.all_or_none(written):
+        for name, text in tables.items():
+            atomic.write_text(Path(out_dir) / name, text)
+        with atomic.atomic_path(grid_path) as tmp:
+            image.save(tmp, format="PNG")
+    return written

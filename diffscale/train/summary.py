@@ -17,6 +17,7 @@ from diffscale.train.generate import MANIFEST
 COLUMNS = ["hw", "precision", "gpus", "device", "samples_per_s", "samples_per_s_per_device", "speedup",
            "efficiency", "final_loss", "tflops", "mfu", "train_time_s", "steps", "global_batch", "micro_batch",
            "model", "params", "gflops_per_sample", "resumed", "partition", "slurm_job", "config_hash"]
+LOSS_CURVE = ["step", "loss"]  # the columns of a run's metrics.csv the loss figure plots
 
 
 def _read_json(path: Path) -> dict:
@@ -59,31 +60,42 @@ def write_study(run_dirs: list[str | Path], table: str | Path, loss_figure: str 
     plt = figures.pyplot()
     import pandas as pd
 
+    # every input is read and checked before the first output is written
     frame = pd.DataFrame(study_rows(run_dirs), columns=COLUMNS)
-    with atomic.atomic_path(table) as tmp:
-        frame.to_csv(tmp, index=False)
+    curves = [(run_dir, _loss_curve(run_dir)) for run_dir in map(Path, run_dirs)]
+    with atomic.all_or_none([table, loss_figure]):
+        with atomic.atomic_path(table) as tmp:
+            frame.to_csv(tmp, index=False)
 
-    fig, ax = plt.subplots(figsize=(7, 4))
-    styles = ["-", "--", ":", "-."]
-    for number, run_dir in enumerate(map(Path, run_dirs)):
-        metrics = io.read_frame(run_dir / "metrics.csv", missing="missing; the run did not finish")
-        # runs share their sample sequence, so their curves may overlap: line styles keep them apart
-        ax.plot(metrics["step"], metrics["loss"], linestyle=styles[number % len(styles)], marker=".",
-                label=run_label(run_dir))
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("training loss (MSE of predicted noise)")
-    ax.set_title("Text-conditioned U-Net: training loss per run")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    figures.save(fig, loss_figure, dpi=120)
+        fig, ax = plt.subplots(figsize=(7, 4))
+        styles = ["-", "--", ":", "-."]
+        for number, (run_dir, metrics) in enumerate(curves):
+            # runs share their sample sequence, so their curves may overlap: line styles keep them apart
+            ax.plot(metrics["step"], metrics["loss"], linestyle=styles[number % len(styles)], marker=".",
+                    label=run_label(run_dir))
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("training loss (MSE of predicted noise)")
+        ax.set_title("Text-conditioned U-Net: training loss per run")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        figures.save(fig, loss_figure, dpi=120)
     return Path(table)
+
+
+def _loss_curve(run_dir: Path):
+    """A run's metrics.csv (a DataFrame), or a DataError naming the file and the first missing column."""
+    path = run_dir / "metrics.csv"
+    metrics = io.read_frame(path, missing="missing; the run did not finish")
+    missing = [column for column in LOSS_CURVE if column not in metrics.columns]
+    if missing:
+        raise DataError(f"{path}: missing column {missing[0]!r} (expected {', '.join(LOSS_CURVE)})")
+    return metrics
 
 
 def write_sample_grid(sample_dirs: list[str | Path], out: str | Path, labels: list[str] | None = None) -> Path:
     """One row per run, one column per prompt, from generate.py output directories."""
     plt = figures.pyplot()
-    from PIL import Image
 
     manifests = [(Path(d), _read_json(Path(d) / MANIFEST)) for d in sample_dirs]
     if not manifests:
@@ -93,12 +105,15 @@ def write_sample_grid(sample_dirs: list[str | Path], out: str | Path, labels: li
         if [item["prompt"] for item in manifest["images"]] != prompts:
             raise DataError(f"{folder / MANIFEST}: other prompts than {manifests[0][0] / MANIFEST}")
     labels = labels or [run_label(folder) for folder, _ in manifests]
+    # every image is read before drawing: a bad one is an error before a figure is open
+    images = [[io.read_image(folder / item["file"], missing="sample image missing; generate.py did not finish")
+               for item in manifest["images"]] for folder, manifest in manifests]
     rows, cols = len(manifests), len(prompts)
     fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols + 0.6, 1.9 * rows + 0.5), squeeze=False)
     for r, (folder, manifest) in enumerate(manifests):
         for c, item in enumerate(manifest["images"]):
             ax = axes[r][c]
-            ax.imshow(Image.open(folder / item["file"]).convert("RGB"))
+            ax.imshow(images[r][c])
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
@@ -111,3 +126,4 @@ def write_sample_grid(sample_dirs: list[str | Path], out: str | Path, labels: li
     fig.tight_layout()
     figures.save(fig, out, dpi=120)
     return Path(out)
+

@@ -58,3 +58,83 @@ def test_sample_grid(tmp_path, trained_run):
     generate(["a blue bus", "two cats"], trained_run, b, settings)
     with pytest.raises(DataError, match="other prompts than"):
         write_sample_grid([a, b], tmp_path / "grid.png")
+
+
+# --- bad input: one line naming the file, exit 2, no output (not even the table) -----------------
+
+
+def _cli(repo_root, script, *args):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, str(repo_root / "scripts" / script), *map(str, args)], cwd=repo_root,
+                          capture_output=True, text=True, timeout=120)
+
+
+def _bare_run(root, metrics: str):
+    """A run directory with just what the table and the loss figure read."""
+    run = root / "local" / "fp32-g1"
+    run.mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"results": {"hw": "local", "precision": "fp32", "gpus": 1,
+                                                          "samples_per_s": 10.0}}))
+    (run / "metrics.csv").write_text(metrics)
+    return run
+
+
+@pytest.mark.parametrize("metrics, message", [
+    ("step,lr\n1,0.5\n", "missing column 'loss' (expected step, loss)"),
+    ("", "not a readable CSV file (No columns to parse from file)"),
+])
+def test_a_metrics_file_without_loss_is_one_line_and_writes_nothing(repo_root, tmp_path, metrics, message):
+    run = _bare_run(tmp_path, metrics)
+    table, figure = tmp_path / "out" / "t.csv", tmp_path / "out" / "l.png"
+    proc = _cli(repo_root, "train_unet_table.py", "--runs", run, "--table", table, "--loss-figure", figure)
+    assert proc.returncode == 2
+    assert proc.stderr == f"error: {run / 'metrics.csv'}: {message}\n"
+    assert not table.exists() and not figure.exists()
+
+
+def test_a_failing_figure_takes_the_table_with_it(tmp_path, monkeypatch):
+    from diffscale import figures
+
+    def broken(fig, path, dpi=None):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(figures, "save", broken)
+    run = _bare_run(tmp_path, "step,loss\n1,0.5\n")
+    table, figure = tmp_path / "out" / "t.csv", tmp_path / "out" / "l.png"
+    with pytest.raises(OSError, match="disk full"):
+        write_study([run], table, figure)
+    assert not table.exists() and not figure.exists()
+
+
+def _samples(folder, image: bytes):
+    """A generate.py output directory of one prompt whose image file holds `image`."""
+    folder.mkdir(parents=True)
+    (folder / "p0.png").write_bytes(image)
+    (folder / "samples.json").write_text(json.dumps({
+        "images": [{"file": "p0.png", "prompt": "a red bus"}],
+        "settings": {"scheduler": "ddim", "num_inference_steps": 2, "guidance_scale": 1.0, "seed": 0,
+                     "weights": "random"}}))
+    return folder
+
+
+def test_sample_grid_of_a_corrupt_png_is_one_line_and_writes_nothing(repo_root, tmp_path):
+    folder = _samples(tmp_path / "samples" / "local" / "fp32-g1", b"\x89PNG\r\n\x1a\nnot the rest of a png")
+    out = tmp_path / "grid.png"
+    proc = _cli(repo_root, "sample_grid.py", "--samples", folder, "--out", out)
+    assert proc.returncode == 2
+    assert proc.stderr == f"error: {folder / 'p0.png'}: not a readable image (corrupt, or not an image file)\n"
+    assert not out.exists()
+
+
+def test_sample_grid_of_a_truncated_png_names_it(tmp_path):
+    import io
+
+    png = io.BytesIO()
+    Image.effect_noise((64, 64), 50).convert("RGB").save(png, format="PNG")
+    folder = _samples(tmp_path / "samples" / "local" / "fp32-g1", png.getvalue()[: len(png.getvalue()) // 2])
+    with pytest.raises(DataError) as info:
+        write_sample_grid([folder], tmp_path / "grid.png")
+    assert str(info.value) == f"{folder / 'p0.png'}: not a readable image (image file is truncated)"
+    assert not (tmp_path / "grid.png").exists()

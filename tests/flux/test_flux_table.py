@@ -1,0 +1,111 @@
+"""The contract tables from run folders when a folder is not what the loop left: a bad input is
+one line naming the file (exit 2) and no table is written; a moved or copied run folder reads its
+own samples, though run.json lists them by the path the loop wrote them under."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from diffscale.errors import DataError
+from diffscale.flux.table import write_tables
+
+ROOT = Path(__file__).resolve().parents[2]
+OUTPUTS = ["flux_train.csv", "flux_loss.csv", "flux_quality.csv", "flux_infer.csv", "flux_samples.png"]
+
+
+def make_run(out_dir: str, color: str = "black") -> Path:
+    """A run folder as diffscale/flux/loop.py leaves it under `out_dir` (relative to the working
+    directory, as the rules pass it): run.json lists the samples by that path."""
+    run, checkpoints = Path(out_dir), []
+    for step in (0, 4):
+        path = run / "samples" / f"step-{step:05d}" / "prompt_0.png"
+        path.parent.mkdir(parents=True)
+        Image.new("RGB", (16, 16), color).save(path)
+        checkpoints.append({"step": step, "samples": [str(path)]})
+    results = {"hw": "local", "gpus": 1, "steps": 4, "steps_per_s": 2.0, "device": "cpu", "random_weights": True,
+               "checkpoints": checkpoints}
+    (run / "run.json").write_text(json.dumps({"results": results}))
+    (run / "metrics.csv").write_text("step,loss\n2,0.6\n4,0.5\n")
+    (run / "quality.csv").write_text("checkpoint_step,psnr,ssim,n_images\n0,10,0.1,5\n4,12,0.2,5\n")
+    return run
+
+
+def flux_table(cwd: Path, *runs: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "flux_table.py"), "--runs", *map(str, runs),
+                           "--out-dir", "bench", "--grid", "bench/flux_samples.png"], cwd=cwd, capture_output=True,
+                          text=True, timeout=120)
+
+
+def assert_nothing_written(root: Path) -> None:
+    assert [name for name in OUTPUTS if (root / "bench" / name).exists()] == []
+
+
+def test_a_metrics_file_without_loss_is_one_line_and_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    ok, bad = make_run("fl/ok"), make_run("fl/bad")
+    (bad / "metrics.csv").write_text("step,lr\n1,0.5\n")
+    proc = flux_table(tmp_path, ok, bad)
+    assert proc.returncode == 2
+    assert proc.stderr == "error: fl/bad/metrics.csv: missing column 'loss' (expected step, loss)\n"
+    assert_nothing_written(tmp_path)
+
+
+def test_a_quality_file_without_ssim_is_one_line_and_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run = make_run("fl/ok")
+    (run / "quality.csv").write_text("checkpoint_step,psnr,n_images\n0,10,5\n")
+    with pytest.raises(DataError) as info:
+        write_tables([run], [], Path("bench"), Path("bench/flux_samples.png"))
+    assert str(info.value) == ("fl/ok/quality.csv: missing column 'ssim' "
+                               "(expected checkpoint_step, psnr, ssim, n_images)")
+    assert_nothing_written(tmp_path)
+
+
+def test_a_moved_run_folder_reads_its_own_samples(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    make_run("fl/ok")
+    Path("fl/ok").rename("fl/ok_moved")
+    proc = flux_table(tmp_path, Path("fl/ok_moved"))
+    assert proc.returncode == 0, proc.stderr
+    assert all((tmp_path / "bench" / name).exists() for name in OUTPUTS)
+
+
+def test_a_copied_run_folder_reads_the_copy_not_the_original(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    make_run("fl/ok", color="black")
+    shutil.copytree("fl/ok", "fl/copy")
+    for path in Path("fl/copy/samples").rglob("*.png"):
+        Image.new("RGB", (16, 16), "red").save(path)
+    write_tables([Path("fl/copy")], [], Path("bench"), Path("bench/flux_samples.png"))
+    with Image.open("bench/flux_samples.png") as grid:
+        assert grid.convert("RGB").getpixel((0, 0)) == (255, 0, 0)
+
+
+def test_a_missing_sample_is_one_line_and_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    make_run("fl/ok")
+    Path("fl/ok").rename("fl/ok_moved")
+    Path("fl/ok_moved/samples/step-00004/prompt_0.png").unlink()
+    proc = flux_table(tmp_path, Path("fl/ok_moved"))
+    assert proc.returncode == 2
+    assert proc.stderr == ("error: fl/ok_moved/samples/step-00004/prompt_0.png: sample image missing "
+                           "(run.json lists fl/ok/samples/step-00004/prompt_0.png)\n")
+    assert_nothing_written(tmp_path)
+
+
+def test_a_corrupt_sample_is_one_line_and_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run = make_run("fl/ok")
+    (run / "samples" / "step-00004" / "prompt_0.png").write_bytes(b"\x89PNG\r\n\x1a\nnot the rest")
+    with pytest.raises(DataError) as info:
+        write_tables([run], [], Path("bench"), Path("bench/flux_samples.png"))
+    assert str(info.value) == ("fl/ok/samples/step-00004/prompt_0.png: not a readable image "
+                               "(corrupt, or not an image file)")
+    assert_nothing_written(tmp_path)
