@@ -128,19 +128,25 @@ def encode(vae, images, generator=None):
         return ((dist.mode().float() - shift) * vae.config.scaling_factor).clone()
 
 
-def lora_train_flops_per_sample(transformer, latents, t5, pooled, dtype) -> int | None:
-    """Model FLOPs of one LoRA training sample: 2 x a counted batch-1 forward of the flow loss.
-
-    The backward of a frozen base computes the gradients of its activations (about one forward)
-    but none of its weights (the other forward of full training's 3x); the LoRA matrices' own are
-    negligible. Recomputation under gradient checkpointing is not counted (MFU counts the model's
-    FLOPs, not the hardware's). Global generators are left as they were: LoRA dropout draws from them.
+def lora_train_flops_per_sample(transformer, params, latents, t5, pooled, dtype) -> int | None:
+    """Model FLOPs of one LoRA training sample: a counted batch-1 forward and backward of the flow
+    loss (core.flops.train_step_flops). The frozen base's backward computes its activations'
+    gradients (attention's costs more than its forward) but none of its weights'; the LoRA's own
+    are counted. Recomputation under gradient checkpointing is not (MFU counts the model's FLOPs,
+    not the hardware's): checkpointing is off while counting. Global generators are left as they
+    were (LoRA dropout draws from them), and so are the LoRA's gradients (`params`: none after).
     `latents` [1, C, H, W], `t5` [1, L, D], `pooled` [1, D]; None where PyTorch has no FLOP counter."""
     import torch
 
-    from diffscale.train.core.flops import forward_flops
+    from diffscale.train.core.flops import train_step_flops
 
     noise, sigmas = torch.zeros_like(latents), torch.full((1,), 0.5, device=latents.device)
-    with torch.random.fork_rng(devices=[latents.device] if latents.device.type == "cuda" else []):
-        forward = forward_flops(flow_loss, transformer, latents, noise, sigmas, t5, pooled, dtype)
-    return None if forward is None else 2 * forward
+    checkpointing = transformer.is_gradient_checkpointing
+    if checkpointing:
+        transformer.disable_gradient_checkpointing()
+    try:
+        with torch.random.fork_rng(devices=[latents.device] if latents.device.type == "cuda" else []):
+            return train_step_flops(flow_loss, params, transformer, latents, noise, sigmas, t5, pooled, dtype)
+    finally:
+        if checkpointing:
+            transformer.enable_gradient_checkpointing()

@@ -189,6 +189,19 @@ def batch_tensors(cache: Cache, indices: list[int], device: str, dropped: list[b
     return [torch.stack(parts).to(device) for parts in zip(*items)]
 
 
+def bucket_mean_flops(transformer, params, cache: Cache, device: str, dtype) -> float | None:
+    """Model FLOPs per training sample, averaged over the buckets as `draw` picks them (in
+    proportion to their sizes): a bucket's token count sets its cost."""
+    counted = {}
+    for bucket, members in cache.buckets.items():
+        counted[bucket] = lora_train_flops_per_sample(transformer, params, *batch_tensors(cache, members[:1], device),
+                                                      dtype)
+        if counted[bucket] is None:
+            return None
+    sizes = {bucket: len(members) for bucket, members in cache.buckets.items()}
+    return sum(counted[b] * sizes[b] for b in counted) / sum(sizes.values())
+
+
 def reset_peak_memory(device: str) -> None:
     """Start a new peak on CUDA, so the rows' peak is training's, not set-up's or sampling's (the
     VAE decode, the FLOP-counting forward); a CPU's peak RSS cannot be reset."""
@@ -247,7 +260,7 @@ def fit(ctx: launch.Context, job: Job) -> dict | None:
             if ctx.is_main and (items or cache.manifest["sample_prompts"]) else None
         try:
             with sdpa_context(flux["sdpa_kernels"]), prec.autocast():  # as a training step runs
-                flops_per_sample = lora_train_flops_per_sample(transformer, *batch_tensors(cache, [0], device), dtype)
+                flops_per_sample = bucket_mean_flops(transformer, params, cache, device, dtype)
         except RuntimeError as exc:
             if error := kernel_error(exc, flux, device):
                 raise error from None

@@ -99,14 +99,15 @@ def test_a_run_writes_its_outputs(trained):
     assert all(float(r["tflops"]) > 0 for r in rows)
 
 
-def test_lora_training_flops_are_two_counted_forwards_and_leave_the_generators_alone(trained, prepared):
+def test_lora_training_flops_are_a_counted_forward_and_backward_and_leave_the_state_alone(trained, prepared):
     from torch.utils.flop_counter import FlopCounterMode
 
     from diffscale.flux import lora as lora_io
 
     cfg = trained[0]
     transformer = models.build("flux_transformer", cfg["models"]["flux_transformer"])
-    lora_io.add_lora(transformer, {**cfg["flux"], "lora_dropout": 0.5}, 0)  # dropout draws from the generators
+    params = lora_io.add_lora(transformer, {**cfg["flux"], "lora_dropout": 0.5}, 0)  # dropout draws from the generators
+    transformer.enable_gradient_checkpointing()
     transformer.train()
     cache = load_cache(prepared[1])
     latents, t5, pooled = loop.batch_tensors(cache, [0], "cpu")
@@ -115,11 +116,36 @@ def test_lora_training_flops_are_two_counted_forwards_and_leave_the_generators_a
     with torch.no_grad(), counter:  # the transformer's forward alone, counted independently
         flow.predict(transformer, flow.pack(latents), torch.tensor([0.5]), t5, pooled, flow.image_ids(h, w),
                      flow.text_ids(t5.shape[1]))
+    forward = counter.get_total_flops()
     assert not torch.equal(torch.get_rng_state(), state)  # a forward in training mode draws (dropout)
     state = torch.get_rng_state()
-    assert flow.lora_train_flops_per_sample(transformer, latents, t5, pooled, torch.float32) == \
-        2 * counter.get_total_flops() > 0
+    counted = flow.lora_train_flops_per_sample(transformer, params, latents, t5, pooled, torch.float32)
+    # backward: the activation gradients that lead to the LoRA (not the time embedding's: nothing
+    # trains there) and the LoRA's weight gradients; no base weight gradients (a full training
+    # step's third forward)
+    assert 1.5 * forward < counted < 2.5 * forward
     assert torch.equal(torch.get_rng_state(), state)  # LoRA dropout's draws do not shift training's
+    assert all(p.grad is None for p in params) and transformer.is_gradient_checkpointing
+    transformer.disable_gradient_checkpointing()  # no recomputation was counted with it on
+    assert flow.lora_train_flops_per_sample(transformer, params, latents, t5, pooled, torch.float32) == counted
+
+
+def test_flops_per_sample_weigh_the_buckets_as_training_draws_them(prepared, monkeypatch):
+    cache = load_cache(prepared[1])
+    monkeypatch.setattr(loop.Cache, "buckets", property(lambda self: {(64, 64): [0, 1, 2], (48, 80): [3]}))
+    monkeypatch.setattr(loop, "lora_train_flops_per_sample",
+                        lambda transformer, params, latents, t5, pooled, dtype: 100 if latents is first[0] else 300)
+    first = [None]
+    real = loop.batch_tensors
+
+    def tensors(cache, indices, device, dropped=None):
+        out = real(cache, indices, device, dropped)
+        if indices == [0]:
+            first[0] = out[0]
+        return out
+
+    monkeypatch.setattr(loop, "batch_tensors", tensors)
+    assert loop.bucket_mean_flops(None, [], cache, "cpu", torch.float32) == pytest.approx((3 * 100 + 300) / 4)
 
 
 def test_a_resumed_run_ends_equal_to_an_uninterrupted_one(trained, prepared, tmp_path):

@@ -38,6 +38,26 @@ def peak_flops(device_name: str, precision: str, tf32: bool = True) -> float | N
     return None
 
 
+def train_step_flops(loss_fn, params, *args, **kwargs) -> int | None:
+    """FLOPs of one forward and backward of `loss_fn(*args, **kwargs)` as they run (counted: a
+    frozen layer's backward computes its input's gradient but not its weight's); the gradients this
+    leaves on `params` are cleared. None where PyTorch has no FLOP counter."""
+    import torch
+
+    from diffscale.train.core.compat import has_flop_counter
+
+    if not has_flop_counter():
+        return None
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.enable_grad(), counter:
+        loss_fn(*args, **kwargs).backward()
+    for param in params:
+        param.grad = None
+    return int(counter.get_total_flops())
+
+
 def forward_flops(model, *args, **kwargs) -> int | None:
     """FLOPs of one forward call, counted (None where PyTorch has no FLOP counter)."""
     import torch
