@@ -17,8 +17,11 @@ import os
 import sys
 from dataclasses import asdict, dataclass
 
+import jsonschema
+
 from diffscale import experiments
-from diffscale.errors import HardwareError
+from diffscale.config import schema
+from diffscale.errors import ConfigError, HardwareError
 
 
 @dataclass(frozen=True)
@@ -49,9 +52,41 @@ def arch_supported(capability: tuple[int, int], arch_list: list[str]) -> bool:
     return False
 
 
+def entry_schema() -> dict:
+    """The config schema's definition of one hardware entry: the one owner of what an entry is."""
+    return schema()["properties"]["hardware"]["additionalProperties"]
+
+
+def devices() -> list[str]:
+    """The devices a hardware entry may name (the schema's enum)."""
+    return list(entry_schema()["properties"]["device"]["enum"])
+
+
+def check_entry(entry, hw: str, source: str | None = None) -> None:
+    """A ConfigError naming `source` (if given) and the key, e.g. ``--hardware: hardware.a40.device:
+    'tpu' is not one of ['cpu', 'cuda']``, unless `entry` is a valid hardware entry by the schema."""
+    errors = list(jsonschema.Draft202012Validator(entry_schema()).iter_errors(entry))
+    if errors:
+        error = max(errors, key=lambda e: len(e.absolute_path))  # the deepest: the one to act on
+        path = "".join(f".{part}" for part in error.absolute_path)
+        raise ConfigError(f"{source + ': ' if source else ''}hardware.{hw}{path}: {error.message}")
+
+
+def check_table(table, source: str = "config") -> None:
+    """check_entry of every entry of a hardware table (the config's `hardware:` mapping)."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{source}: expected a mapping of hardware keys to entries, "
+                          f"not {type(table).__name__}")
+    for hw, entry in table.items():
+        check_entry(entry, hw, source)
+
+
 def resolve(cfg: dict, hw: str, count: int = 1, env_hint: str | None = None) -> Placement:
     """Check that this machine can run a job of `count` devices on hardware key `hw`."""
     entry = cfg["hardware"][hw]
+    check_entry(entry, hw)
+    if count < 1:
+        raise ConfigError(f"hardware.{hw}: a job uses at least 1 device, not {count}")
     where = f"hardware.{hw} (partition {entry['partition']})"
     if entry["device"] == "cpu":
         return Placement("cpu", count, hw)

@@ -27,7 +27,7 @@ import yaml
 
 from diffscale import resources as hwres
 from diffscale.config import validate_config
-from diffscale.errors import ConfigError
+from diffscale.errors import ConfigError, DataError
 from diffscale.hardware import demand
 
 SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+)")
@@ -204,14 +204,31 @@ def placement_problems(job: PlannedJob, record: SlurmRecord, partition_nodes: di
     return problems
 
 
-def _run(cmd: list[str]) -> str:
+def _run(cmd: list[str], flag: str | None = None) -> str:
+    """stdout of a SLURM command; a command that is not installed is a ConfigError naming `flag`
+    (the option that chose it, e.g. '--records scontrol') or the command."""
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    except FileNotFoundError:
+        where = f"{flag}: " if flag else ""
+        raise ConfigError(f"{where}{cmd[0]} is not installed here (not on PATH); run the audit where SLURM's "
+                          f"commands are") from None
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise RuntimeError(f"{' '.join(cmd)}: {exc}") from None
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed: {done.stderr.strip()}")
     return done.stdout
+
+
+def read_input(path: Path, flag: str, what: str) -> str:
+    """The text of the file an audit option names, or a DataError naming the option and the file."""
+    try:
+        return Path(path).read_text()
+    except FileNotFoundError:
+        raise DataError(f"{flag}: {path}: no such file (expected {what})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        why = getattr(exc, "strerror", None) or type(exc).__name__
+        raise DataError(f"{flag}: {path}: not readable as text ({why}; expected {what})") from None
 
 
 def _gpus_from_tres(tres: str) -> dict[str, int]:
@@ -264,9 +281,9 @@ def slurm_records(source: str, job_ids: list[str] | None = None) -> dict[str, Sl
     if source == "sacct":
         cmd = ["sacct", "-X", "-n", "-P", "--format=JobIDRaw,Partition,NodeList,State,AllocTRES"]
         cmd += ["-j", ",".join(job_ids)] if job_ids else ["-a", "-S", "2000-01-01"]
-        return parse_sacct(_run(cmd))
+        return parse_sacct(_run(cmd, "--records sacct"))
     if source == "scontrol":
-        records = parse_scontrol(_run(["scontrol", "-d", "-o", "show", "job"]))
+        records = parse_scontrol(_run(["scontrol", "-d", "-o", "show", "job"], "--records scontrol"))
         return {k: v for k, v in records.items() if job_ids is None or k in job_ids}
     raise ValueError(f"unknown record source {source!r} (sacct or scontrol)")
 
@@ -291,7 +308,7 @@ def merged_config(paths: list[str | Path]) -> dict:
 
     cfg: dict = {}
     for path in paths:
-        merge(cfg, yaml.safe_load(Path(path).read_text()) or {})
+        merge(cfg, yaml.safe_load(read_input(path, "--configfile", "a config YAML file")) or {})
     return validate_config(cfg, source=" + ".join(map(str, paths)))
 
 
@@ -460,7 +477,7 @@ def audit_run_log(log: Path, configfiles: list[str | Path], records: str = "sacc
                   save_ids: Path | None = None) -> Verdict:
     """`slurm_audit.py run`: audit the jobs of a run's Snakemake output; optionally save every SLURM
     job id known now, for a later `rerun` audit."""
-    text = Path(log).read_text()
+    text = read_input(log, "--log", "Snakemake's output of the run")
     cfg = merged_config(configfiles)
     ids = [i for job in parse_run_log(text) for i in job.slurm_ids]
     result = audit_run(text, cfg, slurm_records(records, ids or None), partition_nodes(), results)
@@ -472,8 +489,9 @@ def audit_run_log(log: Path, configfiles: list[str | Path], records: str = "sacc
 
 def audit_rerun_log(log: Path, known_ids: Path, records: str = "sacct") -> Verdict:
     """`slurm_audit.py rerun`: a second run of the finished workflow submitted nothing."""
-    known = set(Path(known_ids).read_text().split())
-    problems = idle_rerun_problems(Path(log).read_text(), known, slurm_records(records))
+    known = set(read_input(known_ids, "--known-ids", "the SLURM job ids saved by `run --save-ids`").split())
+    problems = idle_rerun_problems(read_input(log, "--log", "Snakemake's output of the second run"), known,
+                                   slurm_records(records))
     return Verdict([], problems, "the second run submitted nothing")
 
 

@@ -24,8 +24,12 @@ def main() -> int:
     args = parser.parse_args()
 
     from diffscale import hardware, provenance
+    from diffscale.errors import ConfigError
 
     entry = json_flag("--hardware", args.hardware)
+    hardware.check_entry(entry, args.hw, source="--hardware")
+    if args.gpus < 1:
+        raise ConfigError(f"--gpus: expected a positive count of GPUs (cuda) or processes (cpu), not {args.gpus}")
     cfg = {"hardware": {args.hw: entry}}
     record = hardware.check(cfg, args.hw, args.gpus)
     provenance.write_run_json(args.out, config_slice=cfg, hw=args.hw, check=record)

@@ -25,9 +25,15 @@ def main() -> int:
     parser.add_argument("--figures", type=Path, help="also write the figures here, one folder per study")
     args = parser.parse_args()
 
+    from diffscale import hardware
+    from diffscale.errors import DataError
     from diffscale.report.html import build_report
 
-    path = build_report(args.results, args.out, hardware=json_flag("--hardware", args.hardware),
+    table = json_flag("--hardware", args.hardware)
+    hardware.check_table(table, "--hardware")
+    if not args.results.is_dir():
+        raise DataError(f"--results: {args.results}: no such folder (expected the results folder of a workflow run)")
+    path = build_report(args.results, args.out, hardware=table,
                         price_source=args.price_source, demo=args.demo, figures_dir=args.figures)
     print(f"wrote {path}")
     return 0

@@ -33,3 +33,55 @@ def test_bench_models_writes_csv_and_json(tmp_path, capsys):
     record = json.loads((tmp_path / "models.json").read_text())
     assert record["stage"] == "models" and len(record["rows"]) == 2
     assert record["cpu_count"] >= 1 and "torch" in record["versions"]
+
+
+def test_out_dir_may_also_follow_the_stage(tmp_path, capsys):
+    assert main(["models", "--out-dir", str(tmp_path), "--roles", "text_encoder", "--batch", "1", "--repeats", "1"]) == 0
+    assert (tmp_path / "models.csv").exists() and (tmp_path / "models.json").exists()
+
+
+def _bench_error(tmp_path, capsys, *args) -> list[str]:
+    """stderr lines of a bench run that must fail with exit 2, before writing anything."""
+    from diffscale.cli import run_cli
+
+    assert run_cli(lambda: main(["--out-dir", str(tmp_path / "out"), *args])) == 2
+    assert not (tmp_path / "out").exists()
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    return captured.err.strip().splitlines()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["models", "--batch", "0"], "error: bench models: --batch: expected a positive integer, not 0"),
+    (["models", "--repeats", "0"], "error: bench models: --repeats: expected a positive integer, not 0"),
+    (["models", "--resolution", "7"], "error: bench models: --resolution: expected a multiple of 16 px (latents are "
+                                      "1/8 of the image, packed 2x2 for FLUX), not 7"),
+    (["models", "--device", "tpu"], "error: bench models: --device: expected cpu, cuda or cuda:N, not 'tpu'"),
+    (["coco", "--captions", "nope.json"],
+     "error: bench coco: --captions: nope.json: no such file (expected a COCO captions json)"),
+])
+def test_bad_bench_arguments_are_one_line(tmp_path, capsys, args, message):
+    assert _bench_error(tmp_path, capsys, *args) == [message]
+
+
+def test_bench_on_cuda_without_a_gpu_is_one_line(tmp_path, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert _bench_error(tmp_path, capsys, "models", "--device", "cuda") == [
+        f"error: bench models: --device: cuda requested but no usable GPU is visible (torch {torch.__version__}, "
+        f"CUDA build: {torch.version.cuda or 'none'})"]
+
+
+def test_every_stage_documents_batch_resolution_and_repeats_with_their_defaults():
+    import argparse
+    import importlib
+
+    from diffscale.bench import STAGES
+
+    for name, module_name in STAGES.items():
+        parser = argparse.ArgumentParser()
+        importlib.import_module(module_name).add_arguments(parser)
+        for action in parser._actions:
+            if action.dest in ("batch", "resolution", "repeats"):
+                assert f"default {action.default}" in (action.help or ""), (name, action.dest, action.help)

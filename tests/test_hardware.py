@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
 from diffscale import hardware
 from diffscale.config import load_config
-from diffscale.errors import HardwareError
+from diffscale.errors import ConfigError, HardwareError
 
 # torch.cuda.get_arch_list() of real builds
 ARCH_TORCH_2_CU126 = ["sm_50", "sm_60", "sm_70", "sm_75", "sm_80", "sm_86", "sm_90"]
@@ -103,3 +106,30 @@ def test_check_fails_before_any_kernel_on_an_unsupported_gpu(full, monkeypatch):
     monkeypatch.setattr(torch, "randn", lambda *a, **k: pytest.fail("a kernel ran before the check"))
     with pytest.raises(HardwareError, match="envs/train-k80.yaml"):
         hardware.check(full, "k80", 1)
+
+
+def _hardware_check(repo_root, tmp_path, *args):
+    return subprocess.run([sys.executable, "scripts/hardware_check.py", "--hw", "x", *args,
+                           "--out", str(tmp_path / "check" / "run.json")],
+                          cwd=repo_root, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--hardware", "{}"], "error: --hardware: hardware.x: 'partition' is a required property"),
+    (["--hardware", '{"partition": "cpu", "device": "tpu"}'],
+     "error: --hardware: hardware.x.device: 'tpu' is not one of ['cpu', 'cuda']"),
+    (["--gpus", "-2", "--hardware", '{"partition": "cpu", "device": "cpu"}'],
+     "error: --gpus: expected a positive count of GPUs (cuda) or processes (cpu), not -2"),
+])
+def test_hardware_check_cli_rejects_a_bad_entry_or_count_in_one_line(repo_root, tmp_path, args, message):
+    proc = _hardware_check(repo_root, tmp_path, *args)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [message]
+    assert not (tmp_path / "check").exists()
+
+
+def test_resolve_rejects_an_entry_the_schema_does_not_allow():
+    with pytest.raises(ConfigError, match=r"^hardware\.x\.device: 'tpu' is not one of \['cpu', 'cuda'\]$"):
+        hardware.resolve({"hardware": {"x": {"partition": "cpu", "device": "tpu"}}}, "x", 1)
+    with pytest.raises(ConfigError, match=r"^hardware\.x: a job uses at least 1 device, not 0$"):
+        hardware.resolve({"hardware": {"x": {"partition": "cpu", "device": "cpu"}}}, "x", 0)

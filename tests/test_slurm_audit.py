@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -260,3 +263,40 @@ def test_shards_must_equal_the_reference_at_the_same_thread_count(tmp_path):
     assert audit.same_shards_problems(other, reference) == [
         f"{other}: threads per worker [2], the reference ran with [1]: not comparable bitwise",
         f"{other}: 1 shards differ from {reference}'s: shard-00001.safetensors"]
+
+
+def _audit_cli(repo_root, *args, env=None):
+    return subprocess.run([sys.executable, str(repo_root / "scripts" / "slurm_audit.py"), *args], cwd=repo_root,
+                          capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})})
+
+
+def test_run_with_a_missing_log_is_one_line(repo_root, tmp_path):
+    proc = _audit_cli(repo_root, "run", "--log", str(tmp_path / "nope.log"), "--configfile", "config.yaml",
+                      "--save-ids", str(tmp_path / "ids.txt"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"error: --log: {tmp_path / 'nope.log'}: no such file (expected Snakemake's output of the run)"]
+    assert proc.stdout == "" and not (tmp_path / "ids.txt").exists()
+
+
+def test_rerun_with_missing_known_ids_is_one_line(repo_root, tmp_path):
+    (tmp_path / "run2.log").write_text("Nothing to be done\n")
+    proc = _audit_cli(repo_root, "rerun", "--log", str(tmp_path / "run2.log"), "--known-ids", str(tmp_path / "nope.txt"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"error: --known-ids: {tmp_path / 'nope.txt'}: no such file (expected the SLURM job ids saved by "
+        "`run --save-ids`)"]
+    assert proc.stdout == ""
+
+
+def test_records_from_a_slurm_command_that_is_not_installed_is_one_line(repo_root, tmp_path):
+    (tmp_path / "run2.log").write_text("Nothing to be done\n")
+    (tmp_path / "ids.txt").write_text("19\n")
+    (tmp_path / "bin").mkdir()  # a PATH without SLURM's commands
+    proc = _audit_cli(repo_root, "rerun", "--log", str(tmp_path / "run2.log"), "--known-ids", str(tmp_path / "ids.txt"),
+                      "--records", "scontrol", env={"PATH": str(tmp_path / "bin")})
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: --records scontrol: scontrol is not installed here (not on PATH); run the audit where SLURM's "
+        "commands are"]
+    assert proc.stdout == ""

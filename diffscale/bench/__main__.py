@@ -1,4 +1,5 @@
-"""Entry point: python -m diffscale.bench <stage> [--out-dir DIR] [stage options].
+"""Entry point: python -m diffscale.bench <stage> [--out-dir DIR] [stage options] (--out-dir may
+also come before <stage>).
 
 A stage may call `args.save_partial(rows)` whenever its rows so far form a consistent table: they
 are written as the final table would be (the JSON without provenance, marked `"complete": false`),
@@ -13,9 +14,15 @@ import io
 import sys
 from pathlib import Path
 
-from diffscale import atomic, provenance
+from diffscale import atomic, hardware, provenance
 from diffscale.bench import STAGES
 from diffscale.cli import run_cli
+from diffscale.errors import ConfigError, HardwareError
+
+OUT_DIR_HELP = "where <stage>.csv and <stage>.json go (default: results/benchmarks)"
+# options a stage cannot run with below 1, wherever a stage has them
+POSITIVE = ("batch", "text_batch", "repeats", "steps", "resolution")
+RESOLUTION_STEP = 16  # px: latents are 1/8 of the image, and FLUX packs them 2x2
 
 
 def write_results(rows: list[dict], out_dir: Path, stage: str, argv: list[str],
@@ -36,18 +43,58 @@ def write_results(rows: list[dict], out_dir: Path, stage: str, argv: list[str],
     return csv_path, json_path
 
 
+def check_device(value: str, where: str) -> None:
+    """`value` is cpu, cuda or cuda:N (the devices of a hardware entry, diffscale.hardware.devices),
+    and a cuda device is one this machine has; else one line naming `where` (the flag)."""
+    kind, colon, index = value.partition(":")
+    if kind not in hardware.devices() or (colon and (kind != "cuda" or not index.isdigit())):
+        raise ConfigError(f"{where}: expected {', '.join(hardware.devices())} or cuda:N, not {value!r}")
+    if kind == "cpu":
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise HardwareError(f"{where}: {value} requested but no usable GPU is visible "
+                            f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'none'})")
+    visible = torch.cuda.device_count()
+    if index and int(index) >= visible:
+        raise HardwareError(f"{where}: {value} requested but {visible} GPUs visible (cuda:0 to cuda:{visible - 1})")
+
+
+def check_arguments(args: argparse.Namespace, module) -> None:
+    """Every stage's bad argument is one line naming the flag, before anything runs: the positive
+    counts and the device the stages share here, then the stage's own `check_arguments(args)`."""
+    where = f"bench {args.stage}"
+    for dest in POSITIVE:
+        value = getattr(args, dest, None)
+        if value is not None and value < 1:
+            raise ConfigError(f"{where}: --{dest.replace('_', '-')}: expected a positive integer, not {value}")
+    resolution = getattr(args, "resolution", None)
+    if resolution is not None and resolution % RESOLUTION_STEP:
+        raise ConfigError(f"{where}: --resolution: expected a multiple of {RESOLUTION_STEP} px (latents are 1/8 "
+                          f"of the image, packed 2x2 for FLUX), not {resolution}")
+    if getattr(args, "device", None) is not None:
+        check_device(args.device, f"{where}: --device")
+    own = getattr(module, "check_arguments", None)
+    if own is not None:
+        own(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m diffscale.bench", description=__doc__)
-    parser.add_argument("--out-dir", type=Path, default=Path("results/benchmarks"),
-                        help="where <stage>.csv and <stage>.json go (default: results/benchmarks)")
+    parser.add_argument("--out-dir", type=Path, default=Path("results/benchmarks"), help=OUT_DIR_HELP)
     sub = parser.add_subparsers(dest="stage", required=True)
     modules = {}
     for name, module_name in STAGES.items():
         module = importlib.import_module(module_name)
         modules[name] = module
-        module.add_arguments(sub.add_parser(name, help=(module.__doc__ or "").splitlines()[0]))
+        stage_parser = sub.add_parser(name, help=(module.__doc__ or "").splitlines()[0])
+        # also after the stage; SUPPRESS: absent there, the one before the stage (or its default) stands
+        stage_parser.add_argument("--out-dir", type=Path, default=argparse.SUPPRESS, help=OUT_DIR_HELP)
+        module.add_arguments(stage_parser)
     args = parser.parse_args(argv)
+    check_arguments(args, modules[args.stage])
     args.save_partial = lambda rows: write_results(rows, args.out_dir, args.stage, argv, complete=False)
     rows = modules[args.stage].run(args)
     csv_path, json_path = write_results(rows, args.out_dir, args.stage, argv)

@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from diffscale.errors import DataError
+
 TARGET_S = 60.0
 TARGET_RSS_MB = 2048.0
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "filter_coco.py"
@@ -33,6 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cpus", type=int, default=1, help="cores the filter process may use (default 1)")
     parser.add_argument("--image-files", type=int, default=0,
                         help="also write this many synthetic JPEGs and check their headers (default 0: labels only)")
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """--captions names a file now, not when the filter process fails on it."""
+    if args.captions is not None and not args.captions.is_file():
+        raise DataError(f"bench coco: --captions: {args.captions}: no such file (expected a COCO captions json)")
 
 
 def _pin(cpus: int):

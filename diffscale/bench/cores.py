@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="processes run at once, one per CPU (1 is always run: the baseline)")
     parser.add_argument("--probes", nargs="+", choices=list(PROBES), default=list(PROBES))
     parser.add_argument("--seconds", type=float, default=1.0, help="length of each timed repeat")
-    parser.add_argument("--repeats", type=int, default=3, help="timed repeats per process (median kept)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats per process (median kept; default 3)")
     parser.add_argument("--memory-mb", type=int, default=256,
                         help="size of each of the memory probe's two arrays (far above the caches)")
 

@@ -169,7 +169,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes", nargs="+", type=int, default=[32, 128], help="images in the dataset (two: RSS check)")
     parser.add_argument("--source-size", default="320x240", help="synthetic JPEG size, WxH (COCO: 640x480)")
     parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=4, help="images per VAE batch")
+    parser.add_argument("--batch", type=int, default=4, help="images per VAE batch (default 4)")
     parser.add_argument("--text-batch", type=int, default=16, help="captions per text-encoder batch")
     parser.add_argument("--shard-size", type=int, default=64)
     parser.add_argument("--vae", default="tiny", help="random preset of the VAE (tiny, sd-vae-ft-mse)")

@@ -115,7 +115,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
     parser.add_argument("--images", type=int, default=64, help="synthetic 640x480 JPEGs (five captions each)")
     parser.add_argument("--image-size", type=int, default=256)
-    parser.add_argument("--batch", type=int, default=16, help="images per batch (the full config's)")
+    parser.add_argument("--batch", type=int, default=16, help="images per batch (default 16: the full config's)")
     parser.add_argument("--text-batch", type=int, default=256, help="captions per batch (the full config's)")
     parser.add_argument("--text-encoder", default="clip-vit-large-patch14", help="its tokenizer is used")
     parser.add_argument("--seconds", type=float, default=1.5, help="length of each rate measurement")

@@ -65,7 +65,7 @@ def bare_step_rate(args: argparse.Namespace, latent_shape: tuple, text_shape: tu
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="tiny", choices=sorted(models.ROLES["unet"].presets),
                         help="U-Net preset (random weights; default tiny)")
-    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=8, help="samples per step (default 8)")
     parser.add_argument("--latent-size", type=int, default=16, help="latent height and width (default 16)")
     parser.add_argument("--precision", default="fp32", choices=vocab.PRECISIONS)
     parser.add_argument("--steps", type=int, default=30, help="timed steps of each (default 30)")

@@ -58,8 +58,9 @@ def read_archive(path: Path) -> np.ndarray:
                 raise DataError(f"{path}: not the CIFAR-10 python archive (no {BATCH_DIR}/{missing[0]})")
             return np.concatenate([_from_batch(tar.extractfile(names[n]).read(), f"{path}:{names[n].name}")
                                    for n in TRAIN_BATCHES])
-    except tarfile.TarError as exc:
-        raise DataError(f"{path}: not a readable tar archive ({exc})") from None
+    except tarfile.TarError as exc:  # its message may go on with one line per method tried: keep the first
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0].rstrip(":")
+        raise DataError(f"{path}: not a readable tar archive ({reason})") from None
 
 
 def read_batch_folder(folder: Path) -> np.ndarray:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from diffscale import resources
 from diffscale.config import fill_defaults, schema
+from diffscale.hardware import check_table
 from diffscale.report import fmt
 
 FORMULA = ("cost = price_per_hour × shares × wall time in hours, where shares is the GPUs a GPU job "
@@ -30,6 +31,7 @@ class Prices:
     source: str = "the config"
 
     def __post_init__(self) -> None:
+        check_table(self.hardware, self.source)  # a ConfigError, not a traceback in a price lookup
         table = copy.deepcopy(self.hardware)
         fill_defaults({"hardware": table}, {"properties": {"hardware": schema()["properties"]["hardware"]}},
                       schema())

@@ -121,3 +121,17 @@ def test_data_cli_exits_2_with_one_line(repo_root, tmp_path):
     assert proc.stderr.strip().splitlines() == [f"error: {tmp_path / 'none'}: CIFAR-10 not found (data.cifar: the "
                                                 "python archive, its folder, or an image folder)"]
     assert not (tmp_path / "c.npy").exists()
+
+
+def test_unreadable_archive_is_one_line(repo_root, tmp_path):
+    import subprocess
+    import sys
+
+    fake = tmp_path / "fake.tar.gz"
+    fake.write_bytes(b"\x00" * 100)
+    proc = subprocess.run([sys.executable, str(repo_root / "scripts" / "ddpm_data.py"), "--source", str(fake),
+                           "--out", str(tmp_path / "c.npy")], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"error: {fake}: not a readable tar archive (file could not be opened successfully)"]
+    assert not (tmp_path / "c.npy").exists()

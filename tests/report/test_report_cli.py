@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 
 def run(root, *args):
     return subprocess.run([sys.executable, *args], cwd=root, capture_output=True, text=True, timeout=120)
@@ -30,3 +32,34 @@ def test_browser_check_of_a_missing_report_is_one_line(repo_root, tmp_path):
     proc = run(repo_root, "scripts/check_report_browser.py", str(tmp_path / "none.html"))
     assert proc.returncode == 2
     assert "none.html: no such report" in proc.stderr
+
+
+@pytest.mark.parametrize("table, message", [
+    ("[1]", "error: --hardware: expected a mapping of hardware keys to entries, not list"),
+    ('{"local": 5}', "error: --hardware: hardware.local: 5 is not of type 'object'"),
+    ('{"local": {"price_per_hour": "x"}}', "error: --hardware: hardware.local.price_per_hour: 'x' is not of type 'number'"),
+    ('{"local": {"device": "cpu"}}', "error: --hardware: hardware.local: 'partition' is a required property"),
+])
+def test_bad_hardware_table_is_one_line(repo_root, tmp_path, table, message):
+    proc = run(repo_root, "scripts/report.py", "--results", str(tmp_path), "--out", str(tmp_path / "r.html"),
+               "--hardware", table)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [message]
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_missing_results_folder_is_one_line(repo_root, tmp_path):
+    proc = run(repo_root, "scripts/report.py", "--results", str(tmp_path / "typo"), "--out", str(tmp_path / "r.html"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"error: --results: {tmp_path / 'typo'}: no such folder (expected the results folder of a workflow run)"]
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_prices_of_a_bad_hardware_table_name_their_source():
+    from diffscale.errors import ConfigError
+    from diffscale.report.cost import Prices
+
+    with pytest.raises(ConfigError) as err:
+        Prices({"local": {"device": "cpu"}}, "config.yaml")
+    assert str(err.value) == "config.yaml: hardware.local: 'partition' is a required property"
