@@ -1,7 +1,10 @@
 """Atomic writes: a crash never leaves a file that looks finished.
 
 Everything is written to `<name>.tmp` beside the target and then `os.replace`d, which is atomic
-on POSIX file systems (and on the shared file systems SLURM clusters use).
+on POSIX file systems (and on the shared file systems SLURM clusters use). Before the rename,
+the output gets the permissions the user's umask grants a newly created file: some writers
+(safetensors, `tempfile`) create theirs readable by the owner only, which would hide a shared
+study's shards, caches and weights from the rest of a lab.
 """
 
 from __future__ import annotations
@@ -13,6 +16,31 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Read once at import: os.umask can only be read by setting it, which is not thread-safe.
+FILE_MODE = 0o666 & ~_umask()
+DIR_MODE = 0o777 & ~_umask()
+
+
+def share(path: str | os.PathLike) -> None:
+    """Widen the permissions of `path` (and of everything under it, for a folder) to at least what
+    the umask grants a new file or folder; never narrows them."""
+    path = Path(path)
+    entries = [path, *path.rglob("*")] if path.is_dir() else [path]
+    for entry in entries:
+        if entry.is_symlink():
+            continue
+        mode = entry.stat().st_mode & 0o7777
+        wanted = mode | (DIR_MODE if entry.is_dir() else FILE_MODE)
+        if wanted != mode:
+            entry.chmod(wanted)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success rename it onto `path`, else delete it."""
@@ -21,6 +49,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
         yield tmp
+        share(tmp)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -94,3 +94,30 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
             raise RuntimeError("crash")
     assert json.loads(target.read_text()) == {"a": 1}  # the old file is untouched
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]  # no temp left behind
+
+
+def test_atomic_outputs_get_the_umask_permissions(tmp_path):
+    # safetensors and tempfile create files readable by their owner only; a lab sharing a study
+    # must be able to read its shards, caches and weights.
+    one = tmp_path / "one.bin"
+    with atomic.atomic_path(one) as tmp:
+        tmp.write_bytes(b"x")
+        tmp.chmod(0o600)
+    assert one.stat().st_mode & 0o777 == 0o600 | atomic.FILE_MODE
+    folder = tmp_path / "run"
+    with atomic.atomic_dir(folder) as tmp:
+        (tmp / "sub").mkdir(mode=0o700)
+        (tmp / "sub" / "w.safetensors").write_bytes(b"x")
+        (tmp / "sub" / "w.safetensors").chmod(0o600)
+        (tmp / "script.sh").write_bytes(b"x")
+        (tmp / "script.sh").chmod(0o700)
+    assert folder.stat().st_mode & 0o777 == atomic.DIR_MODE | 0o700
+    assert (folder / "sub").stat().st_mode & 0o777 == atomic.DIR_MODE | 0o700
+    assert (folder / "sub" / "w.safetensors").stat().st_mode & 0o777 == 0o600 | atomic.FILE_MODE
+    assert (folder / "script.sh").stat().st_mode & 0o777 == 0o700 | atomic.FILE_MODE  # never narrowed
+
+
+def test_shards_are_readable_as_the_umask_allows(tmp_path):
+    make_run(tmp_path)  # safetensors alone would write them 0o600
+    for shard in tmp_path.glob("*.safetensors"):
+        assert shard.stat().st_mode & atomic.FILE_MODE == atomic.FILE_MODE

@@ -20,6 +20,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from diffscale import atomic
 from diffscale.errors import ConfigError, DataError
 
 ADAPTER = "default"
@@ -126,6 +127,7 @@ def save(state: dict, path: str | Path, metadata: dict) -> Path:
     try:
         FluxPipeline.save_lora_weights(folder, transformer_lora_layers=state, weight_name=path.name,
                                        transformer_lora_adapter_metadata=metadata)
+        atomic.share(Path(folder) / path.name)
         os.replace(Path(folder) / path.name, path)
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from diffscale import models
+from diffscale import atomic, models
 from diffscale.errors import ConfigError
 from diffscale.flux import flow, loop
 from diffscale.flux.cache import load_cache
@@ -378,6 +378,7 @@ def test_a_saved_lora_keeps_its_alpha_so_a_loader_applies_the_trained_strength(d
             if "lora_B" in name:
                 param.normal_(0, 0.1, generator=torch.Generator().manual_seed(len(name)))
     path = lora.save(lora.lora_state(trained), tmp_path / "lora.safetensors", lora.lora_metadata(trained))
+    assert path.stat().st_mode & atomic.FILE_MODE == atomic.FILE_MODE  # safetensors alone writes 0o600
     loaded = models.build("flux_transformer", {"random": "tiny"})
     lora.load_adapter(loaded, path, "lora", "--lora")  # as flux_infer and a training adapter load it
     scalings = {m.scaling["lora"] for m in loaded.modules() if hasattr(m, "scaling") and "lora" in m.scaling}
