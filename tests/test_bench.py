@@ -64,6 +64,13 @@ def test_bad_bench_arguments_are_one_line(tmp_path, capsys, args, message):
     assert _bench_error(tmp_path, capsys, *args) == [message]
 
 
+def test_a_malformed_captions_file_is_the_filters_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"annotations": 3}')
+    assert _bench_error(tmp_path, capsys, "coco", "--captions", str(bad)) == [
+        f"error: bench coco: {bad}: missing the 'images' list of the COCO captions format"]
+
+
 def test_bench_on_cuda_without_a_gpu_is_one_line(tmp_path, capsys, monkeypatch):
     import torch
 

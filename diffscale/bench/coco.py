@@ -64,6 +64,9 @@ def run_filter(captions: Path, out_dir: Path, cpus: int = 1, images: Path | None
         command += ["--images", str(images)]
     proc = subprocess.run(command, env=env, preexec_fn=_pin(cpus), capture_output=True, text=True)
     seconds = time.perf_counter() - start
+    user_error = proc.stderr.strip().splitlines()[-1:] if proc.returncode == 2 else []
+    if user_error and user_error[0].startswith("error: "):  # the filter's own one-line message
+        raise DataError(f"bench coco: {user_error[0].removeprefix('error: ')}")
     if proc.returncode != 0:
         raise RuntimeError(f"filter_coco.py failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
     peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
