@@ -76,6 +76,14 @@ def test_a_job_from_a_config_file_reads_the_train_source(repo_root):
     assert job_inputs(repo_root / "config.yaml", "local", "fp32", 1, "a", "b")[1:] == (Path("a"), Path("b"))
 
 
+def test_a_job_from_a_config_file_names_the_flags_given_when_it_cannot_run(repo_root):
+    config = repo_root / "config.yaml"
+    with pytest.raises(ConfigError) as err:
+        job_inputs(config, "local", "fp32", 3)  # the demo's batch of 8 does not split into 3 processes
+    assert str(err.value).startswith(f"{config} with --hw local --precision fp32 --gpus 3: train.batch_size 8 "
+                                     "does not split into 3 processes")
+
+
 def test_rerun_audit_verdict(tmp_path, monkeypatch):
     log = tmp_path / "run2.log"
     log.write_text(f"Building DAG of jobs...\n{audit.NOTHING_TO_DO}\n")

@@ -74,7 +74,9 @@ def job_inputs(config_file, hw: str, precision: str, gpus: int, images=None, tex
     from diffscale.config import load_config
 
     cfg = load_config(config_file)
-    run_cfg = run_config(cfg, hw, precision, gpus)
+    # checked here so that a mistake names the flags given, not the --run-config they were turned into
+    run_cfg = check_run_config(run_config(cfg, hw, precision, gpus),
+                               f"{config_file} with --hw {hw} --precision {precision} --gpus {gpus}")
     source = cfg["embed"]["train_source"]
     return (run_cfg, Path(images or vocab.embed_dir("images", source)),
             Path(text or vocab.embed_dir("text", source)))
