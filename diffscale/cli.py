@@ -29,6 +29,19 @@ def _exit_on_sigterm(signum, frame) -> None:
     raise SystemExit(128 + signum)
 
 
+def positive_int(text: str) -> int:
+    """argparse type of a count flag (--n, --threads, ...): argparse names the flag and exits 2."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {value}")
+    return value
+
+
 def json_flag(flag: str, text: str):
     """The value of a flag that carries JSON (rules pass config slices this way), or a
     ConfigError naming the flag."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from diffscale.cli import run_cli  # noqa: E402
+from diffscale.cli import positive_int, run_cli  # noqa: E402
 
 
 def main() -> int:
@@ -19,7 +19,7 @@ def main() -> int:
     parser.add_argument("--stage", required=True, choices=["profile", "batch", "amp", "workers", "compile", "peer"])
     parser.add_argument("--runs", nargs="+", type=Path, required=True, help="run directories")
     parser.add_argument("--out", type=Path, required=True, help="CSV to write")
-    parser.add_argument("--train-steps", type=int, default=700000,
+    parser.add_argument("--train-steps", type=positive_int, default=700000,
                         help="length of a real training run, for compile's break-even (ddpm.train_steps)")
     parser.add_argument("--inception-weights", default="", help="ddpm.fid.inception_weights (FID's status)")
     args = parser.parse_args()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from diffscale.cli import json_flag, run_cli  # noqa: E402
+from diffscale.cli import json_flag, positive_int, run_cli  # noqa: E402
 
 
 def main() -> int:
@@ -29,7 +29,7 @@ def main() -> int:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--people", default="", help="the data.people config slice as JSON")
     source.add_argument("--config", type=Path, help="a diffscale config file to take data.people from")
-    parser.add_argument("--threads", type=int, default=8, help="threads checking image files (default 8)")
+    parser.add_argument("--threads", type=positive_int, default=8, help="threads checking image files (default 8)")
     args = parser.parse_args()
 
     from diffscale.config import load_config

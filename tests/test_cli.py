@@ -62,3 +62,29 @@ def test_sigterm_leaves_no_temporary_file_and_exits_143(tmp_path):
     start = time.monotonic()
     assert proc.wait(timeout=30) == 143 and time.monotonic() - start < 30
     assert [p.name for p in tmp_path.iterdir()] == ["slow.py"]  # neither out.txt nor its .tmp
+
+
+def test_a_count_flag_below_one_is_refused_before_anything_is_written(repo_root, tmp_path):
+    cases = [("scripts/make_demo_data.py", "subject", "--out", str(tmp_path / "s"), "--n", "-1"),
+             ("scripts/make_demo_data.py", "cifar", "--out", str(tmp_path / "c"), "--per-class", "0"),
+             ("scripts/filter_coco.py", "--captions", "c.json", "--out-dir", str(tmp_path / "f"), "--threads", "0"),
+             ("scripts/ddpm_table.py", "--stage", "amp", "--runs", "r", "--out", str(tmp_path / "t.csv"),
+              "--train-steps", "ten")]
+    for args in cases:
+        proc = run(repo_root, *args)
+        assert proc.returncode == 2, args
+        flag, value = args[-2:]
+        shown = repr(value) if not value.lstrip("-").isdigit() else value
+        assert proc.stderr.strip().splitlines()[-1].endswith(
+            f"error: argument {flag}: expected a positive integer, not {shown}"), proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_gpu_embedding_run_on_no_cpus_is_refused(tmp_path):
+    import pytest
+
+    from diffscale.embed.stage import plan_run
+    from diffscale.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="^embed: cpus must be at least 1, not 0$"):
+        plan_run("images", tmp_path / "m.json", tmp_path / "out", "gpu", "pinned", 1, None, cpus=0)

@@ -137,6 +137,8 @@ def plan_run(modality: str, manifest: str | Path, out_dir: str | Path, backend: 
         raise ConfigError(f"embed: unknown thread policy {policy!r} (known: {', '.join(POLICIES)})")
     if workers < 1:
         raise ConfigError(f"embed: workers must be at least 1, not {workers}")
+    if cpus is not None and cpus < 1:
+        raise ConfigError(f"embed: cpus must be at least 1, not {cpus}")
     if settings.modality != modality:
         raise ConfigError(f"embed settings are for {settings.modality}, not {modality}")
     run_cpus = (cpus or len(thread_policy.usable_cores())) if backend == "gpu" else workers
