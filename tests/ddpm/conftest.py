@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from diffscale.config import load_config
-from diffscale.ddpm import data as ddata
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,36 +32,3 @@ def cache(images, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("ddpm-data") / "cifar-uint8.npy"
     np.save(path, images)
     return path
-
-
-def write_batches(folder: Path, images: np.ndarray) -> Path:
-    """The official python batch layout: data_batch_1..5 (pickled dicts, channel-major rows)."""
-    import pickle
-
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, part in enumerate(np.array_split(images, 5), start=1):
-        rows = part.transpose(0, 3, 1, 2).reshape(len(part), -1)
-        blob = {b"batch_label": f"training batch {i} of 5".encode(), b"labels": [0] * len(part), b"data": rows}
-        (folder / f"data_batch_{i}").write_bytes(pickle.dumps(blob))
-    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [b"airplane"]}))
-    return folder
-
-
-def write_archive(path: Path, images: np.ndarray) -> Path:
-    import tarfile
-
-    folder = write_batches(path.parent / "extract" / ddata.BATCH_DIR, images)
-    with tarfile.open(path, "w:gz") as tar:
-        tar.add(folder, arcname=ddata.BATCH_DIR)
-    return path
-
-
-def write_pngs(root: Path, images: np.ndarray, classes: bool) -> Path:
-    """train/{i}.png (the Kaggle copy: numbered from 1), or train/<class>/{i:05d}.png."""
-    from PIL import Image
-
-    for i, image in enumerate(images):
-        folder = root / "train" / (f"class{i % 3}" if classes else "")
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image).save(folder / (f"{i:05d}.png" if classes else f"{i + 1}.png"))
-    return root

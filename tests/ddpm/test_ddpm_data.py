@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import write_archive, write_batches, write_pngs
+from ddpm_files import write_archive, write_batches, write_pngs
 from diffscale.ddpm import data as ddata
 from diffscale.errors import DataError
 

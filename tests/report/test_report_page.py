@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import amp_rows
+from report_data import amp_rows
 
 from diffscale.report import fmt
 from diffscale.report.html import build_report

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import shutil
 import zipfile
-from pathlib import Path
 
 import pytest
 
-from conftest import HARDWARE, write_results
+from report_data import HARDWARE, write_results
 from diffscale.report import browser
 from diffscale.report.html import build_report
 from workflow_helpers import clone_workflow, snakemake
