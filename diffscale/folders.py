@@ -1,5 +1,5 @@
-"""Image folders the studies read: a CIFAR-style class tree (the inputs summary) and a captioned
-custom subject (the inputs summary, and the FLUX study's photos: the format of ostris/ai-toolkit)."""
+"""The captioned custom-subject folder the studies read (the inputs summary, and the FLUX study's
+photos): the format of ostris/ai-toolkit. (CIFAR-10's formats are diffscale.cifar's.)"""
 
 from __future__ import annotations
 
@@ -14,20 +14,6 @@ TRIGGER = "[trigger]"
 
 def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def class_folder(root: str | Path) -> list[tuple[Path, str]]:
-    """(image, class name) for every image in root/<class>/, classes sorted by name."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{root}: image folder not found")
-    classes = sorted(p for p in root.iterdir() if p.is_dir())
-    if not classes:
-        raise DataError(f"{root}: expected one sub-folder per class (e.g. {root}/cat/0000.jpg)")
-    items = [(img, c.name) for c in classes for img in _images_in(c)]
-    if not items:
-        raise DataError(f"{root}: the class folders hold no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    return items
 
 
 @dataclass(frozen=True)

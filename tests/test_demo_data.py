@@ -11,7 +11,8 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from diffscale.data import synthetic
-from diffscale.folders import class_folder, subject_folder
+from diffscale import cifar
+from diffscale.folders import subject_folder
 from diffscale.data.summary import coco_counts, write_summary
 from diffscale.errors import DataError
 
@@ -70,10 +71,9 @@ def test_some_captions_are_about_people_and_some_not(demo):
 
 
 def test_cifar_and_subject_folders(demo):
-    items = class_folder(demo / "cifar")
-    assert len(items) == 30 and len({c for _, c in items}) == 10
-    with Image.open(items[0][0]) as img:
-        assert img.size == (32, 32)
+    found = cifar.describe(demo / "cifar")
+    assert found["images"] == 30 and len(found["classes"]) == 10 and set(found["classes"].values()) == {3}
+    assert cifar.read_images(demo / "cifar").shape == (30, 32, 32, 3)
     subject = subject_folder(demo / "subject", trigger="sks disc")
     assert len(subject) == 4
     assert all(s.caption.startswith("a photo of sks disc ") for s in subject)
@@ -94,7 +94,9 @@ def test_summary_counts(demo, tmp_path):
                            demo / "cifar", demo / "subject")
     assert result["coco"] == {"images": 24, "captions": 120, "captions_per_image_min": 5,
                               "captions_per_image_max": 5, "image_files": 24}
-    assert result["cifar"]["images"] == 30 and result["subject"]["images"] == 4
+    assert result["cifar"] == {"format": "image folder", "images": 30,
+                               "classes": {name: 3 for name in synthetic.CIFAR_CLASSES}}
+    assert result["subject"]["images"] == 4
     assert json.loads((tmp_path / "s.json").read_text()) == result
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from diffscale import atomic, io
-from diffscale.folders import class_folder, subject_folder
+from diffscale import atomic, cifar as cifar_source, io
+from diffscale.folders import subject_folder
 from diffscale.errors import DataError
 
 
@@ -30,11 +30,10 @@ def write_summary(out: Path, captions: Path, images: Path | None, cifar: Path, s
     coco = coco_counts(captions)
     if images is not None:
         coco["image_files"] = sum(1 for p in Path(images).iterdir() if p.is_file())
-    cifar_items = class_folder(cifar)
     subject_items = subject_folder(subject, trigger)
     result = {
         "coco": coco,
-        "cifar": {"images": len(cifar_items), "classes": dict(sorted(Counter(c for _, c in cifar_items).items()))},
+        "cifar": cifar_source.describe(cifar),  # any format data.cifar may name, as the DDPM study reads it
         "subject": {"images": len(subject_items), "captions_with_trigger":
                     sum(trigger in item.caption for item in subject_items)},
     }

@@ -174,7 +174,8 @@ def _inputs(results: Path) -> str:
         return "<p class='notice'>results/data/summary.json is not valid JSON.</p>"
     coco, cifar, subject = data.get("coco", {}), data.get("cifar", {}), data.get("subject", {})
     items = [f"COCO-format captions: {fmt.integer(coco.get('images'))} images, {fmt.integer(coco.get('captions'))} captions",
-             f"CIFAR-style folder: {fmt.integer(cifar.get('images'))} images in {len(cifar.get('classes', {}))} classes",
+             f"CIFAR-10 ({cifar.get('format', 'image folder')}): {fmt.integer(cifar.get('images'))} training images"
+             + (f" in {len(cifar['classes'])} classes" if cifar.get("classes") else ", unlabelled"),
              f"Custom subject: {fmt.integer(subject.get('images'))} captioned images"]
     return "<h2 id='inputs'>Inputs</h2><ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in items) + "</ul>"
 

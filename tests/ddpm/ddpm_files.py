@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from diffscale.ddpm import data as ddata
+from diffscale import cifar
 
 
 def write_batches(folder: Path, images: np.ndarray) -> Path:
@@ -27,9 +27,9 @@ def write_batches(folder: Path, images: np.ndarray) -> Path:
 def write_archive(path: Path, images: np.ndarray) -> Path:
     import tarfile
 
-    folder = write_batches(path.parent / "extract" / ddata.BATCH_DIR, images)
+    folder = write_batches(path.parent / "extract" / cifar.BATCH_DIR, images)
     with tarfile.open(path, "w:gz") as tar:
-        tar.add(folder, arcname=ddata.BATCH_DIR)
+        tar.add(folder, arcname=cifar.BATCH_DIR)
     return path
 
 

@@ -7,19 +7,34 @@ import pytest
 from PIL import Image
 
 from ddpm_files import write_archive, write_batches, write_pngs
+from diffscale import cifar
 from diffscale.ddpm import data as ddata
 from diffscale.errors import DataError
 
 
 def test_three_formats_load_to_the_same_array(images, tmp_path):
-    archive = ddata.read_images(write_archive(tmp_path / "cifar-10-python.tar.gz", images))
-    folder = ddata.read_images(write_batches(tmp_path / "batches" / ddata.BATCH_DIR, images).parent)
-    flat = ddata.read_images(write_pngs(tmp_path / "flat", images, classes=False))
-    classes = ddata.read_images(write_pngs(tmp_path / "classes", images, classes=True))
+    archive = cifar.read_images(write_archive(tmp_path / "cifar-10-python.tar.gz", images))
+    folder = cifar.read_images(write_batches(tmp_path / "batches" / cifar.BATCH_DIR, images).parent)
+    flat = cifar.read_images(write_pngs(tmp_path / "flat", images, classes=False))
+    classes = cifar.read_images(write_pngs(tmp_path / "classes", images, classes=True))
     assert archive.dtype == np.uint8 and archive.shape == (20, 32, 32, 3)
     for other in (folder, flat, classes):
         np.testing.assert_array_equal(archive, other)
     np.testing.assert_array_equal(archive, images)
+
+
+def test_every_format_is_described_without_decoding(images, tmp_path):
+    # the inputs summary reads data.cifar this way: the full study names the Kaggle train/ folder
+    archive = cifar.describe(write_archive(tmp_path / "cifar-10-python.tar.gz", images))
+    assert archive == {"format": "python archive", "images": 20, "classes": {"airplane": 20}}
+    folder = cifar.describe(write_batches(tmp_path / "batches" / cifar.BATCH_DIR, images).parent)
+    assert folder == {"format": "python batches", "images": 20, "classes": {"airplane": 20}}
+    flat = cifar.describe(write_pngs(tmp_path / "flat", images, classes=False))
+    assert flat == {"format": "image folder", "images": 20, "classes": {}}  # Kaggle's copy has no labels here
+    classes = cifar.describe(write_pngs(tmp_path / "classes", images, classes=True))
+    assert classes == {"format": "image folder", "images": 20, "classes": {"class0": 7, "class1": 7, "class2": 6}}
+    (tmp_path / "batches" / cifar.BATCH_DIR / cifar.META).unlink()
+    assert cifar.describe(tmp_path / "batches")["classes"] == {"0": 20}  # no class names: the label numbers
 
 
 def test_prepare_caches_once_and_loads_memory_mapped(images, tmp_path):
@@ -35,7 +50,7 @@ def test_demo_folder_of_class_jpegs_loads(tmp_path):
     from diffscale.data import synthetic
 
     synthetic.make_cifar(tmp_path / "demo", per_class=2)
-    assert ddata.read_images(tmp_path / "demo").shape == (20, 32, 32, 3)
+    assert cifar.read_images(tmp_path / "demo").shape == (20, 32, 32, 3)
 
 
 def test_batches_are_a_function_of_seed_and_step_and_flip_half(cache):
@@ -71,20 +86,20 @@ def test_loader_uses_the_workers_it_says(cache):
 
 def test_missing_folder_is_one_line(tmp_path):
     with pytest.raises(DataError, match=r"nowhere: CIFAR-10 not found \(data.cifar: the python archive"):
-        ddata.read_images(tmp_path / "nowhere")
+        cifar.read_images(tmp_path / "nowhere")
 
 
 def test_image_that_is_not_32x32_rgb_is_named(images, tmp_path):
     root = write_pngs(tmp_path / "bad", images[:3], classes=False)
     Image.new("RGB", (64, 64)).save(root / "train" / "2.png")
     with pytest.raises(DataError, match=r"train/2.png: 64x64 RGB, expected a 32x32 RGB image"):
-        ddata.read_images(root)
+        cifar.read_images(root)
     Image.new("L", (32, 32)).save(root / "train" / "2.png")
     with pytest.raises(DataError, match=r"train/2.png: 32x32 L, expected a 32x32 RGB image"):
-        ddata.read_images(root)
+        cifar.read_images(root)
     (root / "train" / "2.png").write_bytes(b"not a png")
     with pytest.raises(DataError, match=r"train/2.png: not a readable image"):
-        ddata.read_images(root)
+        cifar.read_images(root)
 
 
 def test_archive_that_is_not_cifars_is_named(tmp_path):
@@ -95,17 +110,17 @@ def test_archive_that_is_not_cifars_is_named(tmp_path):
     with tarfile.open(other, "w:gz") as tar:
         tar.add(tmp_path / "readme.txt", arcname="readme.txt")
     with pytest.raises(DataError, match=r"other.tar.gz: not the CIFAR-10 python archive \(no cifar-10-batches-py/data_batch_1\)"):
-        ddata.read_images(other)
+        cifar.read_images(other)
     junk = tmp_path / "junk.tar.gz"
     junk.write_bytes(b"\x00" * 100)
     with pytest.raises(DataError, match=r"junk.tar.gz: not a readable tar archive"):
-        ddata.read_images(junk)
+        cifar.read_images(junk)
 
 
 def test_empty_folder_and_decode_each_step_on_batches(tmp_path, images):
     (tmp_path / "empty" / "train").mkdir(parents=True)
     with pytest.raises(DataError, match=r"empty/train: no images \(expected train/\*.png"):
-        ddata.read_images(tmp_path / "empty")
+        cifar.read_images(tmp_path / "empty")
     batches = write_batches(tmp_path / "b", images)
     with pytest.raises(DataError, match="decode_each_step needs an image folder"):
         ddata.FileImages(batches)

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from report_data import amp_rows
+from report_data import HARDWARE, amp_rows
 
 from diffscale.report import fmt
 from diffscale.report.html import build_report
@@ -400,3 +400,19 @@ def test_a_ddpm_window_whose_blocks_disagree_is_flagged(results, build):
     assert ("Noisy window flagged: ddpm/a100/nw2: its slowest timed block took 1.8× its fastest (above 1.25×); "
             "the table shows the median block, but re-run it before trusting the comparison.") in text
     assert text.count("Noisy window flagged") == 1
+
+
+@pytest.mark.parametrize("cifar, shown", [
+    ({"format": "python archive", "images": 50000, "classes": {"cat": 5000, "dog": 5000}},
+     "CIFAR-10 (python archive): 50,000 training images in 2 classes"),
+    ({"format": "image folder", "images": 50000, "classes": {}},  # Kaggle's flat train/*.png
+     "CIFAR-10 (image folder): 50,000 training images, unlabelled"),
+])
+def test_the_inputs_name_the_cifar_format_and_its_labels(results, tmp_path, cifar, shown):
+    import json
+
+    (results / "data").mkdir(exist_ok=True)
+    (results / "data" / "summary.json").write_text(json.dumps(
+        {"coco": {"images": 3, "captions": 15}, "cifar": cifar, "subject": {"images": 6}}))
+    page = build_report(results, tmp_path / "r.html", hardware=HARDWARE, draw=False).read_text()
+    assert f"<li>{shown}</li>" in page
