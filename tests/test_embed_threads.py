@@ -40,6 +40,19 @@ def test_a_run_on_n_cpus_records_them_inside_its_workers(fixture, tmp_path, monk
     assert thread_policy.usable_cores() == before and os.environ["OMP_NUM_THREADS"] == "8"  # restored after
 
 
+@pytest.mark.parametrize("backend", ["multiprocessing", "joblib", "dask"])
+def test_naive_workers_run_n_threads_whatever_the_backend_and_the_environment(fixture, tmp_path, monkeypatch,
+                                                                                backend):
+    # bench embed runs in a bare process: loky would give each worker cores / n_jobs threads and
+    # dask's nanny 1, which made naive the same as pinned there but not under Snakemake
+    for name in thread_policy.THREAD_ENV:
+        monkeypatch.delenv(name, raising=False)
+    n = min(2, USABLE)
+    timing = _run(fixture, tmp_path, backend, "naive", n)
+    assert timing["threads_per_worker"] == [n] * n
+    assert all(name not in os.environ for name in thread_policy.THREAD_ENV)  # restored after
+
+
 def test_more_cpus_than_the_machine_has_is_marked_oversubscribed(fixture, tmp_path):
     n = USABLE + 1
     timing = _run(fixture, tmp_path, "serial", "intraop", n)
@@ -59,7 +72,7 @@ def test_pin_job_takes_the_first_n_usable_cores():
 def test_a_job_takes_one_cpu_per_physical_core_before_any_smt_sibling(monkeypatch):
     """8 CPUs on 4 physical cores, siblings numbered adjacently (0/1 share a core) or half the machine
     apart (0/4): either way a job on 2 or 4 CPUs gets 2 or 4 physical cores, and one on all 8 records 4."""
-    for name in thread_policy.THREAD_ENV:  # pin_job caps them; the test leaves them as they were
+    for name in thread_policy.THREAD_ENV:  # pin_job sets them; the test leaves them as they were
         monkeypatch.delenv(name, raising=False)
     set_to = []
     monkeypatch.setattr(os, "sched_setaffinity", lambda pid, cores: set_to.append(sorted(cores)), raising=False)

@@ -12,11 +12,12 @@ below N, hyper-threads shared cores, and the table and findings say so.
 On those N CPUs (the baseline of every speedup is `serial-pinned-w1`: 1 process × 1 thread):
 
   pinned   N processes × 1 thread each (set inside the worker)
-  naive    N processes × the backend's default threads, left alone: the original study's
+  naive    N processes × the default threads of a process on N CPUs (N): the original study's
            oversubscription. Backends start workers with different defaults (spawned
            multiprocessing workers: one thread per core they may use; loky: cores / n_jobs; dask's
-           nanny: 1) but all keep an OMP_NUM_THREADS the job already has, as under Snakemake
-           and SLURM (the job's CPUs), so every naive worker runs with all N.
+           nanny: 1) but all keep an OMP_NUM_THREADS the job has, so the job sets the thread
+           variables to N, as Snakemake does for a job's threads: every naive worker runs with all
+           N, in the pipeline and in `bench embed`'s bare process alike.
   intraop  1 process × N threads (PyTorch's intra-op parallelism; runs on the serial backend)
 
 On the gpu backend `pinned` means one process per GPU with the job's CPUs shared among them.
@@ -144,8 +145,9 @@ def pin_job(cpus: int) -> dict:
 
     Returns what the run records: cpus asked, the cores pinned to (one per physical core before
     any SMT sibling: `spread`) and how many physical cores they are, whether pinning was possible,
-    and `oversubscribed` when `cpus` exceeds the usable cores (then nothing is pinned). Thread
-    variables the job already has are capped at `cpus`: a job on N CPUs sees at most N."""
+    and `oversubscribed` when `cpus` exceeds the usable cores (then nothing is pinned). The thread
+    variables (THREAD_ENV) are set to `cpus`: a process on N CPUs defaults to N threads, whatever
+    the job was started with (a naive worker's default; pinned and intraop workers set theirs)."""
     cores = usable_cores()
     oversubscribed = cpus > len(cores)
     chosen = cores if oversubscribed else sorted(spread(cores)[:cpus])
@@ -154,8 +156,7 @@ def pin_job(cpus: int) -> dict:
         os.sched_setaffinity(0, chosen)
         pinned = True
     for name in THREAD_ENV:
-        if name in os.environ and os.environ[name].isdigit() and int(os.environ[name]) > cpus:
-            os.environ[name] = str(cpus)
+        os.environ[name] = str(cpus)
     return {"cpus": cpus, "usable_cores": len(cores), "cores": chosen, "physical_cores": physical_cores(chosen),
             "pinned": pinned, "oversubscribed": oversubscribed}
 
