@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# COCO train2017 images whose captions mention a person in at least 3 of 5 (the people-centric
-# subset of the study; ~48k of 118k). Change it here to project another study.
+# COCO train2014 images whose captions mention a person in at least 3 of 5 (the people-centric
+# subset of the study, config/full.yaml: ~48k of 83k). Change it here to project another study.
 FULL_STUDY_IMAGES = 48_000
 GB = 1e9
 KEYS = ("shard_bytes", "bytes_per_item", "bytes_per_image", "bytes_per_token", "projected_images",

@@ -41,21 +41,22 @@ class Prices:
         price = (self.hardware.get(hw) or {}).get("price_per_hour")
         return float(price) if price else None
 
-    def shares(self, hw: str, gpus: int = 0, workers: int = 1) -> float:
+    def shares(self, hw: str, gpus: int = 0, workers: int = 1, cpus: int | None = None) -> float:
         entry = self.hardware[hw]
-        found = resources.job_resources({"hardware": self.hardware}, hw, int(gpus), int(workers))
+        found = resources.job_resources({"hardware": self.hardware}, hw, int(gpus), int(workers), cpus=cpus)
         if resources.requests_gpus(entry, int(gpus)):
             return float(gpus)
         return found["cpus_per_task"] / entry["cpus"]
 
-    def job(self, hw: str, seconds: float, gpus: int = 0, workers: int = 1) -> float | None:
-        """USD of one job on `hw` that ran `seconds` with `gpus` GPUs and `workers` processes."""
+    def job(self, hw: str, seconds: float, gpus: int = 0, workers: int = 1, cpus: int | None = None) -> float | None:
+        """USD of one job on `hw` that ran `seconds` with `gpus` GPUs and `workers` processes; `cpus`:
+        a CPU job that asked for exactly that many (an embedding scaling run w{N}: N)."""
         price = self.per_hour(hw)
         s = fmt.number(seconds)
         if price is None or s is None or math.isinf(s):
             return None
         try:
-            shares = self.shares(hw, _int(gpus), _int(workers, 1))
+            shares = self.shares(hw, _int(gpus), _int(workers, 1), _int(cpus) or None)
         except Exception:  # a key or count this config cannot place: no price rather than a wrong one
             return None
         return price * shares * s / 3600.0

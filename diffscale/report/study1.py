@@ -84,8 +84,9 @@ def embed_section(ctx: Context) -> Section:
         return section
     frame = frame.copy()
     frame["run"] = runs_of(frame, _embed_run)
-    frame["label"] = [b if b == "gpu" or (b, p) == ("serial", "pinned") else f"{b} · {p}"
-                      for b, p in zip(frame["backend"], frame["policy"])]
+    frame["label"] = [(b if b == "gpu" or (b, p) == ("serial", "pinned") else f"{b} · {p}")
+                      + (" (oversubscribed: fewer CPUs than named)" if over else "")
+                      for b, p, over in zip(frame["backend"], frame["policy"], _oversubscribed(frame))]
     frame["cost_per_1k"] = [_cost_per_1k(ctx, row) for _, row in frame.iterrows()]
     for modality in [m for m in MODALITY if m in set(frame["modality"])] + sorted(set(frame["modality"]) - set(MODALITY)):
         mine = frame[frame["modality"] == modality]
@@ -94,6 +95,9 @@ def embed_section(ctx: Context) -> Section:
         section.add(short(mine, embed_cols(item), f"embed-{modality}"))
         section.findings += _embed_findings(mine, title, item, section.id)
         section.add('<div class="figs">' + _speedup_plot(ctx, mine, title) + _cost_plot(ctx, mine, title, item) + "</div>")
+    total = _storage_total(frame)
+    if total is not None:
+        section.findings.append(total)
     section.add(_oversubscription(frame))
     section.add(full(frame.drop(columns=["label", "cost_per_1k"]), "embed_scaling.csv"))
     section.add(ctx.trust(frame["run"], ["vae", "text_encoder"], frame))
@@ -105,7 +109,9 @@ def _cost_per_1k(ctx: Context, row) -> float | None:
         return None
     gpu = row["backend"] == "gpu"
     workers = as_int(row["workers"], 1)
-    cost = ctx.prices.job(str(row["hw"]), row["wall_s"], gpus=workers if gpu else 0, workers=1 if gpu else workers)
+    # a CPU scaling run w{N} asked SLURM for exactly its N CPUs (resources.scaling_cpus): bill those
+    cost = (ctx.prices.job(str(row["hw"]), row["wall_s"], gpus=workers) if gpu else
+            ctx.prices.job(str(row["hw"]), row["wall_s"], workers=workers, cpus=as_int(row.get("cpus"), workers)))
     items = fmt.number(row.get("items"))
     if cost is None:
         return None
@@ -113,6 +119,13 @@ def _cost_per_1k(ctx: Context, row) -> float | None:
         return cost / items * 1000
     rate = fmt.number(row["items_per_s"])
     return cost / (rate * fmt.number(row["wall_s"])) * 1000 if rate else None
+
+
+def _oversubscribed(rows: pd.DataFrame) -> pd.Series:
+    """Runs that named more CPUs than the machine let them use (False where the table has no column)."""
+    if "oversubscribed" not in rows:
+        return pd.Series(False, index=rows.index)
+    return rows["oversubscribed"].astype(str).str.lower().isin(["true", "1"])
 
 
 def _best(rows: pd.DataFrame, column: str = "items_per_s"):
@@ -130,9 +143,7 @@ def _cheapest(rows: pd.DataFrame, column: str):
 def _embed_findings(mine: pd.DataFrame, title: str, item: str, anchor: str) -> list[Finding]:
     found = []
     cpu = mine[mine["backend"] != "gpu"]
-    if "oversubscribed" in cpu:  # a pinned/intraop run on fewer cores than its name makes no scaling claim
-        over = cpu["oversubscribed"].astype(str).str.lower().isin(["true", "1"])
-        cpu = cpu[~over | (cpu["policy"] == "naive")]  # naive shows what oversubscription costs
+    cpu = cpu[~_oversubscribed(cpu)]  # a run on fewer cores than its name makes no scaling claim
     parallel = cpu[cpu["backend"] != "serial"]
     if not parallel.empty:
         top = int(parallel["workers"].max())
@@ -148,9 +159,9 @@ def _embed_findings(mine: pd.DataFrame, title: str, item: str, anchor: str) -> l
                          f"({fmt.percent(pinned['efficiency'])} efficiency){smt_note(pinned)}")
             runs.append(pinned["run"])
         if naive is not None:
-            verdict = "thread oversubscription" if pinned is not None and naive["speedup"] < pinned["speedup"] else \
-                "no worse than pinned here"
-            parts.append(f"the library defaults ({naive['backend']}, naive) {fmt.ratio(naive['speedup'])} ({verdict})")
+            verdict = "" if pinned is None else (" (thread oversubscription)" if naive["speedup"] < pinned["speedup"]
+                                                 else " (no worse than pinned here)")
+            parts.append(f"the library defaults ({naive['backend']}, naive) {fmt.ratio(naive['speedup'])}{verdict}")
             runs.append(naive["run"])
         intraop = _best(cpu[(cpu["policy"] == "intraop") & (cpu["workers"] == top)])
         if intraop is not None:
@@ -174,12 +185,15 @@ def _embed_findings(mine: pd.DataFrame, title: str, item: str, anchor: str) -> l
             f"{title}: {n} GPU{'s' if n > 1 else ''} = {fmt.ratio(one_gpu['items_per_s'] / best_cpu['items_per_s'])} "
             f"the best CPU run ({best_cpu['label']}, {_workers(best_cpu)}).", anchor,
             [one_gpu["run"], best_cpu["run"]]))
-    if "projected_full_gb" in mine.columns and mine["projected_full_gb"].notna().any():
-        row = mine.loc[mine["projected_full_gb"].idxmax()]
-        per_item = (f" ({fmt.sig(fmt.number(row['bytes_per_item']) / 1024)} KiB per item)"
-                    if fmt.number(row.get("bytes_per_item")) else "")
-        found.append(Finding(f"{title}: the full dataset would take {fmt.sig(row['projected_full_gb'])} GB on disk"
-                             f"{per_item}.", anchor, [row["run"]]))
+    row = _storage_row(mine)
+    if row is not None:
+        sizes = [f"{fmt.sig(fmt.number(row[col]) / 1024)} KiB per {unit}"
+                 for col, unit in (("bytes_per_item", item[:-1]), ("bytes_per_image", "image"))
+                 if fmt.number(row.get(col)) and not (col == "bytes_per_image" and item == "images")]
+        images = as_int(row.get("projected_images"))
+        study = f"the full people-centric study ({images:,} images)" if images else "the full study"
+        found.append(Finding(f"{title}: {study} would take {fmt.sig(row['projected_full_gb'])} GB on disk"
+                             + (f" ({', '.join(sizes)})" if sizes else "") + ".", anchor, [row["run"]]))
     costs = [(kind, _cheapest(rows, "cost_per_1k")) for kind, rows in (("CPU", cpu), ("GPU", gpu))]
     costs = [(kind, row) for kind, row in costs if row is not None]
     if costs:
@@ -190,6 +204,25 @@ def _embed_findings(mine: pd.DataFrame, title: str, item: str, anchor: str) -> l
     return found
 
 
+def _storage_row(mine: pd.DataFrame):
+    """The run whose shards project the largest full study (all runs store the same items), or None."""
+    if "projected_full_gb" not in mine.columns or not mine["projected_full_gb"].notna().any():
+        return None
+    return mine.loc[mine["projected_full_gb"].idxmax()]
+
+
+def _storage_total(frame: pd.DataFrame) -> Finding | None:
+    """Latents and text of the full study together: what the disk quota must hold."""
+    rows = {m: _storage_row(frame[frame["modality"] == m]) for m in MODALITY}
+    if any(row is None for row in rows.values()):
+        return None
+    total = sum(float(row["projected_full_gb"]) for row in rows.values())
+    return Finding(f"Embeddings of the full study on disk: latents {fmt.sig(rows['images']['projected_full_gb'])} GB "
+                   f"+ text {fmt.sig(rows['text']['projected_full_gb'])} GB = {fmt.sig(total)} GB (the original "
+                   f"study's text embeddings alone were a 37.7 GB pickle, over its disk quota).", "embed",
+                   [row["run"] for row in rows.values()])
+
+
 def _workers(row) -> str:
     n = as_int(row["workers"], 1)
     word = "GPU" if row["backend"] == "gpu" else "worker"
@@ -198,7 +231,8 @@ def _workers(row) -> str:
 
 def _speedup_plot(ctx: Context, mine: pd.DataFrame, title: str) -> str:
     series: dict[str, list] = {}
-    for _, row in mine[mine["backend"] != "serial"].iterrows():
+    plotted = mine[(mine["backend"] != "serial") & ~_oversubscribed(mine)]  # those did not have the CPUs of their x
+    for _, row in plotted.iterrows():
         label = "gpu (x = GPUs)" if row["backend"] == "gpu" else f"{row['backend']} {row['policy']}"
         if fmt.number(row["speedup"]) is not None:
             series.setdefault(label, []).append((float(row["workers"]), float(row["speedup"])))
@@ -254,7 +288,7 @@ def _oversubscription(frame: pd.DataFrame) -> str:
             Col("oversubscribed", "oversubscribed", fmt.yes_no, optional=True),
             Col("time_ratio", "naive ÷ pinned time", fmt.ratio)]
     return ("<h3>Why “more CPUs” can be slower: naive against pinned threads</h3>"
-            "<p>Naive workers keep each library's default thread count (one thread per CPU of the machine), "
+            "<p>Naive workers keep each library's default thread count (one thread per CPU of the job), "
             "so <i>N</i> workers run <i>N</i> × that many threads on the same CPUs and contend for them; pinned "
             "workers get an equal share of the CPUs. Same backend, same workers, only the threads differ: "
             f"the largest slowdown here is {fmt.ratio(worst['time_ratio'])} ({worst['backend']}, "

@@ -76,7 +76,7 @@ def test_numbers_in_the_tables_equal_the_csvs(results, build):
                 if cell["col"] not in frame.columns:
                     continue  # a column the report computed (cost, label)
                 want = expected[cell["col"]]
-                number = fmt.number(want) if not isinstance(want, str) else None
+                number = fmt.number(want) if not isinstance(want, (str, bool, np.bool_)) else None
                 if number is None:
                     assert cell["text"] in (str(want), fmt.MISSING, fmt.yes_no(want)), (table["id"], cell)
                     continue
@@ -97,8 +97,8 @@ def test_costs_follow_the_stated_formula(results, build):
         cost = next(c for c in row if c["col"] == "cost_per_1k")
         if csv["backend"] == "gpu":  # 1 GPU share of a100 at $2.50/h
             want = 2.50 * 1 * csv["wall_s"] / 3600 / csv["items"] * 1000
-        else:  # a CPU job asks max(workers, 8) CPUs; one share is 8 CPUs at $0.40/h
-            want = 0.40 * max(csv["workers"], 8) / 8 * csv["wall_s"] / 3600 / csv["items"] * 1000
+        else:  # a scaling run w{N} asks exactly N CPUs; one share is the entry's 8 CPUs at $0.40/h
+            want = 0.40 * csv["workers"] / 8 * csv["wall_s"] / 3600 / csv["items"] * 1000
         assert float(cost["value"]) == pytest.approx(want)
     text = " ".join(page.sections["cost"])
     assert "price_per_hour" in text and "start-up" in text and "$2.50" in text
@@ -282,11 +282,29 @@ def test_issue_12_columns_explain_storage_and_oversubscription(results, build):
     frame["bytes_per_item"] = 16384
     frame["projected_full_gb"] = 1.3
     frame.to_csv(path, index=False)
+    frame["bytes_per_image"] = [16384 if m == "images" else 5 * 20480 for m in frame["modality"]]
+    frame["projected_images"] = 48000
+    frame["projected_full_gb"] = [0.79 if m == "images" else 4.9 for m in frame["modality"]]
+    over = (frame["backend"] == "joblib") & (frame["workers"] == 8)  # 8 CPUs named on a machine with fewer
+    frame.loc[over, "oversubscribed"] = True
+    frame.loc[over, "speedup"] = 50.0  # a claim the findings must not repeat
+    frame.to_csv(path, index=False)
     page = build(results)
-    assert any("the full dataset would take 1.30 GB on disk (16.0 KiB per item)" in f["text"] for f in page.findings)
+    texts = [f["text"] for f in page.findings]
+    assert any("VAE latents: the full people-centric study (48,000 images) would take 0.790 GB on disk "
+               "(16.0 KiB per image)." in t for t in texts)
+    assert any("Text embeddings: the full people-centric study (48,000 images) would take 4.90 GB on disk "
+               "(16.0 KiB per caption, 100 KiB per image)." in t for t in texts)
+    assert any(t.startswith("Embeddings of the full study on disk: latents 0.790 GB + text 4.90 GB = 5.69 GB")
+               for t in texts)
+    assert not any("50.0×" in t or "50×" in t for t in texts)
+    main = next(t for t in page.tables if t["id"] == "embed-images")
+    labels = {(row[0]["text"], row[1]["text"]) for row in main["rows"]}
+    assert {("joblib · pinned (oversubscribed: fewer CPUs than named)", "8"), ("multiprocessing · pinned", "8"),
+            ("joblib · pinned", "2")} <= labels
     table = next(t for t in page.tables if t["id"] == "embed-oversubscription")
     assert "oversubscribed" in table["head"]
-    assert {c["text"] for row in table["rows"] for c in row if c["col"] == "oversubscribed"} == {"yes"}
+    assert {c["text"] for row in table["rows"] for c in row if c["col"] == "oversubscribed"} == {"yes", "no"}
 
 
 def test_the_pinned_finding_says_what_the_cores_shared(results, build):
