@@ -190,6 +190,11 @@ def run_worker(task: WorkerTask) -> dict:
                 prepared = _start_loading(task)
         with startup.phase("device_init_s"):
             _init_device(task)
+        # Random weights are built on the CPU (one thread: `building`) and then moved, never built on
+        # the GPU (models.build's on_device): a GPU's generator gives other weights for the same
+        # seed, and the latents and text embeddings of every backend, and the VAE and text encoder
+        # that training and generate.py rebuild from the same spec, must be one model. build_s
+        # records what this costs.
         with startup.phase("build_s"), thread_policy.building():
             embedder = encoders.embedder(task.modality, settings["model"], task.device, compute_dtype,
                                          settings["dtype"], settings["seed"])
