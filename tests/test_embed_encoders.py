@@ -26,12 +26,17 @@ def test_load_image_resizes_shorter_side_and_center_crops(tmp_path):
     assert tall.shape == (48, 48, 3)
 
 
-def test_jpeg_draft_decode_matches_full_decode(tmp_path):
+def test_jpeg_draft_decode_matches_full_decode(tmp_path, monkeypatch):
     from diffscale.data.synthetic import draw_image
 
     path = tmp_path / "photo.jpg"
     draw_image(np.random.default_rng(1), 640, 480).save(path, quality=92)
+    decoded = []
+    convert = Image.Image.convert
+    monkeypatch.setattr(Image.Image, "convert", lambda self, *a, **k: decoded.append(self.size) or convert(self, *a, **k))
     drafted = encoders.load_image(str(path), 128).astype(float)
+    assert decoded == [(160, 120)]  # decoded at 1/4 scale, the smallest whose short side keeps >= 90 % of 128 px
+    monkeypatch.undo()
     with Image.open(path) as img:
         full = np.asarray(img.convert("RGB").resize((171, 128), Image.Resampling.BICUBIC).crop((21, 0, 149, 128)))
     assert np.abs(drafted - full).mean() < 6  # same picture; DCT scaling differs only in detail
