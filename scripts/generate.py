@@ -7,7 +7,8 @@
   python scripts/generate.py --prompts prompts.txt --model-path DIR --out DIR [--scheduler ddpm|ddim|euler]
 
 --prompt may be given several times; a prompt file has one prompt per line (# comments allowed).
-Writes NNN-<prompt>.png (prompt and settings in the PNG metadata) and samples.json into --out.
+Writes NNN-<prompt>.png (prompt and settings in the PNG metadata), samples.json and run.json into
+--out.
 """
 
 import argparse
