@@ -56,7 +56,7 @@ def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def write_shard(path: str | Path, tensors: dict[str, Any]) -> dict:
-    """Write one shard atomically; return its index entry (file, items, sha256)."""
+    """Write one shard atomically; return its index entry (file, items, sha256, bytes per tensor)."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -65,7 +65,8 @@ def write_shard(path: str | Path, tensors: dict[str, Any]) -> dict:
         raise ValueError(f"{path.name}: tensors disagree on the item count: {counts}")
     with atomic.atomic_path(path) as tmp:
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
-    return {"file": path.name, "items": next(iter(counts.values())), "sha256": sha256_of(path)}
+    return {"file": path.name, "items": next(iter(counts.values())), "sha256": sha256_of(path),
+            "tensor_bytes": {name: t.numel() * t.element_size() for name, t in tensors.items()}}
 
 
 def tensor_specs(tensors: dict[str, Any]) -> dict[str, dict]:

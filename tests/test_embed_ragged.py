@@ -47,11 +47,24 @@ def test_ragged_is_smaller_and_the_projection_follows_from_the_shards_bytes(runs
     (full_dir, full_t), (ragged_dir, ragged_t) = runs["full"], runs["ragged"]
     assert ragged_t["bytes_per_item"] < full_t["bytes_per_item"] / 2
     shard_bytes = sum((ragged_dir / s["file"]).stat().st_size for s in ShardReader(ragged_dir).index["shards"])
-    tokens = int(ShardReader(ragged_dir).column("mask").sum())
-    assert ragged_t["bytes_per_token"] == pytest.approx(shard_bytes / tokens)
-    images = len(set(ShardReader(ragged_dir).column("image_id").tolist()))
+    reader = ShardReader(ragged_dir)
+    tokens, captions = int(reader.column("mask").sum()), len(reader)
+    images = len(set(reader.column("image_id").tolist()))
+    hidden = reader.index["tensors"]["hidden"]
+    per_token = hidden["item_shape"][-1] * getattr(torch, hidden["dtype"]).itemsize
+    assert ragged_t["bytes_per_token"] == per_token  # one stored hidden state per real token, nothing else
+    assert ragged_t["tokens_per_caption"] == pytest.approx(tokens / captions)
+    fixed = ragged_t["fixed_bytes_per_caption"]
+    assert fixed == pytest.approx((shard_bytes - tokens * per_token) / captions) and 0 < fixed < 2 * per_token
+    # the projection is built from bytes per token: at this run's tokens per caption, it is the shards' bytes
+    assert ragged_t["projected_full_gb"] == pytest.approx(
+        sizes.projected_text_gb(fixed, per_token, tokens / captions, captions / images))
     assert ragged_t["projected_full_gb"] == pytest.approx(shard_bytes / images * sizes.FULL_STUDY_IMAGES / 1e9)
-    assert ShardReader(ragged_dir).index["meta"]["storage"]["projected_full_gb"] == ragged_t["projected_full_gb"]
+    longer = sizes.projected_text_gb(fixed, per_token, tokens / captions + 10, captions / images)
+    assert longer - ragged_t["projected_full_gb"] == pytest.approx(
+        10 * per_token * captions / images * sizes.FULL_STUDY_IMAGES / 1e9)
+    assert reader.index["meta"]["storage"]["projected_full_gb"] == ragged_t["projected_full_gb"]
+    assert "bytes_per_token" not in full_t  # full-77 storage: a caption's size does not depend on its tokens
 
 
 def test_pad_ragged():

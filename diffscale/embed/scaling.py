@@ -98,6 +98,9 @@ def _row(t: dict) -> dict:
         "peak_rss_mb": max(t["peak_rss_mb"]),
         "bytes_per_item": t.get("bytes_per_item", math.nan), "bytes_per_image": t.get("bytes_per_image", math.nan),
         "bytes_per_token": t.get("bytes_per_token", math.nan),
+        "fixed_bytes_per_caption": t.get("fixed_bytes_per_caption", math.nan),
+        "tokens_per_caption": t.get("tokens_per_caption", math.nan),
+        "projected_images": t.get("projected_images", math.nan),
         "projected_full_gb": t.get("projected_full_gb", math.nan),
         "random_weights": t.get("random_weights", ""), "run": t.get("run_dir", t.get("run", "")),
     }

@@ -190,6 +190,9 @@ def _embed_findings(mine: pd.DataFrame, title: str, item: str, anchor: str) -> l
         sizes = [f"{fmt.sig(fmt.number(row[col]) / 1024)} KiB per {unit}"
                  for col, unit in (("bytes_per_item", item[:-1]), ("bytes_per_image", "image"))
                  if fmt.number(row.get(col)) and not (col == "bytes_per_image" and item == "images")]
+        tokens, per_token = fmt.number(row.get("tokens_per_caption")), fmt.number(row.get("bytes_per_token"))
+        if tokens and per_token:  # ragged text: what a longer caption would add
+            sizes.append(f"{fmt.sig(tokens)} real tokens per caption, {fmt.integer(per_token)} bytes each")
         images = as_int(row.get("projected_images"))
         study = f"the full people-centric study ({images:,} images)" if images else "the full study"
         found.append(Finding(f"{title}: {study} would take {fmt.sig(row['projected_full_gb'])} GB on disk"

@@ -285,6 +285,8 @@ def test_issue_12_columns_explain_storage_and_oversubscription(results, build):
     frame["bytes_per_image"] = [16384 if m == "images" else 5 * 20480 for m in frame["modality"]]
     frame["projected_images"] = 48000
     frame["projected_full_gb"] = [0.79 if m == "images" else 4.9 for m in frame["modality"]]
+    frame["tokens_per_caption"] = [None if m == "images" else 13.5 for m in frame["modality"]]
+    frame["bytes_per_token"] = [None if m == "images" else 1536 for m in frame["modality"]]
     over = (frame["backend"] == "joblib") & (frame["workers"] == 8)  # 8 CPUs named on a machine with fewer
     frame.loc[over, "oversubscribed"] = True
     frame.loc[over, "speedup"] = 50.0  # a claim the findings must not repeat
@@ -294,7 +296,8 @@ def test_issue_12_columns_explain_storage_and_oversubscription(results, build):
     assert any("VAE latents: the full people-centric study (48,000 images) would take 0.790 GB on disk "
                "(16.0 KiB per image)." in t for t in texts)
     assert any("Text embeddings: the full people-centric study (48,000 images) would take 4.90 GB on disk "
-               "(16.0 KiB per caption, 100 KiB per image)." in t for t in texts)
+               "(16.0 KiB per caption, 100 KiB per image, 13.5 real tokens per caption, 1,536 bytes each)." in t
+               for t in texts)
     assert any(t.startswith("Embeddings of the full study on disk: latents 0.790 GB + text 4.90 GB = 5.69 GB")
                for t in texts)
     assert not any("50.0×" in t or "50×" in t for t in texts)
