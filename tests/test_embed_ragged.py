@@ -44,7 +44,7 @@ def test_ragged_round_trips_to_the_full_layout_at_the_real_positions(runs):
 
 
 def test_ragged_is_smaller_and_the_projection_follows_from_the_shards_bytes(runs):
-    (full_dir, full_t), (ragged_dir, ragged_t) = runs["full"], runs["ragged"]
+    (_, full_t), (ragged_dir, ragged_t) = runs["full"], runs["ragged"]
     assert ragged_t["bytes_per_item"] < full_t["bytes_per_item"] / 2
     shard_bytes = sum((ragged_dir / s["file"]).stat().st_size for s in ShardReader(ragged_dir).index["shards"])
     reader = ShardReader(ragged_dir)
