@@ -129,18 +129,14 @@ def write_run(out_dir: str | Path, rc: dict, result: dict, rows: list[dict] | No
 
 # --- tables -------------------------------------------------------------------------------------
 
-def read_rows(run_dirs: list[str | Path], stage: str | None = None) -> list[dict]:
-    """The `rows` of every run's run.json (the sweeps' and the profiler's alike); with `stage`,
-    each run must be of that stage (a table mixing stages would compare unlike windows)."""
+def read_rows(run_dirs: list[str | Path]) -> list[dict]:
+    """The `rows` of every run's run.json (the sweeps' and the profiler's alike)."""
     rows = []
     for run_dir in map(Path, run_dirs):
         path = run_dir / "run.json"
         record = read_json(path, missing="missing; the run did not finish")
         if not isinstance(record, dict) or not isinstance(record.get("rows"), list):
             raise DataError(f"{path}: not a DDPM run record (no rows)")
-        ran = (record.get("config") or {}).get("stage")
-        if stage is not None and ran != stage:
-            raise DataError(f"{path}: a run of stage {ran!r}, not {stage!r} (the table's --stage)")
         rows += record["rows"]
     return rows
 
@@ -212,9 +208,9 @@ def write_table(stage: str, run_dirs: list[str | Path], out: str | Path, train_s
     if stage == "profile":
         from diffscale.ddpm.profiler import COLUMNS
 
-        rows, columns = read_rows(run_dirs, stage), COLUMNS
+        rows, columns = read_rows(run_dirs), COLUMNS
     else:
-        rows, columns = stage_table(stage, read_rows(run_dirs, stage), train_steps, inception_weights)
+        rows, columns = stage_table(stage, read_rows(run_dirs), train_steps, inception_weights)
     return atomic.write_text(out, csv_text(rows, columns))
 
 

@@ -163,11 +163,6 @@ def test_table_reader_names_a_missing_or_foreign_run_record(tmp_path):
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "run.json").write_text('{"rows": [{"op": "aten::addmm"}]}')
     assert read_rows([tmp_path / "c"]) == [{"op": "aten::addmm"}]
-    (tmp_path / "d").mkdir()
-    (tmp_path / "d" / "run.json").write_text('{"config": {"stage": "batch"}, "rows": [{"hw": "local"}]}')
-    assert read_rows([tmp_path / "d"], "batch") == [{"hw": "local"}]
-    with pytest.raises(DataError, match=r"d/run.json: a run of stage 'batch', not 'amp' \(the table's --stage\)$"):
-        read_rows([tmp_path / "d"], "amp")
 
 
 def test_amp_is_compared_with_tf32_where_it_ran_else_fp32():
