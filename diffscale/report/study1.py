@@ -195,8 +195,9 @@ def _embed_findings(mine: pd.DataFrame, title: str, item: str, anchor: str) -> l
             sizes.append(f"{fmt.sig(tokens)} real tokens per caption, {fmt.integer(per_token)} bytes each")
         images = as_int(row.get("projected_images"))
         study = f"the full people-centric study ({images:,} images)" if images else "the full study"
-        found.append(Finding(f"{title}: {study} would take {fmt.sig(row['projected_full_gb'])} GB on disk"
-                             + (f" ({', '.join(sizes)})" if sizes else "") + ".", anchor, [row["run"]]))
+        found.append(Finding(f"{title}: {study} would take {fmt.sig(row['projected_full_gb'])} GB on disk with this "
+                             "run's model and dtype" + (f" ({', '.join(sizes)})" if sizes else "") + ".", anchor,
+                             [row["run"]]))
     costs = [(kind, _cheapest(rows, "cost_per_1k")) for kind, rows in (("CPU", cpu), ("GPU", gpu))]
     costs = [(kind, row) for kind, row in costs if row is not None]
     if costs:
@@ -220,7 +221,8 @@ def _storage_total(frame: pd.DataFrame) -> Finding | None:
     if any(row is None for row in rows.values()):
         return None
     total = sum(float(row["projected_full_gb"]) for row in rows.values())
-    return Finding(f"Embeddings of the full study on disk: latents {fmt.sig(rows['images']['projected_full_gb'])} GB "
+    return Finding(f"Embeddings of the full study on disk, with these runs' models and dtype: latents "
+                   f"{fmt.sig(rows['images']['projected_full_gb'])} GB "
                    f"+ text {fmt.sig(rows['text']['projected_full_gb'])} GB = {fmt.sig(total)} GB (the original "
                    f"study's text embeddings alone were a 37.7 GB pickle, over its disk quota).", "embed",
                    [row["run"] for row in rows.values()])

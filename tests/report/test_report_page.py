@@ -293,12 +293,13 @@ def test_issue_12_columns_explain_storage_and_oversubscription(results, build):
     frame.to_csv(path, index=False)
     page = build(results)
     texts = [f["text"] for f in page.findings]
-    assert any("VAE latents: the full people-centric study (48,000 images) would take 0.790 GB on disk "
-               "(16.0 KiB per image)." in t for t in texts)
-    assert any("Text embeddings: the full people-centric study (48,000 images) would take 4.90 GB on disk "
-               "(16.0 KiB per caption, 100 KiB per image, 13.5 real tokens per caption, 1,536 bytes each)." in t
+    assert any("VAE latents: the full people-centric study (48,000 images) would take 0.790 GB on disk with this "
+               "run's model and dtype (16.0 KiB per image)." in t for t in texts)
+    assert any("Text embeddings: the full people-centric study (48,000 images) would take 4.90 GB on disk with this "
+               "run's model and dtype (16.0 KiB per caption, 100 KiB per image, 13.5 real tokens per caption, 1,536 bytes each)." in t
                for t in texts)
-    assert any(t.startswith("Embeddings of the full study on disk: latents 0.790 GB + text 4.90 GB = 5.69 GB")
+    assert any(t.startswith("Embeddings of the full study on disk, with these runs' models and dtype: latents 0.790 GB "
+                            "+ text 4.90 GB = 5.69 GB")
                for t in texts)
     assert not any("50.0×" in t or "50×" in t for t in texts)
     main = next(t for t in page.tables if t["id"] == "embed-images")
