@@ -18,10 +18,10 @@ N CPUs), and `findings` leaves them out.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
+from diffscale import io
 from diffscale.metrics import efficiency, karp_flatt, speedup
 from diffscale.errors import DataError
 
@@ -56,16 +56,7 @@ def load_timings(paths: list[str | Path]) -> list[dict]:
 
 
 def _load_timing(path: Path) -> dict:
-    try:
-        timing = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(f"{path}: timing file not found") from None
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc.msg})") from None
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not valid JSON (not UTF-8 text)") from None
-    except OSError as exc:  # a folder, no permission
-        raise DataError(f"{path}: cannot read the timing file ({exc.strerror})") from None
+    timing = io.read_json(path, missing="timing file not found", what="timing")
     if not isinstance(timing, dict):
         raise DataError(f"{path}: expected a JSON object of an embedding run's timings")
     missing = [key for key in REQUIRED if key not in timing]
