@@ -108,3 +108,18 @@ def test_torchrun_with_another_world_is_refused(monkeypatch):
     with pytest.raises(ConfigError, match=r"torchrun started 2 processes but the run asks for 4 \(flux.gpus\)"):
         launch.mode(4, "flux.gpus")
     assert launch.mode(2) == "torchrun" and launch.env_rank() == 0
+
+
+def test_the_ema_update_stays_outside_autograd():
+    # the sources are trained parameters: a recorded in-place lerp chained a graph node per EMA
+    # tensor per step onto the EMA copy (host memory grew through the whole run)
+    from diffscale.train.core import compat
+
+    params = [torch.nn.Parameter(torch.randn(3)), torch.nn.Parameter(torch.randn(2, 2))]
+    ema = [torch.zeros_like(p) for p in params]
+    for _ in range(3):
+        compat.lerp_(ema, params, 0.25)
+    want = [p.detach() * (1 - 0.75 ** 3) for p in params]  # three steps a quarter of the way from 0
+    assert all(e.grad_fn is None and not e.requires_grad for e in ema)
+    for e, w in zip(ema, want):
+        torch.testing.assert_close(e, w)
