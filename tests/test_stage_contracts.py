@@ -27,3 +27,19 @@ def test_embedded_captions_equal_what_generate_encodes(repo_root):
     stored = embedder.compute(ids)["hidden"]
     prompted = PromptEncoder(cfg["models"]["text_encoder"])(captions)
     torch.testing.assert_close(stored, prompted, rtol=0, atol=1e-6)
+
+
+def test_prompts_are_encoded_without_tf32_whatever_the_training_run_set(repo_root, monkeypatch):
+    """A training run with tf32 on stores the empty prompt's embedding, and generate.py recomputes
+    it in plain fp32 and compares: both must encode without TF32 (it moved values by ~3e-3)."""
+    cfg = yaml.safe_load((repo_root / "config.yaml").read_text())
+    encoder = PromptEncoder(cfg["models"]["text_encoder"])
+    seen = []
+    forward = encoder.model.forward
+    monkeypatch.setattr(encoder.model, "forward", lambda *a, **k: seen.append(
+        (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)) or forward(*a, **k))
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)  # as precision.allow_tf32 leaves it
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    encoder.null_embedding()
+    assert seen == [(False, False)]
+    assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32  # restored after

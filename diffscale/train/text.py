@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from diffscale import models
 from diffscale.tokenize import tokenizer_for
+from diffscale.train.core import precision
 
 
 class PromptEncoder:
@@ -38,7 +39,7 @@ class PromptEncoder:
 
         tokens = self.tokenizer(list(prompts))
         ids = torch.from_numpy(tokens.input_ids).to(self.device)
-        with torch.inference_mode():
+        with torch.inference_mode(), precision.exact_fp32():  # a tf32 training run encodes as generation does
             hidden = self.model(input_ids=ids).last_hidden_state
         return hidden.float().clone(), torch.from_numpy(tokens.attention_mask.astype("int64")).to(self.device)
 

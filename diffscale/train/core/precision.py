@@ -17,6 +17,9 @@ it is a no-op). A loop holds one `Precision` and uses it around every micro-batc
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 from diffscale import vocab
 from diffscale.train.core import compat
 
@@ -32,6 +35,21 @@ def allow_tf32(device_type: str, enabled: bool) -> None:
     torch.backends.cuda.matmul.allow_tf32 = enabled
     torch.backends.cudnn.allow_tf32 = enabled
     torch.backends.cudnn.benchmark = True
+
+
+@contextlib.contextmanager
+def exact_fp32() -> Iterator[None]:
+    """fp32 matmuls and convolutions without TF32 for the duration (restored after): for values
+    that must come out the same wherever they are recomputed (the empty prompt's embedding, which
+    a training run with tf32 on stores and generation checks)."""
+    import torch
+
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
 class Precision:
