@@ -324,7 +324,8 @@ def train_cols(random: bool) -> list[Col]:
         Col("efficiency", "efficiency", fmt.percent),
         Col("mfu", "MFU", fmt.percent, "model FLOPs utilisation", optional=True),
         Col("final_loss", "final loss" + (" (random weights: timing only)" if random else ""), lambda v: fmt.sig(v, 4)),
-        Col("cost_per_1k_steps", "$ per 1k steps", fmt.money, "whole job, start-up included", optional=True),
+        Col("cost_per_1k_steps", "$ per 1k steps", fmt.money, "whole job, start-up included (a resumed run: "
+            "every segment's set-up and training)", optional=True),
     ]
 
 
@@ -343,8 +344,7 @@ def train_section(ctx: Context) -> Section:
         return section
     frame = frame.copy()
     frame["run"] = runs_of(frame, _train_run)
-    frame["job_s"] = [ctx.job_seconds(f"train/unet/{r['hw']}/{r['precision']}-g{as_int(r['gpus'])}.tsv")
-                      or fmt.number(r.get("train_time_s")) for _, r in frame.iterrows()]
+    frame["job_s"] = [_train_job_seconds(ctx, r) for _, r in frame.iterrows()]
     frame["cost_per_1k_steps"] = [
         _per_1k(ctx.prices.job(str(r["hw"]), r["job_s"], gpus=as_int(r["gpus"]), workers=as_int(r["gpus"], 1)),
                 r.get("steps")) for _, r in frame.iterrows()]
@@ -365,6 +365,16 @@ def train_section(ctx: Context) -> Section:
     section.add(full(frame.drop(columns=["job_s", "cost_per_1k_steps"]), "train_unet.csv"))
     section.add(ctx.trust(frame["run"], ["unet", "vae", "text_encoder"], frame))
     return section
+
+
+def _train_job_seconds(ctx: Context, row) -> float | None:
+    """The seconds a training run held its hardware: Snakemake's benchmark of the job, but for a
+    resumed run (whose benchmark file holds only its last invocation) the run's own sum over its
+    segments of set-up and training."""
+    if str(row.get("resumed")).lower() in ("true", "1") and fmt.number(row.get("job_time_s")):
+        return fmt.number(row["job_time_s"])
+    return (ctx.job_seconds(f"train/unet/{row['hw']}/{row['precision']}-g{as_int(row['gpus'])}.tsv")
+            or fmt.number(row.get("train_time_s")))
 
 
 def _per_1k(cost: float | None, steps) -> float | None:

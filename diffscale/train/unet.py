@@ -155,6 +155,7 @@ def fit(ctx: launch.Context, job: Job) -> dict | None:
     """The loop of one process: setup, restore, train_step per step, save; rank 0's summary at the end."""
     import torch
 
+    fit_start = time.perf_counter()
     cfg, train = job.run_config, job.run_config["train"]
     steps, batch, accum, micro = train["steps"], train["batch_size"], train["grad_accum"], micro_batch(cfg)
     precision.allow_tf32(ctx.device_type, train["tf32"])
@@ -166,9 +167,9 @@ def fit(ctx: launch.Context, job: Job) -> dict | None:
     order = StepBatches(len(s.data), batch, accum, ctx.world, ctx.rank, cfg["seed"], start_step, end_step)
     batches = iter(make_loader(s.data, order, train["loader_workers"], pin_memory=ctx.device_type == "cuda"))
 
-    segment = {"start_step": start_step, "host": socket.gethostname(), "world": ctx.world, "device": s.device_name,
-               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     run_start = time.perf_counter()
+    segment = {"start_step": start_step, "host": socket.gethostname(), "world": ctx.world, "device": s.device_name,
+               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "setup_s": run_start - fit_start}
     ran = lambda done: segments + [{**segment, "end_step": done, "seconds": time.perf_counter() - run_start}]  # noqa: E731
     meter = Meter(rows, batch, ctx.world, s.flops_per_sample, s.peak, start_step,
                   elapsed_before=sum(seg["seconds"] for seg in segments), verbose=ctx.is_main)
@@ -353,6 +354,9 @@ def finish(job: Job, s: Setup, rows: list[dict], segments: list[dict]) -> dict:
         "global_batch": cfg["train"]["batch_size"],
         "micro_batch": micro_batch(cfg),
         "train_time_s": sum(s["seconds"] for s in segments),
+        # what a resumed run held its devices for: every segment's set-up (data, models, restore)
+        # and training; Snakemake's benchmark file keeps only the last invocation's
+        "job_time_s": sum(s["seconds"] + s.get("setup_s", 0.0) for s in segments),
         "resumed": len(segments) > 1,
     }
     data_info = {"images": str(job.images_dir), "text": str(job.text_dir), "samples": len(data),

@@ -438,3 +438,23 @@ def test_the_inputs_name_the_cifar_format_and_its_labels(results, tmp_path, cifa
         {"coco": {"images": 3, "captions": 15}, "cifar": cifar, "subject": {"images": 6}}))
     page = build_report(results, tmp_path / "r.html", hardware=HARDWARE, draw=False).read_text()
     assert f"<li>{shown}</li>" in page
+
+
+def test_a_resumed_training_run_is_billed_for_all_its_segments(results, build):
+    """Snakemake's benchmark file of a resumed job holds only its last invocation."""
+    path = results / "bench" / "train_unet.csv"
+    frame = pd.read_csv(path)
+    frame["job_time_s"] = 5000.0
+    frame["resumed"] = [i == 0 for i in range(len(frame))]
+    frame.to_csv(path, index=False)
+    for _, r in frame.iterrows():  # every job's last invocation: 100 s
+        bench = results / "benchmarks" / "train" / "unet" / str(r["hw"]) / f"{r['precision']}-g{int(r['gpus'])}.tsv"
+        bench.parent.mkdir(parents=True, exist_ok=True)
+        bench.write_text("s\th:m:s\n100.0\t0:01:40\n")
+    page = build(results)
+    table = next(t for t in page.tables if t["id"] == "train-unet")
+    costs = [float(c["value"]) for row in table["rows"] for c in row if c["col"] == "cost_per_1k_steps"]
+    price = {"a100": 2.50, "a40": 1.10}
+    want = [price[r["hw"]] * r["gpus"] * (5000.0 if r["resumed"] else 100.0) / 3600 / r["steps"] * 1000
+            for _, r in frame.iterrows()]
+    assert costs == pytest.approx(want)

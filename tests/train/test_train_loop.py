@@ -1,6 +1,7 @@
 """The training loop: DDP equivalence, bitwise resume, precisions, divergence, OOM, checkpoints."""
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -103,6 +104,11 @@ def test_resumed_run_ends_bitwise_equal_to_an_uninterrupted_one(tmp_path, embedd
     assert not (interrupted / "checkpoint.pt").exists()
     summary = train(cfg, *embeddings, interrupted, resume=True)
     assert summary["resumed"] is True
+    segments = json.loads((interrupted / "run.json").read_text())["segments"]
+    assert [(g["start_step"], g["end_step"]) for g in segments] == [(0, 3), (3, 6)]
+    assert all(g["setup_s"] > 0 for g in segments)  # each start's data, models and restore: billed too
+    assert summary["job_time_s"] == pytest.approx(sum(g["seconds"] + g["setup_s"] for g in segments))
+    assert summary["train_time_s"] == pytest.approx(sum(g["seconds"] for g in segments))
     a, b = final(tmp_path / "straight"), final(interrupted)
     for key in ("model", "ema"):
         assert_states_equal(a[key], b[key])
