@@ -149,12 +149,18 @@ def _check_references(cfg: dict, source: str) -> None:
             raise ConfigError(f"{source}: embed.gpus: list the GPU counts for the 'gpu' backend")
         for i, n in enumerate(embed["gpus"]):
             need_gpus(embed["gpu_hardware"], n, f"embed.gpus[{i}]")
-    names = [run.name for run in experiments.embed_runs(cfg)]
+    runs = {run.name: run for run in experiments.embed_runs(cfg)}
+    names = list(runs)
     if embed["train_source"] not in names:
         raise ConfigError(
             f"{source}: embed.train_source: {embed['train_source']!r} is not one of the embed runs "
             f"({', '.join(names)})"
         )
+    if embed.get("scaling_images") and runs[embed["train_source"]].backend != "gpu":
+        raise ConfigError(
+            f"{source}: embed.train_source: {embed['train_source']!r} embeds only the first "
+            f"embed.scaling_images ({embed['scaling_images']}) images; train from a gpu run, or set "
+            "scaling_images: null")
     for study in ("train", "flux"):
         for i, entry in enumerate(cfg[study]["matrix"]):
             for hw in entry["hw"]:

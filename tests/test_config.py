@@ -183,3 +183,10 @@ def test_training_adapter_must_be_a_file_at_config_time(demo, tmp_path):
         validate_config(copy.deepcopy(bad))
     (tmp_path / "none.safetensors").write_bytes(b"")
     validate_config(bad)  # existing: whether it is a LoRA of the transformer is the job's check
+
+
+def test_with_scaling_images_the_training_reads_a_gpu_run(demo):
+    bad = copy.deepcopy(demo)
+    bad["embed"]["scaling_images"] = 10
+    assert check(bad) == ("config.yaml: embed.train_source: 'serial-pinned-w1' embeds only the first "
+                          "embed.scaling_images (10) images; train from a gpu run, or set scaling_images: null")

@@ -73,3 +73,13 @@ def test_missing_and_malformed_inputs(tmp_path):
         read_skip_list(skip)
     skip.write_text("image_id,file_name,reason\n")
     assert read_skip_list(skip) == {}
+
+
+def test_max_images_takes_the_first_usable_images_and_only_their_captions(fixture):
+    every = [i.image_id for i in load_inputs(fixture.manifest, "images", fixture.skipped).items]
+    images = load_inputs(fixture.manifest, "images", fixture.skipped, max_images=3)
+    assert [i.image_id for i in images.items] == every[:3] and images.max_images == 3
+    assert fixture.skip_listed_id not in every  # skipped images do not count towards the N
+    text = load_inputs(fixture.manifest, "text", fixture.skipped, max_images=3)
+    assert {i.image_id for i in text.items} == set(every[:3])  # the same images in both modalities
+    assert load_inputs(fixture.manifest, "images", fixture.skipped).max_images is None

@@ -86,3 +86,10 @@ def test_text_storage_is_ragged_unless_full_is_asked(demo, repo_root):
     assert "text_storage" not in settings_for(demo, "images", "serial")
     with pytest.raises(ConfigError, match="embed.text_storage: 'padded' is not one of ragged, full"):
         EmbedSettings.from_dict({**settings_for(demo, "text", "serial"), "text_storage": "padded"})
+
+
+def test_scaling_images_limits_the_cpu_runs_not_the_gpu_ones(full):
+    assert full["embed"]["scaling_images"] == 2048  # a fixed strong-scaling workload on the cluster
+    for backend in ("serial", "multiprocessing", "joblib", "dask"):
+        assert EmbedSettings.from_dict(settings_for(full, "images", backend)).max_images == 2048
+    assert "max_images" not in settings_for(full, "text", "gpu")  # the training source: every image

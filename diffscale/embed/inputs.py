@@ -41,6 +41,7 @@ class Inputs:
     items: list  # ImageItem or TextItem, in index order
     skipped: list[dict] = field(default_factory=list)  # {image_id, [caption_index], file_name, reason}
     images: int = 0  # images in the manifest, before the skip list
+    max_images: int | None = None  # only the first N usable images were taken (embed.scaling_images)
 
 
 def read_skip_list(path: str | Path | None) -> dict[int, dict]:
@@ -102,11 +103,18 @@ def _caption_text(value) -> str:
     return value.strip() if isinstance(value, str) else ""
 
 
-def load_inputs(manifest: str | Path, modality: str, skip_list: str | Path | None = None) -> Inputs:
+def load_inputs(manifest: str | Path, modality: str, skip_list: str | Path | None = None,
+                max_images: int | None = None) -> Inputs:
+    """The work items of `manifest` less its skip list; with `max_images`, those of the first N
+    images not skipped (by image_id: the same images for every run and modality)."""
     table = read_manifest(manifest, modality)
     skip = read_skip_list(skip_list)
     inputs = Inputs(modality, [], images=len(table))
     inputs.skipped = [dict(entry, source="skip list") for entry in sorted(skip.values(), key=lambda e: e["image_id"])]
+    if max_images is not None:
+        usable = table[~table["image_id"].astype(int).isin(list(skip))]
+        table = usable.head(max_images)
+        inputs.max_images = max_images
     if modality == "images":
         for image_id, path in table[["image_id", "path"]].itertuples(index=False):
             if int(image_id) not in skip:

@@ -35,6 +35,7 @@ class EmbedSettings:
     loader_workers: int = 0  # loader processes per GPU (0: stage.loader_workers decides)
     dask: dict = field(default_factory=dict)
     text_storage: str = "ragged"  # text only: ragged (real tokens) or full (all 77 positions)
+    max_images: int | None = None  # the first N usable images only (CPU scaling runs: embed.scaling_images)
 
     @property
     def role(self) -> str:
@@ -93,6 +94,8 @@ def settings_for(cfg: dict, modality: str, backend: str) -> dict:
         out["text_storage"] = embed.get("text_storage", "ragged")
     if backend == "gpu":
         out["loader_workers"] = embed["loader_workers"]
+    elif embed.get("scaling_images"):
+        out["max_images"] = embed["scaling_images"]
     if backend == "dask":
         out["dask"] = embed["dask"]
     return out

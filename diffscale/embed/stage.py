@@ -156,7 +156,7 @@ def plan_run(modality: str, manifest: str | Path, out_dir: str | Path, backend: 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     clear_run_dir(out_dir)
-    inputs = load_inputs(manifest, modality, skip_list)
+    inputs = load_inputs(manifest, modality, skip_list, settings.max_images)
     if not inputs.items:
         raise DataError(f"{manifest}: nothing to embed ({inputs.images} images, {len(inputs.skipped)} skipped)")
     plans = planning.plan(inputs.items, layout.processes, settings.batch_size, settings.shard_size)
@@ -287,6 +287,7 @@ def _meta(planned: RunPlan, results: list[dict], spec) -> dict:
         "dtype": settings.dtype, "compute_dtype": results[0]["compute_dtype"],
         "order": "images by image_id; captions by (image_id, caption_index); shards in item order",
         "batch_size": settings.batch_size, "shard_size": settings.shard_size,
+        "max_images": planned.inputs.max_images,  # the first N usable images only (embed.scaling_images)
         **results[0]["meta"],
         "skipped": skipped,
         "truncated": {"count": len(truncated), "items": truncated,
