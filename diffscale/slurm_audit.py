@@ -192,9 +192,10 @@ def placement_problems(job: PlannedJob, record: SlurmRecord, partition_nodes: di
     if record.node not in partition_nodes.get(partition or "", set()):
         problems.append(f"{where}: ran on node {record.node!r}, not a node of partition {partition!r}")
     model, count = requested_gpus(job.resources)
-    if model:
+    if model and set(record.gpus) != {""}:
         allocated_ok = record.gpus == {model: count}
-    else:  # a request without a model ("gpu:2"): any model, the right number
+    else:  # a request without a model ("gpu:2"), or a cluster that accounts only untyped
+        # gres/gpu (the partition and node checks above place the model): the right number
         allocated_ok = sum(record.gpus.values()) == count
     if not allocated_ok:
         wanted = f"{model or 'any'}:{count}" if count else "none"

@@ -131,6 +131,14 @@ def test_wrong_or_missing_gpu_allocations_are_caught(two_gpu_cfg):
     assert problems == ["hardware_check[hw=a40,gpus=1] (SLURM job 19): SLURM allocated GPUs none, asked for a40:1"]
 
 
+def test_a_cluster_that_accounts_only_untyped_gpus_is_checked_by_count(two_gpu_cfg):
+    untyped = SACCT.replace("gres/gpu:a40=1,", "").replace("gres/gpu:a100=2,", "")
+    assert audit.audit_run(RUN_LOG, two_gpu_cfg, audit.parse_sacct(untyped), NODES).problems == []
+    fewer = untyped.replace("gres/gpu=2", "gres/gpu=1")
+    assert audit.audit_run(RUN_LOG, two_gpu_cfg, audit.parse_sacct(fewer), NODES).problems == [
+        "hardware_check[hw=a100,gpus=2] (SLURM job 20): SLURM allocated GPUs {'': 1}, asked for a100:2"]
+
+
 def test_a_request_that_disagrees_with_the_hardware_table_is_caught(two_gpu_cfg):
     two_gpu_cfg["hardware"]["a40"]["partition"] = "gpu-a40"
     problems = audit.audit_run(RUN_LOG, two_gpu_cfg, audit.parse_sacct(SACCT), NODES).problems
