@@ -23,8 +23,9 @@ def _umask() -> int:
 
 
 # Read once at import: os.umask can only be read by setting it, which is not thread-safe.
-FILE_MODE = 0o666 & ~_umask()
-DIR_MODE = 0o777 & ~_umask()
+UMASK = _umask()
+FILE_MODE = 0o666 & ~UMASK
+DIR_MODE = 0o777 & ~UMASK
 
 
 def share(path: str | os.PathLike) -> None:

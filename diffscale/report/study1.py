@@ -95,7 +95,7 @@ def embed_section(ctx: Context) -> Section:
         section.add(short(mine, embed_cols(item), f"embed-{modality}"))
         section.findings += _embed_findings(mine, title, item, section.id)
         section.add('<div class="figs">' + _speedup_plot(ctx, mine, title) + _cost_plot(ctx, mine, title, item) + "</div>")
-    total = _storage_total(frame)
+    total = _storage_total(frame, section.id)
     if total is not None:
         section.findings.append(total)
     section.add(_oversubscription(frame))
@@ -215,7 +215,7 @@ def _storage_row(mine: pd.DataFrame):
     return mine.loc[mine["projected_full_gb"].idxmax()]
 
 
-def _storage_total(frame: pd.DataFrame) -> Finding | None:
+def _storage_total(frame: pd.DataFrame, anchor: str) -> Finding | None:
     """Latents and text of the full study together: what the disk quota must hold."""
     rows = {m: _storage_row(frame[frame["modality"] == m]) for m in MODALITY}
     if any(row is None for row in rows.values()):
@@ -224,7 +224,7 @@ def _storage_total(frame: pd.DataFrame) -> Finding | None:
     return Finding(f"Embeddings of the full study on disk, with these runs' models and dtype: latents "
                    f"{fmt.sig(rows['images']['projected_full_gb'])} GB "
                    f"+ text {fmt.sig(rows['text']['projected_full_gb'])} GB = {fmt.sig(total)} GB (the original "
-                   f"study's text embeddings alone were a 37.7 GB pickle, over its disk quota).", "embed",
+                   f"study's text embeddings alone were a 37.7 GB pickle, over its disk quota).", anchor,
                    [row["run"] for row in rows.values()])
 
 
