@@ -79,6 +79,7 @@ def wildcard_constraints() -> dict[str, str]:
     return {
         "hw": "[a-z][a-z0-9_]*",
         "gpus": r"\d+",
+        "run_gpus": r"\d+",
         "workers": r"\d+",
         "steps": r"\d+",
         "precision": alternatives(PRECISIONS),

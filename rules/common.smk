@@ -150,13 +150,25 @@ def embed_timings():
 
 # --- study 1, stage 3: U-Net training (rules/train.smk) ----------------------------------------
 TRAIN_RUN = "results/train/unet/{hw}/{precision}-g{gpus}"
-TRAIN_SAMPLES = "results/train/samples/{hw}/{precision}-g{gpus}"
+# A sampling job's {run_gpus} is its training run's {gpus}: it samples on one device, so it asks
+# for one GPU (the {gpus} wildcard would make it ask for the run's whole allocation).
+TRAIN_SAMPLES = "results/train/samples/{hw}/{precision}-g{run_gpus}"
 
 
 def train_run_wildcards():
     """The training matrix as zipped wildcard lists, for expand(..., zip, **train_run_wildcards())."""
     runs = experiments.train_runs(config)
     return {"hw": [r.hw for r in runs], "precision": [r.precision for r in runs], "gpus": [r.gpus for r in runs]}
+
+
+def train_samples():
+    """The sample folder of every training run."""
+    return [TRAIN_SAMPLES.format(hw=r.hw, precision=r.precision, run_gpus=r.gpus) for r in experiments.train_runs(config)]
+
+
+def sampled_run(wildcards):
+    """The training run a sampling job reads."""
+    return TRAIN_RUN.format(hw=wildcards.hw, precision=wildcards.precision, gpus=wildcards.run_gpus)
 
 
 def train_run_config(wildcards):

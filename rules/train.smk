@@ -56,8 +56,8 @@ rule train_unet_table:
 
 rule generate_unet_samples:
     input:
-        checkpoint=f"{TRAIN_RUN}/checkpoint.pt",
-        config=f"{TRAIN_RUN}/config.json",
+        checkpoint=lambda wildcards: f"{sampled_run(wildcards)}/checkpoint.pt",
+        config=lambda wildcards: f"{sampled_run(wildcards)}/config.json",
     output:
         directory(TRAIN_SAMPLES),
     params:
@@ -65,12 +65,12 @@ rule generate_unet_samples:
         model=lambda wildcards, input: os.path.dirname(input.checkpoint),
         device=lambda wildcards: hwres.compute_device(config, wildcards.hw),
     log:
-        "results/logs/train/samples/{hw}/{precision}-g{gpus}.log",
+        "results/logs/train/samples/{hw}/{precision}-g{run_gpus}.log",
     conda:
         conda_env_for("train")
     resources:
-        # sampled where the model was trained, with the same request (one job per run)
-        **resources_for(),
+        # sampled on the hardware it was trained on, on one device of it (one job per run)
+        **resources_for(gpus=1),
     shell:
         "python scripts/generate.py {params.sampling} --model-path {params.model}"
         " --device {params.device} --out {output} > {log} 2>&1"
@@ -78,7 +78,7 @@ rule generate_unet_samples:
 
 rule samples:
     input:
-        expand(TRAIN_SAMPLES, zip, **train_run_wildcards()),
+        train_samples(),
     output:
         "results/bench/train_unet_samples.png",
     log:

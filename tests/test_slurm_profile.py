@@ -117,6 +117,10 @@ def test_dry_run_of_the_full_study_sends_every_job_where_the_hardware_table_says
     assert jobs, done.stdout[-2000:]
     problems = [p for job in jobs for p in slurm_audit.request_problems(cfg, job)]
     assert not problems, "\n".join(problems)
+    # sampling a trained model uses one device: it asks for one GPU of the run's hardware
+    sampled = {job.wildcards["run_gpus"]: slurm_audit.requested_gpus(job.resources)
+               for job in jobs if job.rule == "generate_unet_samples" and job.wildcards["hw"] == "a100"}
+    assert sampled == {"1": ("a100", 1), "2": ("a100", 1), "4": ("a100", 1)}
     # every hardware key of the study gets jobs in its partition with its GPU request
     for hw, count in demand(cfg).items():
         entry = cfg["hardware"][hw]
