@@ -32,6 +32,18 @@ include: "rules/report.smk"
 include: "rules/hardware.smk"
 
 
+# Cheap jobs that only read the runs' small outputs (the tables, the sample grid, the report) run
+# where Snakemake runs: as cluster jobs each would wait in the queue for seconds of work.
+localrules:
+    all,
+    embed_scaling,
+    train_unet_table,
+    samples,
+    flux_tables,
+    ddpm_table,
+    report,
+
+
 rule all:
     default_target: True
     input:

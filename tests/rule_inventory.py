@@ -55,6 +55,7 @@ def main() -> None:
                 "name": rule.name,
                 "wildcards": names,
                 "has_shell": bool(rule.shellcmd),
+                "local": rule.name in workflow._localrules,  # noqa: SLF001 (is_local is true for all rules off a cluster)
                 "resources": sorted(rule.resources),
                 "envs": envs,
                 "log": bool(rule.log),

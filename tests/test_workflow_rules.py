@@ -66,6 +66,15 @@ def test_every_rule_takes_its_resources_from_the_hardware_table(rules):
         assert rule["log"], f"rule {rule['name']} has no log:"
 
 
+def test_only_the_light_summary_rules_run_where_snakemake_runs(rules):
+    # On SLURM a local rule is not submitted: the tables, the sample grid and the report (seconds of
+    # reading small files) skip the queue; every rule that computes on a hardware key is a cluster job.
+    _, found = rules
+    local = {rule["name"] for rule in job_rules(found) if rule["local"]}
+    assert local == {"embed_scaling", "train_unet_table", "samples", "flux_tables", "ddpm_table", "report"}
+    assert not [rule["name"] for rule in found["rules"] if rule["local"] and "hw" in rule["wildcards"]]
+
+
 def test_the_k80_entry_of_the_full_study_gets_the_k80_env():
     found = inventory("config/full.yaml")
     check = next(r for r in found["rules"] if r["name"] == "hardware_check")
