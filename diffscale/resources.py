@@ -47,6 +47,12 @@ def scaling_cpus(backend: str, workers: int, dask_cluster: str | None = "local")
     return 1 if dask_workers_elsewhere(backend, dask_cluster) else int(workers)
 
 
+def training_processes(gpus: int, loader_workers: int) -> int:
+    """Processes of a training job: one per device (or gloo process on a CPU entry), each with its
+    `loader_workers` DataLoader worker processes (8 workers on 1 GPU: 9 processes)."""
+    return max(1, gpus) * (loader_workers + 1)
+
+
 def job_resources(cfg: dict, hw: str | None, gpus: int = 0, workers: int = 1, attempt: int = 1,
                   cpus: int | None = None) -> dict:
     """Resources for a job on hardware `hw` (None: the CPU hardware) using `gpus` GPUs (0: CPU
@@ -87,15 +93,17 @@ def job_resources(cfg: dict, hw: str | None, gpus: int = 0, workers: int = 1, at
 
 
 def rule_resources(cfg: dict, wildcards, attempt: int = 1, hw=None, gpus=0, workers=1, cpus=None) -> dict:
-    """`job_resources` of one workflow job: `hw`, `gpus` and `workers` come from the job's wildcards of
-    the same name when it has them, else from the arguments, each a value or a function of the
-    wildcards (e.g. the embedding backend decides the hardware key); `cpus` (a value or function,
-    None: none) asks for exactly that many CPUs."""
+    """`job_resources` of one workflow job: `hw`, `gpus` and `workers` are the arguments when they are
+    functions of the wildcards (e.g. the embedding backend decides the hardware key; a DDPM job's
+    processes follow from its {workers} DataLoader workers), else the job's wildcards of the same
+    name when it has them, else the argument values; `cpus` (a value or function, None: none) asks
+    for exactly that many CPUs."""
     given = dict(wildcards)
 
     def pick(name: str, default):
-        value = given.get(name, default)
-        return value(wildcards) if callable(value) else value
+        if callable(default):
+            return default(wildcards)
+        return given.get(name, default)
 
     exact = cpus(wildcards) if callable(cpus) else cpus
     return job_resources(cfg, pick("hw", hw), int(pick("gpus", gpus)), int(pick("workers", workers)), attempt, exact)

@@ -160,8 +160,10 @@ def request_problems(cfg: dict, job: PlannedJob) -> list[str]:
         want, got = expected[key], asked.get(key)
         if key == "runtime":
             ok = got is not None and _int(got) % want == 0 and _int(got) >= want  # retries multiply
-        elif key == "cpus_per_task" and "workers" not in job.wildcards:
-            ok = _int(got) >= want  # a rule may run more processes than the entry's minimum
+        elif key == "cpus_per_task" and cpus is None:
+            # only a scaling run's CPUs are exact; a rule may run more processes than the entry's
+            # minimum (a DDPM job's DataLoader workers beside its training process)
+            ok = _int(got) >= want
         else:
             ok = _plain(want) == _plain(got)
         if not ok:

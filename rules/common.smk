@@ -270,11 +270,15 @@ def ddpm_run_config(stage):
     return run_config
 
 
+def ddpm_processes(wildcards):
+    """The processes of a DataLoader-sweep job: the training process of each of its GPUs with its
+    {workers} loader workers, a CPU each (w8 on 1 GPU: 9); other DDPM jobs count one per GPU."""
+    return hwres.training_processes(DDPM_BASE_GPUS, int(wildcards.workers)) if "workers" in dict(wildcards) else 1
+
+
 def ddpm_threads(wildcards):
     """All the CPUs the job asks SLURM for, so a local run never times two windows at once."""
-    w = dict(wildcards)
-    return hwres.job_resources(config, w["hw"], int(w.get("gpus", DDPM_BASE_GPUS)), int(w.get("workers", 1)))[
-        "cpus_per_task"]
+    return hwres.rule_resources(config, wildcards, gpus=DDPM_BASE_GPUS, workers=ddpm_processes)["cpus_per_task"]
 
 
 def ddpm_step_images():

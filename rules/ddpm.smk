@@ -88,7 +88,7 @@ use rule ddpm_batch as ddpm_workers with:
     benchmark:
         "results/benchmarks/ddpm/workers/{hw}/w{workers}.tsv"
     resources:
-        **resources_for(gpus=DDPM_BASE_GPUS),
+        **resources_for(gpus=DDPM_BASE_GPUS, workers=ddpm_processes),
 
 
 # torch.compile mode (off is always measured: the break-even needs it)

@@ -114,3 +114,22 @@ def test_a_scaling_run_asks_for_exactly_its_cpus(full):
     ("gpu", "local", None)])  # the entry's cpus_per_gpu
 def test_a_scaling_run_whose_dask_workers_run_elsewhere_asks_for_one_cpu(backend, cluster, expected):
     assert hwres.scaling_cpus(backend, 8, cluster) == expected
+
+
+def test_a_training_job_asks_a_cpu_for_each_process_and_each_dataloader_worker(full):
+    """A DDPM DataLoader sweep point w8 on one A100 runs 9 processes: 8 CPUs (the entry's per GPU)
+    would make the loaders compete with the training process they feed."""
+    assert hwres.training_processes(1, 8) == 9
+    assert hwres.training_processes(2, 4) == 10
+    assert hwres.training_processes(0, 0) == 1  # a CPU job: the one training process
+    processes = lambda w: hwres.training_processes(1, int(w["workers"]))  # noqa: E731
+    asked = hwres.rule_resources(full, {"hw": "a100", "workers": "8"}, gpus=1, workers=processes)
+    assert asked["cpus_per_task"] == 9 and asked["gres"] == "gpu:a100:1"
+    few = hwres.rule_resources(full, {"hw": "a100", "workers": "2"}, gpus=1, workers=processes)
+    assert few["cpus_per_task"] == full["hardware"]["a100"]["cpus_per_gpu"]
+
+
+def test_a_wildcard_decides_unless_the_rule_gives_a_function_of_the_wildcards(full):
+    assert hwres.rule_resources(full, {"hw": "a100", "gpus": "2"}, gpus=1)["gres"] == "gpu:a100:2"
+    assert hwres.rule_resources(full, {"hw": "a100", "gpus": "2"}, gpus=lambda w: 1)["gres"] == "gpu:a100:1"
+    assert hwres.rule_resources(full, {"hw": "a100"}, gpus=4)["gres"] == "gpu:a100:4"

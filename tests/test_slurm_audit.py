@@ -145,6 +145,22 @@ def test_a_request_that_disagrees_with_the_hardware_table_is_caught(two_gpu_cfg)
     assert "hardware_check[hw=a40,gpus=1]: slurm_partition is 'a40', hardware.a40 says 'gpu-a40'" in problems
 
 
+def test_only_a_scaling_runs_cpus_are_exact(cfg):
+    """A DDPM DataLoader job asks for a CPU per loader besides its training process; an embedding
+    scaling run w{N} asks for exactly N."""
+    def job(wildcards: dict, cpus: int) -> audit.PlannedJob:
+        resources = {"slurm_partition": "cpu", "mem_mb": str(cfg["hardware"]["local"]["mem_mb"]),
+                     "runtime": str(cfg["hardware"]["local"]["runtime_min"]), "cpus_per_task": str(cpus)}
+        return audit.PlannedJob("1", "r", False, wildcards, resources)
+
+    loaders = {"hw": "local", "workers": "2"}
+    assert audit.request_problems(cfg, job(loaders, 3)) == []
+    scaling = {"modality": "images", "backend": "joblib", "policy": "pinned", "workers": "2"}
+    assert audit.request_problems(cfg, job(scaling, 2)) == []
+    assert audit.request_problems(cfg, job(scaling, 3)) == ["r[modality=images,backend=joblib,policy=pinned,"
+                                                           "workers=2]: cpus_per_task is '3', hardware.local says 2"]
+
+
 def test_a_job_without_hw_must_ask_for_a_hardware_entrys_partition(two_gpu_cfg):
     log = RUN_LOG.replace("slurm_partition=cpu", "slurm_partition=bigmem")
     problems = audit.audit_run(log, two_gpu_cfg, audit.parse_sacct(SACCT), NODES).problems

@@ -121,6 +121,10 @@ def test_dry_run_of_the_full_study_sends_every_job_where_the_hardware_table_says
     sampled = {job.wildcards["run_gpus"]: slurm_audit.requested_gpus(job.resources)
                for job in jobs if job.rule == "generate_unet_samples" and job.wildcards["hw"] == "a100"}
     assert sampled == {"1": ("a100", 1), "2": ("a100", 1), "4": ("a100", 1)}
+    # a DataLoader sweep point asks for a CPU per loader besides the training process
+    loaders = {job.wildcards["workers"]: job.resources["cpus_per_task"]
+               for job in jobs if job.rule == "ddpm_workers" and job.wildcards["hw"] == "a100"}
+    assert loaders == {"0": "8", "2": "8", "8": "9"}  # cpus_per_gpu 8; the baseline (4) is a batch run
     # every hardware key of the study gets jobs in its partition with its GPU request
     for hw, count in demand(cfg).items():
         entry = cfg["hardware"][hw]
