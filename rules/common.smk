@@ -41,9 +41,9 @@ wildcard_constraints:
 def resources_for(hw=None, gpus=0, workers=1, cpus=None):
     """Resources as callables of the wildcards, for `resources: **resources_for()`.
 
-    `hw`, `gpus` and `workers` come from the wildcards of the same name when present, else from
-    the arguments: a fixed hardware key for rules without a {hw} wildcard (none: the CPU
-    hardware), or a function of the wildcards where it depends on another one. `cpus` (a function
+    `hw`, `gpus` and `workers` are the arguments where they are functions of the wildcards (a
+    value that depends on another wildcard), else the wildcards of the same name when present,
+    else the argument values (a fixed hardware key for rules without {hw}; none: the CPU hardware). `cpus` (a function
     of the wildcards, None: none) asks for exactly that many CPUs (a scaling run w{N}). A retry gets a
     longer time limit (diffscale.resources.rule_resources). A hardware key missing from the table
     stops the DAG build with a message naming it."""
