@@ -132,6 +132,9 @@ def _check_references(cfg: dict, source: str) -> None:
             raise ConfigError(f"{source}: hardware.{name}.gpu_model: required when gpus_per_node > 0")
         if entry["device"] == "cuda" and entry.get("gpus_per_node", 0) == 0:
             raise ConfigError(f"{source}: hardware.{name}.gpus_per_node: device cuda needs at least 1 GPU")
+        if entry.get("max_runtime_min", entry["runtime_min"]) < entry["runtime_min"]:
+            raise ConfigError(f"{source}: hardware.{name}.max_runtime_min: {entry['max_runtime_min']} is less than "
+                              f"runtime_min {entry['runtime_min']}")
 
     def need_gpus(hw: str, gpus: int, where: str) -> None:
         entry = hardware[hw]

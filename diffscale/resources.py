@@ -53,15 +53,21 @@ def training_processes(gpus: int, loader_workers: int) -> int:
     return max(1, gpus) * (loader_workers + 1)
 
 
+def runtime(entry: dict, attempt: int = 1) -> int:
+    """The time limit, minutes, of a job's `attempt`-th try on a hardware entry: `attempt` times
+    its `runtime_min` (a job killed at its limit resumes from its checkpoint and should not hit the
+    same limit again), but never more than the partition's `max_runtime_min`."""
+    return min(entry["runtime_min"] * attempt, entry.get("max_runtime_min", entry["runtime_min"] * attempt))
+
+
 def job_resources(cfg: dict, hw: str | None, gpus: int = 0, workers: int = 1, attempt: int = 1,
                   cpus: int | None = None) -> dict:
     """Resources for a job on hardware `hw` (None: the CPU hardware) using `gpus` GPUs (0: CPU
     job) and `workers` processes, on its `attempt`-th try.
 
     A CPU job asks for as many CPUs as it runs workers (at least the entry's `cpus`), or exactly
-    `cpus` when given (a scaling run `w{N}` runs on N CPUs, so it measures what it claims); a GPU job asks for `cpus_per_gpu` and `mem_mb` per GPU. A retry
-    gets `attempt` times the run time: a job killed at its time limit resumes from its checkpoint
-    and should not hit the same limit again.
+    `cpus` when given (a scaling run `w{N}` runs on N CPUs, so it measures what it claims); a GPU
+    job asks for `cpus_per_gpu` and `mem_mb` per GPU. A retry gets a longer time limit (`runtime`).
     """
     hw = hw or cpu_hardware(cfg)
     entry = hardware_entry(cfg, hw)
@@ -70,7 +76,7 @@ def job_resources(cfg: dict, hw: str | None, gpus: int = 0, workers: int = 1, at
     res: dict = {
         "slurm_partition": entry["partition"],
         "mem_mb": entry["mem_mb"],
-        "runtime": entry["runtime_min"] * attempt,
+        "runtime": runtime(entry, attempt),
         "gres": "",
         "gpu": 0,
         "gpu_model": "",

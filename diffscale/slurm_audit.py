@@ -159,7 +159,9 @@ def request_problems(cfg: dict, job: PlannedJob) -> list[str]:
     for key in hwres.RESOURCE_KEYS:
         want, got = expected[key], asked.get(key)
         if key == "runtime":
-            ok = got is not None and _int(got) % want == 0 and _int(got) >= want  # retries multiply
+            # the limit of some try: retries multiply it, up to the partition's max_runtime_min
+            tries = range(1, _int(got) // want + 2)
+            ok = got is not None and _int(got) in {hwres.runtime(hwres.hardware_entry(cfg, hw), k) for k in tries}
         elif key == "cpus_per_task" and cpus is None:
             # only a scaling run's CPUs are exact; a rule may run more processes than the entry's
             # minimum (a DDPM job's DataLoader workers beside its training process)

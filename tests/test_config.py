@@ -84,6 +84,12 @@ def test_gpu_entry_needs_model_and_gpus(demo):
     assert check(bad) == "config.yaml: hardware.a40.gpu_model: required when gpus_per_node > 0"
 
 
+def test_a_max_time_below_the_first_tries_time_limit_is_named(demo):
+    bad = copy.deepcopy(demo)
+    bad["hardware"]["local"]["max_runtime_min"] = 20
+    assert check(bad) == "config.yaml: hardware.local.max_runtime_min: 20 is less than runtime_min 30"
+
+
 def test_more_gpus_than_the_node_has(repo_root):
     full = yaml.safe_load((repo_root / "config" / "full.yaml").read_text())
     full["train"]["matrix"][0]["gpus"] = [8]

@@ -76,6 +76,13 @@ def test_a_retry_gets_a_longer_time_limit_and_nothing_else(full):
     assert {k: v for k, v in third.items() if k != "runtime"} == {k: v for k, v in first.items() if k != "runtime"}
 
 
+def test_a_retry_never_asks_for_more_than_the_partitions_max_time(full):
+    full["hardware"]["k80"]["max_runtime_min"] = 2880  # runtime_min 1440: tries ask 1440, 2880, 2880
+    assert [hwres.job_resources(full, "k80", 1, attempt=n)["runtime"] for n in (1, 2, 3)] == [1440, 2880, 2880]
+    full["hardware"]["k80"]["max_runtime_min"] = 2000
+    assert [hwres.job_resources(full, "k80", 1, attempt=n)["runtime"] for n in (1, 2)] == [1440, 2000]
+
+
 def test_more_gpus_than_a_node_has_is_an_error_naming_the_entry(full):
     with pytest.raises(ConfigError, match=r"hardware\.a100: 8 GPUs asked but gpus_per_node is 4"):
         hwres.job_resources(full, "a100", 8)

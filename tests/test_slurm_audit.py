@@ -218,6 +218,17 @@ def test_a_retry_counts_every_attempt_and_allows_the_longer_time_limit(two_gpu_c
     assert problems == ["data_summary (SLURM job 18): ended TIMEOUT"]
 
 
+def test_a_retry_capped_at_the_partitions_max_time_passes_and_a_longer_one_is_caught(two_gpu_cfg):
+    two_gpu_cfg["hardware"]["local"]["max_runtime_min"] = 45  # runtime_min 30: tries ask 30, 45, 45
+    def asked(minutes: int) -> list[str]:
+        log = RUN_LOG.replace("slurm_partition=cpu, runtime=30", f"slurm_partition=cpu, runtime={minutes}")
+        return audit.audit_run(log, two_gpu_cfg, audit.parse_sacct(SACCT), NODES).problems
+
+    assert asked(30) == [] and asked(45) == []
+    assert asked(60) == ["data_summary: runtime is '60', hardware.local says 30"]
+    assert asked(40) == ["data_summary: runtime is '40', hardware.local says 30"]
+
+
 def test_merged_config_merges_mappings_and_replaces_lists(repo_root):
     cfg = audit.merged_config([repo_root / "config.yaml", repo_root / "config" / "slurm-test.yaml"])
     demo = load_config(repo_root / "config.yaml")
