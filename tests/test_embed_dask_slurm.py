@@ -50,12 +50,29 @@ def test_cluster_kwargs_for_a_config():
     assert threads_per_process(slurm, 1) == 2 and threads_per_process(slurm, None) is None
 
 
-def test_defaults_are_the_schemas_and_python_is_this_interpreter():
+def test_defaults_are_the_schemas_and_python_is_this_interpreter(monkeypatch):
     import sys
 
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)  # submitted from outside a SLURM job
     kwargs = cluster_kwargs(with_defaults({}), "n")
     assert (kwargs["queue"], kwargs["job_cpu"], kwargs["cores"], kwargs["processes"]) == (None, 1, 1, 1)
     assert (kwargs["memory"], kwargs["walltime"], kwargs["python"]) == ("2GB", "01:00:00", sys.executable)
+
+
+@pytest.mark.parametrize("squeue_says, walltime", [
+    ("1-02:03:04\n", "1-02:03:04"), ("42:10", "42:10"), ("UNLIMITED", "01:00:00"), ("", "01:00:00")])
+def test_unset_walltime_is_what_the_submitting_job_has_left(monkeypatch, squeue_says, walltime):
+    asked = []
+
+    def squeue(cmd, timeout=30):
+        asked.append(cmd)
+        return subprocess.CompletedProcess(cmd, 0, squeue_says, "")
+
+    monkeypatch.setenv("SLURM_JOB_ID", "812")
+    monkeypatch.setattr(dask_slurm, "_run", squeue)
+    assert cluster_kwargs(with_defaults({}), "n")["walltime"] == walltime
+    assert asked == [["squeue", "-h", "-j", "812", "-o", "%L"]]
+    assert cluster_kwargs(with_defaults({"walltime": "00:30:00"}), "n")["walltime"] == "00:30:00"  # set: as set
 
 
 def test_the_job_script_dask_jobqueue_writes(tmp_path):
@@ -217,7 +234,7 @@ def test_workers_record_their_slurm_job_and_threads_and_jobs_end_with_the_run(sl
     with _backend(join=True, cores=3) as backend:  # pinned: 3 CPUs per job, 1 process -> 3 threads
         results = backend.run(_tasks(tmp_path))
         info = backend.info
-        assert not calls  # nothing cancelled, nothing closed while running
+        assert not [call for call in calls if call[0] == "scancel"]  # nothing cancelled while running
     assert [r["threads"] for r in results] == [3, 3]
     assert info["cluster"] == "slurm" and info["threads_per_process"] == 3 and info["cpus_per_job"] == 3
     assert [(w["worker"], w["job_id"], w["node"], w["threads"]) for w in info["workers"]] == [

@@ -4,7 +4,8 @@
 The config's `embed.dask.slurm` becomes SLURMCluster's keyword arguments (`cluster_kwargs`):
 
   partition, account          -> queue, account           (#SBATCH -p, -A)
-  cores, memory, walltime     -> job_cpu, memory, walltime (--cpus-per-task, --mem, -t), per job
+  cores, memory, walltime     -> job_cpu, memory, walltime (--cpus-per-task, --mem, -t), per job;
+                                 walltime null: the time the submitting job has left (worker_walltime)
   processes                   -> dask worker processes per job: workers / processes jobs
   python, prologue            -> the worker jobs' interpreter, and shell lines run before it
   directives, interface, log_directory, local_directory -> job_extra_directives, ...
@@ -39,6 +40,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import getpass
+import os
+import re
 import secrets
 import shlex
 import signal
@@ -57,6 +60,8 @@ from diffscale.errors import ConfigError
 STARTED_ENV = "DIFFSCALE_JOB_STARTED"
 ENDED = {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY",
          "PREEMPTED", "REVOKED", "SPECIAL_EXIT", "TIMEOUT"}
+FALLBACK_WALLTIME = "01:00:00"  # worker jobs submitted from outside a SLURM job, with no walltime set
+SLURM_TIME = re.compile(r"^(\d+-)?\d+(:\d+){0,2}$")  # squeue's %L, which sbatch -t also reads
 POLL_S = 2.0  # how often the start-up wait looks at the queue
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -94,7 +99,7 @@ def cluster_kwargs(slurm: dict, job_name: str) -> dict:
         "cores": slurm["processes"],  # dask's threads per job: one task thread per process
         "processes": slurm["processes"],
         "memory": slurm["memory"],
-        "walltime": slurm["walltime"],
+        "walltime": slurm["walltime"] or worker_walltime(),
         "python": slurm["python"] or sys.executable,
         "job_name": job_name,
         # first: when the job started (queue wait ends); the workers unpickle diffscale's tasks
@@ -106,6 +111,16 @@ def cluster_kwargs(slurm: dict, job_name: str) -> dict:
         "scheduler_options": {"dashboard_address": ":0"},  # any free port: runs on one node never collide
     }
     return {**kwargs, **slurm["options"]}
+
+
+def worker_walltime() -> str:
+    """The worker jobs' time limit when embed.dask.slurm.walltime is unset: the time the submitting
+    SLURM job has left (squeue's %L; the workers are of no use once it ends, and a retry's longer
+    limit reaches them too), else FALLBACK_WALLTIME (outside SLURM, or a job without a limit)."""
+    job = os.environ.get("SLURM_JOB_ID")
+    out = _run(["squeue", "-h", "-j", job, "-o", "%L"]) if job else None
+    left = out.stdout.strip() if out is not None and out.returncode == 0 else ""
+    return left if SLURM_TIME.match(left) else FALLBACK_WALLTIME
 
 
 def _run(cmd: list[str], timeout: float = 30) -> subprocess.CompletedProcess | None:
