@@ -56,7 +56,7 @@ class Prices:
         if price is None or s is None or math.isinf(s):
             return None
         try:
-            shares = self.shares(hw, _int(gpus), _int(workers, 1), _int(cpus) or None)
+            shares = self.shares(hw, fmt.as_int(gpus), fmt.as_int(workers, 1), fmt.as_int(cpus) or None)
         except Exception:  # a key or count this config cannot place: no price rather than a wrong one
             return None
         return price * shares * s / 3600.0
@@ -76,8 +76,3 @@ class Prices:
                         f"<td>{html.escape(share)}</td><td>{'$%.2f' % price if price else 'no price set'}</td></tr>")
         return ('<table class="short prices"><thead><tr><th>hardware key</th><th>partition</th><th>one share</th>'
                 f"<th>USD per hour</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
-
-
-def _int(value, default: int = 0) -> int:
-    v = fmt.number(value)
-    return default if v is None else int(v)

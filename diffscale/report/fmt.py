@@ -25,6 +25,12 @@ def number(value: Any) -> float | None:
     return None if math.isnan(found) else found
 
 
+def as_int(value: Any, default: int = 0) -> int:
+    """`value` as an int (a CSV cell read as float or text), or `default` when it is missing."""
+    v = number(value)
+    return default if v is None else int(v)
+
+
 def sig(value: Any, digits: int = 3) -> str:
     """`digits` significant digits, no exponent for everyday magnitudes, thousands separated."""
     v = number(value)

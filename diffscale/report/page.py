@@ -19,6 +19,7 @@ import pandas as pd
 
 from diffscale.report import fmt, tables
 from diffscale.report.contract import TITLES  # noqa: F401 - the sections import it from here
+from diffscale.report.fmt import as_int  # noqa: F401 - the sections import it from here
 from diffscale.report.cost import Prices
 from diffscale.report.plots import Drawing
 
@@ -262,8 +263,3 @@ def superlinear(frame: pd.DataFrame, count: str, base_keys: list[str], per_devic
 def _amount(value) -> str:
     v = fmt.number(value)
     return fmt.integer(v) if v is not None and v.is_integer() else fmt.sig(v)
-
-
-def as_int(value, default: int = 0) -> int:
-    v = fmt.number(value)
-    return default if v is None else int(v)
