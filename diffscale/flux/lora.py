@@ -15,9 +15,6 @@ trained LoRA learns the subject on a de-distilled model and is used on the 4-ste
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from diffscale import atomic
@@ -122,13 +119,7 @@ def save(state: dict, path: str | Path, metadata: dict) -> Path:
     from diffusers import FluxPipeline
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    folder = tempfile.mkdtemp(prefix=f".{path.stem}.", dir=path.parent)
-    try:
-        FluxPipeline.save_lora_weights(folder, transformer_lora_layers=state, weight_name=path.name,
+    with atomic.atomic_path(path) as tmp:  # diffusers writes <folder>/<weight_name>: the temp name beside it
+        FluxPipeline.save_lora_weights(tmp.parent, transformer_lora_layers=state, weight_name=tmp.name,
                                        transformer_lora_adapter_metadata=metadata)
-        atomic.share(Path(folder) / path.name)
-        os.replace(Path(folder) / path.name, path)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
     return path
