@@ -52,6 +52,24 @@ def arch_supported(capability: tuple[int, int], arch_list: list[str]) -> bool:
     return False
 
 
+def cuda_problem() -> str | None:
+    """None when PyTorch can use a GPU here, else why not, in words: the torch build and CUDA
+    initialisation's own reason (a driver older than the build needs, no GPU allocated, a CPU-only
+    build), which `is_available()` alone only warns about once per process."""
+    import torch
+
+    if torch.cuda.is_available():
+        return None
+    try:
+        torch.cuda.init()
+        reason = ""
+    except Exception as exc:  # noqa: BLE001 - RuntimeError from the driver, AssertionError from a CPU-only build
+        first = (str(exc).strip().splitlines() or [""])[0]
+        reason = "; " + first.split(". ")[0].rstrip(".") if first else ""
+    return (f"no usable GPU is visible (torch {torch.__version__}, CUDA build: {torch.version.cuda or 'none'}"
+            f"{reason})")
+
+
 def entry_schema() -> dict:
     """The config schema's definition of one hardware entry: the one owner of what an entry is."""
     return schema()["properties"]["hardware"]["additionalProperties"]
@@ -92,9 +110,9 @@ def resolve(cfg: dict, hw: str, count: int = 1, env_hint: str | None = None) -> 
         return Placement("cpu", count, hw)
     import torch
 
-    if not torch.cuda.is_available():
-        raise HardwareError(f"{where}: device cuda requested but no usable GPU is visible "
-                            f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'none'})")
+    problem = cuda_problem()
+    if problem:
+        raise HardwareError(f"{where}: device cuda requested but {problem}")
     visible = torch.cuda.device_count()
     if visible < count:
         raise HardwareError(f"{where}: {count} GPUs requested but {visible} visible")

@@ -75,9 +75,14 @@ def test_bench_on_cuda_without_a_gpu_is_one_line(tmp_path, capsys, monkeypatch):
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "init", _no_cuda_device)
     assert _bench_error(tmp_path, capsys, "models", "--device", "cuda") == [
         f"error: bench models: --device: cuda requested but no usable GPU is visible (torch {torch.__version__}, "
-        f"CUDA build: {torch.version.cuda or 'none'})"]
+        f"CUDA build: {torch.version.cuda or 'none'}; No CUDA GPUs are available)"]
+
+
+def _no_cuda_device():
+    raise RuntimeError("No CUDA GPUs are available")
 
 
 def test_every_stage_documents_batch_resolution_and_repeats_with_their_defaults():

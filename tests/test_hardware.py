@@ -75,6 +75,23 @@ def test_no_visible_gpu_never_falls_back_to_the_cpu(full, monkeypatch):
         hardware.resolve(full, "a40", 1)
 
 
+def test_no_visible_gpu_says_why_in_cudas_own_words(full, monkeypatch):
+    """A driver older than the PyTorch build needs only warns, once, in is_available(); the error
+    carries CUDA initialisation's first sentence."""
+    def old_driver():
+        raise RuntimeError("The NVIDIA driver on your system is too old (found version 11040). Please update "
+                           "your GPU driver by downloading and installing a new version from the URL: "
+                           "http://www.nvidia.com/Download/index.aspx Alternatively, go to: https://pytorch.org")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "init", old_driver)
+    with pytest.raises(HardwareError) as caught:
+        hardware.resolve(full, "a40", 1)
+    assert str(caught.value) == (
+        f"hardware.a40 (partition a40): device cuda requested but no usable GPU is visible (torch {torch.__version__}, "
+        f"CUDA build: {torch.version.cuda or 'none'}; The NVIDIA driver on your system is too old (found version 11040))")
+
+
 def test_fewer_visible_gpus_than_the_job_asked_for(full, monkeypatch):
     fake_gpus(monkeypatch, "NVIDIA A40", (8, 6), ARCH_TORCH_2_CU126, count=2)
     with pytest.raises(HardwareError, match="4 GPUs requested but 2 visible"):

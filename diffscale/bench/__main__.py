@@ -53,9 +53,9 @@ def check_device(value: str, where: str) -> None:
         return
     import torch
 
-    if not torch.cuda.is_available():
-        raise HardwareError(f"{where}: {value} requested but no usable GPU is visible "
-                            f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'none'})")
+    problem = hardware.cuda_problem()
+    if problem:
+        raise HardwareError(f"{where}: {value} requested but {problem}")
     visible = torch.cuda.device_count()
     if index and int(index) >= visible:
         raise HardwareError(f"{where}: {value} requested but {visible} GPUs visible (cuda:0 to cuda:{visible - 1})")

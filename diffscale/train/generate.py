@@ -18,7 +18,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from diffscale import atomic, models, provenance
+from diffscale import atomic, hardware, models, provenance
 from diffscale.errors import ConfigError, DataError, HardwareError, ModelSpecError
 from diffscale.train import checkpoint as ckpt_io
 from diffscale.train.diffusion import SAMPLERS, predict_noise, sampler
@@ -54,8 +54,9 @@ def choose_device(device: str = "auto") -> str:
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise HardwareError(f"--device {device}: no usable GPU is visible (torch {torch.__version__})")
+    problem = hardware.cuda_problem() if device.startswith("cuda") else None
+    if problem:
+        raise HardwareError(f"--device {device}: {problem}")
     return device
 
 
