@@ -22,7 +22,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from diffscale import experiments, models, vocab
+from diffscale import experiments, models, resources as hwres, vocab
 from diffscale.errors import ConfigError, ModelSpecError
 
 SCHEMA_RESOURCE = "schemas/config.schema.yaml"
@@ -132,6 +132,10 @@ def _check_references(cfg: dict, source: str) -> None:
             raise ConfigError(f"{source}: hardware.{name}.gpu_model: required when gpus_per_node > 0")
         if entry["device"] == "cuda" and entry.get("gpus_per_node", 0) == 0:
             raise ConfigError(f"{source}: hardware.{name}.gpus_per_node: device cuda needs at least 1 GPU")
+        flag = hwres.managed_flag(entry.get("slurm_extra", ""))
+        if flag:
+            raise ConfigError(f"{source}: hardware.{name}.slurm_extra: {flag} is set from the hardware table or by "
+                              "Snakemake's SLURM plugin (use partition, cpus, mem_mb, runtime_min, constraint, qos)")
         if entry.get("max_runtime_min", entry["runtime_min"]) < entry["runtime_min"]:
             raise ConfigError(f"{source}: hardware.{name}.max_runtime_min: {entry['max_runtime_min']} is less than "
                               f"runtime_min {entry['runtime_min']}")

@@ -10,10 +10,26 @@ wildcards; jobs without a {hw} wildcard run on the CPU hardware (`cpu_hardware`)
 
 from __future__ import annotations
 
+import re
+
 from diffscale import vocab
 from diffscale.errors import ConfigError
 
-RESOURCE_KEYS = ("slurm_partition", "cpus_per_task", "mem_mb", "runtime", "gres", "gpu", "gpu_model")
+# sbatch options a hardware entry may add for all its jobs, passed as the plugin's resources of the
+# same name (None: not passed): node features (-C), quality of service (--qos), other flags verbatim.
+SBATCH_KEYS = ("constraint", "qos", "slurm_extra")
+RESOURCE_KEYS = ("slurm_partition", "cpus_per_task", "mem_mb", "runtime", "gres", "gpu", "gpu_model", *SBATCH_KEYS)
+# sbatch options the SLURM plugin and the hardware table set; slurm_extra must not set them again.
+MANAGED_SBATCH = re.compile(
+    r"(?:^|\s)(-[pcCtAJNnoeD](?![A-Za-z-])|--(?:partition|cpus-per-task|cpus-per-gpu|mem|mem-per-cpu|mem-per-gpu|time"
+    r"|gres|gpus|gpus-per-node|gpus-per-task|constraint|qos|account|job-name|nodes|ntasks|ntasks-per-gpu|output"
+    r"|error|export|comment|clusters|parsable|workdir|chdir)(?=[=\s]|$))")
+
+
+def managed_flag(slurm_extra: str) -> str | None:
+    """The first sbatch option in `slurm_extra` that the plugin or the hardware table already sets."""
+    found = MANAGED_SBATCH.search(slurm_extra)
+    return found.group(1) if found else None
 
 
 def hardware_entry(cfg: dict, hw: str) -> dict:
@@ -72,7 +88,8 @@ def job_resources(cfg: dict, hw: str | None, gpus: int = 0, workers: int = 1, at
     hw = hw or cpu_hardware(cfg)
     entry = hardware_entry(cfg, hw)
     # Every key is always present (falsy when unused) so a rule's resource keys do not depend on
-    # its wildcards; the SLURM executor skips empty gres / gpu / gpu_model.
+    # its wildcards; the SLURM executor skips empty gres / gpu / gpu_model, and Snakemake drops a
+    # resource that is None (constraint, qos, slurm_extra an entry does not set).
     res: dict = {
         "slurm_partition": entry["partition"],
         "mem_mb": entry["mem_mb"],
@@ -80,6 +97,7 @@ def job_resources(cfg: dict, hw: str | None, gpus: int = 0, workers: int = 1, at
         "gres": "",
         "gpu": 0,
         "gpu_model": "",
+        **{key: entry.get(key) for key in SBATCH_KEYS},
     }
     if requests_gpus(entry, gpus):
         if gpus > entry["gpus_per_node"]:

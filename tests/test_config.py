@@ -90,6 +90,17 @@ def test_a_max_time_below_the_first_tries_time_limit_is_named(demo):
     assert check(bad) == "config.yaml: hardware.local.max_runtime_min: 20 is less than runtime_min 30"
 
 
+@pytest.mark.parametrize("extra, flag", [("--hint=nomultithread -c 4", "-c"), ("--mem=8G", "--mem"),
+                                         ("--exclusive --qos gpu", "--qos")])
+def test_slurm_extra_cannot_set_what_the_hardware_table_sets(demo, extra, flag):
+    bad = copy.deepcopy(demo)
+    bad["hardware"]["local"]["slurm_extra"] = extra
+    assert check(bad) == (f"config.yaml: hardware.local.slurm_extra: {flag} is set from the hardware table or by "
+                          "Snakemake's SLURM plugin (use partition, cpus, mem_mb, runtime_min, constraint, qos)")
+    bad["hardware"]["local"]["slurm_extra"] = "--hint=nomultithread --exclusive"
+    validate_config(bad, source="config.yaml")  # flags the table does not set pass
+
+
 def test_more_gpus_than_the_node_has(repo_root):
     full = yaml.safe_load((repo_root / "config" / "full.yaml").read_text())
     full["train"]["matrix"][0]["gpus"] = [8]

@@ -36,6 +36,7 @@ def test_cpu_job_asks_for_one_cpu_per_worker_but_at_least_the_entrys_cpus(full):
     assert hwres.job_resources(full, "cpu", 0, 1) == {
         "slurm_partition": "cpu", "cpus_per_task": cpu["cpus"], "mem_mb": cpu["mem_mb"],
         "runtime": cpu["runtime_min"], "gres": "", "gpu": 0, "gpu_model": "",
+        "constraint": None, "qos": None, "slurm_extra": None,
     }
     assert hwres.job_resources(full, "cpu", 0, 16)["cpus_per_task"] == 16
 
@@ -81,6 +82,16 @@ def test_a_retry_never_asks_for_more_than_the_partitions_max_time(full):
     assert [hwres.job_resources(full, "k80", 1, attempt=n)["runtime"] for n in (1, 2, 3)] == [1440, 2880, 2880]
     full["hardware"]["k80"]["max_runtime_min"] = 2000
     assert [hwres.job_resources(full, "k80", 1, attempt=n)["runtime"] for n in (1, 2)] == [1440, 2000]
+
+
+def test_an_entrys_sbatch_options_reach_every_job_on_it_and_only_those(full):
+    cfg = copy.deepcopy(full)
+    cfg["hardware"]["a100"] |= {"constraint": "a100_80gb", "qos": "gpu", "slurm_extra": "--hint=nomultithread"}
+    on_a100 = hwres.job_resources(cfg, "a100", 2)
+    assert {key: on_a100[key] for key in hwres.SBATCH_KEYS} == {
+        "constraint": "a100_80gb", "qos": "gpu", "slurm_extra": "--hint=nomultithread"}
+    elsewhere = hwres.job_resources(cfg, "a40", 1)
+    assert {key: elsewhere[key] for key in hwres.SBATCH_KEYS} == dict.fromkeys(hwres.SBATCH_KEYS)  # None: not passed
 
 
 def test_more_gpus_than_a_node_has_is_an_error_naming_the_entry(full):

@@ -107,7 +107,9 @@ def snakemake(*args: str) -> subprocess.CompletedProcess:
 def test_dry_run_of_the_full_study_sends_every_job_where_the_hardware_table_says(tmp_path):
     full = load_config(ROOT / "config" / "full.yaml")
     # both GPU request styles in one plan: a100 switched to --gpus
-    overlay = fake_data_overlay(full, tmp_path, hardware={"a100": {"gpu_request": "gpus"}})
+    # and the a100 jobs' own sbatch options
+    a100_options = {"constraint": "a100_80gb", "qos": "gpu", "slurm_extra": "--hint=nomultithread"}
+    overlay = fake_data_overlay(full, tmp_path, hardware={"a100": {"gpu_request": "gpus", **a100_options}})
     done = snakemake("-n", "--forceall", "--nolock", "--profile", "profiles/slurm", "--printshellcmds",
                      "--configfile", "config/full.yaml", str(overlay), "--sdm", "env-modules")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -117,6 +119,9 @@ def test_dry_run_of_the_full_study_sends_every_job_where_the_hardware_table_says
     assert jobs, done.stdout[-2000:]
     problems = [p for job in jobs for p in slurm_audit.request_problems(cfg, job)]
     assert not problems, "\n".join(problems)
+    for job in jobs:
+        options = a100_options if job.resources["slurm_partition"] == "a100" else {}
+        assert {key: job.resources[key] for key in a100_options if key in job.resources} == options, job.label
     # sampling a trained model uses one device: it asks for one GPU of the run's hardware
     sampled = {job.wildcards["run_gpus"]: slurm_audit.requested_gpus(job.resources)
                for job in jobs if job.rule == "generate_unet_samples" and job.wildcards["hw"] == "a100"}
