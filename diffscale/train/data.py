@@ -52,6 +52,7 @@ class LatentTextDataset:
         self.scaling_factor = scaling_factor(self.images.index, self.images.run_dir)
         self.latent_shape = tuple(self.images.index["tensors"]["latent_mean"]["item_shape"])
         self.hidden_shape = tuple(self.text.index["tensors"]["hidden"]["item_shape"])
+        self.text_dtype = self.text.index["tensors"]["hidden"]["dtype"]  # the captions' stored precision
         # ragged text (only real tokens stored, zeros after them): the U-Net attends with the mask
         self.text_mask = self.text.ragged
         if len(self.images) == 0 or len(self.text) == 0:

@@ -22,7 +22,7 @@ from diffscale import atomic, hardware, models, provenance
 from diffscale.errors import ConfigError, DataError, HardwareError, ModelSpecError
 from diffscale.train import checkpoint as ckpt_io
 from diffscale.train.diffusion import SAMPLERS, predict_noise, sampler
-from diffscale.train.text import PromptEncoder
+from diffscale.train.text import PromptEncoder, as_stored
 
 MANIFEST = "samples.json"
 
@@ -115,7 +115,8 @@ class TrainedModel:
         self.latent_shape = tuple(ckpt["latent_shape"])
         self.scaling_factor = float(ckpt["scaling_factor"])
         self.encoder = PromptEncoder(model_specs["text_encoder"], device=device)
-        self.null = self.encoder.null_embedding()
+        self.text_dtype = ckpt.get("text_dtype", "float32")  # the captions' precision in training
+        self.null = as_stored(self.encoder.null_embedding(), self.text_dtype)
         trained_null = ckpt["null_embedding"].to(device=device, dtype=self.null.dtype)
         if trained_null.shape != self.null.shape or not torch.allclose(trained_null, self.null, atol=1e-3, rtol=1e-3):
             raise ModelSpecError(
@@ -138,6 +139,11 @@ class TrainedModel:
             raise ModelSpecError(f"{config_file}: models.vae ({label}) scales latents by {vae.scaling_factor:g}, "
                                  f"the model was trained with {self.scaling_factor:g}; it is another VAE")
 
+    def condition(self, prompts: list[str]):
+        """The prompts' hidden states at the precision of the training captions, and their masks."""
+        cond, mask = self.encoder.encode(prompts)
+        return as_stored(cond, self.text_dtype), mask
+
     def generate(self, prompts: list[str], settings: Settings):
         """uint8 images [n, H, W, 3] for `prompts`, in batches of settings.batch_size."""
         import torch
@@ -157,7 +163,7 @@ class TrainedModel:
         generators = [torch.Generator(device=self.device).manual_seed(settings.seed * 1_000_003 + n) for n in numbers]
         latents = torch.stack([torch.randn(self.latent_shape, generator=g, device=self.device) for g in generators])
         latents = latents * schedule.init_noise_sigma
-        cond, cond_mask = self.encoder.encode(prompts)
+        cond, cond_mask = self.condition(prompts)
         uncond = self.null.expand(len(prompts), -1, -1)
         masks = (cond_mask, self.null_mask.expand(len(prompts), -1)) if self.text_mask else (None, None)
         with torch.inference_mode():

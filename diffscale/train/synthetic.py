@@ -16,11 +16,12 @@ def write_embedding_runs(root: str | Path, *, images: int = 16, captions_per_ima
                          latent_shape: tuple[int, int, int] = (4, 8, 8), hidden_dim: int = 32,
                          context: int = 77, shard_items: int = 8, scaling_factor: float = 0.18215,
                          seed: int = 0, name: str = "serial-pinned-w1",
-                         text_storage: str = "full") -> tuple[Path, Path]:
+                         text_storage: str = "full", text_dtype: str = "float32") -> tuple[Path, Path]:
     """Write `root/images/<name>/` and `root/text/<name>/`; return the two run directories.
 
     Text as the embedding stage stores it: `full` (hidden [77, D], all positions real) or `ragged`
-    (captions of 3 to 20 real tokens, only those stored)."""
+    (captions of 3 to 20 real tokens, only those stored), its states in `text_dtype` (a gpu run's
+    bfloat16, a CPU run's float32)."""
     import torch
 
     gen = torch.Generator().manual_seed(seed)
@@ -54,10 +55,10 @@ def write_embedding_runs(root: str | Path, *, images: int = 16, captions_per_ima
         }
         if text_storage == "ragged":
             lengths = torch.randint(3, 21, (n,), generator=gen, dtype=torch.int32)
-            tensors = with_offsets({**tensors, "lengths": lengths,
-                                    "tokens": torch.randn((int(lengths.sum()), hidden_dim), generator=gen)})
+            states = torch.randn((int(lengths.sum()), hidden_dim), generator=gen).to(getattr(torch, text_dtype))
+            tensors = with_offsets({**tensors, "lengths": lengths, "tokens": states})
         else:
-            tensors.update(hidden=torch.randn((n, context, hidden_dim), generator=gen),
+            tensors.update(hidden=torch.randn((n, context, hidden_dim), generator=gen).to(getattr(torch, text_dtype)),
                            mask=torch.ones((n, context), dtype=torch.int8))
         shards.append(write_shard(text_dir / shard_name(number), tensors))
         specs = tensor_specs(tensors)

@@ -20,6 +20,15 @@ from diffscale.tokenize import tokenizer_for
 from diffscale.train.core import precision
 
 
+def as_stored(hidden, dtype: str):
+    """fp32 hidden states rounded through `dtype`, the one the training captions were stored in
+    (a gpu embedding run stores bf16): the empty prompt in training and the prompts at generation
+    then condition the U-Net at the precision its captions had, not 0.2 % off it."""
+    import torch
+
+    return hidden.to(getattr(torch, dtype)).float()
+
+
 class PromptEncoder:
     """The configured text encoder (models.text_encoder) with its tokenizer."""
 

@@ -47,7 +47,7 @@ from diffscale.train.core.meter import Meter, final_loss, metrics_csv, steady_ra
 from diffscale.train.data import LatentTextDataset, StepBatches, make_loader
 from diffscale.train.diffusion import noise_scheduler, step_noise
 from diffscale.train.flops import unet_train_flops_per_sample
-from diffscale.train.text import PromptEncoder
+from diffscale.train.text import PromptEncoder, as_stored
 
 __all__ = ["Job", "TrainingError", "train", "prepare", "fit", "read_summary"]
 
@@ -228,7 +228,7 @@ def setup(ctx: launch.Context, job: Job) -> Setup:
     unet.train()
     ema = copy.deepcopy(unet).requires_grad_(False).eval()
     encoder = PromptEncoder(cfg["models"]["text_encoder"], device=ctx.device)
-    null = encoder.null_embedding()
+    null = as_stored(encoder.null_embedding(), data.text_dtype)  # as precise as the captions it stands in for
     null_mask = encoder.null_mask() if data.text_mask else None
     del encoder
     schedule = noise_scheduler()
@@ -323,6 +323,7 @@ def save(ctx: launch.Context, s: Setup, done: int, rows: list[dict], segments: l
         "run_config": cfg, "trajectory_hash": trajectory_hash(cfg),
         "unet_config": dict(s.unet.config), "noise_schedule": dict(s.schedule.config),
         "null_embedding": s.null.detach().cpu(), "text_mask": s.null_mask is not None,
+        "text_dtype": s.data.text_dtype,
         "latent_shape": list(s.data.latent_shape),
         "text_shape": list(s.data.hidden_shape), "scaling_factor": s.data.scaling_factor,
         "flops_per_sample": s.flops_per_sample, "metrics": rows, "segments": segments,

@@ -178,3 +178,28 @@ def test_a_config_without_models_is_named(tmp_path, trained_run):
     (other / "config.json").write_text(json.dumps({"models": None}))
     with pytest.raises(DataError, match=r"other/config.json: not a training run's config \(no models section\)$"):
         TrainedModel(other)
+
+
+def test_a_model_trained_on_bf16_captions_is_conditioned_at_bf16(tmp_path, demo_config):
+    """A gpu embedding run stores captions in bf16: the empty prompt that replaces dropped captions,
+    and the prompts at generation, are rounded to bf16 too, not fed at fp32 (0.2 % off)."""
+    from diffscale.train import checkpoint as ckpt_io
+    from diffscale.train.config import run_config
+    from diffscale.train.synthetic import write_embedding_runs
+    from diffscale.train.unet import train
+
+    images, text = write_embedding_runs(tmp_path / "embed", images=8, text_dtype="bfloat16")
+    cfg = run_config(demo_config, "local", "fp32", 1)
+    cfg["train"].update(steps=1, batch_size=4, warmup_steps=0, log_every=1, checkpoint_every=1, loader_workers=0)
+    out = tmp_path / "run"
+    train(cfg, images, text, out)
+    ckpt = ckpt_io.load(out / "checkpoint.pt")
+    null = ckpt["null_embedding"]
+    assert ckpt["text_dtype"] == "bfloat16" and null.dtype == torch.float32
+    assert torch.equal(null, null.bfloat16().float())
+
+    model = TrainedModel(out)
+    cond, _ = model.condition(PROMPTS)
+    exact = model.encoder(PROMPTS)
+    assert torch.equal(cond, exact.bfloat16().float()) and not torch.equal(cond, exact)
+    assert torch.equal(model.null, null)
