@@ -229,29 +229,41 @@ def _compile(ctx: Context, out: Section):
         Col("saving_per_step_s", "saved per step (ms)", ms), Col("break_even_steps", "break-even (steps)", fmt.integer),
         Col("run_steps", "training run (steps)", fmt.integer, "the run length the break-even is judged against"),
         Col("pays_off", "pays off", fmt.text)]
+    several = frame["hw"].nunique() > 1
     rows = []
     for _, row in frame.iterrows():
         per_step = 1 / float(row["steps_per_s"])
-        rows.append((str(row["compile"]), fmt.number(row["compile_s"]) or 0.0, per_step,
+        label = f"{row['hw']} {row['compile']}" if several else str(row["compile"])
+        rows.append((label, fmt.number(row["compile_s"]) or 0.0, per_step,
                      fmt.number(row["break_even_steps"]) if str(row["compile"]) != "off" else None))
     horizon = max([fmt.number(v) or 0 for v in list(frame["break_even_steps"]) + list(frame["run_steps"])] + [1])
     png = plots.break_even(rows, "torch.compile: cumulative time and break-even", horizon * 1.2)
-    compiled = frame[frame["compile"].astype(str) != "off"]
-    if not compiled.empty:
-        row = compiled.iloc[0]
-        saving = fmt.number(row["saving_per_step_s"])
-        if saving is not None and saving > 0:
-            verdict = (f"saves {ms(row['saving_per_step_s'])} ms per step and pays off after "
-                       f"{fmt.integer(row['break_even_steps'])} steps")
-        else:  # a compiled step no faster than eager never repays its compile time
-            verdict = f"runs {ms(-saving) if saving is not None else '?'} ms per step slower: it never pays off"
+    for hw, on_hw in frame.groupby("hw"):  # every mode, on the hardware it was compared on
+        compiled = on_hw[on_hw["compile"].astype(str) != "off"]
+        if compiled.empty:
+            continue
+        verdicts = "; ".join(_compile_verdict(row) for _, row in compiled.iterrows())
         out.findings.append(Finding(
-            f"DDPM: torch.compile ({row['compile']}) costs {fmt.seconds(row['compile_s'])} s to compile and "
-            f"{verdict} (a training run: {fmt.integer(row['run_steps'])} steps).", out.id, _runs(compiled)[:1]))
+            f"DDPM{f' on {hw}' if several else ''}: torch.compile against eager, over a training run of "
+            f"{fmt.integer(compiled['run_steps'].iloc[0])} steps: {verdicts}.", out.id, _runs(compiled)))
     return ("<h3>torch.compile</h3>"
             + pair(short(frame, cols, "ddpm-compile") + _noisy(frame),
                    ctx.figure("ddpm", "compile", png, "Cumulative training time: eager against compiled, with break-even."))
             + full(frame.drop(columns=added), "ddpm_compile.csv")), frame
+
+
+def _compile_verdict(row) -> str:
+    """One compile mode's verdict, as the table's pays_off column gives it."""
+    saving, mode = fmt.number(row["saving_per_step_s"]), row["compile"]
+    cost = f"compiles in {fmt.seconds(row['compile_s'])} s"
+    if saving is None or saving <= 0:  # a compiled step no faster than eager never repays its compile time
+        slower = f"{ms(-saving)} ms per step slower" if saving is not None else "no per-step saving"
+        return f"{mode} {cost} and runs {slower}: it never pays off"
+    if str(row["pays_off"]) == "yes":
+        return (f"{mode} {cost}, saves {ms(saving)} ms per step and pays off after "
+                f"{fmt.integer(row['break_even_steps'])} steps")
+    return (f"{mode} {cost} and saves {ms(saving)} ms per step, but would pay off only after "
+            f"{fmt.integer(row['break_even_steps'])} steps: not within the run")
 
 
 def _peer(ctx: Context, out: Section):
@@ -262,9 +274,12 @@ def _peer(ctx: Context, out: Section):
     cols = _hw_col(frame) + [Col("impl", "implementation", fmt.text), Col("settings", "settings", fmt.text),
             Col("images_per_s", "images/s", fmt.sig), Col("ratio_to_peer", "ours ÷ peer", fmt.ratio),
             Col("status", "status", fmt.text)]
-    ours = frame[frame["impl"] == "ours"]
-    if not ours.empty and fmt.number(ours["ratio_to_peer"].iloc[0]) is not None:
-        out.findings.append(Finding(f"DDPM: our loop runs at {fmt.ratio(ours['ratio_to_peer'].iloc[0])} the peer "
-                                    "implementation's images/s at the same settings.", out.id, _runs(frame)))
+    ours = frame[(frame["impl"] == "ours") & frame["ratio_to_peer"].map(fmt.number).notna()]
+    several = frame["hw"].nunique() > 1
+    for hw, on_hw in ours.groupby("hw"):  # every compared variant, named: the ratio depends on it
+        ratios = "; ".join(f"{fmt.ratio(row['ratio_to_peer'])} at {row['precision']}, compile {row['compile']}"
+                           for _, row in on_hw.iterrows())
+        out.findings.append(Finding(f"DDPM{f' on {hw}' if several else ''}: our loop's images/s against the peer "
+                                    f"implementation's, each at the same settings: {ratios}.", out.id, _runs(on_hw)))
     return "<h3>Against a peer implementation</h3>" + short(frame, cols, "ddpm-peer") + full(frame, "ddpm_peer.csv"), \
         frame

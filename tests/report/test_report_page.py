@@ -458,3 +458,30 @@ def test_a_resumed_training_run_is_billed_for_all_its_segments(results, build):
     want = [price[r["hw"]] * r["gpus"] * (5000.0 if r["resumed"] else 100.0) / 3600 / r["steps"] * 1000
             for _, r in frame.iterrows()]
     assert costs == pytest.approx(want)
+
+
+def test_the_compile_finding_names_every_mode_per_hardware_with_the_tables_verdict(results, build):
+    path = results / "bench" / "ddpm_compile.csv"
+    frame = pd.read_csv(path)  # a100: off, and default saving 20 ms per step for 60 s: pays off after 3,000
+    a40 = frame.assign(hw="a40", run=frame["run"].str.replace("a100", "a40"))
+    a40.loc[1, ["saving_per_step_s", "break_even_steps"]] = [0.000004, 15_000_000]  # saves little: not in 5,000
+    slower = frame.iloc[[1]].assign(compile="reduce-overhead", saving_per_step_s=-0.001, break_even_steps=float("nan"),
+                                    run="ddpm/a100/c2")
+    pd.concat([frame, slower, a40]).to_csv(path, index=False)
+    texts = [f["text"].split(" details")[0] for f in build(results).findings if "torch.compile" in f["text"]]
+    assert texts == [
+        "DDPM on a100: torch.compile against eager, over a training run of 5,000 steps: default compiles in 60.0 s, "
+        "saves 20.0 ms per step and pays off after 3,000 steps; reduce-overhead compiles in 60.0 s and runs 1.00 ms "
+        "per step slower: it never pays off.",
+        "DDPM on a40: torch.compile against eager, over a training run of 5,000 steps: default compiles in 60.0 s and "
+        "saves 0.00400 ms per step, but would pay off only after 15,000,000 steps: not within the run."]
+
+
+def test_the_peer_finding_names_the_settings_of_every_ratio(results, build):
+    path = results / "bench" / "ddpm_peer.csv"
+    frame = pd.read_csv(path).assign(precision="bf16")  # a100 bf16/off: ours 1.15x the peer
+    fp32 = frame.assign(precision="fp32", ratio_to_peer=[1.25, 1.0], run=frame["run"] + "-fp32")
+    pd.concat([frame, fp32]).to_csv(path, index=False)
+    texts = [f["text"].split(" details")[0] for f in build(results).findings if "peer" in f["text"]]
+    assert texts == ["DDPM: our loop's images/s against the peer implementation's, each at the same settings: 1.1× "
+                     "at bf16, compile off; 1.2× at fp32, compile off."]
