@@ -7,9 +7,10 @@ For each dtype, the models are loaded once and measured three ways, in this orde
 Phases: `load_s` (building the transformer, VAE and both text encoders on the device, plus loading
 and fusing the LoRA where it applies), `text_s` (T5 + CLIP for the batch's prompts), `denoise_s`
 (`inference_steps` transformer calls, Euler, guidance off: schnell), `decode_s` (VAE). Each is the
-median of `repeats` device-synchronised runs after one warm-up. `first_image_s` = load_s + text_s
-+ denoise_s + decode_s (a fresh process's first batch); `images_per_s` = batch / (text_s +
-denoise_s + decode_s). Batch sizes grow until they run out of memory: that row says `oom` and
+median of `repeats` device-synchronised runs after one warm-up. `first_image_s` = load_s + the
+warm-up (first) call of each phase: what a user waits for the first image, kernel selection and
+autotuning included (cold for the first batch of the base weights; the rows after it reuse the
+process's warm CUDA context). `images_per_s` = batch / (text_s + denoise_s + decode_s). Batch sizes grow until they run out of memory: that row says `oom` and
 larger ones are not tried. Peak memory: the device's (CUDA), or the process's peak RSS on CPUs.
 """
 
@@ -34,10 +35,15 @@ COLUMNS = ["hw", "model", "batch_size", "dtype", "resolution", "load_s", "text_s
            "first_image_s", "images_per_s", "peak_mem_mb", "repeats", "status", "device", "random_weights"]
 
 
-def median_time(fn, repeats: int, device: str) -> tuple[float, object]:
-    """Median seconds of `repeats` synchronised calls after one warm-up, and the last result
-    (diffscale.timing.measure, keeping what the call returned: the next phase's input)."""
+def median_time(fn, repeats: int, device: str) -> tuple[float, object, float]:
+    """Median seconds of `repeats` synchronised calls after one warm-up, the last result
+    (diffscale.timing.measure, keeping what the call returned: the next phase's input), and the
+    warm-up call's own seconds (the first image's share of this phase)."""
+    synchronize(device)
+    start = time.perf_counter()
     result = fn()
+    synchronize(device)
+    first = time.perf_counter() - start
     times = []
     for _ in range(repeats):
         synchronize(device)
@@ -45,7 +51,7 @@ def median_time(fn, repeats: int, device: str) -> tuple[float, object]:
         result = fn()
         synchronize(device)
         times.append(time.perf_counter() - start)
-    return statistics.median(times), result
+    return statistics.median(times), result, first
 
 
 def _peak_reset(device: str) -> None:
@@ -93,11 +99,11 @@ def measure_batches(transformer, vae, text, settings: dict, device: str, dtype, 
         _peak_reset(device)
         try:
             prompts = [settings["prompt"]] * batch
-            text_s, (t5, pooled) = median_time(lambda: text(prompts), repeats, device)
+            text_s, (t5, pooled), text_first = median_time(lambda: text(prompts), repeats, device)
             noise = seeded_noise(settings["seed"], channels, res, res, batch).to(device)
-            denoise_s, latents = median_time(
+            denoise_s, latents, denoise_first = median_time(
                 lambda: denoise(transformer, noise, t5.to(dtype), pooled.to(dtype), steps, dtype), repeats, device)
-            decode_s, _ = median_time(lambda: decode(vae, latents), repeats, device)
+            decode_s, _, decode_first = median_time(lambda: decode(vae, latents), repeats, device)
         except compat.oom_errors():
             rows.append({**row, "status": "oom"})
             if device.startswith("cuda"):
@@ -105,7 +111,7 @@ def measure_batches(transformer, vae, text, settings: dict, device: str, dtype, 
             break
         busy = text_s + denoise_s + decode_s
         rows.append({**row, "load_s": load_s, "text_s": text_s, "denoise_s": denoise_s, "decode_s": decode_s,
-                     "first_image_s": load_s + busy, "images_per_s": batch / busy, "peak_mem_mb": _peak_mb(device),
+                     "first_image_s": load_s + text_first + denoise_first + decode_first, "images_per_s": batch / busy, "peak_mem_mb": _peak_mb(device),
                      "status": "ok"})
         print(f"{model:>10} {dtype_name} batch {batch:>3}: text {text_s:.3f}s denoise {denoise_s:.3f}s "
               f"decode {decode_s:.3f}s, {batch / busy:.2f} images/s", flush=True)
@@ -141,6 +147,7 @@ def run_infer(settings: dict, lora_path: str | Path, out_dir: str | Path) -> lis
         lora_io.load_adapter(transformer, lora_path, "lora", "--lora")
         if dtype != torch.float32:
             transformer.to(dtype)  # the LoRA file is fp32; run it in the model's dtype
+        synchronize(device)
         lora_s = time.perf_counter() - start
         rows += measure_batches(transformer, vae, text, settings, device, dtype, dtype_name, "lora",
                                 load_s + lora_s, random_weights)

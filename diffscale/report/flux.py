@@ -174,7 +174,8 @@ def _inference(ctx: Context, out: Section) -> str:
     cols = [Col("hw", "hardware", fmt.text, optional=True), Col("model", "weights", fmt.text),
             Col("batch_size", "batch", fmt.integer), Col("dtype", "dtype", fmt.text, optional=True),
             Col("first_image_s", "first image (s)", fmt.seconds,
-                "loading, then one batch's text + denoise + decode at their warm medians"),
+                "loading, then each phase's first call for one batch (kernel selection included; cold for "
+                "the first batch of the base weights, later rows reuse the warm process)"),
             Col("images_per_s", "images/s", fmt.sig, "steady"),
             Col("cost_per_1k", "$ per 1k images", fmt.money, "steady rate, one GPU", optional=True),
             Col("status", "status", fmt.text, "ok, or why the batch did not run (oom)", optional=True)]
@@ -187,8 +188,10 @@ def _inference(ctx: Context, out: Section) -> str:
     best = measured.loc[measured["images_per_s"].idxmax()]
     runs = [str(best["run"])] if "run" in frame.columns else []
     out.findings.append(Finding(
-        f"FLUX inference: best {fmt.sig(best['images_per_s'])} images/s ({best['model']}, batch "
-        f"{as_int(best['batch_size'])}); first image after {fmt.seconds(best['first_image_s'])} s"
+        f"FLUX inference: best {fmt.sig(best['images_per_s'])} images/s ("
+        + ", ".join(str(best[c]) for c in ("hw", "dtype") if c in best.index and pd.notna(best[c]))
+        + f", {best['model']} weights, batch {as_int(best['batch_size'])}); first image after "
+        f"{fmt.seconds(best['first_image_s'])} s"
         + (f"; {fmt.money(best['cost_per_1k'] / 1000)} per image" if fmt.number(best["cost_per_1k"]) else "") + ".",
         out.id, runs))
     ratios = _fused_ratios(measured)

@@ -506,3 +506,9 @@ def test_a_fine_tune_is_billed_for_its_whole_job_not_its_timed_phases(results, b
     assert cost[("a40", "1")] == pytest.approx(1.10 * float(a40["total_s"]) / 3600)
     cheapest = next(f["text"] for f in page.findings if "cheapest fine-tune" in f["text"])
     assert "job time" in cheapest and "start-up included" in cheapest
+
+
+def test_the_inference_finding_names_the_hardware_and_dtype_of_its_best_rate(results, build):
+    text = next(f["text"] for f in build(results).findings if "FLUX inference: best" in f["text"])
+    # the fixture's fastest rows: a100 bf16, base or fused weights at 2 images/s
+    assert text.startswith("FLUX inference: best 2.00 images/s (a100, bf16, base weights, batch 1); first image after")
