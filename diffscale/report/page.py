@@ -237,9 +237,10 @@ def superlinear_note(speedup, count) -> str:
 
 def superlinear(frame: pd.DataFrame, count: str, base_keys: list[str], per_device: pd.Series | None,
                 what: str) -> str:
-    """A warning under a table for every speedup above its device count: flagged as comparing
-    different per-device work when `per_device` (work per device, per row) differs from the
-    1-device run of the same `base_keys`, else as suspicious."""
+    """A warning under a table for every speedup above its device count, explained by `per_device`
+    (work per device, per row) against the 1-device run of the same `base_keys`: the same global
+    work split over the devices (strong scaling: a smaller share may fit caches better), other
+    work altogether (a different workload), or unchanged per-device work (suspicious)."""
     notes = []
     for index, row in frame.iterrows():
         n = as_int(row[count], 1)
@@ -251,9 +252,14 @@ def superlinear(frame: pd.DataFrame, count: str, base_keys: list[str], per_devic
             same &= frame[key] == row[key]
         base = frame[same]
         label = " ".join(str(row[k]) for k in base_keys)
-        if per_device is not None and not base.empty and per_device[base.index[0]] != per_device[index]:
-            why = (f"per-device work changed from {_amount(per_device[base.index[0]])} to "
-                   f"{_amount(per_device[index])} {what} between the runs, so this compares different workloads")
+        one = fmt.number(per_device[base.index[0]]) if per_device is not None and not base.empty else None
+        each = fmt.number(per_device[index]) if per_device is not None else None
+        if one is not None and each is not None and abs(one - each * n) <= 1e-9 * one:
+            why = (f"the same global work split over {n} devices ({_amount(one)} to {_amount(each)} {what}); a "
+                   "smaller share per device can fit its caches better, but check the runs before trusting it")
+        elif one is not None and each is not None and one != each:
+            why = (f"per-device work changed from {_amount(one)} to {_amount(each)} {what} between the runs, so "
+                   "this compares different workloads")
         else:
             why = "per-device work unchanged: check the runs before trusting it"
         notes.append(f"Superlinear speedup flagged: {label}, {n} devices, {fmt.ratio(s)}: {why}.")

@@ -224,7 +224,10 @@ def test_superlinear_speedup_with_changed_per_device_work_is_flagged(results, bu
     frame.to_csv(path, index=False)
     page = build(changed)
     text = " ".join(page.sections["train"])
-    assert "Superlinear speedup flagged: a100 fp32, 4 devices, 4.6×: per-device work changed from 256 to 64" in text
+    # the global batch is fixed: 4 GPUs each take a quarter of it (strong scaling)
+    assert ("Superlinear speedup flagged: a100 fp32, 4 devices, 4.6×: the same global work split over 4 devices "
+            "(256 to 64 samples per device per step); a smaller share per device can fit its caches better, but "
+            "check the runs before trusting it.") in text
     assert any("4.6× one" in f["text"] and "superlinear" in f["text"] for f in page.findings)
     assert "Superlinear" not in " ".join(build(results).sections["train"])
 
@@ -512,3 +515,16 @@ def test_the_inference_finding_names_the_hardware_and_dtype_of_its_best_rate(res
     text = next(f["text"] for f in build(results).findings if "FLUX inference: best" in f["text"])
     # the fixture's fastest rows: a100 bf16, base or fused weights at 2 images/s
     assert text.startswith("FLUX inference: best 2.00 images/s (a100, bf16, base weights, batch 1); first image after")
+
+
+@pytest.mark.parametrize("per_device, why", [
+    ([8, 4], "the same global work split over 2 devices (8 to 4 images per device per step)"),
+    ([8, 2], "per-device work changed from 8 to 2 images per device per step between the runs, so this compares "
+             "different workloads"),
+    ([8, 8], "per-device work unchanged: check the runs before trusting it")])
+def test_a_superlinear_speedup_is_explained_by_how_the_work_was_split(per_device, why):
+    from diffscale.report.page import superlinear
+
+    frame = pd.DataFrame({"hw": ["a100", "a100"], "gpus": [1, 2], "speedup": [1.0, 2.5]})
+    note = superlinear(frame, "gpus", ["hw"], pd.Series(per_device), "images per device per step")
+    assert note.startswith("<p class=\"warn\">Superlinear speedup flagged: a100, 2 devices, 2.5×: " + why)
