@@ -163,7 +163,8 @@ def train_run_wildcards():
 
 def train_samples():
     """The sample folder of every training run."""
-    return [TRAIN_SAMPLES.format(hw=r.hw, precision=r.precision, run_gpus=r.gpus) for r in experiments.train_runs(config)]
+    return [TRAIN_SAMPLES.format(hw=r.hw, precision=r.precision, run_gpus=r.gpus)
+            for r in experiments.train_runs(config)]
 
 
 def sampled_run(wildcards):

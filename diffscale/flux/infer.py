@@ -10,8 +10,9 @@ and fusing the LoRA where it applies), `text_s` (T5 + CLIP for the batch's promp
 median of `repeats` device-synchronised runs after one warm-up. `first_image_s` = load_s + the
 warm-up (first) call of each phase: what a user waits for the first image, kernel selection and
 autotuning included (cold for the first batch of the base weights; the rows after it reuse the
-process's warm CUDA context). `images_per_s` = batch / (text_s + denoise_s + decode_s). Batch sizes grow until they run out of memory: that row says `oom` and
-larger ones are not tried. Peak memory: the device's (CUDA), or the process's peak RSS on CPUs.
+process's warm CUDA context). `images_per_s` = batch / (text_s + denoise_s + decode_s). Batch
+sizes grow until they run out of memory: that row says `oom` and larger ones are not tried. Peak
+memory: the device's (CUDA), or the process's peak RSS on CPUs.
 """
 
 from __future__ import annotations
@@ -111,8 +112,8 @@ def measure_batches(transformer, vae, text, settings: dict, device: str, dtype, 
             break
         busy = text_s + denoise_s + decode_s
         rows.append({**row, "load_s": load_s, "text_s": text_s, "denoise_s": denoise_s, "decode_s": decode_s,
-                     "first_image_s": load_s + text_first + denoise_first + decode_first, "images_per_s": batch / busy, "peak_mem_mb": _peak_mb(device),
-                     "status": "ok"})
+                     "first_image_s": load_s + text_first + denoise_first + decode_first,
+                     "images_per_s": batch / busy, "peak_mem_mb": _peak_mb(device), "status": "ok"})
         print(f"{model:>10} {dtype_name} batch {batch:>3}: text {text_s:.3f}s denoise {denoise_s:.3f}s "
               f"decode {decode_s:.3f}s, {batch / busy:.2f} images/s", flush=True)
     return rows
