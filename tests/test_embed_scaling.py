@@ -8,11 +8,11 @@ from diffscale.errors import DataError
 
 
 def _timing(backend, policy, workers, wall, startup, modality="images", threads=None, **extra):
-    return {**extra, "modality": modality, "backend": backend, "policy": policy, "workers": workers, "hw": "local",
+    return {"modality": modality, "backend": backend, "policy": policy, "workers": workers, "hw": "local",
             "device": "cpu", "cores": 8, "threads_per_worker": threads or [8 // workers] * workers, "items": 100,
             "wall_s": wall, "startup_s": startup, "decode_s": 0.1, "compute_s": wall - startup - 0.2,
             "write_s": 0.1, "items_per_s": 100 / wall, "steady_items_per_s": 100 / (wall - startup),
-            "peak_rss_mb": [400.0 + k for k in range(workers)]}
+            "peak_rss_mb": [400.0 + k for k in range(workers)], **extra}
 
 
 def test_speedup_efficiency_and_karp_flatt_against_serial_one_worker():
@@ -33,6 +33,29 @@ def test_speedup_efficiency_and_karp_flatt_against_serial_one_worker():
     assert naive["speedup"] == pytest.approx(0.5) and naive["threads_per_worker"] == "8"
     assert pinned["threads_per_worker"] == "2" and pinned["peak_rss_mb"] == 403.0
     assert text["speedup"] == 1
+
+
+def test_a_gpu_run_over_more_images_is_compared_per_image_and_has_no_cpu_efficiency():
+    """CPU runs embed the first embed.scaling_images images, gpu runs all of them: 20x the images
+    at 100x the rate is 100x faster per image, not the 5x its wall times say."""
+    serial = _timing("serial", "pinned", 1, wall=10.0, startup=2.0, threads=[1], cpus=1)
+    gpu = _timing("gpu", "pinned", 1, wall=40.0, startup=20.0, threads=[1], cpus=8, items=2000,
+                  items_per_s=2000 / 40.0, steady_items_per_s=100 * 100 / 8.0)
+    base, row = scaling_rows([serial, gpu])
+    assert row["speedup"] == pytest.approx((2000 / 40.0) / (100 / 10.0))  # 5x per image, not 0.25x
+    assert row["steady_speedup"] == pytest.approx(100.0)
+    assert all(math.isnan(row[k]) for k in ("efficiency", "karp_flatt", "steady_efficiency", "steady_karp_flatt"))
+
+
+def test_the_steady_window_opens_when_the_first_worker_is_ready():
+    """Worker 1 ready at 3.0 s, worker 2 at 6.0 s, all done at 10 s: all items count over 7 s, not
+    over the 4 s after the last worker was ready (that credited it with work done before)."""
+    serial = _timing("serial", "pinned", 1, wall=12.0, startup=2.0, threads=[1], cpus=1)
+    late = _timing("multiprocessing", "pinned", 2, wall=10.0, startup=6.0, threads=[1, 1], cpus=2,
+                   steady_from_s=3.0, steady_items_per_s=100 / 7.0)
+    base, row = scaling_rows([serial, late])
+    assert row["steady_speedup"] == pytest.approx((100 / 7.0) / (100 / 10.0))
+    assert row["busy_share"] == pytest.approx((0.1 + 3.8 + 0.1) / 7.0)  # the phases over the window from 3 s
 
 
 def test_without_a_serial_run_speedups_are_blank():

@@ -60,6 +60,9 @@ def test_timing_and_provenance(image_run):
     for key in ("startup_s", "decode_s", "compute_s", "write_s", "wall_s", "items_per_s"):
         assert on_disk[key] >= 0, key
     assert on_disk["items_per_s"] == pytest.approx(on_disk["items"] / on_disk["wall_s"])
+    # the steady window opens when the first worker is ready
+    assert on_disk["steady_from_s"] == pytest.approx(min(w["startup_s"] for w in on_disk["per_worker"]))
+    assert on_disk["steady_items_per_s"] == pytest.approx(on_disk["items"] / (on_disk["wall_s"] - on_disk["steady_from_s"]))
     assert on_disk["startup_s"] + on_disk["decode_s"] + on_disk["compute_s"] <= on_disk["wall_s"] + 1e-6
     worker = on_disk["per_worker"][0]
     assert worker["peak_rss_mb"] > 50 and worker["threads"] == on_disk["threads_requested"]

@@ -6,8 +6,9 @@ whether it was `oversubscribed` (N above the machine's usable cores: it could no
 the physical cores its CPUs were (`physical_cores`, below `cpus` when SMT siblings shared cores),
 wall time and its phases, start-up (and its steps), items/s end to end and steady (without start-up), peak RSS,
 bytes per item and the projected size of the full study's shards, and — against the serial run
-on 1 CPU with 1 thread of the same modality — speedup, efficiency and the Karp–Flatt serial
-fraction, end to end and steady, and where the steady efficiency went: the CPU time per item of
+on 1 CPU with 1 thread of the same modality, per item (CPU runs embed the first
+embed.scaling_images images, gpu runs all) — speedup, efficiency and the Karp–Flatt serial
+fraction (CPU runs only), end to end and steady, and where the steady efficiency went: the CPU time per item of
 compute and of decode/tokenize against 1 CPU (`compute_cost_vs_1cpu`, `prepare_cost_vs_1cpu`) and
 the share of the steady time the workers were busy (`busy_share`). On a small demo start-up dominates, on 83k COCO images it does
 not; the two together say which regime a result is in.
@@ -76,11 +77,12 @@ def _row(t: dict) -> dict:
         "modality": t["modality"], "backend": t["backend"], "policy": t["policy"], "workers": t["workers"],
         "cpus": t.get("cpus", t["workers"]), "processes": t.get("processes", t["workers"]),
         "oversubscribed": bool(t.get("oversubscribed", False)),
-        "hw": t["hw"], "device": t["device"], "cores": t["cores"],
+        "hw": t["hw"], "device": t["device"], "dtype": t.get("dtype", ""), "cores": t["cores"],
         "physical_cores": t.get("physical_cores", math.nan),
         "threads_per_worker": _threads(t["threads_per_worker"]),
         "affinity": _threads(t.get("affinity_per_worker", [])) if t.get("affinity_per_worker") else "",
         "items": t["items"], "wall_s": t["wall_s"], "startup_s": t["startup_s"],
+        "steady_from_s": t.get("steady_from_s", t["startup_s"]),  # runs before it had one window
         **{step: t.get(step, math.nan) for step in LOAD_STEPS},  # where start-up went
         "host_s": t.get("host_s", math.nan),  # GPU: host time issuing the device work
         "queue_wait_s": t.get("queue_wait_s", 0.0),  # SLURM workers' queue wait: not in wall_s
@@ -115,26 +117,29 @@ def _losses(row: dict, base: dict) -> dict:
     out = {f"{name}_cost_vs_1cpu": _cpu_seconds_per_item(row, phase) / _cpu_seconds_per_item(base, phase)
            if _cpu_seconds_per_item(base, phase) else math.nan
            for name, phase in (("compute", "compute_s"), ("prepare", "decode_or_tokenize_s"))}
-    steady = row["wall_s"] - row["startup_s"]
+    steady = row["wall_s"] - row["steady_from_s"]
     busy = row["decode_or_tokenize_s"] + row["compute_s"] + row["write_s"]
     out["busy_share"] = busy / steady if steady > 0 else math.nan
     return out
 
 
 def _against(row: dict, base: dict | None) -> dict:
+    """Speedup per item against serial on 1 CPU (CPU runs embed the first embed.scaling_images
+    images, gpu runs all of them: whole-run times are not comparable, seconds per item are), and
+    efficiency and Karp-Flatt on the run's N CPUs; a gpu run has no efficiency against CPUs."""
     blank = dict(speedup=math.nan, efficiency=math.nan, karp_flatt=math.nan, steady_speedup=math.nan,
                  steady_efficiency=math.nan, steady_karp_flatt=math.nan)
     if base is None:
         return blank
     blank.update(_losses(row, base))
-    n = row["cpus"] if row["backend"] != "gpu" else row["workers"]
-    steady, base_steady = row["wall_s"] - row["startup_s"], base["wall_s"] - base["startup_s"]
-    out = dict(speedup=speedup(base["wall_s"], row["wall_s"]), steady_speedup=speedup(base_steady, steady),
-               **_losses(row, base))
-    if row["oversubscribed"]:  # not run on n CPUs: no efficiency to claim
+    per_item = {key: (1 / row[key], 1 / base[key]) for key in ("items_per_s", "steady_items_per_s")}
+    (t, t_base), (steady, steady_base) = per_item["items_per_s"], per_item["steady_items_per_s"]
+    out = dict(speedup=speedup(t_base, t), steady_speedup=speedup(steady_base, steady), **_losses(row, base))
+    if row["oversubscribed"] or row["backend"] == "gpu":  # not n CPUs: no efficiency to claim
         return {**blank, **out}
-    out.update(efficiency=efficiency(base["wall_s"], row["wall_s"], n), karp_flatt=karp_flatt(base["wall_s"], row["wall_s"], n),
-               steady_efficiency=efficiency(base_steady, steady, n), steady_karp_flatt=karp_flatt(base_steady, steady, n))
+    n = row["cpus"]
+    out.update(efficiency=efficiency(t_base, t, n), karp_flatt=karp_flatt(t_base, t, n),
+               steady_efficiency=efficiency(steady_base, steady, n), steady_karp_flatt=karp_flatt(steady_base, steady, n))
     return out
 
 

@@ -13,8 +13,10 @@ Times: `startup_s` runs from the moment the backend is asked to start until the 
 its model loaded, split into `spawn_s` (process or cluster start), `import_s` (torch and the
 modality's model library), `loaders_s` (starting the GPU path's loader processes), `device_init_s`
 and `build_s` (each the largest over workers; every
-worker's own are in `per_worker`); the decode/compute/write figures are per-worker means, so start-up plus their sum is about the wall time when the load is
-balanced. On the GPU path decode and write overlap compute, so they do not add up; there
+worker's own are in `per_worker`); the decode/compute/write figures are per-worker means, so
+start-up plus their sum is about the wall time when the load is balanced. The steady rate
+(`steady_items_per_s`) counts every item over the time from the first worker ready
+(`steady_from_s`) to the end: workers that became ready later count against it. On the GPU path decode and write overlap compute, so they do not add up; there
 `wait_s` is the time the device loop waited for input, `compute_s` the device's own time
 (CUDA events) and `host_s` the host's time issuing that work: when host_s is close to
 compute_s the device was waiting on the host.
@@ -220,7 +222,7 @@ def summarise(planned: RunPlan, executed: Executed) -> dict:
     timing["finalize_s"] = time.time() - finalizing
     timing["wall_s"] = (executed.gathered - executed.t0) + timing["finalize_s"]
     timing["items_per_s"] = timing["items"] / timing["wall_s"]
-    timing["steady_items_per_s"] = timing["items"] / max(timing["wall_s"] - timing["startup_s"], 1e-9)
+    timing["steady_items_per_s"] = timing["items"] / max(timing["wall_s"] - timing["steady_from_s"], 1e-9)
     atomic.write_json(planned.out_dir / "timing.json", timing)
     config_slice = {**settings.to_dict(), "backend": planned.backend, "policy": planned.policy,
                     "workers": planned.workers}
@@ -248,6 +250,7 @@ def _timing(planned: RunPlan, executed: Executed, shards: list[dict]) -> dict:
     timing = {
         "run": planned.name, "modality": planned.modality, "backend": planned.backend, "policy": planned.policy,
         "workers": planned.workers, "hw": planned.settings.hw, "device": planned.device,
+        "dtype": planned.settings.dtype,  # what the run stored (and, on CPUs, computed in)
         "cpus": layout.cpus, "processes": layout.processes, "oversubscribed": allocation["oversubscribed"],
         "allocation": allocation, "cores": min(layout.cpus, allocation["usable_cores"]),
         "physical_cores": allocation["physical_cores"],  # below cpus: SMT siblings shared cores
@@ -261,6 +264,9 @@ def _timing(planned: RunPlan, executed: Executed, shards: list[dict]) -> dict:
         "queue_wait_s": executed.backend_info.get("queue_wait_s", 0.0),
         "launch_s": executed.launched - t0,
         "startup_s": max(r["ready_at"] for r in results) - t0,
+        # the steady window opens when the first worker is ready: every item is done after it (the
+        # last worker's ready time would credit the window with what earlier workers had done)
+        "steady_from_s": min(r["ready_at"] for r in results) - t0,
         f"{prepare}_s": statistics.fmean(w[f"{prepare}_s"] for w in busy),
         "compute_s": statistics.fmean(w["compute_s"] for w in busy),
         "write_s": statistics.fmean(w["write_s"] for w in busy),
