@@ -528,3 +528,30 @@ def test_a_superlinear_speedup_is_explained_by_how_the_work_was_split(per_device
     frame = pd.DataFrame({"hw": ["a100", "a100"], "gpus": [1, 2], "speedup": [1.0, 2.5]})
     note = superlinear(frame, "gpus", ["hw"], pd.Series(per_device), "images per device per step")
     assert note.startswith("<p class=\"warn\">Superlinear speedup flagged: a100, 2 devices, 2.5×: " + why)
+
+
+def test_the_gpu_against_cpu_finding_names_what_each_rate_was_measured_on(results, build):
+    path = results / "bench" / "embed_scaling.csv"
+    frame = pd.read_csv(path)
+    frame["dtype"] = ["bf16" if b == "gpu" else "fp32" for b in frame["backend"]]
+    gpu = (frame["backend"] == "gpu") & (frame["modality"] == "images")
+    frame.loc[gpu, ["items", "items_per_s", "steady_items_per_s"]] = [20_000, 20_000 / 57.0, 20_000 / 54.0]
+    frame.to_csv(path, index=False)
+    text = next(f["text"] for f in build(results).findings if f["text"].startswith("VAE latents: 1 GPU"))
+    best = frame[(frame["modality"] == "images") & (frame["backend"] != "gpu")]["items_per_s"].max()
+    assert text.startswith(f"VAE latents: 1 GPU (a100, bf16, 20,000 images) = {fmt.ratio((20_000 / 57.0) / best)} the best "
+                           "CPU run (")
+    assert "; cpu, fp32, 1,000 images) in images per second end to end" in text
+
+
+def test_an_embedding_run_is_billed_for_its_whole_job(results, build):
+    """timing.json's wall_s leaves out process start, imports, the input plan and shutdown."""
+    frame = pd.read_csv(results / "bench" / "embed_scaling.csv")
+    serial = frame[(frame["modality"] == "images") & (frame["backend"] == "serial")].iloc[0]
+    bench = results / "benchmarks" / "embed" / "images" / "serial-pinned-w1.tsv"
+    bench.parent.mkdir(parents=True)
+    bench.write_text(f"s\th:m:s\n{serial['wall_s'] + 50}\t0:02:30\n")
+    table = next(t for t in build(results).tables if t["id"] == "embed-images")
+    cost = next(float(c["value"]) for row in table["rows"] if row[0]["text"] == "serial" for c in row
+                if c["col"] == "cost_per_1k")
+    assert cost == pytest.approx(0.40 / 8 * (serial["wall_s"] + 50) / 3600 / serial["items"] * 1000)
