@@ -6,10 +6,29 @@ benchmarks time phases with `PhaseTimer` and repeated calls with `measure`.
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from contextlib import contextmanager
 from typing import Callable, Iterator
+
+
+JOB_STARTED_ENV = "DIFFSCALE_JOB_STARTED_AT"
+
+
+def mark_job_start() -> None:
+    """Called by a job's command-line script: records when its process started (interpreter and
+    imports included: what a scheduler bills from) where the processes it spawns (DDP ranks) find it."""
+    import psutil
+
+    os.environ[JOB_STARTED_ENV] = repr(psutil.Process().create_time())
+
+
+def job_started_at() -> float | None:
+    """Epoch seconds when this job's script started (mark_job_start), or None when the code was
+    called in-process (a test, a notebook)."""
+    value = os.environ.get(JOB_STARTED_ENV)
+    return float(value) if value else None
 
 
 def synchronize(device: str | None = None) -> None:

@@ -349,7 +349,8 @@ def train_cols(random: bool) -> list[Col]:
         Col("mfu", "MFU", fmt.percent, "model FLOPs utilisation", optional=True),
         Col("final_loss", "final loss" + (" (random weights: timing only)" if random else ""), lambda v: fmt.sig(v, 4)),
         Col("cost_per_1k_steps", "$ per 1k steps", fmt.money, "whole job, start-up included (a resumed run: "
-            "every segment's set-up and training)", optional=True),
+            "every segment from its process's start; at least that, since a killed attempt's time after its last "
+            "checkpoint is not recorded)", optional=True),
     ]
 
 
@@ -414,24 +415,29 @@ def _train_findings(ctx: Context, frame: pd.DataFrame, anchor: str) -> list[Find
                              f"{ctx.devices(best['hw'], best['gpus'])}, {fmt.sig(best['samples_per_s'])} samples/s.", anchor,
                              [best["run"]]))
     multi = frame[frame["gpus"] > 1]
-    if not multi.empty:
-        top = multi.loc[multi["gpus"].idxmax()]
+    for hw, on_hw in multi.groupby("hw", sort=False):  # each precision at its most GPUs on this hardware
+        tops = [rows.loc[rows["gpus"].idxmax()] for _, rows in on_hw.groupby("precision", sort=False)]
         found.append(Finding(
-            f"U-Net training, {top['hw']} {top['precision']}: {ctx.devices(top['hw'], top['gpus'])} "
-            f"{fmt.ratio(top['speedup'])} one ({fmt.percent(top['efficiency'])} efficiency)"
-            f"{superlinear_note(top['speedup'], top['gpus'])}.", anchor, [top["run"]]))
+            f"U-Net training on {hw}: " + "; ".join(
+                f"{top['precision']} on {ctx.devices(hw, top['gpus'])} {fmt.ratio(top['speedup'])} one "
+                f"({fmt.percent(top['efficiency'])} efficiency){superlinear_note(top['speedup'], top['gpus'])}"
+                for top in tops) + ".", anchor, [top["run"] for top in tops]))
     one = frame[frame["gpus"] == 1]
     for hw in dict.fromkeys(one["hw"]):
         fp32 = one[(one["hw"] == hw) & (one["precision"] == "fp32")]
         low = one[(one["hw"] == hw) & (one["precision"] != "fp32")]
         if not fp32.empty and not low.empty:
-            low = low.iloc[0]
-            ratio = low["samples_per_s"] / fp32["samples_per_s"].iloc[0]
-            found.append(Finding(f"U-Net training on {hw}: {low['precision']} runs at {fmt.ratio(ratio)} the fp32 "
-                                 "throughput.", anchor, [fp32["run"].iloc[0], low["run"]]))
-    if frame["cost_per_1k_steps"].notna().any():
-        cheap = frame.loc[frame["cost_per_1k_steps"].idxmin()]
-        found.append(Finding(f"U-Net training: cheapest {fmt.money(cheap['cost_per_1k_steps'])} per 1,000 steps "
+            ratios = "; ".join(f"{row['precision']} runs at {fmt.ratio(row['samples_per_s'] / fp32['samples_per_s'].iloc[0])}"
+                               for _, row in low.iterrows())
+            found.append(Finding(f"U-Net training on {hw}, 1 GPU: {ratios} the fp32 throughput.", anchor,
+                                 [fp32["run"].iloc[0], *low["run"]]))
+    resumed = (frame["resumed"].astype(str).str.lower().isin(["true", "1"]) if "resumed" in frame
+               else pd.Series(False, index=frame.index))
+    whole = frame[~resumed] if (~resumed).any() else frame  # a resumed run's cost is only a lower bound
+    if whole["cost_per_1k_steps"].notna().any():
+        cheap = whole.loc[whole["cost_per_1k_steps"].astype(float).idxmin()]
+        bound = "at least " if str(cheap.get("resumed")).lower() in ("true", "1") else ""
+        found.append(Finding(f"U-Net training: cheapest {bound}{fmt.money(cheap['cost_per_1k_steps'])} per 1,000 steps "
                              f"({cheap['hw']} {cheap['precision']}, {ctx.devices(cheap['hw'], cheap['gpus'])}, "
                              "start-up included).",
                              anchor, [cheap["run"]]))

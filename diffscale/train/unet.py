@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from diffscale import atomic, hardware, models, provenance
+from diffscale import atomic, hardware, models, provenance, timing
 from diffscale.errors import ConfigError, DataError, ModelSpecError
 from diffscale.metrics import achieved
 from diffscale.train import checkpoint as ckpt_io
@@ -168,8 +168,11 @@ def fit(ctx: launch.Context, job: Job) -> dict | None:
     batches = iter(make_loader(s.data, order, train["loader_workers"], pin_memory=ctx.device_type == "cuda"))
 
     run_start = time.perf_counter()
+    # set-up: from the job script's start (interpreter, imports, spawn; else this call's) to the first step
+    job_start = timing.job_started_at()
+    setup_s = time.time() - job_start if job_start is not None else run_start - fit_start
     segment = {"start_step": start_step, "host": socket.gethostname(), "world": ctx.world, "device": s.device_name,
-               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "setup_s": run_start - fit_start}
+               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "setup_s": setup_s}
     ran = lambda done: segments + [{**segment, "end_step": done, "seconds": time.perf_counter() - run_start}]  # noqa: E731
     meter = Meter(rows, batch, ctx.world, s.flops_per_sample, s.peak, start_step,
                   elapsed_before=sum(seg["seconds"] for seg in segments), verbose=ctx.is_main)

@@ -462,6 +462,14 @@ def test_a_resumed_training_run_is_billed_for_all_its_segments(results, build):
             for _, r in frame.iterrows()]
     assert costs == pytest.approx(want)
 
+    # a resumed run's cost is a lower bound: the cheapest finding picks among the runs billed whole
+    frame["job_time_s"] = 1.0  # the resumed run would look cheapest
+    frame.to_csv(path, index=False)
+    cheapest = next(f["text"] for f in build(results).findings if "U-Net training: cheapest" in f["text"])
+    resumed = frame.iloc[0]
+    assert f"train/unet/{resumed['hw']}/{resumed['precision']}-g{resumed['gpus']}" not in cheapest
+    assert "at least" not in cheapest
+
 
 def test_the_compile_finding_names_every_mode_per_hardware_with_the_tables_verdict(results, build):
     path = results / "bench" / "ddpm_compile.csv"
@@ -555,3 +563,14 @@ def test_an_embedding_run_is_billed_for_its_whole_job(results, build):
     cost = next(float(c["value"]) for row in table["rows"] if row[0]["text"] == "serial" for c in row
                 if c["col"] == "cost_per_1k")
     assert cost == pytest.approx(0.40 / 8 * (serial["wall_s"] + 50) / 3600 / serial["items"] * 1000)
+
+
+def test_the_multi_gpu_finding_gives_every_precision_of_a_hardware(results, build):
+    path = results / "bench" / "train_unet.csv"
+    frame = pd.read_csv(path)
+    a100 = frame[(frame["hw"] == "a100") & (frame["precision"] == "fp32")]
+    bf16 = a100.assign(precision="bf16", speedup=a100["speedup"] * 0.9, efficiency=a100["efficiency"] * 0.9)
+    pd.concat([frame[~((frame["hw"] == "a100") & (frame["precision"] == "bf16"))], bf16]).to_csv(path, index=False)
+    texts = [f["text"].split(" details")[0] for f in build(results).findings if f["text"].startswith("U-Net training on a100:")]
+    assert texts == ["U-Net training on a100: fp32 on 4 GPUs 3.8× one (94 % efficiency); bf16 on 4 GPUs 3.4× one "
+                     "(84 % efficiency)."]

@@ -95,6 +95,23 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path, embeddings, make_
     assert relative_update_difference(a, b, initial_weights()) < 1e-2
 
 
+def test_a_segments_set_up_counts_from_the_job_scripts_start(tmp_path, embeddings, make_run_config, monkeypatch):
+    """scripts/train_unet.py marks its process's start (interpreter and imports: what a resumed
+    run's bill must include); called in-process, set-up counts from the call."""
+    import time
+
+    from diffscale import timing
+
+    monkeypatch.setenv(timing.JOB_STARTED_ENV, repr(time.time() - 100.0))  # the script started 100 s ago
+    train(make_run_config(steps=1), *embeddings, tmp_path / "script")
+    [segment] = json.loads((tmp_path / "script" / "run.json").read_text())["segments"]
+    assert 100.0 <= segment["setup_s"] < 400.0
+    monkeypatch.delenv(timing.JOB_STARTED_ENV)
+    train(make_run_config(steps=1), *embeddings, tmp_path / "call")
+    [segment] = json.loads((tmp_path / "call" / "run.json").read_text())["segments"]
+    assert 0.0 < segment["setup_s"] < 100.0
+
+
 def test_resumed_run_ends_bitwise_equal_to_an_uninterrupted_one(tmp_path, embeddings, make_run_config):
     cfg = make_run_config(steps=6, checkpoint_every=3, warmup_steps=4)
     train(cfg, *embeddings, tmp_path / "straight")
