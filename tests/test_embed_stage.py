@@ -38,7 +38,8 @@ def test_image_run_writes_a_verified_index_in_manifest_order(fixture, image_run)
     reader = ShardReader(out)
     ids = reader.column("image_id").tolist()
     assert ids == sorted(ids) and fixture.corrupt_id not in ids and fixture.skip_listed_id not in ids
-    assert len(ids) == index["items"] == timing["items"] == 10 + 2 - 2
+    synthetic = 10  # plus the real COCO images where ../shared has them, minus the corrupt and the skip-listed one
+    assert len(ids) == index["items"] == timing["items"] == synthetic + len(fixture.real_ids) - 2
     assert set(fixture.real_ids) <= set(ids) or not fixture.real_ids
     meta = index["meta"]
     assert meta["scaling_factor"] == pytest.approx(0.18215)
