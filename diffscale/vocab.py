@@ -69,6 +69,16 @@ def hardware_entry(cfg: dict, hw: str, where: str | None = None) -> dict:
         raise unknown_hardware(hw, cfg["hardware"], where) from None
 
 
+# The part of a hardware entry a training job reads (where it computes, in which env): its run
+# config holds only these, so editing a price, memory or time limit re-runs no job.
+JOB_HARDWARE_KEYS = ("partition", "device", "conda_env")
+
+
+def job_hardware(cfg: dict, hw: str, where: str | None = None) -> dict:
+    entry = hardware_entry(cfg, hw, where)
+    return {k: entry[k] for k in JOB_HARDWARE_KEYS if k in entry}
+
+
 def alternatives(values) -> str:
     """A regex matching exactly one of `values`."""
     return "|".join(re.escape(v) for v in values)

@@ -73,8 +73,10 @@ def conda_env_for(family, hw=None):
 
 
 def hardware_entry_json(wildcards):
-    """The job's hardware entry as params: editing it re-runs the jobs on that hardware."""
-    return json.dumps(hwres.hardware_entry(config, wildcards.hw), sort_keys=True)
+    """The job's hardware entry as params: editing it re-runs the check on that hardware; its price
+    is only the report's."""
+    entry = hwres.hardware_entry(config, wildcards.hw)
+    return json.dumps({k: v for k, v in entry.items() if k != "price_per_hour"}, sort_keys=True)
 
 
 def hardware_checks():

@@ -68,6 +68,18 @@ def test_editing_models_reruns_only_what_depends_on_them(demo_run):
 
 
 @pytest.mark.slow
+def test_editing_a_price_reruns_only_the_report(demo_run):
+    """Prices are the report's: no measurement depends on them."""
+    work, _ = demo_run
+    cfg = yaml.safe_load((work / "config.yaml").read_text())
+    for entry in cfg["hardware"].values():
+        entry["price_per_hour"] = entry.get("price_per_hour", 0) * 2 + 0.5
+    edited = work / "edited-prices.yaml"
+    edited.write_text(yaml.safe_dump(cfg))
+    assert planned_jobs(work, "--configfile", str(edited), "--replace-workflow-config") == {"report": 1, "all": 1}
+
+
+@pytest.mark.slow
 def test_editing_one_training_parameter_reruns_only_training_downstream(demo_run):
     work, _ = demo_run
     cfg = yaml.safe_load((work / "config.yaml").read_text())

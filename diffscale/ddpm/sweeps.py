@@ -85,7 +85,7 @@ def run_config(cfg: dict, stage: str, hw: str, **variant) -> dict:
         "stage": stage,
         "seed": cfg["seed"],
         "hw": hw,
-        "hardware": {hw: vocab.hardware_entry(cfg, hw, "ddpm run: hw")},
+        "hardware": {hw: vocab.job_hardware(cfg, hw, "ddpm run: hw")},  # a price edit re-runs nothing
         "model": cfg["models"]["ddpm_unet"],
         "ddpm": {k: cfg["ddpm"][k] for k in settings_of(stage)},
         "variant": point,

@@ -12,7 +12,7 @@ import copy
 from diffscale.config import check_flux_batches
 from diffscale.errors import ConfigError
 from diffscale.experiments import FluxRun
-from diffscale.vocab import DTYPES, hardware_entry
+from diffscale.vocab import DTYPES, job_hardware  # noqa: F401 - DTYPES: the flux modules import it from here
 
 SDPA_KERNELS = {"flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "math": "MATH",
                 "cudnn": "CUDNN_ATTENTION"}
@@ -52,11 +52,6 @@ def cache_config(cfg: dict) -> dict:
             "models": {role: copy.deepcopy(cfg["models"][role]) for role in ("flux_vae", "flux_clip", "flux_t5")}}
 
 
-def hardware_slice(cfg: dict, hw: str) -> dict:
-    entry = hardware_entry(cfg, hw)
-    return {k: entry[k] for k in ("partition", "device", "conda_env") if k in entry}
-
-
 def run_config(cfg: dict, hw: str, gpus: int, steps: int) -> dict:
     """Everything one LoRA training run reads, and nothing else."""
     flux = cfg["flux"]
@@ -64,7 +59,7 @@ def run_config(cfg: dict, hw: str, gpus: int, steps: int) -> dict:
     return {
         "run": {"hw": hw, "gpus": int(gpus), "steps": int(steps)},
         "seed": cfg["seed"],
-        "hardware": {hw: hardware_slice(cfg, hw)},
+        "hardware": {hw: job_hardware(cfg, hw)},
         "models": {role: copy.deepcopy(cfg["models"][role]) for role in ("flux_transformer", "flux_vae")},
         "flux": {k: copy.deepcopy(flux[k]) for k in TRAIN_KEYS},
     }
@@ -72,7 +67,7 @@ def run_config(cfg: dict, hw: str, gpus: int, steps: int) -> dict:
 
 def infer_config(cfg: dict, hw: str) -> dict:
     flux = cfg["flux"]
-    return {"hw": hw, "seed": cfg["seed"], "hardware": {hw: hardware_slice(cfg, hw)},
+    return {"hw": hw, "seed": cfg["seed"], "hardware": {hw: job_hardware(cfg, hw)},
             "models": {role: copy.deepcopy(cfg["models"][role])
                        for role in ("flux_transformer", "flux_vae", "flux_clip", "flux_t5")},
             "prompt": substitute(flux["sample_prompts"][0] if flux["sample_prompts"] else "a photo of [trigger]",

@@ -35,10 +35,8 @@ def run_config(cfg: dict, hw: str, precision: str, gpus: int) -> dict:
     """Everything one training run reads, and nothing else."""
     if precision not in PRECISIONS:
         raise ConfigError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
-    vocab.hardware_entry(cfg, hw)
+    hardware = vocab.job_hardware(cfg, hw)
     validate_train(cfg)
-    entry = cfg["hardware"][hw]
-    hardware = {k: entry[k] for k in ("partition", "device", "conda_env") if k in entry}
     train = {k: copy.deepcopy(v) for k, v in cfg["train"].items() if k not in NOT_PER_RUN}
     return {
         "run": {"hw": hw, "precision": precision, "gpus": int(gpus)},
