@@ -47,6 +47,9 @@ def test_settings_errors(demo):
         EmbedSettings.from_dict({**settings_for(demo, "images", "serial"), "dtype": "fp8"})
     with pytest.raises(ConfigError, match="embed settings: .*unexpected keyword"):
         EmbedSettings.from_dict({**settings_for(demo, "images", "serial"), "colour": 1})
+    no_gpu = {**demo, "embed": {k: v for k, v in demo["embed"].items() if k != "gpu_hardware"}}
+    with pytest.raises(ConfigError, match=r"^embed.gpu_hardware: required for the gpu backend"):
+        settings_for(no_gpu, "images", "gpu")  # scripts/embed.py --backend gpu with a CPU-only config
 
 
 def test_dask_address_cluster_needs_an_address(demo):

@@ -72,6 +72,8 @@ def settings_for(cfg: dict, modality: str, backend: str) -> dict:
     if backend not in BACKENDS:
         raise ConfigError(f"embed: unknown backend {backend!r} (known: {', '.join(BACKENDS)})")
     embed = cfg["embed"]
+    if backend == "gpu" and not embed.get("gpu_hardware"):
+        raise ConfigError("embed.gpu_hardware: required for the gpu backend (the hardware key its runs use)")
     hw = embed["gpu_hardware"] if backend == "gpu" else embed["hardware"]
     vocab.hardware_entry(cfg, hw, "embed")
     out: dict[str, Any] = dict(
