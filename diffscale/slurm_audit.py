@@ -27,7 +27,7 @@ import yaml
 
 from diffscale import resources as hwres
 from diffscale.config import validate_config
-from diffscale.errors import ConfigError, DataError
+from diffscale.errors import ConfigError, DataError, HardwareError
 from diffscale.hardware import demand
 
 SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+)")
@@ -219,9 +219,11 @@ def _run(cmd: list[str], flag: str | None = None) -> str:
         raise ConfigError(f"{where}{cmd[0]} is not installed here (not on PATH); run the audit where SLURM's "
                           f"commands are") from None
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise RuntimeError(f"{' '.join(cmd)}: {exc}") from None
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed: {done.stderr.strip()}")
+        raise HardwareError(f"{flag + ': ' if flag else ''}{cmd[0]}: {exc}") from None
+    if done.returncode != 0:  # e.g. no controller reachable from this host
+        said = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+        raise HardwareError(f"{flag + ': ' if flag else ''}{cmd[0]} failed ({said}); run the audit on a host of "
+                            "the cluster that ran the jobs")
     return done.stdout
 
 
@@ -485,6 +487,9 @@ def audit_run_log(log: Path, configfiles: list[str | Path], records: str = "sacc
     text = read_input(log, "--log", "Snakemake's output of the run")
     cfg = merged_config(configfiles)
     ids = [i for job in parse_run_log(text) for i in job.slurm_ids]
+    if not ids:
+        raise DataError(f"--log: {log}: no job of this run was submitted to SLURM (expected Snakemake's output of a "
+                        "run through the SLURM executor, not a dry run or a local run)")
     result = audit_run(text, cfg, slurm_records(records, ids or None), partition_nodes(), results)
     lines = ["  ".join(f"{cell:<{width}}" for cell, width in zip(row, ROW_WIDTHS)) for row in result.rows]
     if save_ids:

@@ -335,3 +335,29 @@ def test_records_from_a_slurm_command_that_is_not_installed_is_one_line(repo_roo
         "error: --records scontrol: scontrol is not installed here (not on PATH); run the audit where SLURM's "
         "commands are"]
     assert proc.stdout == ""
+
+
+def test_a_slurm_command_that_cannot_reach_the_cluster_is_one_line(repo_root, tmp_path):
+    (tmp_path / "run.log").write_text(RUN_LOG)
+    bin_dir = tmp_path / "bin"  # a sacct installed on a host with no controller to ask
+    bin_dir.mkdir()
+    (bin_dir / "sacct").write_text("#!/bin/sh\necho 'sacct: error: Problem talking to the database: Connection "
+                                   "refused' >&2\nexit 1\n")
+    (bin_dir / "sacct").chmod(0o755)
+    proc = _audit_cli(repo_root, "run", "--log", str(tmp_path / "run.log"), "--configfile",
+                      str(repo_root / "config.yaml"), env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [
+        "error: --records sacct: sacct failed (sacct: error: Problem talking to the database: Connection refused); "
+        "run the audit on a host of the cluster that ran the jobs"]
+
+
+def test_a_log_without_slurm_jobs_is_one_line_before_asking_slurm(repo_root, tmp_path):
+    local = "\n".join(line for line in RUN_LOG.splitlines() if "submitted with SLURM jobid" not in line)
+    (tmp_path / "local.log").write_text(local)
+    proc = _audit_cli(repo_root, "run", "--log", str(tmp_path / "local.log"), "--configfile",
+                      str(repo_root / "config.yaml"), env={"PATH": str(tmp_path)})  # no SLURM command is run
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"error: --log: {tmp_path / 'local.log'}: no job of this run was submitted to SLURM (expected Snakemake's "
+        "output of a run through the SLURM executor, not a dry run or a local run)"]
