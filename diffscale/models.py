@@ -13,6 +13,7 @@ Presets reproduce the published configs exactly, so parameter counts match the r
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 from dataclasses import dataclass, field
@@ -275,10 +276,42 @@ def parse_spec(role: str, raw: dict | ModelSpec, where: str | None = None) -> Mo
 
 
 def preset_config(spec: ModelSpec) -> dict:
-    """The architecture config of a random spec (preset plus overrides)."""
+    """The architecture config of a random spec (preset plus overrides, checked by name)."""
     if spec.random is None:
         raise ModelSpecError(f"models.{spec.role}: a pretrained model's config comes from its files")
+    check_overrides(spec)
     return {**ROLES[spec.role].presets[spec.random], **spec.overrides}
+
+
+def check_overrides(spec: ModelSpec) -> None:
+    """A ModelSpecError naming the first override that the model class does not take (diffusers and
+    transformers would only warn that they ignore it, and build the preset without it)."""
+    if not spec.overrides:
+        return
+    role = ROLES[spec.role]
+    if role.library == "diffusers":
+        import inspect
+
+        known = set(inspect.signature(_import(role.cls).__init__).parameters) - {"self"}
+    else:
+        known = set(_import(role.config_cls)().to_dict())
+    unknown = sorted(set(spec.overrides) - known)
+    if unknown:
+        raise ModelSpecError(f"models.{spec.role}.overrides: unknown key {unknown[0]!r} for "
+                             f"{role.cls.split(':')[1]} (a typo? see its config fields)")
+
+
+@contextlib.contextmanager
+def _overrides_named(spec: ModelSpec):
+    """A model that does not build from its preset and overrides is one line naming them."""
+    try:
+        yield
+    except (TypeError, ValueError, AssertionError, RuntimeError, KeyError, IndexError) as exc:
+        if not spec.overrides:
+            raise  # a preset that does not build is a bug, not a user's mistake
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelSpecError(f"models.{spec.role}.overrides: the {spec.random} preset does not build with "
+                             f"{spec.overrides}: {type(exc).__name__}: {first}") from None
 
 
 def _from_config(role: Role, config: dict):
@@ -307,9 +340,11 @@ def build(role: str, raw_spec: dict | ModelSpec, *, seed: int | None = None, dev
     if spec.pretrained:
         model = load_pretrained(spec, dtype if on_device else None)
     elif on_device and device != "cpu":
-        model = _build_on_device(ROLES[role], preset_config(spec), spec.seed if seed is None else seed, device, dtype)
+        with _overrides_named(spec):
+            model = _build_on_device(ROLES[role], preset_config(spec), spec.seed if seed is None else seed, device,
+                                     dtype)
     else:
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), _overrides_named(spec):
             torch.manual_seed(spec.seed if seed is None else seed)
             model = _from_config(ROLES[role], preset_config(spec))
     model.eval()
@@ -393,7 +428,7 @@ def count_parameters(role: str, raw_spec: dict | ModelSpec) -> int:
     spec = parse_spec(role, raw_spec)
     config = {k: v for k, v in architecture_config(spec).items() if not k.startswith("_")}
     role_info = ROLES[role]
-    with torch.device("meta"):
+    with torch.device("meta"), _overrides_named(spec):
         if role_info.library == "diffusers":
             model = _import(role_info.cls).from_config(config)
         else:

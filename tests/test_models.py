@@ -138,3 +138,25 @@ def test_random_weights_come_from_the_spec_seed():
     assert models.parse_spec("text_encoder", {"random": "tiny", "seed": 5}).describe()["seed"] == 5
     with pytest.raises(ModelSpecError, match=r"models.vae.seed: a non-negative integer, and only with 'random:'"):
         models.parse_spec("vae", {"pretrained": "/x", "seed": 1})
+
+
+@pytest.mark.parametrize("role, overrides, message", [
+    ("unet", {"sample_size": 16, "bogus_arg": 3},
+     "models.unet.overrides: unknown key 'bogus_arg' for UNet2DConditionModel (a typo? see its config fields)"),
+    ("text_encoder", {"hidden_sise": 64},
+     "models.text_encoder.overrides: unknown key 'hidden_sise' for CLIPTextModel (a typo? see its config fields)"),
+    ("unet", {"block_out_channels": "abc"}, "models.unet.overrides: the tiny preset does not build with "
+     "{'block_out_channels': 'abc'}: ValueError: Must provide the same number of `block_out_channels`"),
+])
+def test_an_override_the_model_does_not_take_is_one_line_naming_it(role, overrides, message):
+    """diffusers and transformers only warn that they ignore an unknown config field."""
+    spec = {"random": "tiny", "overrides": overrides}
+    for make in (models.build, models.count_parameters):
+        with pytest.raises(ModelSpecError) as caught:
+            make(role, spec)
+        assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
+
+
+def test_overrides_the_model_takes_build():
+    unet = models.build("unet", {"random": "tiny", "overrides": {"sample_size": 16}})
+    assert unet.config.sample_size == 16
