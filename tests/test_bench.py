@@ -57,6 +57,13 @@ def _bench_error(tmp_path, capsys, *args) -> list[str]:
     (["models", "--resolution", "7"], "error: bench models: --resolution: expected a multiple of 16 px (latents are "
                                       "1/8 of the image, packed 2x2 for FLUX), not 7"),
     (["models", "--device", "tpu"], "error: bench models: --device: expected cpu, cuda or cuda:N, not 'tpu'"),
+    (["coco", "--images", "-5"], "error: bench coco: --images: expected a positive integer, not -5"),
+    (["coco", "--cpus", "0"], "error: bench coco: --cpus: expected a positive integer, not 0"),
+    (["coco", "--image-files", "-3"], "error: bench coco: --image-files: expected a whole number, 0 or more, not -3"),
+    (["embed", "--cpus", "1", "0"], "error: bench embed: --cpus: expected a positive integer, not 0"),
+    (["embed", "--sizes", "-16"], "error: bench embed: --sizes: expected a positive integer, not -16"),
+    (["flux", "--rank", "0"], "error: bench flux: --rank: expected a positive integer, not 0"),
+    (["ddpm", "--workers", "-1"], "error: bench ddpm: --workers: expected a whole number, 0 or more, not -1"),
     (["coco", "--captions", "nope.json"],
      "error: bench coco: --captions: nope.json: no such file (expected a COCO captions json)"),
 ])

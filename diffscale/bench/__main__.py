@@ -21,7 +21,11 @@ from diffscale.errors import ConfigError, HardwareError
 
 OUT_DIR_HELP = "where <stage>.csv and <stage>.json go (default: results/benchmarks)"
 # options a stage cannot run with below 1, wherever a stage has them
-POSITIVE = ("batch", "text_batch", "repeats", "steps", "resolution")
+# count flags of the stages (argparse dests; a list flag is checked item by item)
+POSITIVE = ("batch", "text_batch", "repeats", "steps", "resolution", "images", "cpus", "sizes", "gpus", "rank",
+            "naive_max_cpus", "image_size", "shard_size", "text_length", "log_every", "inference_steps", "memory_mb",
+            "ema_every", "loaders", "batches", "latent_size", "rounds")
+NON_NEGATIVE = ("image_files", "warmup", "workers", "loader_workers")  # 0: none
 RESOLUTION_STEP = 16  # px: latents are 1/8 of the image, and FLUX packs them 2x2
 
 
@@ -65,10 +69,12 @@ def check_arguments(args: argparse.Namespace, module) -> None:
     """Every stage's bad argument is one line naming the flag, before anything runs: the positive
     counts and the device the stages share here, then the stage's own `check_arguments(args)`."""
     where = f"bench {args.stage}"
-    for dest in POSITIVE:
-        value = getattr(args, dest, None)
-        if value is not None and value < 1:
-            raise ConfigError(f"{where}: --{dest.replace('_', '-')}: expected a positive integer, not {value}")
+    for dests, least, expected in ((POSITIVE, 1, "a positive integer"), (NON_NEGATIVE, 0, "a whole number, 0 or more")):
+        for dest in dests:
+            value = getattr(args, dest, None)
+            for item in value if isinstance(value, list) else [value]:
+                if item is not None and item < least:
+                    raise ConfigError(f"{where}: --{dest.replace('_', '-')}: expected {expected}, not {item}")
     resolution = getattr(args, "resolution", None)
     if resolution is not None and resolution % RESOLUTION_STEP:
         raise ConfigError(f"{where}: --resolution: expected a multiple of {RESOLUTION_STEP} px (latents are 1/8 "

@@ -34,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--captions", type=Path, help="a real COCO captions json instead of the synthetic one")
     parser.add_argument("--cpus", type=int, default=1, help="cores the filter process may use (default 1)")
     parser.add_argument("--image-files", type=int, default=0,
-                        help="also write this many synthetic JPEGs and check their headers (default 0: labels only)")
+                        help="label this many images (at most --images) that also have synthetic JPEG files, whose "
+                             "headers are checked (default 0: --images of them, labels only)")
 
 
 def check_arguments(args: argparse.Namespace) -> None:

@@ -32,4 +32,6 @@ def test_a_non_positive_setting_is_one_clear_error(tmp_path, capsys):
 
     code = run_cli(lambda: main(["--out-dir", str(tmp_path), "cores", "--cpus", "0"]))
     assert code != 0 and not (tmp_path / "cores.csv").exists()
-    assert "bench cores: --cpus, --seconds, --repeats and --memory-mb must be positive" in capsys.readouterr().err
+    assert capsys.readouterr().err == "error: bench cores: --cpus: expected a positive integer, not 0\n"
+    assert run_cli(lambda: main(["--out-dir", str(tmp_path), "cores", "--seconds", "0"])) == 2
+    assert capsys.readouterr().err == "error: bench cores: --seconds: expected a positive number, not 0.0\n"
