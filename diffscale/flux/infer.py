@@ -124,6 +124,7 @@ def run_infer(settings: dict, lora_path: str | Path, out_dir: str | Path) -> lis
     import torch
 
     hw = settings["hw"]
+    lora_io.check_file(lora_path, "--lora")  # before minutes of timing the base model
     placement = hardware.resolve(settings, hw, 1)
     device = placement.device_for(0)
     dtypes = settings["dtypes"] if placement.device == "cuda" else [settings["cpu_dtype"]]

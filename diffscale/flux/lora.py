@@ -63,10 +63,27 @@ def load_adapter(transformer, path: str | Path, name: str, what: str) -> None:
                         f"(keys transformer.<module>.lora_A/lora_B expected)")
 
 
+def check_file(path: str | Path, what: str) -> None:
+    """A DataError naming `what` unless `path` is a .safetensors file with LoRA weights of a
+    transformer (keys transformer.<module>.lora_A/lora_B): read from its header, before any model
+    is built."""
+    from safetensors import SafetensorError, safe_open
+
+    if not Path(path).is_file():
+        raise DataError(f"{what}: {path} not found (a LoRA .safetensors file)")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            keys = list(f.keys())
+    except (OSError, SafetensorError, ValueError) as exc:
+        raise DataError(f"{what}: {path} is not a LoRA .safetensors file ({str(exc).strip() or type(exc).__name__})") from None
+    if not any(k.startswith("transformer.") and ".lora_A." in k for k in keys):
+        raise DataError(f"{what}: {path} holds no LoRA weights for a transformer "
+                        f"(keys transformer.<module>.lora_A/lora_B expected)")
+
+
 def load_training_adapter(transformer, path: str) -> None:
     """A frozen second adapter, active with ours while training (see `sampling`)."""
-    if not Path(path).is_file():
-        raise DataError(f"flux.training_adapter: {path} not found (a LoRA .safetensors file)")
+    check_file(path, "flux.training_adapter")
     load_adapter(transformer, path, TRAINING_ADAPTER, "flux.training_adapter")
     transformer.set_adapters([ADAPTER, TRAINING_ADAPTER])
     for name, param in transformer.named_parameters():

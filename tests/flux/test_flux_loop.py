@@ -438,8 +438,13 @@ def test_a_file_that_is_not_a_lora_is_named_when_loaded(tmp_path):
     transformer = models.build("flux_transformer", {"random": "tiny"})
     with pytest.raises(DataError, match=rf"^--lora: {latents} holds no LoRA weights for this transformer"):
         lora.load_adapter(transformer, latents, "lora", "--lora")
-    with pytest.raises(DataError, match=rf"^flux.training_adapter: {junk} is not a LoRA of this transformer \("):
+    with pytest.raises(DataError, match=rf"^flux.training_adapter: {junk} is not a LoRA .safetensors file \("):
         lora.load_training_adapter(transformer, str(junk))
+    # read from the header alone, before any model is built (flux_infer checks --lora first)
+    with pytest.raises(DataError, match=rf"^--lora: {latents} holds no LoRA weights for a transformer"):
+        lora.check_file(latents, "--lora")
+    with pytest.raises(DataError, match=rf"^--lora: {tmp_path / 'nope.safetensors'} not found"):
+        lora.check_file(tmp_path / "nope.safetensors", "--lora")
 
 
 @pytest.mark.parametrize("damage, problem", [
