@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """One table of the DDPM study (results/bench/ddpm_<stage>.csv) from its run directories.
 
-  python scripts/ddpm_table.py --stage compile --runs results/ddpm/compile/local/off \\
+  python scripts/ddpm_table.py --stage compile --runs results/ddpm/batch/local/b4-g1 \\
       results/ddpm/compile/local/default --out results/bench/ddpm_compile.csv --train-steps 700000
+(the eager reference of every sweep is the baseline point, which the batch sweep runs once)
 """
 
 import argparse

@@ -46,7 +46,7 @@ def main() -> int:
     timing = run_embedding(args.modality, args.manifest, args.out_dir, args.backend, args.policy, args.workers,
                            settings, skip_list=args.skipped, cpus=args.cpus)
     prepare = "decode_s" if args.modality == "images" else "tokenize_s"
-    print(f"{timing['run']}: {timing['items']} {args.modality} items in {timing['wall_s']:.2f} s "
+    print(f"{timing['run']}: {timing['items']} {'images' if args.modality == 'images' else 'captions'} in {timing['wall_s']:.2f} s "
           f"({timing['items_per_s']:.1f}/s; start-up {timing['startup_s']:.2f} s, {prepare[:-2]} {timing[prepare]:.2f} s, "
           f"compute {timing['compute_s']:.2f} s, write {timing['write_s']:.2f} s per worker); "
           f"threads per worker {timing['threads_per_worker']}, skipped {timing['skipped']}, "

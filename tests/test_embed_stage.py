@@ -118,6 +118,9 @@ def test_bad_arguments_and_empty_input(fixture, tmp_path):
         run_embedding("images", fixture.manifest, tmp_path, "mpi", "pinned", 1, demo_settings("images"))
     with pytest.raises(ConfigError, match="the serial backend runs one worker, not 2"):
         run_embedding("images", fixture.manifest, tmp_path, "serial", "pinned", 2, demo_settings("images"))
+    with pytest.raises(ConfigError, match="^embed: policy intraop is 1 process x N threads, run on the serial "
+                                          "backend, not multiprocessing$"):
+        run_embedding("images", fixture.manifest, tmp_path, "multiprocessing", "intraop", 2, demo_settings("images"))
     with pytest.raises(ConfigError, match="DIFFSCALE_EMBED_FAULT: 'x' is not"):
         parse_faults("x")
     assert parse_faults("1:3:kill,0:0:raise") == {1: ("kill", 3), 0: ("raise", 0)}

@@ -148,6 +148,8 @@ def plan_run(modality: str, manifest: str | Path, out_dir: str | Path, backend: 
     if backend == "serial" and layout.processes != 1:
         raise ConfigError(f"embed: the serial backend runs one worker, not {layout.processes} "
                           f"(N CPUs in one process: policy intraop)")
+    if policy == "intraop" and backend not in ("serial", "gpu"):
+        raise ConfigError(f"embed: policy intraop is 1 process x N threads, run on the serial backend, not {backend}")
     name = run_name(backend, policy, workers)
     # The gpu backend fails here, before reading anything, on a machine without the GPUs.
     placement = (hardware.resolve({"hardware": {settings.hw: settings.hardware}}, settings.hw, workers)
