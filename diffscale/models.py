@@ -371,6 +371,10 @@ def _build_on_device(role: Role, config: dict, seed: int, device: str, dtype):
             torch.set_default_dtype(previous)
 
 
+# a hub id that cannot be read is, on a cluster node or this offline machine, mostly no network
+_HUB_HINT = " (a hub id: it needs the network or the local hub cache; else name a save_pretrained folder)"
+
+
 def looks_like_path(ref: str) -> bool:
     """A local path (as opposed to an `org/name` hub id)."""
     return ref.startswith(("/", "./", "../", "~")) or ref.count("/") != 1 or os.path.exists(ref)
@@ -399,7 +403,8 @@ def load_pretrained(spec: ModelSpec, dtype=None):
         return _import(role.cls).from_pretrained(ref, **kwargs)
     except (OSError, ValueError, EnvironmentError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelSpecError(f"models.{spec.role}.pretrained: cannot load {spec.pretrained!r}: {first}") from None
+        hint = "" if looks_like_path(ref) else _HUB_HINT
+        raise ModelSpecError(f"models.{spec.role}.pretrained: cannot load {spec.pretrained!r}: {first}{hint}") from None
 
 
 def architecture_config(spec: ModelSpec) -> dict:
@@ -417,8 +422,9 @@ def architecture_config(spec: ModelSpec) -> dict:
             return dict(_import(role.cls).load_config(spec.pretrained, **kwargs))
         return _import(role.config_cls).from_pretrained(spec.pretrained, **kwargs).to_dict()
     except (OSError, ValueError) as exc:
+        hint = "" if looks_like_path(spec.pretrained) else _HUB_HINT
         raise ModelSpecError(f"models.{spec.role}.pretrained: cannot read the config of {spec.pretrained!r}: "
-                             f"{str(exc).strip().splitlines()[0]}") from None
+                             f"{str(exc).strip().splitlines()[0]}{hint}") from None
 
 
 def count_parameters(role: str, raw_spec: dict | ModelSpec) -> int:

@@ -108,7 +108,8 @@ def test_missing_pretrained_path_is_a_clear_error(tmp_path):
 
 def test_unknown_hub_id_offline_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(ModelSpecError, match=r"^models.vae.pretrained: cannot load 'nobody/no-such-model'"):
+    with pytest.raises(ModelSpecError, match=r"^models.vae.pretrained: cannot load 'nobody/no-such-model': .* \(a hub id: it "
+                                             r"needs the network or the local hub cache; else name a save_pretrained folder\)$"):
         models.build("vae", {"pretrained": "nobody/no-such-model"})
 
 
