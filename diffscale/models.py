@@ -293,8 +293,9 @@ def check_overrides(spec: ModelSpec) -> None:
         import inspect
 
         known = set(inspect.signature(_import(role.cls).__init__).parameters) - {"self"}
-    else:
-        known = set(_import(role.config_cls)().to_dict())
+    else:  # the config's fields and the aliases it maps onto them (T5's num_hidden_layers: num_layers)
+        config_cls = _import(role.config_cls)
+        known = set(config_cls().to_dict()) | set(getattr(config_cls, "attribute_map", {}))
     unknown = sorted(set(spec.overrides) - known)
     if unknown:
         raise ModelSpecError(f"models.{spec.role}.overrides: unknown key {unknown[0]!r} for "
@@ -307,8 +308,10 @@ def _overrides_named(spec: ModelSpec):
     try:
         yield
     except (TypeError, ValueError, AssertionError, RuntimeError, KeyError, IndexError) as exc:
-        if not spec.overrides:
-            raise  # a preset that does not build is a bug, not a user's mistake
+        import torch
+
+        if not spec.overrides or isinstance(exc, torch.OutOfMemoryError) or "CUDA" in str(exc):
+            raise  # a preset that does not build is a bug; out of memory is the device's, said by the caller
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ModelSpecError(f"models.{spec.role}.overrides: the {spec.random} preset does not build with "
                              f"{spec.overrides}: {type(exc).__name__}: {first}") from None

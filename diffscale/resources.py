@@ -19,9 +19,10 @@ from diffscale.errors import ConfigError
 # same name (None: not passed): node features (-C), quality of service (--qos), other flags verbatim.
 SBATCH_KEYS = ("constraint", "qos", "slurm_extra")
 RESOURCE_KEYS = ("slurm_partition", "cpus_per_task", "mem_mb", "runtime", "gres", "gpu", "gpu_model", *SBATCH_KEYS)
-# sbatch options the SLURM plugin and the hardware table set; slurm_extra must not set them again.
+# sbatch options the SLURM plugin and the hardware table set; slurm_extra must not set them again
+# (a short option with its value attached, -Cfoo, too).
 MANAGED_SBATCH = re.compile(
-    r"(?:^|\s)(-[pcCtAJNnoeD](?![A-Za-z-])|--(?:partition|cpus-per-task|cpus-per-gpu|mem|mem-per-cpu|mem-per-gpu|time"
+    r"(?:^|\s)(-[pcCtAJNnoeDG]|--(?:partition|cpus-per-task|cpus-per-gpu|mem|mem-per-cpu|mem-per-gpu|time"
     r"|gres|gpus|gpus-per-node|gpus-per-task|constraint|qos|account|job-name|nodes|ntasks|ntasks-per-gpu|output"
     r"|error|export|comment|clusters|parsable|workdir|chdir)(?=[=\s]|$))")
 

@@ -91,7 +91,7 @@ def test_a_max_time_below_the_first_tries_time_limit_is_named(demo):
 
 
 @pytest.mark.parametrize("extra, flag", [("--hint=nomultithread -c 4", "-c"), ("--mem=8G", "--mem"),
-                                         ("--exclusive --qos gpu", "--qos")])
+                                         ("--exclusive --qos gpu", "--qos"), ("-Ca100_80gb", "-C"), ("-G 2", "-G")])
 def test_slurm_extra_cannot_set_what_the_hardware_table_sets(demo, extra, flag):
     bad = copy.deepcopy(demo)
     bad["hardware"]["local"]["slurm_extra"] = extra

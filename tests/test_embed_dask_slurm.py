@@ -60,7 +60,8 @@ def test_defaults_are_the_schemas_and_python_is_this_interpreter(monkeypatch):
 
 
 @pytest.mark.parametrize("squeue_says, walltime", [
-    ("1-02:03:04\n", "1-02:03:04"), ("42:10", "42:10"), ("UNLIMITED", "01:00:00"), ("", "01:00:00")])
+    ("1-02:03:04\n", "1-02:03:04"), ("42:10", "42:10"), ("UNLIMITED", "01:00:00"), ("", "01:00:00"),
+    ("0:00", "01:00:00")])  # sbatch -t 0 would mean no limit
 def test_unset_walltime_is_what_the_submitting_job_has_left(monkeypatch, squeue_says, walltime):
     asked = []
 

@@ -161,3 +161,12 @@ def test_an_override_the_model_does_not_take_is_one_line_naming_it(role, overrid
 def test_overrides_the_model_takes_build():
     unet = models.build("unet", {"random": "tiny", "overrides": {"sample_size": 16}})
     assert unet.config.sample_size == 16
+    t5 = models.build("flux_t5", {"random": "tiny", "overrides": {"num_hidden_layers": 1}})  # T5's alias of num_layers
+    assert t5.config.num_layers == 1
+
+
+def test_running_out_of_memory_while_building_is_not_blamed_on_the_overrides():
+    spec = models.parse_spec("unet", {"random": "tiny", "overrides": {"sample_size": 16}})
+    with pytest.raises(torch.OutOfMemoryError):
+        with models._overrides_named(spec):  # noqa: SLF001 - the wrapper every build goes through
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")

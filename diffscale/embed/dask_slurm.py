@@ -120,7 +120,9 @@ def worker_walltime() -> str:
     job = os.environ.get("SLURM_JOB_ID")
     out = _run(["squeue", "-h", "-j", job, "-o", "%L"]) if job else None
     left = out.stdout.strip() if out is not None and out.returncode == 0 else ""
-    return left if SLURM_TIME.match(left) else FALLBACK_WALLTIME
+    if not SLURM_TIME.match(left) or not any(c in "123456789" for c in left):  # 0:00 would ask for no limit
+        return FALLBACK_WALLTIME
+    return left
 
 
 def _run(cmd: list[str], timeout: float = 30) -> subprocess.CompletedProcess | None:
