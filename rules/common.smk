@@ -180,9 +180,14 @@ def train_run_config(wildcards):
     return json.dumps(run, sort_keys=True)
 
 
+def train_processes(wildcards):
+    """A training job's processes: one per device (or gloo process), each with train.loader_workers."""
+    return hwres.training_processes(int(wildcards.gpus), config["train"]["loader_workers"])
+
+
 def train_threads(wildcards):
     """All the CPUs the job asks SLURM for, so a local run never times two trainings at once."""
-    return hwres.job_resources(config, wildcards.hw, int(wildcards.gpus))["cpus_per_task"]
+    return hwres.rule_resources(config, wildcards, workers=train_processes)["cpus_per_task"]
 
 
 def train_sampling_flags():
@@ -259,7 +264,8 @@ DDPM_RUN = {
 }
 DDPM_PRECISION_RE = "|".join(experiments.DDPM_PRECISIONS)
 DDPM_COMPILE_RE = "|".join(experiments.DDPM_COMPILE_MODES)
-DDPM_BASE_GPUS = experiments.ddpm_baseline(config)["gpus"]
+DDPM_BASE = experiments.ddpm_baseline(config)
+DDPM_BASE_GPUS = DDPM_BASE["gpus"]
 
 
 def ddpm_run_config(stage):
@@ -273,15 +279,28 @@ def ddpm_run_config(stage):
     return run_config
 
 
-def ddpm_processes(wildcards):
-    """The processes of a DataLoader-sweep job: the training process of each of its GPUs with its
-    {workers} loader workers, a CPU each (w8 on 1 GPU: 9); other DDPM jobs count one per GPU."""
-    return hwres.training_processes(DDPM_BASE_GPUS, int(wildcards.workers)) if "workers" in dict(wildcards) else 1
+def ddpm_processes(gpus=None):
+    """The processes of a DDPM window job, as a function of its wildcards: the training process of
+    each GPU ({gpus}, else `gpus`, else the baseline's) with its DataLoader workers ({workers}, else
+    the baseline's), a CPU each: w8 on 1 GPU asks for 9."""
+
+    def processes(wildcards):
+        w = dict(wildcards)
+        count = int(w.get("gpus", gpus or DDPM_BASE_GPUS))
+        return hwres.training_processes(count, int(w.get("workers", DDPM_BASE["workers"])))
+
+    return processes
 
 
-def ddpm_threads(wildcards):
-    """All the CPUs the job asks SLURM for, so a local run never times two windows at once."""
-    return hwres.rule_resources(config, wildcards, gpus=DDPM_BASE_GPUS, workers=ddpm_processes)["cpus_per_task"]
+def ddpm_resources(gpus=None):
+    """`resources:` of a DDPM window job (GPUs: {gpus}, else `gpus`, else the baseline's)."""
+    return resources_for(gpus=gpus or DDPM_BASE_GPUS, workers=ddpm_processes(gpus))
+
+
+def ddpm_threads(gpus=None):
+    """threads: all the CPUs the job asks SLURM for, so a local run never times two windows at once."""
+    return lambda wildcards: hwres.rule_resources(config, wildcards, gpus=gpus or DDPM_BASE_GPUS,
+                                                  workers=ddpm_processes(gpus))["cpus_per_task"]
 
 
 def ddpm_step_images():

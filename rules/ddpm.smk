@@ -37,7 +37,7 @@ rule ddpm_batch:
         out=lambda wildcards, output: os.path.dirname(output.run),
     wildcard_constraints:
         batch=r"\d+",
-    threads: ddpm_threads
+    threads: ddpm_threads()
     log:
         "results/logs/ddpm/batch/{hw}/b{batch}-g{gpus}.log",
     benchmark:
@@ -45,7 +45,7 @@ rule ddpm_batch:
     conda:
         conda_env_for("ddpm")
     resources:
-        **resources_for(),
+        **ddpm_resources(),
     shell:
         "python scripts/ddpm_run.py --run-config {params.run_config:q} --cache {input.cache} {params.source}"
         " --out {params.out} > {log} 2>&1"
@@ -68,7 +68,7 @@ use rule ddpm_batch as ddpm_amp with:
     benchmark:
         "results/benchmarks/ddpm/amp/{hw}/{precision}.tsv"
     resources:
-        **resources_for(gpus=DDPM_BASE_GPUS),
+        **ddpm_resources(),
 
 
 # DataLoader workers, with the time the loop waited for data per step
@@ -88,7 +88,7 @@ use rule ddpm_batch as ddpm_workers with:
     benchmark:
         "results/benchmarks/ddpm/workers/{hw}/w{workers}.tsv"
     resources:
-        **resources_for(gpus=DDPM_BASE_GPUS, workers=ddpm_processes),
+        **ddpm_resources(),
 
 
 # torch.compile mode (off is always measured: the break-even needs it)
@@ -108,7 +108,7 @@ use rule ddpm_batch as ddpm_compile with:
     benchmark:
         "results/benchmarks/ddpm/compile/{hw}/{compile}.tsv"
     resources:
-        **resources_for(gpus=DDPM_BASE_GPUS),
+        **ddpm_resources(),
 
 
 # torch.profiler over the baseline's window: top-10 operators by device and CPU time, Chrome trace
@@ -126,8 +126,9 @@ use rule ddpm_batch as ddpm_profile with:
         "results/logs/ddpm/profile/{hw}.log",
     benchmark:
         "results/benchmarks/ddpm/profile/{hw}.tsv"
+    threads: ddpm_threads(1)
     resources:
-        **resources_for(gpus=1),
+        **ddpm_resources(1),
 
 
 # our loop against denoising-diffusion-pytorch's GaussianDiffusion step, same model and settings;
@@ -148,8 +149,9 @@ use rule ddpm_batch as ddpm_peer with:
         "results/logs/ddpm/peer/{hw}/{precision}-{compile}.log",
     benchmark:
         "results/benchmarks/ddpm/peer/{hw}/{precision}-{compile}.tsv"
+    threads: ddpm_threads(1)
     resources:
-        **resources_for(gpus=1),
+        **ddpm_resources(1),
 
 
 rule ddpm_table:

@@ -28,7 +28,7 @@ rule train_unet:
     conda:
         conda_env_for("train")
     resources:
-        **resources_for(),
+        **resources_for(workers=train_processes),
     shell:
         "python scripts/train_unet.py --run-config {params.run_config:q} --images {params.images}"
         " --text {params.text} --out {params.out} --resume > {log} 2>&1"

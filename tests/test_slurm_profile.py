@@ -109,7 +109,9 @@ def test_dry_run_of_the_full_study_sends_every_job_where_the_hardware_table_says
     # both GPU request styles in one plan: a100 switched to --gpus
     # and the a100 jobs' own sbatch options
     a100_options = {"constraint": "a100_80gb", "qos": "gpu", "slurm_extra": "--hint=nomultithread"}
-    overlay = fake_data_overlay(full, tmp_path, hardware={"a100": {"gpu_request": "gpus", **a100_options}})
+    # and U-Net jobs with 8 DataLoader workers per GPU
+    overlay = fake_data_overlay(full, tmp_path, hardware={"a100": {"gpu_request": "gpus", **a100_options}},
+                                train={"loader_workers": 8})
     done = snakemake("-n", "--forceall", "--nolock", "--profile", "profiles/slurm", "--printshellcmds",
                      "--configfile", "config/full.yaml", str(overlay), "--sdm", "env-modules")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -130,6 +132,9 @@ def test_dry_run_of_the_full_study_sends_every_job_where_the_hardware_table_says
     loaders = {job.wildcards["workers"]: job.resources["cpus_per_task"]
                for job in jobs if job.rule == "ddpm_workers" and job.wildcards["hw"] == "a100"}
     assert loaders == {"0": "8", "2": "8", "8": "9"}  # cpus_per_gpu 8; the baseline (4) is a batch run
+    training = {job.wildcards["gpus"]: job.resources["cpus_per_task"]
+                for job in jobs if job.rule == "train_unet" and job.wildcards["hw"] == "a100"}
+    assert training == {"1": "9", "2": "18", "4": "36"}  # each GPU's process and its 8 loaders
     # every hardware key of the study gets jobs in its partition with its GPU request
     for hw, count in demand(cfg).items():
         entry = cfg["hardware"][hw]

@@ -256,6 +256,8 @@ def _compile_verdict(row) -> str:
     """One compile mode's verdict, as the table's pays_off column gives it."""
     saving, mode = fmt.number(row["saving_per_step_s"]), row["compile"]
     cost = f"compiles in {fmt.seconds(row['compile_s'])} s"
+    if saving is None and str(row["pays_off"]) == "baseline":  # the sweep had no eager run on this hardware
+        return f"{mode} {cost}; no eager run on this hardware to compare it with"
     if saving is None or saving <= 0:  # a compiled step no faster than eager never repays its compile time
         slower = f"{ms(-saving)} ms per step slower" if saving is not None else "no per-step saving"
         return f"{mode} {cost} and runs {slower}: it never pays off"

@@ -31,7 +31,8 @@ def train_cols(random: bool) -> list[Col]:
         Col("mfu", "MFU", fmt.percent, "model FLOPs utilisation (a counted forward and backward per sample)",
             optional=True),
         Col("job_s", "job time (s)", fmt.seconds, "the whole job: Snakemake's benchmark of it (interpreter, imports, "
-            "process start-up, set-up, caching, training, sampling, saving), else the timed phases' sum"),
+            "process start-up, set-up, caching, training, sampling, saving; a retried job's last try), else the "
+            "timed phases' sum"),
         Col("cost", "$ per fine-tune", fmt.money, "the whole job time", optional=True),
         Col("final_loss", "final loss" + (" (random weights: timing only)" if random else ""), lambda v: fmt.sig(v, 4)),
     ]
@@ -189,8 +190,8 @@ def _inference(ctx: Context, out: Section) -> str:
     runs = [str(best["run"])] if "run" in frame.columns else []
     out.findings.append(Finding(
         f"FLUX inference: best {fmt.sig(best['images_per_s'])} images/s ("
-        + ", ".join(str(best[c]) for c in ("hw", "dtype") if c in best.index and pd.notna(best[c]))
-        + f", {best['model']} weights, batch {as_int(best['batch_size'])}); first image after "
+        + ", ".join([str(best[c]) for c in ("hw", "dtype") if c in best.index and pd.notna(best[c])]
+                    + [f"{best['model']} weights", f"batch {as_int(best['batch_size'])}"]) + "); first image after "
         f"{fmt.seconds(best['first_image_s'])} s"
         + (f"; {fmt.money(best['cost_per_1k'] / 1000)} per image" if fmt.number(best["cost_per_1k"]) else "") + ".",
         out.id, runs))

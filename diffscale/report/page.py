@@ -111,7 +111,8 @@ class Context:
 
     def job_seconds(self, benchmark: str) -> float | None:
         """The whole job's wall time from Snakemake's benchmark file results/benchmarks/<benchmark>
-        (start-up included: what a scheduler bills), or None when there is none."""
+        (start-up included: what a scheduler bills), or None when there is none. A retried job's
+        file holds its last try only."""
         path = self.results / "benchmarks" / benchmark
         try:
             return fmt.number(pd.read_csv(path, sep="\t")["s"].iloc[0])

@@ -58,15 +58,16 @@ def embed_cols(item: str) -> list[Col]:
         Col("physical_cores", "physical cores", fmt.integer,
             "the physical cores the CPUs were: fewer when SMT siblings (hyper-threads) shared cores", optional=True),
         Col("wall_s", "time (s)", fmt.seconds, "wall time, start-up included"),
-        Col("speedup", "speedup", fmt.ratio, "against serial, 1 CPU"),
-        Col("efficiency", "efficiency", fmt.percent, "speedup ÷ workers"),
+        Col("speedup", "speedup", fmt.ratio, "items per second against serial on 1 CPU, 1 thread"),
+        Col("efficiency", "efficiency", fmt.percent, "speedup ÷ the run's CPUs (none for gpu runs)"),
         Col("karp_flatt", "Karp–Flatt", lambda v: fmt.sig(v, 2), "serial fraction; growing with workers = overhead",
             optional=True),
         Col("compute_cost_vs_1cpu", "compute CPU time per item vs 1 CPU", fmt.ratio,
             "above 1× with pinned workers: the cores slow each other (memory bandwidth, caches, clocks)", optional=True),
         Col("items_per_s", f"{item}/s", fmt.sig),
         Col("cost_per_1k", f"$ per 1k {item}", fmt.money, "price_per_hour × shares × the whole job's time (Snakemake's "
-            "benchmark of it: process start, imports, input plan, shutdown included; else the run's wall time)",
+            "benchmark of it: process start, imports, input plan, shutdown included; a retried job's last try; "
+            "else the run's wall time)",
             optional=True),
     ]
 

@@ -574,3 +574,14 @@ def test_the_multi_gpu_finding_gives_every_precision_of_a_hardware(results, buil
     texts = [f["text"].split(" details")[0] for f in build(results).findings if f["text"].startswith("U-Net training on a100:")]
     assert texts == ["U-Net training on a100: fp32 on 4 GPUs 3.8× one (94 % efficiency); bf16 on 4 GPUs 3.4× one "
                      "(84 % efficiency)."]
+
+
+def test_a_compile_mode_without_an_eager_run_on_its_hardware_says_so(results, build):
+    path = results / "bench" / "ddpm_compile.csv"
+    frame = pd.read_csv(path)
+    frame["pays_off"] = ["baseline", "yes"]
+    alone = frame.iloc[[1]].assign(hw="a40", saving_per_step_s=float("nan"), break_even_steps=float("nan"),
+                                   pays_off="baseline", run="ddpm/a40/c1")  # the a40 sweep lost its eager run
+    pd.concat([frame, alone]).to_csv(path, index=False)
+    text = next(f["text"] for f in build(results).findings if f["text"].startswith("DDPM on a40: torch.compile"))
+    assert "default compiles in 60.0 s; no eager run on this hardware to compare it with." in text
