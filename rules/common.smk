@@ -43,10 +43,10 @@ def resources_for(hw=None, gpus=0, workers=1, cpus=None):
 
     `hw`, `gpus` and `workers` are the arguments where they are functions of the wildcards (a
     value that depends on another wildcard), else the wildcards of the same name when present,
-    else the argument values (a fixed hardware key for rules without {hw}; none: the CPU hardware). `cpus` (a function
-    of the wildcards, None: none) asks for exactly that many CPUs (a scaling run w{N}). A retry gets a
-    longer time limit (diffscale.resources.rule_resources). A hardware key missing from the table
-    stops the DAG build with a message naming it."""
+    else the argument values (a fixed hardware key for rules without {hw}; none: the CPU
+    hardware). `cpus` (a function of the wildcards, None: none) asks for exactly that many CPUs (a
+    scaling run w{N}). A retry gets a longer time limit (diffscale.resources.rule_resources). A
+    hardware key missing from the table stops the DAG build with a message naming it."""
 
     def resource(key):
         return lambda wildcards, attempt: hwres.rule_resources(config, wildcards, attempt, hw, gpus, workers,
