@@ -428,10 +428,11 @@ def _train_findings(ctx: Context, frame: pd.DataFrame, anchor: str) -> list[Find
         fp32 = one[(one["hw"] == hw) & (one["precision"] == "fp32")]
         low = one[(one["hw"] == hw) & (one["precision"] != "fp32")]
         if not fp32.empty and not low.empty:
-            ratios = "; ".join(f"{row['precision']} runs at {fmt.ratio(row['samples_per_s'] / fp32['samples_per_s'].iloc[0])}"
+            base = fp32["samples_per_s"].iloc[0]
+            ratios = "; ".join(f"{row['precision']} runs at {fmt.ratio(row['samples_per_s'] / base)}"
                                for _, row in low.iterrows())
-            found.append(Finding(f"U-Net training on {hw}, 1 GPU: {ratios} the fp32 throughput.", anchor,
-                                 [fp32["run"].iloc[0], *low["run"]]))
+            found.append(Finding(f"U-Net training on {hw}, {ctx.devices(hw, 1)}: {ratios} the fp32 throughput.",
+                                 anchor, [fp32["run"].iloc[0], *low["run"]]))
     resumed = (frame["resumed"].astype(str).str.lower().isin(["true", "1"]) if "resumed" in frame
                else pd.Series(False, index=frame.index))
     whole = frame[~resumed] if (~resumed).any() else frame  # a resumed run's cost is only a lower bound

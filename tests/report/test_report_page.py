@@ -585,3 +585,11 @@ def test_a_compile_mode_without_an_eager_run_on_its_hardware_says_so(results, bu
     pd.concat([frame, alone]).to_csv(path, index=False)
     text = next(f["text"] for f in build(results).findings if f["text"].startswith("DDPM on a40: torch.compile"))
     assert "default compiles in 60.0 s; no eager run on this hardware to compare it with." in text
+
+
+def test_the_precision_finding_counts_processes_on_a_cpu_hardware_key(results, build):
+    path = results / "bench" / "train_unet.csv"
+    pd.read_csv(path).assign(hw=lambda f: f["hw"].replace({"a40": "cpu"})).to_csv(path, index=False)
+    texts = [f["text"] for f in build(results).findings if "the fp32 throughput" in f["text"]]
+    assert any(t.startswith("U-Net training on cpu, 1 process: bf16 runs at") for t in texts)
+    assert any(t.startswith("U-Net training on a100, 1 GPU: bf16 runs at") for t in texts)
