@@ -32,7 +32,7 @@ class TrainRun:
 
     @property
     def variant(self) -> str:
-        return f"{self.precision}-g{self.gpus}"
+        return vocab.TRAIN_VARIANT.format(precision=self.precision, gpus=self.gpus)
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class FluxRun:
 
     @property
     def variant(self) -> str:
-        return f"g{self.gpus}-s{self.steps}"
+        return vocab.FLUX_VARIANT.format(gpus=self.gpus, steps=self.steps)
 
 
 # Study 3's vocabularies (the schema's enums, argparse choices and wildcard constraints follow these).

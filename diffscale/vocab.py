@@ -10,6 +10,8 @@ workflow's wildcard constraints (rules/common.smk) are derived from them.
   DTYPES                           storage/compute dtypes of embeddings, with their torch names
   embed_run_name(...)              "{backend}-{policy}-w{workers}", the embedding run directory name
   embed_dir(modality, run)         results/embed/{modality}/{run name} (embed_run_dir: from parts)
+  EMBED_JOB, TRAIN_JOB, FLUX_JOB   a measured job's name; log_path/benchmark_path: its log and
+                                   Snakemake benchmark (TRAIN_RUN, FLUX_RUN: run directories)
   hardware_entry(cfg, hw, where)   a hardware table entry, or the one "hardware key not in the
                                    table" ConfigError
   wildcard_constraints()           regexes of the wildcards, for the workflow
@@ -44,6 +46,27 @@ def embed_dir(modality: str, run: str) -> str:
 
 def embed_run_dir(modality: str, backend: str, policy: str, workers: int) -> str:
     return embed_dir(modality, embed_run_name(backend, policy, workers))
+
+
+# A measured job's name, as a Snakemake wildcard pattern: its log is results/logs/<name>.log and
+# Snakemake's benchmark of it results/benchmarks/<name>.tsv, which the report reads as the time the
+# job held its hardware. The rules and the report both build these paths here, so they cannot drift.
+TRAIN_VARIANT = "{precision}-g{gpus}"  # a U-Net training run under its hardware key
+FLUX_VARIANT = "g{gpus}-s{steps}"  # a FLUX LoRA fine-tune under its hardware key
+EMBED_JOB = "embed/{modality}/" + EMBED_RUN
+TRAIN_JOB = "train/unet/{hw}/" + TRAIN_VARIANT
+FLUX_JOB = "flux/lora/{hw}/" + FLUX_VARIANT
+TRAIN_RUN = "results/" + TRAIN_JOB  # run directories
+FLUX_RUN = "results/flux/{hw}/" + FLUX_VARIANT
+
+
+def log_path(job: str) -> str:
+    return f"results/logs/{job}.log"
+
+
+def benchmark_path(job: str, results: str = "results") -> str:
+    """Snakemake's benchmark file of job `job` (a pattern or a name) under the results directory."""
+    return f"{results}/benchmarks/{job}.tsv"
 
 
 def one_of(value: str, allowed, what: str) -> str:

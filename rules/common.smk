@@ -151,7 +151,7 @@ def embed_timings():
 
 
 # --- study 1, stage 3: U-Net training (rules/train.smk) ----------------------------------------
-TRAIN_RUN = "results/train/unet/{hw}/{precision}-g{gpus}"
+TRAIN_RUN = vocab.TRAIN_RUN
 # A sampling job's {run_gpus} is its training run's {gpus}: it samples on one device, so it asks
 # for one GPU (the {gpus} wildcard would make it ask for the run's whole allocation).
 TRAIN_SAMPLES = "results/train/samples/{hw}/{precision}-g{run_gpus}"
@@ -206,7 +206,7 @@ def train_report_inputs():
 
 FLUX_DATASET = "results/flux/dataset"
 FLUX_CACHE = "results/flux/cache"
-FLUX_RUN = "results/flux/{hw}/g{gpus}-s{steps}"
+FLUX_RUN = vocab.FLUX_RUN
 FLUX_INFER = "results/flux/infer/{hw}"
 FLUX_TABLES = [f"results/bench/flux_{name}.csv" for name in ("train", "loss", "quality", "infer")]
 FLUX_GRID = "results/bench/flux_samples.png"

@@ -5,7 +5,7 @@
 
 EMBED_MANIFEST = "results/data/coco/manifest.parquet"
 EMBED_SKIPPED = "results/data/coco/skipped.csv"
-EMBED_RUN = vocab.EMBED_RUN
+EMBED_DIR = vocab.embed_dir("{modality}", vocab.EMBED_RUN)  # a run directory, as a pattern
 
 
 rule embed:
@@ -13,17 +13,17 @@ rule embed:
         manifest=EMBED_MANIFEST,
         skipped=EMBED_SKIPPED,
     output:
-        index=f"results/embed/{{modality}}/{EMBED_RUN}/index.json",
-        timing=f"results/embed/{{modality}}/{EMBED_RUN}/timing.json",
-        run=f"results/embed/{{modality}}/{EMBED_RUN}/run.json",
+        index=f"{EMBED_DIR}/index.json",
+        timing=f"{EMBED_DIR}/timing.json",
+        run=f"{EMBED_DIR}/run.json",
     params:
         settings=lambda w: embed_settings(w.modality, w.backend),
-        out_dir=lambda w: f"results/embed/{w.modality}/{w.backend}-{w.policy}-w{w.workers}",
+        out_dir=lambda wildcards, output: os.path.dirname(output.index),
     threads: embed_threads
     log:
-        f"results/logs/embed/{{modality}}/{EMBED_RUN}.log",
+        vocab.log_path(vocab.EMBED_JOB),
     benchmark:
-        f"results/benchmarks/embed/{{modality}}/{EMBED_RUN}.tsv"
+        vocab.benchmark_path(vocab.EMBED_JOB)
     conda:
         "../envs/embed.yaml"
     resources:

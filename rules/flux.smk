@@ -62,9 +62,9 @@ rule flux_lora:
         out=lambda wildcards, output: os.path.dirname(output.run),
     threads: flux_threads
     log:
-        "results/logs/flux/lora/{hw}/g{gpus}-s{steps}.log",
+        vocab.log_path(vocab.FLUX_JOB),
     benchmark:
-        "results/benchmarks/flux/lora/{hw}/g{gpus}-s{steps}.tsv"
+        vocab.benchmark_path(vocab.FLUX_JOB)
     conda:
         conda_env_for("flux")
     resources:

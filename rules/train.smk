@@ -22,9 +22,9 @@ rule train_unet:
         out=lambda wildcards, output: os.path.dirname(output.checkpoint),
     threads: train_threads
     log:
-        "results/logs/train/unet/{hw}/{precision}-g{gpus}.log",
+        vocab.log_path(vocab.TRAIN_JOB),
     benchmark:
-        "results/benchmarks/train/unet/{hw}/{precision}-g{gpus}.tsv"
+        vocab.benchmark_path(vocab.TRAIN_JOB)
     conda:
         conda_env_for("train")
     resources:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from diffscale import vocab
 from diffscale.report import fmt, plots
 from diffscale.report.page import (TITLES, Context, Finding, Section, as_int, pair, part_table, quality_tag,
                                    runs_of, superlinear, superlinear_note)
@@ -39,15 +40,15 @@ def train_cols(random: bool) -> list[Col]:
 
 
 def _run(row) -> str:
-    return f"results/flux/{row['hw']}/g{as_int(row['gpus'])}-s{as_int(row['steps'])}"
+    return vocab.FLUX_RUN.format(hw=row["hw"], gpus=as_int(row["gpus"]), steps=as_int(row["steps"]))
 
 
 def _job_seconds(ctx: Context, row) -> float | None:
     """The seconds a fine-tune held its hardware: Snakemake's benchmark of the job (what a scheduler
     bills: the timed phases miss the interpreter, imports and process start-up), else the phases'
     sum (a run made by hand)."""
-    return (ctx.job_seconds(f"flux/lora/{row['hw']}/g{as_int(row['gpus'])}-s{as_int(row['steps'])}.tsv")
-            or fmt.number(row["total_s"]))
+    job = vocab.FLUX_JOB.format(hw=row["hw"], gpus=as_int(row["gpus"]), steps=as_int(row["steps"]))
+    return ctx.job_seconds(job, fallback=row["total_s"])
 
 
 def section(ctx: Context) -> Section:

@@ -17,6 +17,7 @@ from typing import Iterable
 
 import pandas as pd
 
+from diffscale import vocab
 from diffscale.report import fmt, tables
 from diffscale.report.contract import TITLES  # noqa: F401 - the sections import it from here
 from diffscale.report.fmt import as_int  # noqa: F401 - the sections import it from here
@@ -109,15 +110,16 @@ class Context:
         plural = "es" if word == "process" else "s"
         return f"{n} {word}{plural if n != 1 else ''}"
 
-    def job_seconds(self, benchmark: str) -> float | None:
-        """The whole job's wall time from Snakemake's benchmark file results/benchmarks/<benchmark>
-        (start-up included: what a scheduler bills), or None when there is none. A retried job's
-        file holds its last try only."""
-        path = self.results / "benchmarks" / benchmark
+    def job_seconds(self, job: str, fallback=None) -> float | None:
+        """The whole job's wall time from Snakemake's benchmark of job `job` (a name of
+        diffscale.vocab's *_JOB patterns): start-up included, what a scheduler bills; else `fallback`
+        as a number (a run made by hand has no benchmark). A retried job's file holds its last try."""
+        path = Path(vocab.benchmark_path(job, str(self.results)))
         try:
-            return fmt.number(pd.read_csv(path, sep="\t")["s"].iloc[0])
+            seconds = fmt.number(pd.read_csv(path, sep="\t")["s"].iloc[0])
         except (OSError, KeyError, IndexError, pd.errors.ParserError, pd.errors.EmptyDataError):
-            return None
+            seconds = None
+        return seconds if seconds is not None else fmt.number(fallback)
 
     # ---- provenance ---------------------------------------------------------------------------
     def record(self, run: str) -> dict | None:

@@ -9,6 +9,7 @@ import math
 
 import pandas as pd
 
+from diffscale import vocab
 from diffscale.embed.scaling import smt_note
 from diffscale.report import fmt, plots
 from diffscale.report.page import TITLES, Context, Finding, Section, as_int, runs_of, superlinear, superlinear_note
@@ -73,7 +74,9 @@ def embed_cols(item: str) -> list[Col]:
 
 
 def _embed_run(row) -> str:
-    return f"embed/{row['modality']}/{row['backend']}-{row['policy']}-w{as_int(row['workers'])}"
+    """The run's job name: its directory under results/, its log and benchmark names."""
+    return vocab.EMBED_JOB.format(modality=row["modality"], backend=row["backend"], policy=row["policy"],
+                                  workers=as_int(row["workers"]))
 
 
 def embed_section(ctx: Context) -> Section:
@@ -114,7 +117,7 @@ def _cost_per_1k(ctx: Context, row) -> float | None:
     workers = as_int(row["workers"], 1)
     # the whole job, as a scheduler bills it: its wall_s leaves out process start, imports, the input
     # plan and the backend's shutdown (1-2 s of a demo run, unevenly across backends)
-    seconds = ctx.job_seconds(f"{_embed_run(row)}.tsv") or fmt.number(row["wall_s"])
+    seconds = ctx.job_seconds(_embed_run(row), fallback=row["wall_s"])
     # a CPU scaling run w{N} asked SLURM for exactly its N CPUs (resources.scaling_cpus): bill those
     cost = (ctx.prices.job(str(row["hw"]), seconds, gpus=workers) if gpu else
             ctx.prices.job(str(row["hw"]), seconds, workers=workers, cpus=as_int(row.get("cpus"), workers)))
@@ -356,7 +359,8 @@ def train_cols(random: bool) -> list[Col]:
 
 
 def _train_run(row) -> str:
-    return f"train/unet/{row['hw']}/{row['precision']}-g{as_int(row['gpus'])}"
+    """The run's job name: its directory under results/, its log and benchmark names."""
+    return vocab.TRAIN_JOB.format(hw=row["hw"], precision=row["precision"], gpus=as_int(row["gpus"]))
 
 
 def train_section(ctx: Context) -> Section:
@@ -399,8 +403,7 @@ def _train_job_seconds(ctx: Context, row) -> float | None:
     segments of set-up and training."""
     if str(row.get("resumed")).lower() in ("true", "1") and fmt.number(row.get("job_time_s")):
         return fmt.number(row["job_time_s"])
-    return (ctx.job_seconds(f"train/unet/{row['hw']}/{row['precision']}-g{as_int(row['gpus'])}.tsv")
-            or fmt.number(row.get("train_time_s")))
+    return ctx.job_seconds(_train_run(row), fallback=row.get("train_time_s"))
 
 
 def _per_1k(cost: float | None, steps) -> float | None:
