@@ -20,9 +20,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from diffscale.cli import json_flag, run_cli  # noqa: E402
+from diffscale.timing import mark_job_start  # noqa: E402
 
 
 def main() -> int:
+    mark_job_start()  # a resumed run bills each segment from its process's start, imports included
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--run-config", help="the run config as JSON (what the workflow passes)")

@@ -27,7 +27,9 @@ guards (NaN/OOM), meter.
                 sampled too: the base model's quality is the baseline.
   timing        setup, cache loading, training, sampling and saving are timed apart (timing.json);
                 the steps/s of a metrics row count training only (the meter restarts after a
-                checkpoint).
+                checkpoint). Each invocation (segment) records its seconds from its script's
+                start to its last checkpoint, so a resumed run's `job_time_s` bills every segment
+                (Snakemake's benchmark file holds only the last invocation).
 Declared outputs (metrics.csv, quality.csv, timing.json, lora.safetensors, run.json) are written at
 the end; lora/, samples/ and resume/ are not declared, so a job Snakemake re-runs after a kill keeps
 them and continues.
@@ -38,6 +40,7 @@ from __future__ import annotations
 import math
 import os
 import statistics
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +54,7 @@ from diffscale.flux.flow import flow_loss, lora_train_flops_per_sample, sample_s
 from diffscale.flux.quality import grid, psnr, ssim, to_pil
 from diffscale.flux.sample import generate
 from diffscale.flux.settings import DTYPES, SDPA_KERNELS, check_run_config, compute_dtype, trajectory
+from diffscale import timing
 from diffscale.timing import PhaseTimer
 from diffscale.train.core import checkpoint as core_ckpt
 from diffscale.train.core import compat, guards, launch, precision
@@ -227,6 +231,7 @@ def peak_memory_mb(device: str) -> float:
 def fit(ctx: launch.Context, job: Job) -> dict | None:
     import torch
 
+    began = timing.job_started_at() or time.time()  # the script's start (imports included), else this call's
     cfg, flux = job.run_config, job.run_config["flux"]
     seed, steps, batch = cfg["seed"], cfg["run"]["steps"], flux["batch_size"]
     micro, device = batch // ctx.world, ctx.device
@@ -266,7 +271,7 @@ def fit(ctx: launch.Context, job: Job) -> dict | None:
                 raise error from None
             raise
         peak = peak_flops(ctx.device_name, dtype_name) if ctx.device_type == "cuda" else None
-    start_step, rows, quality_rows, checkpoints = 0, [], [], []
+    start_step, rows, quality_rows, checkpoints, segments = 0, [], [], [], []
     last_good = guards.LastGood()
     if resume:
         lora_io.load_lora_state(transformer, resume["lora"])
@@ -275,6 +280,7 @@ def fit(ctx: launch.Context, job: Job) -> dict | None:
         core_ckpt.restore_rng(resume["rng"], ctx.rank)
         start_step, rows = resume["step"], resume["metrics"]
         quality_rows, checkpoints = resume["quality"], resume["checkpoints"]
+        segments = resume.get("segments", [])
         saved = [c for c in checkpoints if c.get("lora")]
         last_good = guards.LastGood(saved[-1]["lora"], saved[-1]["step"]) if saved else last_good
         ctx.say(f"resuming from {job.store.resume_path} at step {start_step}")
@@ -286,6 +292,9 @@ def fit(ctx: launch.Context, job: Job) -> dict | None:
 
     def sdpa():
         return sdpa_context(flux["sdpa_kernels"])
+
+    def ran(done: int) -> list[dict]:  # the earlier segments and this one, up to step `done`
+        return segments + [{"start_step": start_step, "end_step": done, "job_s": time.time() - began}]
 
     ctx.say(f"rank 0/{ctx.world} on {ctx.device_name}: steps {start_step}..{end_step} of {steps}, global batch "
             f"{batch} = {ctx.world} x {micro}, {len(cache.names)} images, "
@@ -308,7 +317,8 @@ def fit(ctx: launch.Context, job: Job) -> dict | None:
                 job.store.save({"step": done, "lora": lora_io.lora_state(transformer),
                                 "optimizer": optimizer.state_dict(), "scaler": prec.state_dict(), "rng": rng,
                                 "metrics": rows, "quality": quality_rows, "checkpoints": checkpoints,
-                                "timings": timer.seconds, "trajectory_hash": config_hash(trajectory(cfg))})
+                                "timings": timer.seconds, "segments": ran(done),
+                                "trajectory_hash": config_hash(trajectory(cfg))})
         meter.restart()  # sampling and saving are not part of the measured rate or peak memory
         reset_peak_memory(device)
 
@@ -345,7 +355,7 @@ def fit(ctx: launch.Context, job: Job) -> dict | None:
         raise
     if end_step < steps or not ctx.is_main:
         return None
-    return finish(job, rows, quality_rows, checkpoints, timer, ctx, params, flops_per_sample, peak)
+    return finish(job, rows, quality_rows, checkpoints, timer, ctx, params, flops_per_sample, peak, ran(end_step))
 
 
 def extend_row(row: dict, batch: int, device: str) -> None:
@@ -415,7 +425,7 @@ def _resume_state(job: Job, ctx) -> dict | None:
 
 
 def finish(job: Job, rows, quality_rows, checkpoints, timer: PhaseTimer, ctx, params, flops_per_sample: int | None,
-           peak: float | None) -> dict:
+           peak: float | None, segments: list[dict]) -> dict:
     import torch
 
     cfg, out = job.run_config, job.out_dir
@@ -437,6 +447,9 @@ def finish(job: Job, rows, quality_rows, checkpoints, timer: PhaseTimer, ctx, pa
         "grad_checkpointing": cfg["flux"]["grad_checkpointing"], "lora_params": sum(p.numel() for p in params),
         "final_loss": final_loss(rows), "peak_mem_mb": max(r["peak_mem_mb"] for r in rows),
         "resolution": resolution(job), "model": spec.label, "checkpoints": checkpoints, "final_lora": final,
+        # what the run held its devices for, every invocation from its script's start (a stopped
+        # one's time after its last checkpoint is not recorded: a lower bound when resumed)
+        "job_time_s": sum(seg["job_s"] for seg in segments), "resumed": len(segments) > 1,
         **timings,
     }
     atomic.write_text(out / "metrics.csv", csv_text(rows, METRICS_COLUMNS))

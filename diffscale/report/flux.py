@@ -11,7 +11,7 @@ import pandas as pd
 
 from diffscale import vocab
 from diffscale.report import fmt, plots
-from diffscale.report.page import (TITLES, Context, Finding, Section, as_int, pair, part_table, quality_tag,
+from diffscale.report.page import (TITLES, Context, Finding, Section, as_int, cheapest, pair, part_table, quality_tag,
                                    runs_of, superlinear, superlinear_note)
 from diffscale.report.tables import Col, TableProblem, full, short
 
@@ -34,7 +34,9 @@ def train_cols(random: bool) -> list[Col]:
         Col("job_s", "job time (s)", fmt.seconds, "the whole job: Snakemake's benchmark of it (interpreter, imports, "
             "process start-up, set-up, caching, training, sampling, saving; a retried job's last try), else the "
             "timed phases' sum"),
-        Col("cost", "$ per fine-tune", fmt.money, "the whole job time", optional=True),
+        Col("cost", "$ per fine-tune", fmt.money, "the whole job time (a resumed run: every invocation from its "
+            "process's start; at least that, since a stopped one's time after its last checkpoint is not recorded)",
+            optional=True),
         Col("final_loss", "final loss" + (" (random weights: timing only)" if random else ""), lambda v: fmt.sig(v, 4)),
     ]
 
@@ -44,11 +46,10 @@ def _run(row) -> str:
 
 
 def _job_seconds(ctx: Context, row) -> float | None:
-    """The seconds a fine-tune held its hardware: Snakemake's benchmark of the job (what a scheduler
-    bills: the timed phases miss the interpreter, imports and process start-up), else the phases'
-    sum (a run made by hand)."""
+    """The seconds a fine-tune held its hardware (Context.held_seconds): the timed phases miss the
+    interpreter, imports and process start-up, so they are only the fallback of a run made by hand."""
     job = vocab.FLUX_JOB.format(hw=row["hw"], gpus=as_int(row["gpus"]), steps=as_int(row["steps"]))
-    return ctx.job_seconds(job, fallback=row["total_s"])
+    return ctx.held_seconds(job, row, fallback=row["total_s"])
 
 
 def section(ctx: Context) -> Section:
@@ -102,9 +103,9 @@ def _train_findings(ctx: Context, frame: pd.DataFrame, anchor: str) -> list[Find
                                  f"({fmt.percent(top['efficiency'])} efficiency, {as_int(top['steps'])} steps)"
                                  f"{superlinear_note(top['speedup'], top['gpus'])}.",
                                  anchor, [top["run"]]))
-    if frame["cost"].notna().any():
-        cheap = frame.loc[frame["cost"].idxmin()]
-        found.append(Finding(f"FLUX LoRA: cheapest fine-tune {fmt.money(cheap['cost'])} ({cheap['hw']}, "
+    if picked := cheapest(frame, "cost"):
+        cheap, bound = picked
+        found.append(Finding(f"FLUX LoRA: cheapest fine-tune {bound}{fmt.money(cheap['cost'])} ({cheap['hw']}, "
                              f"{ctx.devices(cheap['hw'], cheap['gpus'])}, {as_int(cheap['steps'])} steps; "
                              f"job time {fmt.seconds(cheap['job_s'])} s, start-up included).", anchor,
                              [cheap["run"]]))

@@ -121,6 +121,13 @@ class Context:
             seconds = None
         return seconds if seconds is not None else fmt.number(fallback)
 
+    def held_seconds(self, job: str, row, fallback) -> float | None:
+        """The seconds a run held its hardware: for a resumed run its own sum over its invocations
+        (`job_time_s`; Snakemake's benchmark file holds only the last one), else job_seconds."""
+        if is_resumed(row) and fmt.number(row.get("job_time_s")) is not None:
+            return fmt.number(row["job_time_s"])
+        return self.job_seconds(job, fallback)
+
     # ---- provenance ---------------------------------------------------------------------------
     def record(self, run: str) -> dict | None:
         """run.json of a run directory (as written in a table's `run` column), or None."""
@@ -230,6 +237,24 @@ def runs_of(frame: pd.DataFrame, fallback) -> list[str]:
     if "run" in frame.columns and frame["run"].notna().all():
         return [str(r) for r in frame["run"]]
     return [fallback(row) for _, row in frame.iterrows()]
+
+
+def is_resumed(row) -> bool:
+    """A run continued from its checkpoint after its job was stopped (the table's `resumed` cell)."""
+    return str(row.get("resumed")).lower() in ("true", "1")
+
+
+def cheapest(frame: pd.DataFrame, column: str) -> tuple[pd.Series, str] | None:
+    """The row of lowest `column` and "at least " when it was resumed, else "". A resumed run's cost
+    is a lower bound (a stopped invocation's time after its last checkpoint is not recorded), so a
+    run that was not resumed is picked when there is one. None when no row has a cost."""
+    priced = frame[frame[column].notna()] if column in frame else frame.iloc[0:0]
+    if priced.empty:
+        return None
+    resumed = priced.apply(is_resumed, axis=1).astype(bool)
+    whole = priced[~resumed] if (~resumed).any() else priced
+    row = whole.loc[whole[column].astype(float).idxmin()]
+    return row, "at least " if is_resumed(row) else ""
 
 
 def superlinear_note(speedup, count) -> str:

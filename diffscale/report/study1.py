@@ -12,7 +12,8 @@ import pandas as pd
 from diffscale import vocab
 from diffscale.embed.scaling import smt_note
 from diffscale.report import fmt, plots
-from diffscale.report.page import TITLES, Context, Finding, Section, as_int, runs_of, superlinear, superlinear_note
+from diffscale.report.page import (TITLES, Context, Finding, Section, as_int, cheapest, runs_of, superlinear,
+                                   superlinear_note)
 from diffscale.report.tables import Col, TableProblem, full, short
 
 MODALITY = {"images": ("VAE latents", "images"), "text": ("Text embeddings", "captions")}
@@ -398,12 +399,8 @@ def train_section(ctx: Context) -> Section:
 
 
 def _train_job_seconds(ctx: Context, row) -> float | None:
-    """The seconds a training run held its hardware: Snakemake's benchmark of the job, but for a
-    resumed run (whose benchmark file holds only its last invocation) the run's own sum over its
-    segments of set-up and training."""
-    if str(row.get("resumed")).lower() in ("true", "1") and fmt.number(row.get("job_time_s")):
-        return fmt.number(row["job_time_s"])
-    return ctx.job_seconds(_train_run(row), fallback=row.get("train_time_s"))
+    """The seconds a training run held its hardware (Context.held_seconds)."""
+    return ctx.held_seconds(_train_run(row), row, fallback=row.get("train_time_s"))
 
 
 def _per_1k(cost: float | None, steps) -> float | None:
@@ -436,12 +433,8 @@ def _train_findings(ctx: Context, frame: pd.DataFrame, anchor: str) -> list[Find
                                for _, row in low.iterrows())
             found.append(Finding(f"U-Net training on {hw}, {ctx.devices(hw, 1)}: {ratios} the fp32 throughput.",
                                  anchor, [fp32["run"].iloc[0], *low["run"]]))
-    resumed = (frame["resumed"].astype(str).str.lower().isin(["true", "1"]) if "resumed" in frame
-               else pd.Series(False, index=frame.index))
-    whole = frame[~resumed] if (~resumed).any() else frame  # a resumed run's cost is only a lower bound
-    if whole["cost_per_1k_steps"].notna().any():
-        cheap = whole.loc[whole["cost_per_1k_steps"].astype(float).idxmin()]
-        bound = "at least " if str(cheap.get("resumed")).lower() in ("true", "1") else ""
+    if picked := cheapest(frame, "cost_per_1k_steps"):
+        cheap, bound = picked
         found.append(Finding(f"U-Net training: cheapest {bound}{fmt.money(cheap['cost_per_1k_steps'])} per 1,000 steps "
                              f"({cheap['hw']} {cheap['precision']}, {ctx.devices(cheap['hw'], cheap['gpus'])}, "
                              "start-up included).",

@@ -4,16 +4,17 @@ resume, 2 gloo processes = 1, SDPA kernel selection, caption pairing, NaN and op
 from __future__ import annotations
 
 import csv
+import time
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from diffscale import atomic, models
+from diffscale import atomic, models, timing
 from diffscale.errors import ConfigError
 from diffscale.flux import flow, loop
 from diffscale.flux.cache import load_cache
-from diffscale.flux.loop import TrainingError, train
+from diffscale.flux.loop import TrainingError, read_summary, train
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +92,7 @@ def test_a_run_writes_its_outputs(trained):
     assert all((out / "samples" / f"step-{s:05d}" / "prompt_0.png").is_file() for s in (0, 4))
     for key in ("setup_s", "cache_s", "train_s", "sampling_s", "saving_s", "total_s"):
         assert summary[key] >= 0
+    assert summary["resumed"] is False and summary["job_time_s"] >= summary["total_s"]  # one invocation, whole
     assert summary["random_weights"] is True and summary["resolution"] == 64
     assert not (out / "resume").exists() and (out / "checkpoint.pt").is_file()
     # counted FLOPs: achieved TFLOP/s on any device, MFU only against a GPU's known peak
@@ -158,6 +160,19 @@ def test_a_resumed_run_ends_equal_to_an_uninterrupted_one(trained, prepared, tmp
     assert [r["loss"] for r in list(csv.DictReader(open(out / "metrics.csv")))] == \
            [r["loss"] for r in list(csv.DictReader(open(tmp_path / "metrics.csv")))]
     assert [c["step"] for c in resumed["checkpoints"]] == [0, 2, 4]  # the stop at 2, then 4: nothing repeated
+
+
+def test_a_resumed_run_bills_every_invocation_from_its_scripts_start(trained, prepared, tmp_path, monkeypatch):
+    """Snakemake's benchmark of the job holds the last invocation only; job_time_s sums them all."""
+    cfg = trained[0]
+    monkeypatch.setenv(timing.JOB_STARTED_ENV, repr(time.time() - 1000))  # as if its script started 1000 s ago
+    train(cfg, prepared[1], prepared[0], tmp_path, stop_after=2)
+    monkeypatch.setenv(timing.JOB_STARTED_ENV, repr(time.time() - 500))
+    start = time.time()
+    resumed = train(cfg, prepared[1], prepared[0], tmp_path, resume=True)
+    assert resumed["resumed"] is True
+    assert 1500 <= resumed["job_time_s"] <= 1500 + 2 * (time.time() - start) + 60
+    assert read_summary(tmp_path)["job_time_s"] == resumed["job_time_s"]
 
 
 def test_two_gloo_processes_match_one_on_the_same_global_batch(trained, prepared, tmp_path):

@@ -519,6 +519,34 @@ def test_a_fine_tune_is_billed_for_its_whole_job_not_its_timed_phases(results, b
     assert "job time" in cheapest and "start-up included" in cheapest
 
 
+def test_a_resumed_fine_tune_is_billed_for_all_its_invocations_and_is_not_the_cheapest(results, build):
+    """Snakemake's benchmark of a resumed FLUX job holds only its last invocation; the run's own
+    job_time_s sums them all, and is still only a lower bound."""
+    path = results / "bench" / "flux_train.csv"
+    frame = pd.read_csv(path)
+    frame["job_time_s"] = 900.0
+    frame["resumed"] = (frame["hw"] == "a100") & (frame["gpus"] == 2)
+    frame.to_csv(path, index=False)
+    for _, r in frame.iterrows():  # every job's last invocation: 100 s
+        bench = results / "benchmarks" / "flux" / "lora" / str(r["hw"]) / f"g{int(r['gpus'])}-s1000.tsv"
+        bench.parent.mkdir(parents=True, exist_ok=True)
+        bench.write_text("s\th:m:s\n100.0\t0:01:40\n")
+    table = next(t for t in build(results).tables if t["id"] == "flux-train")
+    cost = {(row[0]["text"], row[1]["text"]): float(c["value"]) for row in table["rows"] for c in row
+            if c["col"] == "cost"}
+    assert cost[("a100", "2")] == pytest.approx(2.50 * 2 * 900.0 / 3600)
+    assert cost[("a100", "1")] == pytest.approx(2.50 * 100.0 / 3600)
+
+    frame["job_time_s"] = 1.0  # the resumed run would look cheapest
+    frame.to_csv(path, index=False)
+    cheapest = next(f["text"] for f in build(results).findings if "cheapest fine-tune" in f["text"])
+    assert "2 GPUs" not in cheapest and "at least" not in cheapest
+    frame["resumed"] = True  # every run resumed: the cheapest is named as a lower bound
+    frame.to_csv(path, index=False)
+    cheapest = next(f["text"] for f in build(results).findings if "cheapest fine-tune" in f["text"])
+    assert "cheapest fine-tune at least $" in cheapest
+
+
 def test_the_inference_finding_names_the_hardware_and_dtype_of_its_best_rate(results, build):
     text = next(f["text"] for f in build(results).findings if "FLUX inference: best" in f["text"])
     # the fixture's fastest rows: a100 bf16, base or fused weights at 2 images/s
