@@ -20,11 +20,13 @@ from diffscale.workflow import overlay_note, put_interpreter_on_path
 
 # One-line errors naming the key, before any job starts, in one pass over every study's checks.
 # (snakemake.utils.validate would print the whole schema; diffscale.config uses the same JSON
-# schema and is shared with the CLIs.)
+# schema and is shared with the CLIs.) Printed and exit 2, as the CLIs do: a WorkflowError would
+# wrap the line in Snakemake's frame of this file and line.
 try:
     validate_config(config, source="config")
 except UserError as exc:
-    raise WorkflowError(str(exc) + overlay_note(workflow.config_settings.overwrite_config)) from None
+    print(f"error: {exc}{overlay_note(workflow.config_settings.overwrite_config)}", file=sys.stderr)
+    sys.exit(2)
 
 
 # Rules call plain `python`: the rule's conda env, or the interpreter running Snakemake.
