@@ -18,7 +18,7 @@ rule embed:
         run=f"{EMBED_DIR}/run.json",
     params:
         settings=lambda w: embed_settings(w.modality, w.backend),
-        out_dir=lambda wildcards, output: os.path.dirname(output.index),
+        out_dir=lambda w: vocab.embed_run_dir(w.modality, w.backend, w.policy, w.workers),
     threads: embed_threads
     log:
         vocab.log_path(vocab.EMBED_JOB),
