@@ -142,10 +142,18 @@ def _enter(rank: int, local_rank: int, world: int, device: str, entry, args) -> 
         backend = "nccl" if device == "cuda" else "gloo"
         compat.init_process_group(backend, rank, world, torch.device(ctx.device) if device == "cuda" else None)
     try:
-        return entry(ctx, *args)
-    finally:
+        result = entry(ctx, *args)
+    except BaseException:
         if world > 1:
             dist.destroy_process_group()
+        raise
+    if world > 1:
+        # Ranks leave together: a gloo rank that tore down while rank 0 was still writing the
+        # run's outputs once died with SIGABRT ("terminate called without an active exception")
+        # and failed a finished job. No barrier on the error path: a peer may never reach it.
+        dist.barrier()
+        dist.destroy_process_group()
+    return result
 
 
 def _spawn(entry, world: int, device: str, args: tuple) -> None:
