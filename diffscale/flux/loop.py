@@ -44,7 +44,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from diffscale import atomic, hardware, models
+from diffscale import atomic, hardware, models, timing
 from diffscale.config import config_hash
 from diffscale.errors import ConfigError, DataError
 from diffscale.flux import dataset as ds
@@ -54,7 +54,6 @@ from diffscale.flux.flow import flow_loss, lora_train_flops_per_sample, sample_s
 from diffscale.flux.quality import grid, psnr, ssim, to_pil
 from diffscale.flux.sample import generate
 from diffscale.flux.settings import DTYPES, SDPA_KERNELS, check_run_config, compute_dtype, trajectory
-from diffscale import timing
 from diffscale.timing import PhaseTimer
 from diffscale.train.core import checkpoint as core_ckpt
 from diffscale.train.core import compat, guards, launch, precision
