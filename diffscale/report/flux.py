@@ -32,8 +32,8 @@ def train_cols(random: bool) -> list[Col]:
         Col("mfu", "MFU", fmt.percent, "model FLOPs utilisation (a counted forward and backward per sample)",
             optional=True),
         Col("job_s", "job time (s)", fmt.seconds, "the whole job: Snakemake's benchmark of it (interpreter, imports, "
-            "process start-up, set-up, caching, training, sampling, saving; a retried job's last try), else the "
-            "timed phases' sum"),
+            "process start-up, set-up, caching, training, sampling, saving; a retried job's last try); a resumed run: "
+            "its invocations' sum (job_time_s); else the timed phases' sum"),
         Col("cost", "$ per fine-tune", fmt.money, "the whole job time (a resumed run: every invocation from its "
             "process's start; at least that, since a stopped one's time after its last checkpoint is not recorded)",
             optional=True),

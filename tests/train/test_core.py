@@ -123,3 +123,31 @@ def test_the_ema_update_stays_outside_autograd():
     assert all(e.grad_fn is None and not e.requires_grad for e in ema)
     for e, w in zip(ema, want):
         torch.testing.assert_close(e, w)
+
+
+@pytest.fixture
+def group_calls(monkeypatch):
+    """The collective calls _enter makes, recorded instead of run (no process group is formed)."""
+    import torch.distributed as dist
+
+    calls = []
+    monkeypatch.setattr(launch.compat, "init_process_group", lambda *a, **k: calls.append("init"))
+    monkeypatch.setattr(dist, "barrier", lambda *a, **k: calls.append("barrier"))
+    monkeypatch.setattr(dist, "destroy_process_group", lambda *a, **k: calls.append("destroy"))
+    threads = torch.get_num_threads()  # _enter sets this process's threads for its rank
+    yield calls
+    torch.set_num_threads(threads)
+
+
+def test_ranks_leave_together_after_a_run_and_alone_after_an_error(group_calls):
+    # a rank that tore down while rank 0 still wrote the outputs once died with SIGABRT
+    assert launch._enter(1, 1, 2, "cpu", lambda ctx: "done", ()) == "done"
+    assert group_calls == ["init", "barrier", "destroy"]
+    group_calls.clear()
+
+    def fails(ctx):
+        raise ConfigError("bad")
+
+    with pytest.raises(ConfigError, match="bad"):  # a peer may never reach a barrier: none on this path
+        launch._enter(1, 1, 2, "cpu", fails, ())
+    assert group_calls == ["init", "destroy"]
