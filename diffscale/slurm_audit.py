@@ -30,6 +30,7 @@ from diffscale.config import validate_config
 from diffscale.errors import ConfigError, DataError, HardwareError
 from diffscale.hardware import demand
 
+SACCT_FORMAT = "JobIDRaw,Partition,NodeList,State,AllocTRES,AllocCPUS,ElapsedRaw"
 SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+)")
 JOB_HEADER = re.compile(r"^(local)?rule (\w+):$")
 NOTHING_TO_DO = "Nothing to be done"
@@ -57,13 +58,16 @@ class PlannedJob:
 
 @dataclass(frozen=True)
 class SlurmRecord:
-    """Where SLURM ran a job: partition, node, allocated GPUs {model: count}, final state."""
+    """Where SLURM ran a job: partition, node, allocated GPUs {model: count}, final state; the CPUs
+    it allocated and the seconds it ran, where the source said (None: it did not)."""
 
     job_id: str
     partition: str
     node: str
     state: str
     gpus: dict[str, int]
+    cpus: int | None = None
+    elapsed_s: float | None = None
 
 
 def _pairs(text: str) -> dict[str, str]:
@@ -260,14 +264,26 @@ def _gpus_from_job_gres(gres: str) -> dict[str, int]:
 
 
 def parse_sacct(text: str) -> dict[str, SlurmRecord]:
-    """`sacct -X -n -P --format=JobIDRaw,Partition,NodeList,State,AllocTRES`."""
+    """`sacct -X -n -P --format=SACCT_FORMAT` (AllocCPUS and ElapsedRaw optional)."""
     records = {}
     for line in text.splitlines():
         if not line.strip():
             continue
-        job_id, partition, node, state, tres = line.split("|")[:5]
-        records[job_id] = SlurmRecord(job_id, partition, node, state.split()[0], _gpus_from_tres(tres))
+        job_id, partition, node, state, tres, *more = line.split("|")
+        cpus, elapsed = (more + ["", ""])[:2]
+        records[job_id] = SlurmRecord(job_id, partition, node, state.split()[0], _gpus_from_tres(tres),
+                                      int(cpus) if cpus.isdigit() else None,
+                                      float(elapsed) if elapsed.isdigit() else None)
     return records
+
+
+def _slurm_seconds(value: str) -> float | None:
+    """scontrol's RunTime ([D-]HH:MM:SS) in seconds."""
+    found = re.fullmatch(r"(?:(\d+)-)?(\d+):(\d+):(\d+)", value or "")
+    if not found:
+        return None
+    days, hours, minutes, seconds = (int(g or 0) for g in found.groups())
+    return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
 
 
 def parse_scontrol(text: str) -> dict[str, SlurmRecord]:
@@ -278,15 +294,18 @@ def parse_scontrol(text: str) -> dict[str, SlurmRecord]:
         if "JobId" not in fields:
             continue
         gpus = _gpus_from_job_gres(fields.get("JOB_GRES", "")) or _gpus_from_tres(fields.get("TRES", ""))
+        cpus = fields.get("NumCPUs", "")
         records[fields["JobId"]] = SlurmRecord(fields["JobId"], fields.get("Partition", ""),
-                                               fields.get("NodeList", ""), fields.get("JobState", ""), gpus)
+                                               fields.get("NodeList", ""), fields.get("JobState", ""), gpus,
+                                               int(cpus) if cpus.isdigit() else None,
+                                               _slurm_seconds(fields.get("RunTime", "")))
     return records
 
 
 def slurm_records(source: str, job_ids: list[str] | None = None) -> dict[str, SlurmRecord]:
     """SLURM's records of `job_ids` (all it knows when None): 'sacct' or 'scontrol'."""
     if source == "sacct":
-        cmd = ["sacct", "-X", "-n", "-P", "--format=JobIDRaw,Partition,NodeList,State,AllocTRES"]
+        cmd = ["sacct", "-X", "-n", "-P", f"--format={SACCT_FORMAT}"]
         cmd += ["-j", ",".join(job_ids)] if job_ids else ["-a", "-S", "2000-01-01"]
         return parse_sacct(_run(cmd, "--records sacct"))
     if source == "scontrol":
@@ -392,20 +411,55 @@ def idle_rerun_problems(log_text: str, known_ids: set[str], records: dict[str, S
 # The backend cancels its worker jobs when the run ends (dask-jobqueue's scancel), so a worker job
 # that did its work ends CANCELLED, or COMPLETED when its worker exited first.
 DASK_JOB_ENDED = ("COMPLETED", "CANCELLED")
+# What the run recorded each worker job held (backend_info.jobs, which the report bills) against
+# SLURM's record: the same CPUs, and seconds from the job's start (its prologue's first line) to
+# the run's close, which cancels it. Never more than SLURM's elapsed time (whole seconds: 1 s of
+# rounding), and less by at most the time a cancelled job takes to end (SLURM's KillWait, 30 s).
+HELD_SLACK_S = 30.0
+
+
+def held_problems(run_dir: Path, job: str, held: dict | None, record: SlurmRecord) -> list[str]:
+    """A worker job's recorded CPUs and seconds against SLURM's record of it."""
+    if held is None:
+        return [f"{run_dir}: worker job {job}: the run recorded nothing of what it held (backend_info.jobs)"]
+    problems = []
+    if record.cpus is not None and held.get("cpus") != record.cpus:
+        problems.append(f"{run_dir}: worker job {job} held {held.get('cpus')} CPUs by the run's record, "
+                        f"{record.cpus} by SLURM's")
+    seconds = held.get("held_s")
+    if record.elapsed_s is not None and (seconds is None or not
+                                         record.elapsed_s - HELD_SLACK_S <= seconds <= record.elapsed_s + 1):
+        problems.append(f"{run_dir}: worker job {job} held it {seconds if seconds is None else round(seconds, 1)} s "
+                        f"by the run's record, {record.elapsed_s:g} s by SLURM's (at most {HELD_SLACK_S:g} s "
+                        f"less, never more)")
+    return problems
+
+
+def _held_cells(held: dict | None, record: SlurmRecord) -> tuple[str, str]:
+    cpus = f"{held['cpus']} CPU" + "s" * (held["cpus"] != 1) if held and held.get("cpus") else "-"
+    seconds = held.get("held_s") if held else None
+    slurm = f" of {record.elapsed_s:g}" if record.elapsed_s is not None else ""
+    return cpus, (f"{seconds:.1f}{slurm} s" if seconds is not None else "-")
 
 
 def dask_worker_problems(run_dir: Path, records: dict[str, SlurmRecord], partition: str) -> Audit:
     """An embedding run of the dask backend on SLURM: every worker reported from inside a SLURM job,
     and SLURM's record of each submitted job says it ran in `partition`, on the node its worker
-    named, and ended. Rows: worker, job id, partition, node, state."""
+    named, and ended; and what the run recorded each job held (held_problems; runs from before it
+    was recorded are not asked). Rows: worker, job id, partition, node, state, CPUs, seconds held
+    of SLURM's elapsed."""
     timing = json.loads((run_dir / "timing.json").read_text())
     info = timing.get("backend_info") or {}
     if info.get("cluster") != "slurm":
         return Audit([], [f"{run_dir}: backend_info.cluster is {info.get('cluster')!r}, not 'slurm'"])
     workers = info.get("workers") or []
+    held = {str(j["job_id"]): j for j in info.get("jobs") or []} if "jobs" in info else None
     rows, problems = [], []
     if len(workers) != timing["workers"]:
         problems.append(f"{run_dir}: {len(workers)} workers recorded their SLURM job, the run had {timing['workers']}")
+    if held is not None and info.get("job_cpu_s") is None:
+        problems.append(f"{run_dir}: the run could not total what its worker jobs held (backend_info.job_cpu_s "
+                        f"is null), so the report cannot bill them")
     by_job: dict[str, list[dict]] = {}  # a job runs embed.dask.slurm.processes workers
     for worker in workers:
         job = str(worker.get("job_id") or "")
@@ -420,7 +474,10 @@ def dask_worker_problems(run_dir: Path, records: dict[str, SlurmRecord], partiti
         if record is None:
             problems.append(f"{run_dir}: SLURM has no record of worker job {job}")
             continue
-        rows.append((label, job, record.partition, record.node, record.state))
+        rows.append((label, job, record.partition, record.node, record.state,
+                     *_held_cells(held.get(job) if held is not None else None, record)))
+        if held is not None and mine:  # a job no worker reported from is one problem, above
+            problems += held_problems(run_dir, job, held.get(job), record)
         if record.partition != partition:
             problems.append(f"{run_dir}: worker job {job} ran in partition {record.partition!r}, not {partition!r}")
         if record.state not in DASK_JOB_ENDED:
@@ -509,7 +566,8 @@ def audit_dask_verdict(run_dir: Path, partition: str, records: str = "sacct",
                        reference: Path | None = None) -> Verdict:
     """`slurm_audit.py dask`: audit the worker jobs of a dask-on-SLURM embedding run."""
     result = audit_dask_run(run_dir, partition, records, reference)
-    lines = ["  ".join(f"{cell:<{width}}" for cell, width in zip(row, (10, 8, 10, 12, 10))) for row in result.rows]
+    lines = ["  ".join(f"{cell:<{width}}" for cell, width in zip(row, (10, 8, 10, 12, 10, 8, 14)))
+             for row in result.rows]
     ok = (f"{len(result.rows)} dask worker jobs ran in partition {partition} and ended"
           + ("; the shards equal the reference run's bitwise" if reference else ""))
     return Verdict(lines, result.problems, ok)

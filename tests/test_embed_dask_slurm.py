@@ -231,17 +231,45 @@ def test_workers_record_their_slurm_job_and_threads_and_jobs_end_with_the_run(sl
     # what SLURM puts in a job's environment (the in-process workers read this one)
     monkeypatch.setenv("SLURM_JOB_ID", "101")
     monkeypatch.setenv("SLURMD_NODENAME", "node-cpu")
-    monkeypatch.setenv(dask_slurm.STARTED_ENV, f"{time.time():.6f}")
+    monkeypatch.setenv("SLURM_JOB_PARTITION", "cpu")
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "3")
+    started = time.time()
+    monkeypatch.setenv(dask_slurm.STARTED_ENV, f"{started:.6f}")
     with _backend(join=True, cores=3) as backend:  # pinned: 3 CPUs per job, 1 process -> 3 threads
         results = backend.run(_tasks(tmp_path))
         info = backend.info
         assert not [call for call in calls if call[0] == "scancel"]  # nothing cancelled while running
+        assert "jobs" not in info  # what the jobs held is known when they end
+    held = info["jobs"]  # after close: the in-process workers both said job 101
+    assert [(j["job_id"], j["partition"], j["node"], j["cpus"]) for j in held] == [("101", "cpu", "node-cpu", 3)]
+    assert 0 <= held[0]["held_s"] <= time.time() - started
+    assert info["job_cpus"] is None and info["job_cpu_s"] is None  # 1 of the 2 jobs said: no total
     assert [r["threads"] for r in results] == [3, 3]
     assert info["cluster"] == "slurm" and info["threads_per_process"] == 3 and info["cpus_per_job"] == 3
     assert [(w["worker"], w["job_id"], w["node"], w["threads"]) for w in info["workers"]] == [
         (0, "101", "node-cpu", 3), (1, "101", "node-cpu", 3)]
     assert 0 <= info["queue_wait_s"] < info["cluster_start_s"] and info["worker_start_s"] >= 0
     assert FakeSLURMCluster.made[0].closed and _cancelled(calls, info["job_name"])
+
+
+def test_what_the_worker_jobs_held_counts_each_job_once():
+    """Two processes per job share it; each job's CPUs for the seconds from its start to the end."""
+    def worker(k, job, cpus, started):
+        return {"worker": k, "job_id": job, "partition": "cpu", "node": f"n{job}", "cpus_per_task": cpus,
+                "job_started_at": started}
+
+    workers = [worker(0, "7", "2", 100.0), worker(1, "7", "2", 100.0), worker(2, "8", "2", 130.0),
+               worker(3, "8", "2", 130.0)]
+    held = dask_slurm.held_by_jobs(workers, jobs=2, ended_at=200.0)
+    assert held == {"jobs": [{"job_id": "7", "partition": "cpu", "node": "n7", "cpus": 2, "held_s": 100.0},
+                             {"job_id": "8", "partition": "cpu", "node": "n8", "cpus": 2, "held_s": 70.0}],
+                    "job_cpus": 4, "job_cpu_s": 2 * 100.0 + 2 * 70.0}
+    # a total over some of the jobs would understate the run: none when a job is missing or silent
+    assert dask_slurm.held_by_jobs(workers[:2], jobs=2, ended_at=200.0)["job_cpu_s"] is None
+    assert dask_slurm.held_by_jobs(workers[:2] + [worker(2, "8", None, 130.0)], jobs=2,
+                                   ended_at=200.0)["job_cpus"] is None
+    assert dask_slurm.held_by_jobs(workers[:2] + [worker(2, "8", "2", None)], jobs=2,
+                                   ended_at=200.0)["job_cpu_s"] is None
 
 
 def test_a_failing_task_cancels_the_jobs(slurm_calls, monkeypatch, tmp_path):
@@ -309,6 +337,24 @@ def test_the_stage_shows_the_queue_wait_but_does_not_charge_it(tmp_path, monkeyp
     elapsed = time.time() - started
     assert timing["queue_wait_s"] == 2.0 and 0 <= timing["launch_s"] < 1.0
     assert timing["wall_s"] <= elapsed - 2.0 and timing["startup_s"] <= timing["wall_s"]
+
+
+def test_a_run_on_slurm_workers_records_the_cpus_and_cpu_seconds_its_jobs_held(tmp_path, monkeypatch):
+    """2 workers on jobs of 4 CPUs each: the table's CPUs are 8, not the 2 the name says."""
+    from diffscale.embed import stage
+    from embed_data import demo_settings, make_manifest
+
+    fixture = make_manifest(tmp_path / "manifest", n_synthetic=6, n_real=0)
+
+    class Held(backends.SerialBackend):
+        def close(self):  # as SlurmDaskBackend.close records it
+            self.info.update({"cluster": "slurm", "jobs": [], "job_cpus": 8, "job_cpu_s": 123.0})
+
+    monkeypatch.setattr(stage, "make_backend", lambda name, workers, **kw: Held(workers))
+    settings = demo_settings("text", "dask", dask={"cluster": "slurm", "slurm": {"cores": 4}})
+    timing = stage.run_embedding("text", fixture.manifest, tmp_path / "run", "dask", "pinned", 2, settings,
+                                 skip_list=fixture.skipped)
+    assert timing["cpus"] == 8 and timing["worker_job_cpu_s"] == 123.0 and timing["processes"] == 2
 
 
 @pytest.mark.parametrize("cluster, elsewhere", [("slurm", True), ("local", False)])

@@ -136,6 +136,18 @@ def test_the_slurm_queue_wait_is_shown_not_charged():
     assert rows[1]["speedup"] == pytest.approx(10 / 6)
 
 
+def test_where_dask_workers_ran_and_what_their_slurm_jobs_held_reach_the_table():
+    jobs = [{"job_id": "7", "partition": "cpu", "cpus": 4, "held_s": 30.0},
+            {"job_id": "8", "partition": "cpu", "cpus": 4, "held_s": 31.0}]
+    slurm = _timing("dask", "pinned", 2, wall=6.0, startup=2.0, cpus=8, worker_job_cpu_s=244.0,
+                    backend_info={"cluster": "slurm", "jobs": jobs})
+    local = _timing("dask", "naive", 2, wall=6.0, startup=2.0, backend_info={"cluster": "local"})
+    rows = scaling_rows([_timing("serial", "pinned", 1, wall=10.0, startup=2.0), slurm, local])
+    assert [(r["dask_cluster"], r["worker_partition"]) for r in rows] == [("", ""), ("slurm", "cpu"), ("local", "")]
+    assert rows[1]["worker_job_cpu_s"] == 244.0 and math.isnan(rows[2]["worker_job_cpu_s"])
+    assert rows[1]["efficiency"] == pytest.approx(10 / 6 / 8)  # the 8 CPUs its jobs held, not 2
+
+
 def test_a_run_whose_cpus_were_smt_siblings_says_so_in_the_findings():
     rows = scaling_rows([
         _timing("serial", "pinned", 1, wall=12.0, startup=2.0, threads=[1], cpus=1, physical_cores=1),

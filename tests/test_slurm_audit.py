@@ -108,6 +108,16 @@ def test_both_record_sources_give_partition_node_and_gpus_by_model(parse, text):
     assert records["21"].gpus == {} and records["21"].node == "node-cpu"
 
 
+def test_both_record_sources_give_cpus_and_elapsed_seconds_where_they_say():
+    sacct = audit.parse_sacct("41|cpu|node-cpu|CANCELLED by 0|billing=3,cpu=3,mem=2G,node=1|3|75\n")
+    scontrol = audit.parse_scontrol("JobId=41 JobState=CANCELLED Partition=cpu NodeList=node-cpu NumCPUs=3 "
+                                    "RunTime=1-00:01:15 TRES=cpu=3,mem=2G\n")
+    assert (sacct["41"].cpus, sacct["41"].elapsed_s, sacct["41"].state) == (3, 75.0, "CANCELLED")
+    assert (scontrol["41"].cpus, scontrol["41"].elapsed_s) == (3, 86475.0)
+    assert audit.SACCT_FORMAT.endswith(",AllocCPUS,ElapsedRaw")  # the columns parse_sacct reads 6th and 7th
+    assert (audit.parse_sacct(SACCT)["19"].cpus, audit.parse_scontrol(SCONTROL)["19"].elapsed_s) == (None, None)
+
+
 def test_a_run_that_went_where_the_table_says_passes(two_gpu_cfg):
     result = audit.audit_run(RUN_LOG, two_gpu_cfg, audit.parse_sacct(SACCT), NODES)
     assert result.problems == []
@@ -242,33 +252,69 @@ def test_merged_config_merges_mappings_and_replaces_lists(repo_root):
 
 # --- the dask backend's worker jobs (diffscale.embed.dask_slurm) ------------------------------
 
-def _dask_run(root, name, shards, threads, workers=None, job_ids=("31", "32")):
+def _dask_run(root, name, shards, threads, workers=None, job_ids=("31", "32"), held=None):
     run = root / name
     run.mkdir()
+    jobs = [{"job_id": "31", "cpus": 1, "held_s": 18.5}, {"job_id": "32", "cpus": 1, "held_s": 19.0}]
     timing = {"workers": 2, "threads_per_worker": threads,
               "backend_info": {"cluster": "slurm", "job_ids": list(job_ids), "workers": workers or [
                   {"worker": 0, "job_id": "31", "node": "node-cpu"},
-                  {"worker": 1, "job_id": "32", "node": "node-cpu"}]}}
+                  {"worker": 1, "job_id": "32", "node": "node-cpu"}],
+                  "jobs": jobs if held is None else held, "job_cpus": 2, "job_cpu_s": 37.5}}
     (run / "timing.json").write_text(json.dumps(timing))
     (run / "index.json").write_text(json.dumps({"shards": [{"file": f, "sha256": h} for f, h in shards.items()]}))
     return run
 
 
-def _record(job, partition="cpu", node="node-cpu", state="CANCELLED"):
-    return audit.SlurmRecord(job, partition, node, state, {})
+def _record(job, partition="cpu", node="node-cpu", state="CANCELLED", cpus=1, elapsed=20.0):
+    return audit.SlurmRecord(job, partition, node, state, {}, cpus, elapsed)
 
 
 def test_dask_worker_jobs_that_ran_in_the_partition_and_ended_pass(tmp_path):
     run = _dask_run(tmp_path, "dask", {"shard-00000.safetensors": "aa"}, [1, 1])
     result = audit.dask_worker_problems(run, {"31": _record("31"), "32": _record("32", state="COMPLETED")}, "cpu")
     assert result.problems == []
-    assert result.rows == [("worker 0", "31", "cpu", "node-cpu", "CANCELLED"),
-                           ("worker 1", "32", "cpu", "node-cpu", "COMPLETED")]
+    assert result.rows == [("worker 0", "31", "cpu", "node-cpu", "CANCELLED", "1 CPU", "18.5 of 20 s"),
+                           ("worker 1", "32", "cpu", "node-cpu", "COMPLETED", "1 CPU", "19.0 of 20 s")]
     # two processes per job (embed.dask.slurm.processes: 2): one job, both workers
     shared = _dask_run(tmp_path, "shared", {}, [1, 1], job_ids=("31",), workers=[
-        {"worker": 0, "job_id": "31", "node": "node-cpu"}, {"worker": 1, "job_id": "31", "node": "node-cpu"}])
-    result = audit.dask_worker_problems(shared, {"31": _record("31")}, "cpu")
-    assert result.problems == [] and result.rows == [("workers 0,1", "31", "cpu", "node-cpu", "CANCELLED")]
+        {"worker": 0, "job_id": "31", "node": "node-cpu"}, {"worker": 1, "job_id": "31", "node": "node-cpu"}],
+        held=[{"job_id": "31", "cpus": 2, "held_s": 20.4}])
+    result = audit.dask_worker_problems(shared, {"31": _record("31", cpus=2)}, "cpu")
+    assert result.problems == [] and result.rows == [
+        ("workers 0,1", "31", "cpu", "node-cpu", "CANCELLED", "2 CPUs", "20.4 of 20 s")]
+
+
+def test_what_a_run_says_its_worker_jobs_held_must_agree_with_slurm(tmp_path):
+    """The CPUs SLURM allocated, and seconds no more than SLURM's elapsed and at most 30 s less."""
+    run = _dask_run(tmp_path, "dask", {}, [1, 1], held=[{"job_id": "31", "cpus": 2, "held_s": 21.5}])
+    records = {"31": _record("31"), "32": _record("32", elapsed=60.0)}
+    assert audit.dask_worker_problems(run, records, "cpu").problems == [
+        f"{run}: worker job 31 held 2 CPUs by the run's record, 1 by SLURM's",
+        f"{run}: worker job 31 held it 21.5 s by the run's record, 20 s by SLURM's (at most 30 s less, never more)",
+        f"{run}: worker job 32: the run recorded nothing of what it held (backend_info.jobs)"]
+    far = _dask_run(tmp_path, "far", {}, [1, 1])  # 18.5 and 19 s held, SLURM says 60 s
+    assert [p.split(": ", 1)[1] for p in audit.dask_worker_problems(far, {j: _record(j, elapsed=60.0) for j in (
+        "31", "32")}, "cpu").problems] == [
+        f"worker job {j} held it {s} s by the run's record, 60 s by SLURM's (at most 30 s less, never more)"
+        for j, s in (("31", 18.5), ("32", 19.0))]
+    # a source that does not say (an older sacct format): nothing to compare, nothing wrong
+    assert audit.dask_worker_problems(far, {j: _record(j, cpus=None, elapsed=None) for j in ("31", "32")},
+                                      "cpu").problems == []
+    unknown = _dask_run(tmp_path, "unknown", {}, [1, 1])
+    timing = json.loads((unknown / "timing.json").read_text())
+    timing["backend_info"]["job_cpu_s"] = None
+    (unknown / "timing.json").write_text(json.dumps(timing))
+    assert audit.dask_worker_problems(unknown, {j: _record(j) for j in ("31", "32")}, "cpu").problems == [
+        f"{unknown}: the run could not total what its worker jobs held (backend_info.job_cpu_s is null), so the "
+        "report cannot bill them"]
+    # a run from before diffscale recorded it is audited as before
+    older = _dask_run(tmp_path, "older", {}, [1, 1])
+    timing = json.loads((older / "timing.json").read_text())
+    for key in ("jobs", "job_cpus", "job_cpu_s"):
+        del timing["backend_info"][key]
+    (older / "timing.json").write_text(json.dumps(timing))
+    assert audit.dask_worker_problems(older, {j: _record(j, elapsed=99.0) for j in ("31", "32")}, "cpu").problems == []
 
 
 def test_dask_worker_jobs_elsewhere_running_or_unreported_are_caught(tmp_path):

@@ -3,7 +3,8 @@
 # (embed.dask.cluster: slurm; diffscale/embed/dask_slurm.py):
 #   1. embed the demo's images with 2 dask workers, each a SLURM job in partition cpu; check from
 #      SLURM's records (sacct, or scontrol without accounting) that both jobs ran there and ended,
-#      and that the shards equal the demo's serial run's bitwise (both at 1 thread per worker);
+#      that the CPUs and seconds the run recorded they held (what the report bills) agree with
+#      SLURM's, and that the shards equal the demo's serial run's bitwise (both at 1 thread per worker);
 #   2. kill a run (captions) with SIGTERM while its worker jobs run: it must exit 143, leave no
 #      index.json, and squeue must show none of its worker jobs left.
 #
@@ -65,7 +66,8 @@ t = json.load(open(sys.argv[1]))
 b = t["backend_info"]
 print(f"   jobs {', '.join(b['job_ids'])}: queue wait {t['queue_wait_s']:.2f} s, worker start "
       f"{b['worker_start_s']:.2f} s, start-up {t['startup_s']:.2f} s, wall {t['wall_s']:.2f} s "
-      f"(queue wait not in it), threads per worker {t['threads_per_worker']}")
+      f"(queue wait not in it), threads per worker {t['threads_per_worker']}; the jobs held "
+      f"{b['job_cpus']} CPUs for {t['worker_job_cpu_s']:.1f} CPU-seconds (billed)")
 EOF
 # the jobs end when the run closes its cluster; let the records catch up
 for _ in $(seq 60); do [ -z "$(jobs_in PD,R,CG,CF,S)" ] && break; sleep 0.5; done

@@ -32,7 +32,9 @@ worker had joined (interpreter, imports, connection). The stage does not charge 
 the backend's wall time; it is recorded beside it, since a user pays it.
 
 Provenance: per worker, the SLURM job id, node, partition and CPUs, read inside the worker
-(`backend_info.workers` of timing.json and run.json).
+(`backend_info.workers` of timing.json and run.json). What the worker jobs held, for the table's
+CPUs and the report's cost (`held_by_jobs`): each job once, its CPUs and the seconds from its start
+to the run's close, which cancels it (`backend_info.jobs`, `job_cpus`, `job_cpu_s`).
 """
 
 from __future__ import annotations
@@ -189,6 +191,27 @@ def ended_message(label: str, job: str, state: str, partition: str | None, log_d
     where = f"partition {partition}" if partition else "the default partition"
     logs = f"; its log is in {log_directory}" if log_directory else ""
     return f"{label}: dask on SLURM: worker job {job} in {where} ended ({state}) before its worker joined{logs}"
+
+
+def held_by_jobs(workers: list[dict], jobs: int, ended_at: float) -> dict:
+    """What the worker jobs held: each job once (its `processes` workers share it) with its
+    partition, the CPUs SLURM gave it and the seconds from its start (the prologue's note) to
+    `ended_at`; and the totals, None unless all `jobs` jobs said their CPUs and start (a total over
+    some of them would understate what the run held)."""
+    held: dict[str, dict] = {}
+    for w in workers:
+        if not w.get("job_id"):
+            continue
+        started, cpus = w.get("job_started_at"), w.get("cpus_per_task")
+        held.setdefault(str(w["job_id"]), {
+            "job_id": str(w["job_id"]), "partition": w.get("partition"), "node": w.get("node"),
+            "cpus": int(cpus) if cpus else None,
+            "held_s": max(0.0, ended_at - float(started)) if started else None})
+    found = list(held.values())
+    complete = len(found) == jobs and all(j["cpus"] and j["held_s"] is not None for j in found)
+    return {"jobs": found,
+            "job_cpus": sum(j["cpus"] for j in found) if complete else None,
+            "job_cpu_s": sum(j["cpus"] * j["held_s"] for j in found) if complete else None}
 
 
 def identity() -> dict:
@@ -357,3 +380,6 @@ class SlurmDaskBackend(DaskBackend):
         finally:
             self.cancel_jobs()
             self.sigterm.restore()
+            if "workers" in self.info:  # it ran: what its jobs held until now, when they were cancelled
+                self.info.update(held_by_jobs(self.info["workers"], self.workers // self.slurm["processes"],
+                                              time.time()))

@@ -5,7 +5,9 @@ results/bench/embed_scaling.csv has one row per (modality, backend, policy, N): 
 whether it was `oversubscribed` (N above the machine's usable cores: it could not have N CPUs),
 the physical cores its CPUs were (`physical_cores`, below `cpus` when SMT siblings shared cores),
 wall time and its phases, start-up (and its steps), items/s end to end and steady (without start-up), peak RSS,
-bytes per item and the projected size of the full study's shards, and — against the serial run
+bytes per item and the projected size of the full study's shards, where dask's workers ran
+(`dask_cluster`) and, as SLURM jobs, the CPU-seconds and partition they held (`worker_job_cpu_s`,
+`worker_partition`: the report bills them), and — against the serial run
 on 1 CPU with 1 thread of the same modality, per item (CPU runs embed the first
 embed.scaling_images images, gpu runs all) — speedup, efficiency and the Karp–Flatt serial
 fraction (CPU runs only), end to end and steady, and where the steady efficiency went: the CPU time per item of
@@ -96,7 +98,18 @@ def _row(t: dict) -> dict:
         "projected_images": t.get("projected_images", math.nan),
         "projected_full_gb": t.get("projected_full_gb", math.nan),
         "random_weights": t.get("random_weights", ""), "run": t.get("run_dir", t.get("run", "")),
+        **_workers_elsewhere(t),
     }
+
+
+def _workers_elsewhere(t: dict) -> dict:
+    """Where a dask run's workers ran (`dask_cluster`: local, slurm or address) and, on SLURM, what
+    their jobs held outside the run's own job: CPU-seconds and partition, for the report's cost."""
+    info = t.get("backend_info") or {}
+    held = t.get("worker_job_cpu_s")
+    partitions = sorted({str(j["partition"]) for j in info.get("jobs", []) if j.get("partition")})
+    return {"dask_cluster": info.get("cluster", "") if t["backend"] == "dask" else "",
+            "worker_job_cpu_s": math.nan if held is None else held, "worker_partition": ",".join(partitions)}
 
 
 def _cpu_seconds_per_item(row: dict, phase: str) -> float:

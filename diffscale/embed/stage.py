@@ -199,8 +199,8 @@ def execute(planned: RunPlan) -> Executed:
                 t0 += runner.info.get("queue_wait_s", 0.0)
                 results = runner.run(planned.tasks)
                 gathered = time.time()
-                backend_info = runner.info
             closed = time.time()
+            backend_info = runner.info  # after close: dask on SLURM adds what its worker jobs held
     except BaseException:
         clear_run_dir(planned.out_dir)
         raise
@@ -253,7 +253,9 @@ def _timing(planned: RunPlan, executed: Executed, shards: list[dict]) -> dict:
         "run": planned.name, "modality": planned.modality, "backend": planned.backend, "policy": planned.policy,
         "workers": planned.workers, "hw": planned.settings.hw, "device": planned.device,
         "dtype": planned.settings.dtype,  # what the run stored (and, on CPUs, computed in)
-        "cpus": layout.cpus, "processes": layout.processes, "oversubscribed": allocation["oversubscribed"],
+        # dask on SLURM: the CPUs its worker jobs had (embed.dask.slurm.cores each), not only N
+        "cpus": executed.backend_info.get("job_cpus") or layout.cpus, "processes": layout.processes,
+        "oversubscribed": allocation["oversubscribed"],
         "allocation": allocation, "cores": min(layout.cpus, allocation["usable_cores"]),
         "physical_cores": allocation["physical_cores"],  # below cpus: SMT siblings shared cores
         "threads_requested": layout.threads,
@@ -278,6 +280,8 @@ def _timing(planned: RunPlan, executed: Executed, shards: list[dict]) -> dict:
         **sizes.storage(planned.out_dir, shards, planned.inputs, sum(r.get("tokens", 0) for r in results)),
         "per_worker": per_worker,
     }
+    if "jobs" in executed.backend_info:  # dask on SLURM: the CPU-seconds its worker jobs held (None: unknown)
+        timing["worker_job_cpu_s"] = executed.backend_info["job_cpu_s"]
     if planned.backend == "gpu":
         timing["wait_s"] = statistics.fmean(w["wait_s"] for w in busy)
         timing["host_s"] = statistics.fmean(w["host_s"] for w in busy)

@@ -4,7 +4,8 @@ A price is USD per hour of one share of the hardware as a job requests it: one G
 `cpus_per_gpu` and memory) on a GPU entry, one job of the entry's `cpus` on a CPU entry. A job is
 billed for what it asked SLURM for (diffscale.resources.job_resources, the one owner of that), for
 its whole wall time, start-up included: a GPU held while the job imports, loads and warms up is
-billed like a busy one.
+billed like a busy one. Jobs the table did not place (dask's worker jobs on SLURM) are billed per
+CPU-second at the price of the table's CPU entry for their partition.
 """
 
 from __future__ import annotations
@@ -60,6 +61,17 @@ class Prices:
         except Exception:  # a key or count this config cannot place: no price rather than a wrong one
             return None
         return price * shares * s / 3600.0
+
+    def cpu_seconds(self, partition: str, cpu_s: float) -> float | None:
+        """USD of `cpu_s` CPU-seconds held by jobs on `partition` that did not come from the hardware
+        table (dask's worker jobs on SLURM): the per-CPU price of the table's CPU entries on that
+        partition; None when none has a price, or they disagree (no price rather than a guess)."""
+        s = fmt.number(cpu_s)
+        rates = {self.per_hour(hw) / entry["cpus"] for hw, entry in self.hardware.items()
+                 if entry["partition"] == partition and not entry.get("gpus_per_node", 0) and self.per_hour(hw)}
+        if s is None or math.isinf(s) or len(rates) != 1:
+            return None
+        return rates.pop() * s / 3600.0
 
     def table_html(self, used: list[str]) -> str:
         rows = []

@@ -9,7 +9,7 @@ import math
 
 import pandas as pd
 
-from diffscale import vocab
+from diffscale import resources, vocab
 from diffscale.embed.scaling import smt_note
 from diffscale.report import fmt, plots
 from diffscale.report.page import (TITLES, Context, Finding, Section, as_int, cheapest, runs_of, superlinear,
@@ -69,7 +69,8 @@ def embed_cols(item: str) -> list[Col]:
         Col("items_per_s", f"{item}/s", fmt.sig),
         Col("cost_per_1k", f"$ per 1k {item}", fmt.money, "price_per_hour × shares × the whole job's time (Snakemake's "
             "benchmark of it: process start, imports, input plan, shutdown included; a retried job's last try; "
-            "else the run's wall time)",
+            "else the run's wall time); dask on SLURM adds its worker jobs' CPU-seconds at their partition's "
+            "price per CPU",
             optional=True),
     ]
 
@@ -119,9 +120,12 @@ def _cost_per_1k(ctx: Context, row) -> float | None:
     # the whole job, as a scheduler bills it: its wall_s leaves out process start, imports, the input
     # plan and the backend's shutdown (1-2 s of a demo run, unevenly across backends)
     seconds = ctx.job_seconds(_embed_run(row), fallback=row["wall_s"])
-    # a CPU scaling run w{N} asked SLURM for exactly its N CPUs (resources.scaling_cpus): bill those
-    cost = (ctx.prices.job(str(row["hw"]), seconds, gpus=workers) if gpu else
-            ctx.prices.job(str(row["hw"]), seconds, workers=workers, cpus=as_int(row.get("cpus"), workers)))
+    if gpu:
+        cost = ctx.prices.job(str(row["hw"]), seconds, gpus=workers)
+    elif resources.dask_workers_elsewhere(row["backend"], _dask_cluster(row)):
+        cost = _elsewhere_cost(ctx, row, seconds)
+    else:  # a CPU scaling run w{N} asked SLURM for exactly its N CPUs (resources.scaling_cpus): bill those
+        cost = ctx.prices.job(str(row["hw"]), seconds, workers=workers, cpus=as_int(row.get("cpus"), workers))
     items = fmt.number(row.get("items"))
     if cost is None:
         return None
@@ -129,6 +133,25 @@ def _cost_per_1k(ctx: Context, row) -> float | None:
         return cost / items * 1000
     rate = fmt.number(row["items_per_s"])
     return cost / (rate * fmt.number(row["wall_s"])) * 1000 if rate else None  # items the run did
+
+
+def _dask_cluster(row) -> str:
+    """Where a dask run's workers ran; local when the table says nothing (an empty CSV cell, an older table)."""
+    cluster = row.get("dask_cluster")
+    return cluster if isinstance(cluster, str) and cluster else "local"
+
+
+def _elsewhere_cost(ctx: Context, row, seconds: float) -> float | None:
+    """A dask run whose workers ran outside its job: the submitting job as it asked SLURM
+    (resources.scaling_cpus) plus its worker jobs' CPU-seconds at their partition's price. Workers
+    that joined a running scheduler (cluster: address) held what diffscale cannot see: no cost."""
+    held, partition = fmt.number(row.get("worker_job_cpu_s")), row.get("worker_partition")
+    if held is None or not isinstance(partition, str) or not partition or "," in partition:
+        return None
+    own = ctx.prices.job(str(row["hw"]), seconds, workers=1, cpus=resources.scaling_cpus(
+        row["backend"], as_int(row["workers"], 1), _dask_cluster(row)))
+    workers = ctx.prices.cpu_seconds(partition, held)
+    return None if own is None or workers is None else own + workers
 
 
 def _oversubscribed(rows: pd.DataFrame) -> pd.Series:

@@ -593,6 +593,29 @@ def test_an_embedding_run_is_billed_for_its_whole_job(results, build):
     assert cost == pytest.approx(0.40 / 8 * (serial["wall_s"] + 50) / 3600 / serial["items"] * 1000)
 
 
+def test_dask_on_slurm_bills_its_worker_jobs_at_their_partitions_price(results, build):
+    """The submitting job asked for 1 CPU; its worker jobs' CPU-seconds are billed at the price
+    per CPU of their partition's CPU entry. Workers of a running scheduler, or on a partition
+    the table cannot price, give no cost rather than a guess."""
+    path = results / "bench" / "embed_scaling.csv"
+    frame = pd.read_csv(path)
+    joblib = (frame["modality"] == "images") & (frame["backend"] == "joblib")
+    picked = frame[joblib].index[:3]
+    assert len(picked) == 3
+    frame.loc[picked, "backend"] = "dask"
+    frame.loc[picked, "dask_cluster"] = ["slurm", "address", "slurm"]
+    frame.loc[picked, "worker_job_cpu_s"] = [7200.0, float("nan"), 7200.0]
+    frame.loc[picked, "worker_partition"] = ["cpu", "", "a100"]
+    frame.to_csv(path, index=False)
+    table = next(t for t in build(results).tables if t["id"] == "embed-images")
+    shown = [row for row in table["rows"] if row[0]["text"].startswith("dask")]
+    costs = [next(c for c in row if c["col"] == "cost_per_1k") for row in shown]
+    slurm = frame.loc[picked[0]]
+    own, workers = 0.40 / 8 * 1 * slurm["wall_s"] / 3600, 0.40 / 8 * 7200.0 / 3600
+    assert float(costs[0]["value"]) == pytest.approx((own + workers) / slurm["items"] * 1000)
+    assert [c["text"] for c in costs[1:]] == [fmt.MISSING, fmt.MISSING]  # address; a GPU partition
+
+
 def test_the_multi_gpu_finding_gives_every_precision_of_a_hardware(results, build):
     path = results / "bench" / "train_unet.csv"
     frame = pd.read_csv(path)
