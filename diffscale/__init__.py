@@ -11,7 +11,7 @@ upward one):
   1  training core       diffscale.train.core: process launch, precision, checkpoints, guards,
                          the metrics meter, FLOPs. Every training loop is built on it.
   0  ground              errors, atomic, config, vocab, experiments, models, hardware,
-                         resources, provenance, timing, metrics, io, figures, folders, cifar, shards,
+                         resources, provenance, timing, attempts, metrics, io, figures, folders, cifar, shards,
                          tokenize, workflow, cli: imports nothing above it.
 """
 

@@ -6,7 +6,9 @@
       --out-dir results/embed/images/multiprocessing-pinned-w2 --config config.yaml
 
 Settings come from --config (a config file) or --settings (the JSON slice the rule passes).
-Writes shards, timing.json, run.json and, last, index.json into --out-dir.
+Writes shards, timing.json, run.json and, last, index.json into --out-dir. While it runs, its
+try is recorded in .attempts/<run> beside --out-dir (diffscale.attempts): a failed try's record
+stays, and the next try writes it into timing.json (`earlier_tries`) for the report's cost.
 """
 
 import argparse
@@ -34,6 +36,7 @@ def main() -> int:
     source.add_argument("--config", type=Path, help="a config file to take the settings from")
     args = parser.parse_args()
 
+    from diffscale import attempts
     from diffscale.config import load_config
     from diffscale.embed.settings import EmbedSettings, settings_for
     from diffscale.embed.stage import run_embedding
@@ -43,8 +46,10 @@ def main() -> int:
     else:
         raw = json_flag("--settings", args.settings)
     settings = EmbedSettings.from_dict(raw)
-    timing = run_embedding(args.modality, args.manifest, args.out_dir, args.backend, args.policy, args.workers,
-                           settings, skip_list=args.skipped, cpus=args.cpus)
+    # each try records the time it holds the hardware, so a retried job is billed for every try
+    with attempts.recorded(attempts.folder(args.out_dir)) as earlier:
+        timing = run_embedding(args.modality, args.manifest, args.out_dir, args.backend, args.policy, args.workers,
+                               settings, skip_list=args.skipped, cpus=args.cpus, earlier_tries=earlier)
     prepare = "decode_s" if args.modality == "images" else "tokenize_s"
     print(f"{timing['run']}: {timing['items']} {'images' if args.modality == 'images' else 'captions'} in {timing['wall_s']:.2f} s "
           f"({timing['items_per_s']:.1f}/s; start-up {timing['startup_s']:.2f} s, {prepare[:-2]} {timing[prepare]:.2f} s, "

@@ -148,6 +148,14 @@ def test_where_dask_workers_ran_and_what_their_slurm_jobs_held_reach_the_table()
     assert rows[1]["efficiency"] == pytest.approx(10 / 6 / 8)  # the 8 CPUs its jobs held, not 2
 
 
+def test_a_retried_runs_failed_tries_reach_the_table():
+    tries = [{"started_at": 1.0, "alive_at": 61.0, "held_s": 60.0}, {"started_at": 99.0, "alive_at": 129.0,
+                                                                    "held_s": 30.0}]
+    retried = _timing("multiprocessing", "pinned", 2, wall=6.0, startup=2.0, earlier_tries=tries, earlier_tries_s=90.0)
+    rows = scaling_rows([_timing("serial", "pinned", 1, wall=10.0, startup=2.0), retried])
+    assert [(r["earlier_tries"], r["earlier_tries_s"]) for r in rows] == [(0, 0.0), (2, 90.0)]
+
+
 def test_a_run_whose_cpus_were_smt_siblings_says_so_in_the_findings():
     rows = scaling_rows([
         _timing("serial", "pinned", 1, wall=12.0, startup=2.0, threads=[1], cpus=1, physical_cores=1),

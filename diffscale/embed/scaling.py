@@ -7,7 +7,8 @@ the physical cores its CPUs were (`physical_cores`, below `cpus` when SMT siblin
 wall time and its phases, start-up (and its steps), items/s end to end and steady (without start-up), peak RSS,
 bytes per item and the projected size of the full study's shards, where dask's workers ran
 (`dask_cluster`) and, as SLURM jobs, the CPU-seconds and partition they held (`worker_job_cpu_s`,
-`worker_partition`: the report bills them), and — against the serial run
+`worker_partition`: the report bills them), the job's failed tries before it and the seconds
+they held (`earlier_tries`, `earlier_tries_s`: billed too), and — against the serial run
 on 1 CPU with 1 thread of the same modality, per item (CPU runs embed the first
 embed.scaling_images images, gpu runs all) — speedup, efficiency and the Karp–Flatt serial
 fraction (CPU runs only), end to end and steady, and where the steady efficiency went: the CPU time per item of
@@ -98,6 +99,8 @@ def _row(t: dict) -> dict:
         "projected_images": t.get("projected_images", math.nan),
         "projected_full_gb": t.get("projected_full_gb", math.nan),
         "random_weights": t.get("random_weights", ""), "run": t.get("run_dir", t.get("run", "")),
+        # a retried job's failed tries before this run (diffscale.attempts): the report bills them too
+        "earlier_tries": len(t.get("earlier_tries", [])), "earlier_tries_s": t.get("earlier_tries_s", 0.0),
         **_workers_elsewhere(t),
     }
 

@@ -120,14 +120,16 @@ class Executed:
 
 def run_embedding(modality: str, manifest: str | Path, out_dir: str | Path, backend: str, policy: str,
                   workers: int, settings: EmbedSettings, skip_list: str | Path | None = None,
-                  cpus: int | None = None) -> dict:
+                  cpus: int | None = None, earlier_tries: list[dict] | None = None) -> dict:
     """Embed every item of the manifest with `backend`; return the timing record.
 
     A CPU run `w{N}` runs on N CPUs (`workers` = N; `policy` decides processes × threads); the
-    gpu backend runs one process per GPU on `cpus` (the job's CPUs, default: all usable)."""
+    gpu backend runs one process per GPU on `cpus` (the job's CPUs, default: all usable).
+    `earlier_tries`: the job's failed tries before this one (diffscale.attempts), recorded so
+    the report bills them too."""
     planned = plan_run(modality, manifest, out_dir, backend, policy, workers, settings, skip_list, cpus)
     executed = execute(planned)
-    return summarise(planned, executed)
+    return summarise(planned, executed, earlier_tries or [])
 
 
 def plan_run(modality: str, manifest: str | Path, out_dir: str | Path, backend: str, policy: str, workers: int,
@@ -207,7 +209,7 @@ def execute(planned: RunPlan) -> Executed:
     return Executed(results, backend_info, allocation, t0, launched, gathered, closed)
 
 
-def summarise(planned: RunPlan, executed: Executed) -> dict:
+def summarise(planned: RunPlan, executed: Executed, earlier_tries: list[dict] = ()) -> dict:
     """timing.json, run.json, and last index.json (which marks the run complete); the timing record."""
     finalizing = time.time()
     settings, results, modality = planned.settings, executed.results, planned.modality
@@ -218,7 +220,9 @@ def summarise(planned: RunPlan, executed: Executed) -> dict:
         clear_run_dir(planned.out_dir)
         raise DataError(f"{planned.manifest}: none of the {len(planned.inputs.items)} {modality} items could be read")
     timing = _timing(planned, executed, shards)
-    timing.update(run_dir=str(planned.out_dir), random_weights=spec.random is not None)
+    timing.update(run_dir=str(planned.out_dir), random_weights=spec.random is not None,
+                  # a retried job's failed tries: the seconds each held its hardware (diffscale.attempts)
+                  earlier_tries=list(earlier_tries), earlier_tries_s=sum(t["held_s"] for t in earlier_tries))
     meta = _meta(planned, results, spec)
     meta["storage"] = {k: timing[k] for k in sizes.KEYS if k in timing}
     timing["finalize_s"] = time.time() - finalizing

@@ -68,8 +68,8 @@ def embed_cols(item: str) -> list[Col]:
             "above 1× with pinned workers: the cores slow each other (memory bandwidth, caches, clocks)", optional=True),
         Col("items_per_s", f"{item}/s", fmt.sig),
         Col("cost_per_1k", f"$ per 1k {item}", fmt.money, "price_per_hour × shares × the whole job's time (Snakemake's "
-            "benchmark of it: process start, imports, input plan, shutdown included; a retried job's last try; "
-            "else the run's wall time); dask on SLURM adds its worker jobs' CPU-seconds at their partition's "
+            "benchmark of it: process start, imports, input plan, shutdown included; else the run's wall time), "
+            "plus the failed tries before it (earlier_tries_s); dask on SLURM adds its worker jobs' CPU-seconds at their partition's "
             "price per CPU",
             optional=True),
     ]
@@ -118,8 +118,11 @@ def _cost_per_1k(ctx: Context, row) -> float | None:
     gpu = row["backend"] == "gpu"
     workers = as_int(row["workers"], 1)
     # the whole job, as a scheduler bills it: its wall_s leaves out process start, imports, the input
-    # plan and the backend's shutdown (1-2 s of a demo run, unevenly across backends)
+    # plan and the backend's shutdown (1-2 s of a demo run, unevenly across backends); and the failed
+    # tries before it, which Snakemake's benchmark (the last try's) leaves out
     seconds = ctx.job_seconds(_embed_run(row), fallback=row["wall_s"])
+    if seconds is not None:
+        seconds += fmt.number(row.get("earlier_tries_s")) or 0.0
     if gpu:
         cost = ctx.prices.job(str(row["hw"]), seconds, gpus=workers)
     elif resources.dask_workers_elsewhere(row["backend"], _dask_cluster(row)):

@@ -1,0 +1,107 @@
+"""Every try of a job is recorded, so a retried job is billed for all of them (diffscale.attempts)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from diffscale import attempts
+
+
+def test_the_attempts_folder_is_beside_the_run_directory():
+    assert attempts.folder("results/embed/images/dask-pinned-w2") == Path("results/embed/images/.attempts/dask-pinned-w2")
+
+
+def test_a_failed_try_stays_recorded_and_the_next_one_reads_it_then_clears_it(tmp_path):
+    where = tmp_path / ".attempts" / "run"
+    with pytest.raises(RuntimeError, match="first try"):
+        with attempts.recorded(where) as earlier:
+            assert earlier == []
+            time.sleep(0.3)
+            raise RuntimeError("first try")
+    (first,) = attempts.earlier_tries(where)
+    assert first["pid"] == os.getpid() and first["alive_at"] >= first["started_at"]
+    # from this process's start (interpreter and imports: what a scheduler bills) to the failure
+    assert first["held_s"] == pytest.approx(time.time() - first["started_at"], abs=2.0) and first["held_s"] >= 0.3
+    (where / "notes.txt").write_text("not a try")
+    (where / "try-broken.json").write_text("{")  # not a try's record: skipped, not an error
+    with attempts.recorded(where) as earlier:
+        assert [t["started_at"] for t in earlier] == [first["started_at"]]
+        assert earlier[0]["held_s"] == pytest.approx(first["held_s"])
+    assert not where.exists()  # finished: the next run of the job starts with no earlier tries
+    with attempts.recorded(None) as earlier:
+        assert earlier == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".attempts"]
+
+
+def test_the_heartbeat_keeps_a_running_try_alive(tmp_path):
+    where = tmp_path / "run"
+    with attempts.recorded(where, heartbeat_s=0.05):
+        (path,) = where.glob("try-*.json")
+        before = json.loads(path.read_text())["alive_at"]
+        time.sleep(0.4)
+        assert json.loads(path.read_text())["alive_at"] > before + 0.2
+
+
+KILLED = """
+import sys, time
+from diffscale import attempts
+with attempts.recorded(sys.argv[1], heartbeat_s=0.1):
+    print("running", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_try_killed_without_warning_is_counted_to_within_its_heartbeat(tmp_path, repo_root):
+    where = tmp_path / "run"
+    spawned = time.time()
+    proc = subprocess.Popen([sys.executable, "-c", KILLED, str(where)], cwd=repo_root, stdout=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONPATH": str(repo_root)})
+    assert proc.stdout.readline().strip() == "running"
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGKILL)  # SLURM at the time limit, after KillWait: no handler runs
+    proc.wait(timeout=30)
+    lived = time.time() - spawned
+    (killed,) = attempts.earlier_tries(where)
+    assert killed["pid"] == proc.pid
+    assert lived - 0.1 - 0.5 <= killed["held_s"] <= lived  # the last heartbeat; 0.5 s: the kill and wait
+
+
+def test_a_process_start_is_read_to_the_kernels_tick_not_a_whole_second(repo_root):
+    """psutil's create_time adds a boot time /proc rounds to whole seconds: up to 1 s early."""
+    spawned = time.time()
+    out = subprocess.run([sys.executable, "-c", "from diffscale import timing; print(repr(timing.process_started()))"],
+                         cwd=repo_root, capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": str(repo_root)}, check=True)
+    assert spawned - 0.02 <= float(out.stdout) <= spawned + 0.5
+
+
+def test_a_retried_embedding_job_bills_its_failed_try(tmp_path, repo_root):
+    """scripts/embed.py: a try that fails leaves its record; the next one writes it into timing.json."""
+    from embed_data import demo_settings, make_manifest
+
+    from diffscale.embed.stage import FAULT_ENV
+
+    fixture = make_manifest(tmp_path / "manifest", n_synthetic=6, n_real=0)
+    out = tmp_path / "embed" / "text" / "serial-pinned-w1"
+    cmd = [sys.executable, "scripts/embed.py", "text", "--manifest", str(fixture.manifest), "--skipped",
+           str(fixture.skipped), "--backend", "serial", "--workers", "1", "--out-dir", str(out),
+           "--settings", json.dumps(demo_settings("text").to_dict())]
+    env = {**os.environ, "PYTHONPATH": str(repo_root)}
+    failed = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=300,
+                            env={**env, FAULT_ENV: "0:0:raise"})
+    assert failed.returncode != 0 and not (out / "index.json").exists(), failed.stderr
+    (first,) = attempts.earlier_tries(attempts.folder(out))
+    done = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    timing = json.loads((out / "timing.json").read_text())
+    assert [t["started_at"] for t in timing["earlier_tries"]] == [first["started_at"]]
+    assert timing["earlier_tries_s"] == pytest.approx(first["held_s"]) and first["held_s"] > 0
+    assert not attempts.folder(out).exists()
