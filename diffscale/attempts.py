@@ -11,8 +11,11 @@ alive, rewritten every HEARTBEAT_S seconds by a daemon thread, so a try killed w
 
 A try reads the records of the tries before it: every try since the job last finished, whether
 Snakemake retried it in the same run or a person re-ran it after a failure. The job records
-them in its outputs (the embedding stage: `earlier_tries` and `earlier_tries_s` of timing.json),
-and a try that finishes removes the folder.
+them in its outputs (`earlier_tries`, `earlier_tries_s`), and a try that finishes the job
+removes the folder; one that stops early on purpose (a training run's --stop-after, resumed
+later) keeps it, with its end. A resumed training run names its earlier invocations in its
+checkpoint (their process starts): when the records cover each of them, the run's time is
+exact (`run_time`), else the checkpoints' sum is a lower bound.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import socket
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -52,18 +56,47 @@ def earlier_tries(where: Path) -> list[dict]:
     return sorted(tries, key=lambda t: t["started_at"])
 
 
+@dataclass
+class Try:
+    """This try, as `recorded` yields it: the tries before it, and whether it finished the job
+    (set `finished = False` when it stopped early on purpose: the records stay for the next one)."""
+
+    earlier: list[dict] = field(default_factory=list)
+    finished: bool = True
+
+
+def run_time(earlier: list[dict], invoked: list[float | None], this_s: float, lower_bound_s: float) -> dict:
+    """What a training run held its hardware for, counting its failed and stopped invocations.
+
+    `invoked`: the process starts of the earlier invocations its checkpoint names (None: not
+    recorded); `this_s`: this invocation's seconds; `lower_bound_s`: every invocation to its last
+    checkpoint. When a try's record matches each earlier invocation, the time is exact: the
+    earlier tries' seconds (a killed one's to its last heartbeat) plus this one's
+    (`job_time_whole`); else the lower bound."""
+    def recorded_try(started: float | None) -> bool:
+        return started is not None and any(abs(t["started_at"] - started) < 0.05 for t in earlier)
+
+    earlier_s = sum(t["held_s"] for t in earlier)
+    whole = all(recorded_try(started) for started in invoked)
+    return {"earlier_tries": len(earlier), "earlier_tries_s": earlier_s,
+            "job_time_s": earlier_s + this_s if whole else lower_bound_s, "job_time_whole": whole}
+
+
 @contextmanager
-def recorded(where: str | Path | None, heartbeat_s: float = HEARTBEAT_S) -> Iterator[list[dict]]:
-    """Record this process as a try of the job whose attempts folder is `where`, and yield the
-    tries before it. A try that raises keeps its record, with the moment it failed; one that
-    finishes removes the folder. `where` None: nothing is recorded."""
+def recorded(where: str | Path | None, heartbeat_s: float = HEARTBEAT_S) -> Iterator[Try]:
+    """Record this process as a try of the job whose attempts folder is `where`, and yield it
+    with the tries before it. A try that raises keeps its record, with the moment it failed; one
+    that finishes the job removes the folder, one that stopped early keeps it. `where` None:
+    nothing is recorded."""
     if where is None:
-        yield []
+        yield Try()
         return
     where = Path(where)
     where.mkdir(parents=True, exist_ok=True)
-    earlier = earlier_tries(where)
-    record = {"started_at": timing.process_started(), "host": socket.gethostname(), "pid": os.getpid()}
+    this = Try(earlier_tries(where))
+    # the start a training loop's checkpoint names (timing.mark_job_start), so the two match exactly
+    started = timing.job_started_at() or timing.process_started()
+    record = {"started_at": started, "host": socket.gethostname(), "pid": os.getpid()}
     mine = where / f"try-{record['started_at']:.6f}-{record['pid']}.json"
 
     def alive() -> None:
@@ -79,7 +112,7 @@ def recorded(where: str | Path | None, heartbeat_s: float = HEARTBEAT_S) -> Iter
     thread = threading.Thread(target=beat, name="attempts-heartbeat", daemon=True)
     thread.start()
     try:
-        yield earlier
+        yield this
     except BaseException:
         stop.set()
         thread.join()
@@ -87,4 +120,7 @@ def recorded(where: str | Path | None, heartbeat_s: float = HEARTBEAT_S) -> Iter
         raise
     stop.set()
     thread.join()
-    shutil.rmtree(where, ignore_errors=True)  # .attempts itself stays: a job beside may be creating its own
+    if this.finished:
+        shutil.rmtree(where, ignore_errors=True)  # .attempts itself stays: a job beside may be creating its own
+    else:
+        alive()  # its end

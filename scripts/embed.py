@@ -47,9 +47,9 @@ def main() -> int:
         raw = json_flag("--settings", args.settings)
     settings = EmbedSettings.from_dict(raw)
     # each try records the time it holds the hardware, so a retried job is billed for every try
-    with attempts.recorded(attempts.folder(args.out_dir)) as earlier:
+    with attempts.recorded(attempts.folder(args.out_dir)) as this:
         timing = run_embedding(args.modality, args.manifest, args.out_dir, args.backend, args.policy, args.workers,
-                               settings, skip_list=args.skipped, cpus=args.cpus, earlier_tries=earlier)
+                               settings, skip_list=args.skipped, cpus=args.cpus, earlier_tries=this.earlier)
     prepare = "decode_s" if args.modality == "images" else "tokenize_s"
     print(f"{timing['run']}: {timing['items']} {'images' if args.modality == 'images' else 'captions'} in {timing['wall_s']:.2f} s "
           f"({timing['items_per_s']:.1f}/s; start-up {timing['startup_s']:.2f} s, {prepare[:-2]} {timing[prepare]:.2f} s, "

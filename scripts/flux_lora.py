@@ -24,7 +24,7 @@ from diffscale.timing import mark_job_start  # noqa: E402
 
 
 def main() -> int:
-    mark_job_start()  # a resumed run bills each segment from its process's start, imports included
+    mark_job_start()  # every invocation is billed from its process's start, imports included
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--run-config", help="the run config as JSON (what the workflow passes)")
@@ -41,9 +41,11 @@ def main() -> int:
                         help="end after this step, checkpointed (time-limited jobs; a later --resume continues)")
     args = parser.parse_args()
 
+    from diffscale import attempts
     from diffscale.config import load_config
     from diffscale.errors import ConfigError
     from diffscale.flux.loop import train
+    from diffscale.train.core import launch
     from diffscale.flux.settings import run_config
 
     if args.config:
@@ -60,7 +62,11 @@ def main() -> int:
         run_cfg = json_flag("--run-config", args.run_config)
     if args.stop_after is not None and args.stop_after < 1:
         raise ConfigError("--stop-after: must be at least 1")
-    train(run_cfg, args.cache, args.dataset, args.out, resume=args.resume, stop_after=args.stop_after)
+    # each try records the time it holds the hardware (rank 0 of torchrun's): a retried or resumed
+    # run is billed for every invocation; a --stop-after invocation keeps the records for the next
+    with attempts.recorded(attempts.folder(args.out) if launch.env_rank() in (None, 0) else None) as this:
+        this.finished = train(run_cfg, args.cache, args.dataset, args.out, resume=args.resume,
+                              stop_after=args.stop_after, earlier_tries=this.earlier) is not None
     return 0
 
 

@@ -25,7 +25,7 @@ from diffscale.timing import mark_job_start  # noqa: E402
 
 
 def main() -> int:
-    mark_job_start()  # a resumed run bills each segment from its process's start, imports included
+    mark_job_start()  # every invocation is billed from its process's start, imports included
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--run-config", help="the run config as JSON (what the workflow passes)")
@@ -43,8 +43,10 @@ def main() -> int:
                         help="end after this step, checkpointed (time-limited jobs; a later --resume continues)")
     args = parser.parse_args()
 
+    from diffscale import attempts
     from diffscale.errors import ConfigError
     from diffscale.train.config import job_inputs
+    from diffscale.train.core import launch
     from diffscale.train.unet import train
 
     if args.config:
@@ -62,8 +64,11 @@ def main() -> int:
         images, text = args.images, args.text
     if args.stop_after is not None and args.stop_after < 1:
         raise ConfigError("--stop-after: must be at least 1")
-    train(run_cfg, images, text, args.out, resume=args.resume, resume_from=args.resume_from,
-          stop_after=args.stop_after)
+    # each try records the time it holds the hardware (rank 0 of torchrun's): a retried or resumed
+    # run is billed for every invocation; a --stop-after invocation keeps the records for the next
+    with attempts.recorded(attempts.folder(args.out) if launch.env_rank() in (None, 0) else None) as this:
+        this.finished = train(run_cfg, images, text, args.out, resume=args.resume, resume_from=args.resume_from,
+                              stop_after=args.stop_after, earlier_tries=this.earlier) is not None
     return 0
 
 

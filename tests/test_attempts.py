@@ -22,8 +22,8 @@ def test_the_attempts_folder_is_beside_the_run_directory():
 def test_a_failed_try_stays_recorded_and_the_next_one_reads_it_then_clears_it(tmp_path):
     where = tmp_path / ".attempts" / "run"
     with pytest.raises(RuntimeError, match="first try"):
-        with attempts.recorded(where) as earlier:
-            assert earlier == []
+        with attempts.recorded(where) as this:
+            assert this.earlier == []
             time.sleep(0.3)
             raise RuntimeError("first try")
     (first,) = attempts.earlier_tries(where)
@@ -32,12 +32,12 @@ def test_a_failed_try_stays_recorded_and_the_next_one_reads_it_then_clears_it(tm
     assert first["held_s"] == pytest.approx(time.time() - first["started_at"], abs=2.0) and first["held_s"] >= 0.3
     (where / "notes.txt").write_text("not a try")
     (where / "try-broken.json").write_text("{")  # not a try's record: skipped, not an error
-    with attempts.recorded(where) as earlier:
-        assert [t["started_at"] for t in earlier] == [first["started_at"]]
-        assert earlier[0]["held_s"] == pytest.approx(first["held_s"])
+    with attempts.recorded(where) as this:
+        assert [t["started_at"] for t in this.earlier] == [first["started_at"]]
+        assert this.earlier[0]["held_s"] == pytest.approx(first["held_s"])
     assert not where.exists()  # finished: the next run of the job starts with no earlier tries
-    with attempts.recorded(None) as earlier:
-        assert earlier == []
+    with attempts.recorded(None) as this:
+        assert this.earlier == []
     assert sorted(p.name for p in tmp_path.iterdir()) == [".attempts"]
 
 
@@ -105,3 +105,25 @@ def test_a_retried_embedding_job_bills_its_failed_try(tmp_path, repo_root):
     assert [t["started_at"] for t in timing["earlier_tries"]] == [first["started_at"]]
     assert timing["earlier_tries_s"] == pytest.approx(first["held_s"]) and first["held_s"] > 0
     assert not attempts.folder(out).exists()
+
+
+def test_a_try_that_stops_early_on_purpose_keeps_the_records_for_the_next(tmp_path):
+    where = tmp_path / "run"
+    with attempts.recorded(where) as this:
+        time.sleep(0.2)
+        this.finished = False  # --stop-after: the job goes on in a later invocation
+    (stopped,) = attempts.earlier_tries(where)
+    assert stopped["held_s"] >= 0.2
+    with attempts.recorded(where) as this:
+        assert [t["started_at"] for t in this.earlier] == [stopped["started_at"]]
+    assert not where.exists()
+
+
+def test_a_runs_time_is_exact_only_when_a_try_matches_each_earlier_invocation():
+    tries = [{"started_at": 100.0, "held_s": 50.0}, {"started_at": 200.0, "held_s": 70.0}]
+    exact = attempts.run_time(tries, [200.01], this_s=30.0, lower_bound_s=90.0)
+    assert exact == {"earlier_tries": 2, "earlier_tries_s": 120.0, "job_time_s": 150.0, "job_time_whole": True}
+    # an invocation no record names (an older checkpoint, the records deleted): the lower bound
+    assert attempts.run_time(tries, [200.0, 300.0], this_s=30.0, lower_bound_s=90.0)["job_time_s"] == 90.0
+    assert attempts.run_time(tries, [None], this_s=30.0, lower_bound_s=90.0)["job_time_whole"] is False
+    assert attempts.run_time([], [], this_s=30.0, lower_bound_s=30.0)["job_time_s"] == 30.0

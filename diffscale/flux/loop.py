@@ -28,8 +28,9 @@ guards (NaN/OOM), meter.
   timing        setup, cache loading, training, sampling and saving are timed apart (timing.json);
                 the steps/s of a metrics row count training only (the meter restarts after a
                 checkpoint). Each invocation (segment) records its seconds from its script's
-                start to its last checkpoint, so a resumed run's `job_time_s` bills every segment
-                (Snakemake's benchmark file holds only the last invocation).
+                start to its last checkpoint, and each try its whole time (diffscale.attempts),
+                so `job_time_s` bills every invocation (Snakemake's benchmark file holds only
+                the last): exactly where the tries' records cover them, else as a lower bound.
 Declared outputs (metrics.csv, quality.csv, timing.json, lora.safetensors, run.json) are written at
 the end; lora/, samples/ and resume/ are not declared, so a job Snakemake re-runs after a kill keeps
 them and continues.
@@ -41,10 +42,10 @@ import math
 import os
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from diffscale import atomic, hardware, models, timing
+from diffscale import atomic, attempts, hardware, models, timing
 from diffscale.config import config_hash
 from diffscale.errors import ConfigError, DataError
 from diffscale.flux import dataset as ds
@@ -78,6 +79,7 @@ class Job:
     out_dir: Path
     resume: bool = False
     stop_after: int | None = None  # end this invocation after this step (checkpointed)
+    earlier_tries: list = field(default_factory=list)  # the job's tries before this one (diffscale.attempts)
 
     @property
     def store(self) -> core_ckpt.Store:
@@ -87,9 +89,12 @@ class Job:
 # --- launching ----------------------------------------------------------------------------------
 
 def train(run_config: dict, cache_dir, dataset_dir, out_dir, *, resume: bool = False,
-          stop_after: int | None = None) -> dict | None:
-    """Run one LoRA training job; return rank 0's summary (None on other torchrun ranks)."""
-    job = Job(check_run_config(run_config), Path(cache_dir), Path(dataset_dir), Path(out_dir), resume, stop_after)
+          stop_after: int | None = None, earlier_tries: list | None = None) -> dict | None:
+    """Run one LoRA training job; return rank 0's summary (None on other torchrun ranks, and when
+    the invocation stopped before the last step). `earlier_tries`: the job's tries before this
+    one (diffscale.attempts), which its run time counts."""
+    job = Job(check_run_config(run_config), Path(cache_dir), Path(dataset_dir), Path(out_dir), resume, stop_after,
+              list(earlier_tries or []))
     cfg = job.run_config
     world = int(cfg["run"]["gpus"])
     kind = launch.mode(world)
@@ -293,7 +298,8 @@ def fit(ctx: launch.Context, job: Job) -> dict | None:
         return sdpa_context(flux["sdpa_kernels"])
 
     def ran(done: int) -> list[dict]:  # the earlier segments and this one, up to step `done`
-        return segments + [{"start_step": start_step, "end_step": done, "job_s": time.time() - began}]
+        return segments + [{"start_step": start_step, "end_step": done, "job_s": time.time() - began,
+                            "job_started_at": timing.job_started_at()}]  # matches this try's record
 
     ctx.say(f"rank 0/{ctx.world} on {ctx.device_name}: steps {start_step}..{end_step} of {steps}, global batch "
             f"{batch} = {ctx.world} x {micro}, {len(cache.names)} images, "
@@ -446,9 +452,12 @@ def finish(job: Job, rows, quality_rows, checkpoints, timer: PhaseTimer, ctx, pa
         "grad_checkpointing": cfg["flux"]["grad_checkpointing"], "lora_params": sum(p.numel() for p in params),
         "final_loss": final_loss(rows), "peak_mem_mb": max(r["peak_mem_mb"] for r in rows),
         "resolution": resolution(job), "model": spec.label, "checkpoints": checkpoints, "final_lora": final,
-        # what the run held its devices for, every invocation from its script's start (a stopped
-        # one's time after its last checkpoint is not recorded: a lower bound when resumed)
-        "job_time_s": sum(seg["job_s"] for seg in segments), "resumed": len(segments) > 1,
+        # what the run held its devices for, its failed and stopped tries included; every invocation
+        # from its script's start to its last checkpoint is the lower bound where the tries'
+        # records do not cover every invocation (diffscale.attempts)
+        "resumed": len(segments) > 1,
+        **attempts.run_time(job.earlier_tries, [seg.get("job_started_at") for seg in segments[:-1]],
+                            this_s=segments[-1]["job_s"], lower_bound_s=sum(seg["job_s"] for seg in segments)),
         **timings,
     }
     atomic.write_text(out / "metrics.csv", csv_text(rows, METRICS_COLUMNS))

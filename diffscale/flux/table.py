@@ -23,7 +23,8 @@ from diffscale.io import csv_text, read_image
 
 TRAIN_COLUMNS = ["hw", "gpus", "steps", "resolution", "batch_size", "lora_rank", "grad_checkpointing",
                  "steps_per_s", "images_per_s", "tflops", "mfu", "speedup", "efficiency", "setup_s", "cache_s",
-                 "train_s", "sampling_s", "saving_s", "total_s", "job_time_s", "resumed", "peak_mem_mb", "final_loss",
+                 "train_s", "sampling_s", "saving_s", "total_s", "job_time_s", "job_time_whole", "earlier_tries",
+                 "earlier_tries_s", "resumed", "peak_mem_mb", "final_loss",
                  "model", "device", "random_weights", "run"]
 LOSS_COLUMNS = ["hw", "gpus", "steps", "step", "loss", "device", "random_weights", "run"]
 QUALITY_COLUMNS = ["hw", "gpus", "steps", "checkpoint_step", "psnr", "ssim", "n_images", "device",

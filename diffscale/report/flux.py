@@ -31,12 +31,12 @@ def train_cols(random: bool) -> list[Col]:
         Col("efficiency", "efficiency", fmt.percent),
         Col("mfu", "MFU", fmt.percent, "model FLOPs utilisation (a counted forward and backward per sample)",
             optional=True),
-        Col("job_s", "job time (s)", fmt.seconds, "the whole job: Snakemake's benchmark of it (interpreter, imports, "
-            "process start-up, set-up, caching, training, sampling, saving; a retried job's last try); a resumed run: "
-            "its invocations' sum (job_time_s); else the timed phases' sum"),
-        Col("cost", "$ per fine-tune", fmt.money, "the whole job time (a resumed run: every invocation from its "
-            "process's start; at least that, since a stopped one's time after its last checkpoint is not recorded)",
-            optional=True),
+        Col("job_s", "job time (s)", fmt.seconds, "the whole job: Snakemake's benchmark of its last try (interpreter, "
+            "imports, process start-up, set-up, caching, training, sampling, saving; else the timed phases' sum) plus "
+            "its earlier tries, failed or stopped (earlier_tries_s); a resumed run whose tries were not all recorded: "
+            "its invocations' sum to their last checkpoints (job_time_s, a lower bound)"),
+        Col("cost", "$ per fine-tune", fmt.money, "the whole job time; at least that for a resumed run whose tries "
+            "were not all recorded (job_time_whole false)", optional=True),
         Col("final_loss", "final loss" + (" (random weights: timing only)" if random else ""), lambda v: fmt.sig(v, 4)),
     ]
 

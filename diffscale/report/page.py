@@ -122,11 +122,14 @@ class Context:
         return seconds if seconds is not None else fmt.number(fallback)
 
     def held_seconds(self, job: str, row, fallback) -> float | None:
-        """The seconds a run held its hardware: for a resumed run its own sum over its invocations
-        (`job_time_s`; Snakemake's benchmark file holds only the last one), else job_seconds."""
-        if is_resumed(row) and fmt.number(row.get("job_time_s")) is not None:
+        """The seconds a run held its hardware: Snakemake's benchmark of its last try (job_seconds)
+        plus the tries before it (`earlier_tries_s`, diffscale.attempts: the benchmark holds only
+        the last); for a resumed run whose tries were not all recorded, its own lower bound over
+        its invocations (`job_time_s`, see is_lower_bound)."""
+        if is_lower_bound(row) and fmt.number(row.get("job_time_s")) is not None:
             return fmt.number(row["job_time_s"])
-        return self.job_seconds(job, fallback)
+        last = self.job_seconds(job, fallback)
+        return None if last is None else last + (fmt.number(row.get("earlier_tries_s")) or 0.0)
 
     # ---- provenance ---------------------------------------------------------------------------
     def record(self, run: str) -> dict | None:
@@ -239,22 +242,32 @@ def runs_of(frame: pd.DataFrame, fallback) -> list[str]:
     return [fallback(row) for _, row in frame.iterrows()]
 
 
+def _true(value) -> bool:
+    return str(value).lower() in ("true", "1")
+
+
 def is_resumed(row) -> bool:
     """A run continued from its checkpoint after its job was stopped (the table's `resumed` cell)."""
-    return str(row.get("resumed")).lower() in ("true", "1")
+    return _true(row.get("resumed"))
+
+
+def is_lower_bound(row) -> bool:
+    """A resumed run whose tries' records (diffscale.attempts) do not cover every invocation
+    (`job_time_whole` false, or a table from before it): its time after each stopped invocation's
+    last checkpoint is not recorded, so its time and cost are lower bounds."""
+    return is_resumed(row) and not _true(row.get("job_time_whole"))
 
 
 def cheapest(frame: pd.DataFrame, column: str) -> tuple[pd.Series, str] | None:
-    """The row of lowest `column` and "at least " when it was resumed, else "". A resumed run's cost
-    is a lower bound (a stopped invocation's time after its last checkpoint is not recorded), so a
-    run that was not resumed is picked when there is one. None when no row has a cost."""
+    """The row of lowest `column` and "at least " when its cost is a lower bound (is_lower_bound),
+    else "". A run billed whole is picked when there is one. None when no row has a cost."""
     priced = frame[frame[column].notna()] if column in frame else frame.iloc[0:0]
     if priced.empty:
         return None
-    resumed = priced.apply(is_resumed, axis=1).astype(bool)
-    whole = priced[~resumed] if (~resumed).any() else priced
+    bound = priced.apply(is_lower_bound, axis=1).astype(bool)
+    whole = priced[~bound] if (~bound).any() else priced
     row = whole.loc[whole[column].astype(float).idxmin()]
-    return row, "at least " if is_resumed(row) else ""
+    return row, "at least " if is_lower_bound(row) else ""
 
 
 def superlinear_note(speedup, count) -> str:

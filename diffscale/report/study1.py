@@ -120,9 +120,7 @@ def _cost_per_1k(ctx: Context, row) -> float | None:
     # the whole job, as a scheduler bills it: its wall_s leaves out process start, imports, the input
     # plan and the backend's shutdown (1-2 s of a demo run, unevenly across backends); and the failed
     # tries before it, which Snakemake's benchmark (the last try's) leaves out
-    seconds = ctx.job_seconds(_embed_run(row), fallback=row["wall_s"])
-    if seconds is not None:
-        seconds += fmt.number(row.get("earlier_tries_s")) or 0.0
+    seconds = ctx.held_seconds(_embed_run(row), row, fallback=row["wall_s"])
     if gpu:
         cost = ctx.prices.job(str(row["hw"]), seconds, gpus=workers)
     elif resources.dask_workers_elsewhere(row["backend"], _dask_cluster(row)):
@@ -379,9 +377,10 @@ def train_cols(random: bool) -> list[Col]:
         Col("efficiency", "efficiency", fmt.percent),
         Col("mfu", "MFU", fmt.percent, "model FLOPs utilisation", optional=True),
         Col("final_loss", "final loss" + (" (random weights: timing only)" if random else ""), lambda v: fmt.sig(v, 4)),
-        Col("cost_per_1k_steps", "$ per 1k steps", fmt.money, "whole job, start-up included (a resumed run: "
-            "every segment from its process's start; at least that, since a killed attempt's time after its last "
-            "checkpoint is not recorded)", optional=True),
+        Col("cost_per_1k_steps", "$ per 1k steps", fmt.money, "whole job, start-up included, with its earlier "
+            "tries, failed or stopped (earlier_tries_s); at least that for a resumed run whose tries were not all "
+            "recorded: every segment from its process's start to its last checkpoint (job_time_whole false)",
+            optional=True),
     ]
 
 

@@ -15,7 +15,8 @@ from diffscale.metrics import efficiency, speedup
 from diffscale.train.generate import MANIFEST
 
 COLUMNS = ["hw", "precision", "gpus", "device", "samples_per_s", "samples_per_s_per_device", "speedup",
-           "efficiency", "final_loss", "tflops", "mfu", "train_time_s", "job_time_s", "steps", "global_batch", "micro_batch",
+           "efficiency", "final_loss", "tflops", "mfu", "train_time_s", "job_time_s", "job_time_whole", "earlier_tries",
+           "earlier_tries_s", "steps", "global_batch", "micro_batch",
            "model", "params", "gflops_per_sample", "resumed", "partition", "slurm_job", "config_hash"]
 LOSS_CURVE = ["step", "loss"]  # the columns of a run's metrics.csv the loss figure plots
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from diffscale import atomic, hardware, models, provenance, timing
+from diffscale import atomic, attempts, hardware, models, provenance, timing
 from diffscale.errors import ConfigError, DataError, ModelSpecError
 from diffscale.metrics import achieved
 from diffscale.train import checkpoint as ckpt_io
@@ -63,14 +63,17 @@ class Job:
     resume: bool = False  # continue from out_dir/resume/last.pt when it fits this run config
     resume_from: Path | None = None  # continue from this checkpoint; another architecture is an error
     stop_after: int | None = None  # end this invocation after this step (checkpointed)
+    earlier_tries: list = field(default_factory=list)  # the job's tries before this one (diffscale.attempts)
     start_checkpoint: Path | None = field(default=None, repr=False)  # decided by prepare()
 
 
 def train(run_config: dict, images_dir, text_dir, out_dir, *, resume: bool = False, resume_from=None,
-          stop_after: int | None = None) -> dict | None:
-    """Run one training job; return rank 0's summary (None on other torchrun ranks)."""
+          stop_after: int | None = None, earlier_tries: list | None = None) -> dict | None:
+    """Run one training job; return rank 0's summary (None on other torchrun ranks, and when
+    the invocation stopped before the last step). `earlier_tries`: the job's tries before this
+    one (diffscale.attempts), which its run time counts."""
     job = Job(check_run_config(run_config), Path(images_dir), Path(text_dir), Path(out_dir), resume,
-              Path(resume_from) if resume_from else None, stop_after)
+              Path(resume_from) if resume_from else None, stop_after, list(earlier_tries or []))
     world = int(job.run_config["run"]["gpus"])
     how = launch.mode(world, "run.gpus")
     placement = prepare(job, verbose=launch.env_rank() in (None, 0))
@@ -172,7 +175,8 @@ def fit(ctx: launch.Context, job: Job) -> dict | None:
     job_start = timing.job_started_at()
     setup_s = time.time() - job_start if job_start is not None else run_start - fit_start
     segment = {"start_step": start_step, "host": socket.gethostname(), "world": ctx.world, "device": s.device_name,
-               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "setup_s": setup_s}
+               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "setup_s": setup_s,
+               "job_started_at": job_start}  # matches this invocation's try record (diffscale.attempts)
     ran = lambda done: segments + [{**segment, "end_step": done, "seconds": time.perf_counter() - run_start}]  # noqa: E731
     meter = Meter(rows, batch, ctx.world, s.flops_per_sample, s.peak, start_step,
                   elapsed_before=sum(seg["seconds"] for seg in segments), verbose=ctx.is_main)
@@ -358,10 +362,13 @@ def finish(job: Job, s: Setup, rows: list[dict], segments: list[dict]) -> dict:
         "global_batch": cfg["train"]["batch_size"],
         "micro_batch": micro_batch(cfg),
         "train_time_s": sum(s["seconds"] for s in segments),
-        # what a resumed run held its devices for: every segment's set-up (data, models, restore)
-        # and training; Snakemake's benchmark file keeps only the last invocation's
-        "job_time_s": sum(s["seconds"] + s.get("setup_s", 0.0) for s in segments),
         "resumed": len(segments) > 1,
+        # what the run held its devices for, its failed and stopped tries included (Snakemake's
+        # benchmark file keeps only the last); each segment's set-up (data, models, restore) and
+        # training is the lower bound where the tries' records do not cover every invocation
+        **attempts.run_time(job.earlier_tries, [seg.get("job_started_at") for seg in segments[:-1]],
+                            this_s=segments[-1]["seconds"] + segments[-1].get("setup_s", 0.0),
+                            lower_bound_s=sum(seg["seconds"] + seg.get("setup_s", 0.0) for seg in segments)),
     }
     data_info = {"images": str(job.images_dir), "text": str(job.text_dir), "samples": len(data),
                  "unmatched_captions": data.unmatched_captions, "latent_shape": list(data.latent_shape),

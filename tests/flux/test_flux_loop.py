@@ -173,6 +173,27 @@ def test_a_resumed_run_bills_every_invocation_from_its_scripts_start(trained, pr
     assert resumed["resumed"] is True
     assert 1500 <= resumed["job_time_s"] <= 1500 + 2 * (time.time() - start) + 60
     assert read_summary(tmp_path)["job_time_s"] == resumed["job_time_s"]
+    # no record of the first invocation's try (diffscale.attempts): its checkpoints' sum, a lower bound
+    assert resumed["job_time_whole"] is False and resumed["earlier_tries"] == 0
+
+
+def test_a_resumed_run_whose_tries_were_recorded_bills_each_whole(trained, prepared, tmp_path, monkeypatch):
+    """The first invocation ran on 300 s after its last checkpoint (killed at its time limit): its
+    try's record counts that; a failed try that never reached a checkpoint counts too."""
+    cfg = trained[0]
+    first_start = time.time() - 2000
+    monkeypatch.setenv(timing.JOB_STARTED_ENV, repr(first_start))
+    train(cfg, prepared[1], prepared[0], tmp_path, stop_after=2)
+    checkpointed = time.time() - first_start
+    tries = [{"started_at": first_start - 100, "alive_at": first_start - 40, "held_s": 60.0},  # failed at once
+             {"started_at": first_start, "alive_at": first_start + checkpointed + 300, "held_s": checkpointed + 300}]
+    monkeypatch.setenv(timing.JOB_STARTED_ENV, repr(time.time() - 500))
+    start = time.time()
+    resumed = train(cfg, prepared[1], prepared[0], tmp_path, resume=True, earlier_tries=tries)
+    assert resumed["job_time_whole"] is True and resumed["earlier_tries"] == 2
+    assert resumed["earlier_tries_s"] == pytest.approx(60 + checkpointed + 300)
+    assert 60 + checkpointed + 300 + 500 <= resumed["job_time_s"] <= 60 + checkpointed + 300 + 500 + 2 * (
+        time.time() - start) + 60
 
 
 def test_two_gloo_processes_match_one_on_the_same_global_batch(trained, prepared, tmp_path):

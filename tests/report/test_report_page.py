@@ -547,6 +547,27 @@ def test_a_resumed_fine_tune_is_billed_for_all_its_invocations_and_is_not_the_ch
     assert "cheapest fine-tune at least $" in cheapest
 
 
+def test_a_fine_tune_whose_tries_were_all_recorded_is_billed_whole(results, build):
+    """A resumed (or retried) run whose tries' records cover every invocation (diffscale.attempts):
+    the last try's benchmark plus the earlier tries' seconds, exact, so no "at least"."""
+    path = results / "bench" / "flux_train.csv"
+    frame = pd.read_csv(path)
+    frame["resumed"], frame["job_time_whole"] = True, True
+    frame["earlier_tries"], frame["earlier_tries_s"], frame["job_time_s"] = 1, 3600.0, 1.0
+    frame.to_csv(path, index=False)
+    for _, r in frame.iterrows():  # every job's last invocation: 100 s
+        bench = results / "benchmarks" / "flux" / "lora" / str(r["hw"]) / f"g{int(r['gpus'])}-s1000.tsv"
+        bench.parent.mkdir(parents=True, exist_ok=True)
+        bench.write_text("s\th:m:s\n100.0\t0:01:40\n")
+    page = build(results)
+    table = next(t for t in page.tables if t["id"] == "flux-train")
+    cost = {(row[0]["text"], row[1]["text"]): float(c["value"]) for row in table["rows"] for c in row
+            if c["col"] == "cost"}
+    assert cost[("a100", "2")] == pytest.approx(2.50 * 2 * (100.0 + 3600.0) / 3600)
+    cheapest = next(f["text"] for f in page.findings if "cheapest fine-tune" in f["text"])
+    assert "at least" not in cheapest
+
+
 def test_the_inference_finding_names_the_hardware_and_dtype_of_its_best_rate(results, build):
     text = next(f["text"] for f in build(results).findings if "FLUX inference: best" in f["text"])
     # the fixture's fastest rows: a100 bf16, base or fused weights at 2 images/s

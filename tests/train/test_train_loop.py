@@ -112,6 +112,17 @@ def test_a_segments_set_up_counts_from_the_job_scripts_start(tmp_path, embedding
     assert 0.0 < segment["setup_s"] < 100.0
 
 
+def test_a_run_after_a_failed_try_bills_that_try_too(tmp_path, embeddings, make_run_config):
+    """A try that failed before any checkpoint (diffscale.attempts) restarts from step 0: not
+    resumed, but its 300 s were held all the same."""
+    failed = [{"started_at": 1.0, "alive_at": 301.0, "held_s": 300.0}]
+    summary = train(make_run_config(steps=1), *embeddings, tmp_path / "run", earlier_tries=failed)
+    assert summary["resumed"] is False and summary["job_time_whole"] is True
+    assert (summary["earlier_tries"], summary["earlier_tries_s"]) == (1, 300.0)
+    assert 300.0 < summary["job_time_s"] < 300.0 + 300.0
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["results"]["job_time_s"] == summary["job_time_s"]
+
+
 def test_resumed_run_ends_bitwise_equal_to_an_uninterrupted_one(tmp_path, embeddings, make_run_config):
     cfg = make_run_config(steps=6, checkpoint_every=3, warmup_steps=4)
     train(cfg, *embeddings, tmp_path / "straight")
