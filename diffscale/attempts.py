@@ -92,7 +92,7 @@ def recorded(where: str | Path | None, heartbeat_s: float = HEARTBEAT_S) -> Iter
         yield Try()
         return
     where = Path(where)
-    where.mkdir(parents=True, exist_ok=True)
+    _make(where)
     this = Try(earlier_tries(where))
     # the start a training loop's checkpoint names (timing.mark_job_start), so the two match exactly
     started = timing.job_started_at() or timing.process_started()
@@ -120,7 +120,22 @@ def recorded(where: str | Path | None, heartbeat_s: float = HEARTBEAT_S) -> Iter
         raise
     stop.set()
     thread.join()
-    if this.finished:
-        shutil.rmtree(where, ignore_errors=True)  # .attempts itself stays: a job beside may be creating its own
-    else:
+    if not this.finished:
         alive()  # its end
+        return
+    shutil.rmtree(where, ignore_errors=True)
+    try:
+        where.parent.rmdir()  # the last of its folder: no empty .attempts left among the runs
+    except OSError:  # another job's record is in it
+        pass
+
+
+def _make(where: Path) -> None:
+    """mkdir -p, again when a job beside removed the shared parent between its two steps."""
+    for _ in range(5):
+        try:
+            where.mkdir(parents=True, exist_ok=True)
+            return
+        except FileNotFoundError:
+            continue
+    where.mkdir(parents=True, exist_ok=True)

@@ -36,9 +36,18 @@ def test_a_failed_try_stays_recorded_and_the_next_one_reads_it_then_clears_it(tm
         assert [t["started_at"] for t in this.earlier] == [first["started_at"]]
         assert this.earlier[0]["held_s"] == pytest.approx(first["held_s"])
     assert not where.exists()  # finished: the next run of the job starts with no earlier tries
+    assert not where.parent.exists()  # nor an empty .attempts among the run directories
     with attempts.recorded(None) as this:
         assert this.earlier == []
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".attempts"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_finished_job_leaves_the_records_of_the_job_beside_it(tmp_path):
+    with attempts.recorded(tmp_path / ".attempts" / "b") as beside:
+        beside.finished = False
+    with attempts.recorded(tmp_path / ".attempts" / "a"):
+        pass
+    assert [p.name for p in (tmp_path / ".attempts").iterdir()] == ["b"]
 
 
 def test_the_heartbeat_keeps_a_running_try_alive(tmp_path):
