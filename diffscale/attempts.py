@@ -9,8 +9,9 @@ process started (interpreter and imports included, as a scheduler bills) and whe
 alive, rewritten every HEARTBEAT_S seconds by a daemon thread, so a try killed without warning
 (SIGKILL at the time limit, a lost node) is counted to within that.
 
-A try reads the records of the tries before it: every try since the job last finished, whether
-Snakemake retried it in the same run or a person re-ran it after a failure. The job records
+A try reads the records of the tries before it: every try of the same settings (`key`, the run
+config's hash) since the job last finished, whether Snakemake retried it in the same run or a
+person re-ran it after a failure. The job records
 them in its outputs (`earlier_tries`, `earlier_tries_s`), and a try that finishes the job
 removes the folder; one that stops early on purpose (a training run's --stop-after, resumed
 later) keeps it, with its end. A resumed training run names its earlier invocations in its
@@ -65,42 +66,55 @@ class Try:
     finished: bool = True
 
 
-def run_time(earlier: list[dict], invoked: list[float | None], this_s: float, lower_bound_s: float) -> dict:
+def run_time(earlier: list[dict], invoked: list[tuple[float | None, float]], this_s: float) -> dict:
     """What a training run held its hardware for, counting its failed and stopped invocations.
 
-    `invoked`: the process starts of the earlier invocations its checkpoint names (None: not
-    recorded); `this_s`: this invocation's seconds; `lower_bound_s`: every invocation to its last
-    checkpoint. When a try's record matches each earlier invocation, the time is exact: the
-    earlier tries' seconds (a killed one's to its last heartbeat) plus this one's
-    (`job_time_whole`); else the lower bound."""
-    def recorded_try(started: float | None) -> bool:
-        return started is not None and any(abs(t["started_at"] - started) < 0.05 for t in earlier)
+    `invoked`: (process start, seconds to its last checkpoint) of each earlier invocation its
+    checkpoint names (start None: not recorded); `this_s`: this invocation's seconds. When a try's
+    record matches each earlier invocation the time is exact (`job_time_whole`): every earlier
+    try's seconds (a matched one's at least its checkpointed seconds: a killed try's record ends
+    at its last heartbeat) plus this one's. Else it is the lower bound, every invocation to its
+    last checkpoint."""
+    def match(started: float | None) -> dict | None:
+        return next((t for t in earlier if started is not None and abs(t["started_at"] - started) < 0.05), None)
 
-    earlier_s = sum(t["held_s"] for t in earlier)
-    whole = all(recorded_try(started) for started in invoked)
+    matched = [(match(started), seconds) for started, seconds in invoked]
+    whole = all(t is not None for t, _ in matched)
+    # a killed try's checkpointed seconds can run past its record's last heartbeat
+    earlier_s = sum(t["held_s"] for t in earlier) + sum(max(0.0, seconds - t["held_s"])
+                                                        for t, seconds in matched if t is not None)
+    lower_s = sum(seconds for _, seconds in invoked) + this_s
     return {"earlier_tries": len(earlier), "earlier_tries_s": earlier_s,
-            "job_time_s": earlier_s + this_s if whole else lower_bound_s, "job_time_whole": whole}
+            "job_time_s": earlier_s + this_s if whole else lower_s, "job_time_whole": whole}
 
 
 @contextmanager
-def recorded(where: str | Path | None, heartbeat_s: float = HEARTBEAT_S) -> Iterator[Try]:
+def recorded(where: str | Path | None, key: str = "", heartbeat_s: float = HEARTBEAT_S) -> Iterator[Try]:
     """Record this process as a try of the job whose attempts folder is `where`, and yield it
-    with the tries before it. A try that raises keeps its record, with the moment it failed; one
-    that finishes the job removes the folder, one that stopped early keeps it. `where` None:
-    nothing is recorded."""
+    with the tries before it that ran the same settings (`key`, e.g. the run config's hash: a try
+    of settings since changed is not this run's cost, and its record is dropped). A try that
+    raises keeps its record, with the moment it failed; one that finishes the job removes the
+    folder, one that stopped early keeps it. `where` None: nothing is recorded. Recording never
+    fails the job: a record it cannot write (a full disk) is left as it was."""
     if where is None:
         yield Try()
         return
     where = Path(where)
     _make(where)
-    this = Try(earlier_tries(where))
+    tries = earlier_tries(where)
+    for stale in (t for t in tries if t.get("key", "") != key):
+        (where / _file_name(stale)).unlink(missing_ok=True)
+    this = Try([t for t in tries if t.get("key", "") == key])
     # the start a training loop's checkpoint names (timing.mark_job_start), so the two match exactly
     started = timing.job_started_at() or timing.process_started()
-    record = {"started_at": started, "host": socket.gethostname(), "pid": os.getpid()}
-    mine = where / f"try-{record['started_at']:.6f}-{record['pid']}.json"
+    record = {"started_at": started, "host": socket.gethostname(), "pid": os.getpid(), "key": key}
+    mine = where / _file_name(record)
 
     def alive() -> None:
-        atomic.write_json(mine, {**record, "alive_at": time.time()})
+        try:
+            atomic.write_json(mine, {**record, "alive_at": time.time()})
+        except OSError:  # the job's own error (or result) matters more than this record
+            pass
 
     alive()
     stop = threading.Event()
@@ -124,10 +138,15 @@ def recorded(where: str | Path | None, heartbeat_s: float = HEARTBEAT_S) -> Iter
         alive()  # its end
         return
     shutil.rmtree(where, ignore_errors=True)
-    try:
-        where.parent.rmdir()  # the last of its folder: no empty .attempts left among the runs
-    except OSError:  # another job's record is in it
-        pass
+    if where.parent.name == ".attempts":
+        try:
+            where.parent.rmdir()  # the last of its folder: no empty .attempts left among the runs
+        except OSError:  # another job's record is in it
+            pass
+
+
+def _file_name(record: dict) -> str:
+    return f"try-{float(record['started_at']):.6f}-{record['pid']}.json"
 
 
 def _make(where: Path) -> None:

@@ -37,7 +37,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from diffscale import attempts
-    from diffscale.config import load_config
+    from diffscale.config import config_hash, load_config
     from diffscale.embed.settings import EmbedSettings, settings_for
     from diffscale.embed.stage import run_embedding
 
@@ -47,7 +47,9 @@ def main() -> int:
         raw = json_flag("--settings", args.settings)
     settings = EmbedSettings.from_dict(raw)
     # each try records the time it holds the hardware, so a retried job is billed for every try
-    with attempts.recorded(attempts.folder(args.out_dir)) as this:
+    # of the same settings
+    key = config_hash({**settings.to_dict(), "backend": args.backend, "policy": args.policy, "workers": args.workers})
+    with attempts.recorded(attempts.folder(args.out_dir), key) as this:
         timing = run_embedding(args.modality, args.manifest, args.out_dir, args.backend, args.policy, args.workers,
                                settings, skip_list=args.skipped, cpus=args.cpus, earlier_tries=this.earlier)
     prepare = "decode_s" if args.modality == "images" else "tokenize_s"

@@ -44,6 +44,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from diffscale import attempts
+    from diffscale.config import config_hash
     from diffscale.errors import ConfigError
     from diffscale.train.config import job_inputs
     from diffscale.train.core import launch
@@ -65,8 +66,10 @@ def main() -> int:
     if args.stop_after is not None and args.stop_after < 1:
         raise ConfigError("--stop-after: must be at least 1")
     # each try records the time it holds the hardware (rank 0 of torchrun's): a retried or resumed
-    # run is billed for every invocation; a --stop-after invocation keeps the records for the next
-    with attempts.recorded(attempts.folder(args.out) if launch.env_rank() in (None, 0) else None) as this:
+    # run is billed for every invocation of the same run config; a --stop-after invocation keeps
+    # the records for the next
+    with attempts.recorded(attempts.folder(args.out) if launch.env_rank() in (None, 0) else None,
+                           config_hash(run_cfg)) as this:
         this.finished = train(run_cfg, images, text, args.out, resume=args.resume, resume_from=args.resume_from,
                               stop_after=args.stop_after, earlier_tries=this.earlier) is not None
     return 0

@@ -130,9 +130,34 @@ def test_a_try_that_stops_early_on_purpose_keeps_the_records_for_the_next(tmp_pa
 
 def test_a_runs_time_is_exact_only_when_a_try_matches_each_earlier_invocation():
     tries = [{"started_at": 100.0, "held_s": 50.0}, {"started_at": 200.0, "held_s": 70.0}]
-    exact = attempts.run_time(tries, [200.01], this_s=30.0, lower_bound_s=90.0)
+    exact = attempts.run_time(tries, [(200.01, 60.0)], this_s=30.0)  # try 1 failed before any checkpoint
     assert exact == {"earlier_tries": 2, "earlier_tries_s": 120.0, "job_time_s": 150.0, "job_time_whole": True}
-    # an invocation no record names (an older checkpoint, the records deleted): the lower bound
-    assert attempts.run_time(tries, [200.0, 300.0], this_s=30.0, lower_bound_s=90.0)["job_time_s"] == 90.0
-    assert attempts.run_time(tries, [None], this_s=30.0, lower_bound_s=90.0)["job_time_whole"] is False
-    assert attempts.run_time([], [], this_s=30.0, lower_bound_s=30.0)["job_time_s"] == 30.0
+    # a killed try's record ends at its last heartbeat, maybe before its last checkpoint: the later counts
+    assert attempts.run_time(tries, [(200.0, 90.0)], this_s=30.0)["job_time_s"] == 50.0 + 90.0 + 30.0
+    # an invocation no record names (an older checkpoint, the records deleted): the checkpoints' sum
+    partial = attempts.run_time(tries, [(200.0, 60.0), (300.0, 40.0)], this_s=30.0)
+    assert (partial["job_time_s"], partial["job_time_whole"]) == (130.0, False)
+    assert attempts.run_time(tries, [(None, 60.0)], this_s=30.0)["job_time_whole"] is False
+    assert attempts.run_time([], [], this_s=30.0)["job_time_s"] == 30.0
+
+
+def test_a_try_of_settings_since_changed_is_not_this_runs_cost(tmp_path):
+    """A try that ran out of memory at batch 256 is not the cost of the run at 128 that follows."""
+    where = tmp_path / ".attempts" / "run"
+    with pytest.raises(RuntimeError):
+        with attempts.recorded(where, key="batch-256"):
+            raise RuntimeError("out of memory")
+    with attempts.recorded(where, key="batch-128") as this:
+        assert this.earlier == []
+        assert [json.loads(p.read_text())["key"] for p in where.glob("try-*.json")] == ["batch-128"]
+
+
+def test_a_record_it_cannot_write_never_hides_the_jobs_own_error(tmp_path, monkeypatch):
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(RuntimeError, match="^the job's own error$"):
+        with attempts.recorded(tmp_path / "run", heartbeat_s=0.01):
+            monkeypatch.setattr(attempts.atomic, "write_json", disk_full)
+            time.sleep(0.05)  # heartbeats that cannot write
+            raise RuntimeError("the job's own error")

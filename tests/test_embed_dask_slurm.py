@@ -270,6 +270,9 @@ def test_what_the_worker_jobs_held_counts_each_job_once():
                                    ended_at=200.0)["job_cpus"] is None
     assert dask_slurm.held_by_jobs(workers[:2] + [worker(2, "8", "2", None)], jobs=2,
                                    ended_at=200.0)["job_cpu_s"] is None
+    # a node that allocates whole cores gives 2 CPUs where 1 was asked: what SLURM allocated is billed
+    smt = [{**w, "cpus_per_task": "1", "cpus_on_node": "2"} for w in workers]
+    assert dask_slurm.held_by_jobs(smt, jobs=2, ended_at=200.0)["job_cpus"] == 4
 
 
 def test_a_failing_task_cancels_the_jobs(slurm_calls, monkeypatch, tmp_path):

@@ -67,7 +67,8 @@ b = t["backend_info"]
 print(f"   jobs {', '.join(b['job_ids'])}: queue wait {t['queue_wait_s']:.2f} s, worker start "
       f"{b['worker_start_s']:.2f} s, start-up {t['startup_s']:.2f} s, wall {t['wall_s']:.2f} s "
       f"(queue wait not in it), threads per worker {t['threads_per_worker']}; the jobs held "
-      f"{b['job_cpus']} CPUs for {t['worker_job_cpu_s']:.1f} CPU-seconds (billed)")
+      + (f"{b['job_cpus']} CPUs for {t['worker_job_cpu_s']:.1f} CPU-seconds (billed)"
+         if t.get("worker_job_cpu_s") is not None else "what the run could not total (the audit says why)"))
 EOF
 # the jobs end when the run closes its cluster; let the records catch up
 for _ in $(seq 60); do [ -z "$(jobs_in PD,R,CG,CF,S)" ] && break; sleep 0.5; done

@@ -195,14 +195,15 @@ def ended_message(label: str, job: str, state: str, partition: str | None, log_d
 
 def held_by_jobs(workers: list[dict], jobs: int, ended_at: float) -> dict:
     """What the worker jobs held: each job once (its `processes` workers share it) with its
-    partition, the CPUs SLURM gave it and the seconds from its start (the prologue's note) to
-    `ended_at`; and the totals, None unless all `jobs` jobs said their CPUs and start (a total over
-    some of them would understate what the run held)."""
+    partition, the CPUs SLURM allocated it (SLURM_CPUS_ON_NODE: a node that allocates whole cores
+    gives 2 where 1 was asked; else what it asked) and the seconds from its start (the prologue's
+    note) to `ended_at`; and the totals, None unless all `jobs` jobs said their CPUs and start (a
+    total over some of them would understate what the run held)."""
     held: dict[str, dict] = {}
     for w in workers:
         if not w.get("job_id"):
             continue
-        started, cpus = w.get("job_started_at"), w.get("cpus_per_task")
+        started, cpus = w.get("job_started_at"), w.get("cpus_on_node") or w.get("cpus_per_task")
         held.setdefault(str(w["job_id"]), {
             "job_id": str(w["job_id"]), "partition": w.get("partition"), "node": w.get("node"),
             "cpus": int(cpus) if cpus else None,
@@ -361,6 +362,7 @@ class SlurmDaskBackend(DaskBackend):
             workers.append({"worker": result["worker"], "address": address, "host": result["host"],
                             "pid": result["pid"], "job_id": slurm.get("job_id"), "node": slurm.get("node"),
                             "partition": slurm.get("partition"), "cpus_per_task": slurm.get("cpus_per_task"),
+                            "cpus_on_node": slurm.get("cpus_on_node"),
                             "affinity": ident.get("affinity"), "threads": result["threads"],
                             "job_started_at": ident.get("job_started_at")})
         self.info["workers"] = workers
@@ -378,8 +380,9 @@ class SlurmDaskBackend(DaskBackend):
         try:
             super().close()  # the client, then the cluster (dask-jobqueue scancels each job)
         finally:
+            cancelled = time.time()  # the jobs end here (SLURM's own record of their end follows the scancel)
             self.cancel_jobs()
             self.sigterm.restore()
-            if "workers" in self.info:  # it ran: what its jobs held until now, when they were cancelled
+            if "workers" in self.info:  # it ran: what its jobs held until they were cancelled
                 self.info.update(held_by_jobs(self.info["workers"], self.workers // self.slurm["processes"],
-                                              time.time()))
+                                              cancelled))

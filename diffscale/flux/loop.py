@@ -456,8 +456,8 @@ def finish(job: Job, rows, quality_rows, checkpoints, timer: PhaseTimer, ctx, pa
         # from its script's start to its last checkpoint is the lower bound where the tries'
         # records do not cover every invocation (diffscale.attempts)
         "resumed": len(segments) > 1,
-        **attempts.run_time(job.earlier_tries, [seg.get("job_started_at") for seg in segments[:-1]],
-                            this_s=segments[-1]["job_s"], lower_bound_s=sum(seg["job_s"] for seg in segments)),
+        **attempts.run_time(job.earlier_tries, [(seg.get("job_started_at"), seg["job_s"]) for seg in segments[:-1]],
+                            this_s=segments[-1]["job_s"]),
         **timings,
     }
     atomic.write_text(out / "metrics.csv", csv_text(rows, METRICS_COLUMNS))

@@ -110,25 +110,27 @@ class Context:
         plural = "es" if word == "process" else "s"
         return f"{n} {word}{plural if n != 1 else ''}"
 
-    def job_seconds(self, job: str, fallback=None) -> float | None:
+    def benchmark_seconds(self, job: str) -> float | None:
         """The whole job's wall time from Snakemake's benchmark of job `job` (a name of
-        diffscale.vocab's *_JOB patterns): start-up included, what a scheduler bills; else `fallback`
-        as a number (a run made by hand has no benchmark). A retried job's file holds its last try."""
+        diffscale.vocab's *_JOB patterns): start-up included, what a scheduler bills; None where
+        there is none (a run made by hand). A retried job's file holds its last try."""
         path = Path(vocab.benchmark_path(job, str(self.results)))
         try:
-            seconds = fmt.number(pd.read_csv(path, sep="\t")["s"].iloc[0])
+            return fmt.number(pd.read_csv(path, sep="\t")["s"].iloc[0])
         except (OSError, KeyError, IndexError, pd.errors.ParserError, pd.errors.EmptyDataError):
-            seconds = None
-        return seconds if seconds is not None else fmt.number(fallback)
+            return None
 
     def held_seconds(self, job: str, row, fallback) -> float | None:
-        """The seconds a run held its hardware: Snakemake's benchmark of its last try (job_seconds)
-        plus the tries before it (`earlier_tries_s`, diffscale.attempts: the benchmark holds only
-        the last); for a resumed run whose tries were not all recorded, its own lower bound over
-        its invocations (`job_time_s`, see is_lower_bound)."""
-        if is_lower_bound(row) and fmt.number(row.get("job_time_s")) is not None:
-            return fmt.number(row["job_time_s"])
-        last = self.job_seconds(job, fallback)
+        """The seconds a run held its hardware: Snakemake's benchmark of its last try plus the
+        tries before it (`earlier_tries_s`, diffscale.attempts: the benchmark holds only the last).
+        Without a benchmark: the run's own `job_time_s` where it has one (training runs: every
+        invocation), else `fallback` plus the earlier tries. For a resumed run whose tries were not
+        all recorded, its lower bound over its invocations (`job_time_s`, see is_lower_bound)."""
+        own = fmt.number(row.get("job_time_s"))
+        last = self.benchmark_seconds(job)
+        if own is not None and (is_lower_bound(row) or last is None):
+            return own
+        last = last if last is not None else fmt.number(fallback)
         return None if last is None else last + (fmt.number(row.get("earlier_tries_s")) or 0.0)
 
     # ---- provenance ---------------------------------------------------------------------------

@@ -340,6 +340,11 @@ def save(ctx: launch.Context, s: Setup, done: int, rows: list[dict], segments: l
 
 # --- outputs ------------------------------------------------------------------------------------
 
+def _held(segment: dict) -> float:
+    """A segment's seconds from its script's start to its last checkpoint: set-up and training."""
+    return segment["seconds"] + segment.get("setup_s", 0.0)
+
+
 def finish(job: Job, s: Setup, rows: list[dict], segments: list[dict]) -> dict:
     """Write config.json, metrics.csv and run.json, then move the last checkpoint into place."""
     cfg, out, data = job.run_config, job.out_dir, s.data
@@ -366,9 +371,8 @@ def finish(job: Job, s: Setup, rows: list[dict], segments: list[dict]) -> dict:
         # what the run held its devices for, its failed and stopped tries included (Snakemake's
         # benchmark file keeps only the last); each segment's set-up (data, models, restore) and
         # training is the lower bound where the tries' records do not cover every invocation
-        **attempts.run_time(job.earlier_tries, [seg.get("job_started_at") for seg in segments[:-1]],
-                            this_s=segments[-1]["seconds"] + segments[-1].get("setup_s", 0.0),
-                            lower_bound_s=sum(seg["seconds"] + seg.get("setup_s", 0.0) for seg in segments)),
+        **attempts.run_time(job.earlier_tries, [(seg.get("job_started_at"), _held(seg)) for seg in segments[:-1]],
+                            this_s=_held(segments[-1])),
     }
     data_info = {"images": str(job.images_dir), "text": str(job.text_dir), "samples": len(data),
                  "unmatched_captions": data.unmatched_captions, "latent_shape": list(data.latent_shape),
