@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,7 @@ import pytest
 
 from report_data import HARDWARE, amp_rows
 
+from diffscale import vocab
 from diffscale.report import fmt
 from diffscale.report.html import build_report
 
@@ -443,6 +445,17 @@ def test_the_inputs_name_the_cifar_format_and_its_labels(results, tmp_path, cifa
     assert f"<li>{shown}</li>" in page
 
 
+def _benchmarked(results, job: str, seconds: float) -> None:
+    """Snakemake's benchmark file of `job` (a diffscale.vocab *_JOB name): its last try took `seconds`."""
+    path = Path(vocab.benchmark_path(job, str(results)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"s\th:m:s\n{seconds}\t0:01:40\n")
+
+
+def _flux_job(row) -> str:
+    return vocab.FLUX_JOB.format(hw=row["hw"], gpus=int(row["gpus"]), steps=int(row["steps"]))
+
+
 def test_a_resumed_training_run_is_billed_for_all_its_segments(results, build):
     """Snakemake's benchmark file of a resumed job holds only its last invocation."""
     path = results / "bench" / "train_unet.csv"
@@ -451,9 +464,7 @@ def test_a_resumed_training_run_is_billed_for_all_its_segments(results, build):
     frame["resumed"] = [i == 0 for i in range(len(frame))]
     frame.to_csv(path, index=False)
     for _, r in frame.iterrows():  # every job's last invocation: 100 s
-        bench = results / "benchmarks" / "train" / "unet" / str(r["hw"]) / f"{r['precision']}-g{int(r['gpus'])}.tsv"
-        bench.parent.mkdir(parents=True, exist_ok=True)
-        bench.write_text("s\th:m:s\n100.0\t0:01:40\n")
+        _benchmarked(results, vocab.TRAIN_JOB.format(hw=r["hw"], precision=r["precision"], gpus=int(r["gpus"])), 100.0)
     page = build(results)
     table = next(t for t in page.tables if t["id"] == "train-unet")
     costs = [float(c["value"]) for row in table["rows"] for c in row if c["col"] == "cost_per_1k_steps"]
@@ -505,9 +516,7 @@ def test_a_fine_tune_is_billed_for_its_whole_job_not_its_timed_phases(results, b
     job = {}
     for _, r in frame[frame["hw"] == "a100"].iterrows():  # a40 has no benchmark files
         job[int(r["gpus"])] = float(r["total_s"]) + 30.0
-        bench = results / "benchmarks" / "flux" / "lora" / "a100" / f"g{int(r['gpus'])}-s1000.tsv"
-        bench.parent.mkdir(parents=True, exist_ok=True)
-        bench.write_text(f"s\th:m:s\n{job[int(r['gpus'])]}\t0:10:00\n")
+        _benchmarked(results, _flux_job(r), job[int(r["gpus"])])
     page = build(results)
     table = next(t for t in page.tables if t["id"] == "flux-train")
     cost = {(row[0]["text"], row[1]["text"]): float(c["value"]) for row in table["rows"] for c in row
@@ -528,9 +537,7 @@ def test_a_resumed_fine_tune_is_billed_for_all_its_invocations_and_is_not_the_ch
     frame["resumed"] = (frame["hw"] == "a100") & (frame["gpus"] == 2)
     frame.to_csv(path, index=False)
     for _, r in frame.iterrows():  # every job's last invocation: 100 s
-        bench = results / "benchmarks" / "flux" / "lora" / str(r["hw"]) / f"g{int(r['gpus'])}-s1000.tsv"
-        bench.parent.mkdir(parents=True, exist_ok=True)
-        bench.write_text("s\th:m:s\n100.0\t0:01:40\n")
+        _benchmarked(results, _flux_job(r), 100.0)
     table = next(t for t in build(results).tables if t["id"] == "flux-train")
     cost = {(row[0]["text"], row[1]["text"]): float(c["value"]) for row in table["rows"] for c in row
             if c["col"] == "cost"}
@@ -556,9 +563,7 @@ def test_a_fine_tune_whose_tries_were_all_recorded_is_billed_whole(results, buil
     frame["earlier_tries"], frame["earlier_tries_s"], frame["job_time_s"] = 1, 3600.0, 1.0
     frame.to_csv(path, index=False)
     for _, r in frame.iterrows():  # every job's last invocation: 100 s
-        bench = results / "benchmarks" / "flux" / "lora" / str(r["hw"]) / f"g{int(r['gpus'])}-s1000.tsv"
-        bench.parent.mkdir(parents=True, exist_ok=True)
-        bench.write_text("s\th:m:s\n100.0\t0:01:40\n")
+        _benchmarked(results, _flux_job(r), 100.0)
     page = build(results)
     table = next(t for t in page.tables if t["id"] == "flux-train")
     cost = {(row[0]["text"], row[1]["text"]): float(c["value"]) for row in table["rows"] for c in row
@@ -618,9 +623,8 @@ def test_an_embedding_run_is_billed_for_its_whole_job_and_its_failed_tries(resul
     frame = pd.read_csv(path)
     is_serial = (frame["modality"] == "images") & (frame["backend"] == "serial")
     serial = frame[is_serial].iloc[0]
-    bench = results / "benchmarks" / "embed" / "images" / "serial-pinned-w1.tsv"
-    bench.parent.mkdir(parents=True)
-    bench.write_text(f"s\th:m:s\n{serial['wall_s'] + 50}\t0:02:30\n")
+    _benchmarked(results, vocab.EMBED_JOB.format(modality="images", backend="serial", policy="pinned", workers=1),
+                 serial["wall_s"] + 50)
 
     def cost() -> float:
         table = next(t for t in build(results).tables if t["id"] == "embed-images")
