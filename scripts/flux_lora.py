@@ -41,8 +41,7 @@ def main() -> int:
                         help="end after this step, checkpointed (time-limited jobs; a later --resume continues)")
     args = parser.parse_args()
 
-    from diffscale import attempts
-    from diffscale.config import config_hash, load_config
+    from diffscale.config import load_config
     from diffscale.errors import ConfigError
     from diffscale.flux.loop import train
     from diffscale.train.core import launch
@@ -65,8 +64,7 @@ def main() -> int:
     # each try records the time it holds the hardware (rank 0 of torchrun's): a retried or resumed
     # run is billed for every invocation of the same run config; a --stop-after invocation keeps
     # the records for the next
-    with attempts.recorded(attempts.folder(args.out) if launch.env_rank() in (None, 0) else None,
-                           config_hash(run_cfg)) as this:
+    with launch.recorded_try(args.out, run_cfg) as this:
         this.finished = train(run_cfg, args.cache, args.dataset, args.out, resume=args.resume,
                               stop_after=args.stop_after, earlier_tries=this.earlier) is not None
     return 0

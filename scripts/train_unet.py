@@ -43,8 +43,6 @@ def main() -> int:
                         help="end after this step, checkpointed (time-limited jobs; a later --resume continues)")
     args = parser.parse_args()
 
-    from diffscale import attempts
-    from diffscale.config import config_hash
     from diffscale.errors import ConfigError
     from diffscale.train.config import job_inputs
     from diffscale.train.core import launch
@@ -68,8 +66,7 @@ def main() -> int:
     # each try records the time it holds the hardware (rank 0 of torchrun's): a retried or resumed
     # run is billed for every invocation of the same run config; a --stop-after invocation keeps
     # the records for the next
-    with attempts.recorded(attempts.folder(args.out) if launch.env_rank() in (None, 0) else None,
-                           config_hash(run_cfg)) as this:
+    with launch.recorded_try(args.out, run_cfg) as this:
         this.finished = train(run_cfg, images, text, args.out, resume=args.resume, resume_from=args.resume_from,
                               stop_after=args.stop_after, earlier_tries=this.earlier) is not None
     return 0

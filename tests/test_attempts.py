@@ -16,7 +16,8 @@ from diffscale import attempts
 
 
 def test_the_attempts_folder_is_beside_the_run_directory():
-    assert attempts.folder("results/embed/images/dask-pinned-w2") == Path("results/embed/images/.attempts/dask-pinned-w2")
+    run = "results/embed/images/dask-pinned-w2"
+    assert attempts.folder(run) == Path("results/embed/images/.attempts/dask-pinned-w2")
 
 
 def test_a_failed_try_stays_recorded_and_the_next_one_reads_it_then_clears_it(tmp_path):

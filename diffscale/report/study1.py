@@ -69,8 +69,8 @@ def embed_cols(item: str) -> list[Col]:
         Col("items_per_s", f"{item}/s", fmt.sig),
         Col("cost_per_1k", f"$ per 1k {item}", fmt.money, "price_per_hour × shares × the whole job's time (Snakemake's "
             "benchmark of it: process start, imports, input plan, shutdown included; else the run's wall time), "
-            "plus the failed tries before it (earlier_tries_s); dask on SLURM adds its worker jobs' CPU-seconds at their partition's "
-            "price per CPU",
+            "plus the failed tries before it (earlier_tries_s); dask on SLURM adds its worker jobs' CPU-seconds "
+            "at their partition's price per CPU",
             optional=True),
     ]
 

@@ -151,3 +151,21 @@ def test_ranks_leave_together_after_a_run_and_alone_after_an_error(group_calls):
     with pytest.raises(ConfigError, match="bad"):  # a peer may never reach a barrier: none on this path
         launch._enter(1, 1, 2, "cpu", fails, ())
     assert group_calls == ["init", "destroy"]
+
+
+def test_a_training_try_is_recorded_by_the_launching_process_only_keyed_by_its_run_config(tmp_path, monkeypatch):
+    import json
+
+    from diffscale.config import config_hash
+
+    run_cfg = {"run": {"hw": "local", "gpus": 2}, "train": {"steps": 4}}
+    out = tmp_path / "unet" / "fp32-g2"
+    for var, value in (("WORLD_SIZE", "2"), ("LOCAL_RANK", "1"), ("RANK", "1")):  # torchrun's rank 1
+        monkeypatch.setenv(var, value)
+    with launch.recorded_try(out, run_cfg):
+        assert not (tmp_path / "unet" / ".attempts").exists()
+    monkeypatch.setenv("RANK", "0")
+    with launch.recorded_try(out, run_cfg) as this:
+        this.finished = False
+    [record] = (tmp_path / "unet" / ".attempts" / "fp32-g2").glob("try-*.json")
+    assert json.loads(record.read_text())["key"] == config_hash(run_cfg)

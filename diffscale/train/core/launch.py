@@ -106,6 +106,16 @@ def env_rank() -> int | None:
     return None
 
 
+def recorded_try(out_dir, run_config: dict):
+    """This invocation as a try of its training job (diffscale.attempts), a context yielding it:
+    recorded by the one process that launches the run (rank 0 under torchrun), keyed by the run
+    config's hash, in the attempts folder beside `out_dir`."""
+    from diffscale import attempts
+    from diffscale.config import config_hash
+
+    return attempts.recorded(attempts.folder(out_dir) if env_rank() in (None, 0) else None, config_hash(run_config))
+
+
 def mode(world: int, field: str = "run.gpus") -> str:
     """"torchrun" (this process is one of `world`), "single" or "spawn"; ConfigError naming `field`
     when torchrun started another number of processes than the run asks for."""
