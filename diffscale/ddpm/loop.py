@@ -190,6 +190,7 @@ def fit(ctx: launch.Context, rc: dict, cache, source, model=None, profiler=None,
     if ctx.device_type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)  # this window's peak, not an earlier one's in this process
     dataset = ddata.dataset_for(d, cache, source)
+    torch.manual_seed(seed + ctx.rank)  # dropout (Ho's 0.1 in the full study) draws from the global generators
     if model is None:
         model = build_model(rc["model"], seed, device, d["channels_last"])
     fps = flops_per_sample(model, device)

@@ -85,6 +85,23 @@ def test_two_processes_train_on_the_same_draws_as_one(tables, ddpm_config, cache
     assert first_one[0] == pytest.approx(first_two[0], rel=1e-4)  # step 1: same weights, same batch
 
 
+def test_a_run_with_dropout_repeats_its_losses_exactly(ddpm_config, cache, tmp_path):
+    """Dropout masks come from the run's seed, not from whatever the process drew before."""
+    import copy
+
+    import torch
+
+    cfg = copy.deepcopy(ddpm_config)
+    cfg["models"]["ddpm_unet"] = {"random": "tiny", "overrides": {"dropout": 0.5}}
+    curves = []
+    for n in range(2):
+        torch.manual_seed(1000 + n)  # another state of the global generator before each run
+        rc = sweeps.run_config(cfg, "amp", "local", precision="fp32")
+        sweeps.execute(rc, cache, tmp_path / str(n))
+        curves.append([float(r["loss"]) for r in csv.DictReader(open(tmp_path / str(n) / "loss.csv"))])
+    assert len(curves[0]) == 4 and curves[0] == curves[1]
+
+
 def test_profile_lists_real_operator_names_and_a_trace(tables):
     rows, dirs = tables["profile"]
     ops = [r["op"] for r in rows]
