@@ -133,20 +133,38 @@ def lora_train_flops_per_sample(transformer, params, latents, t5, pooled, dtype)
     loss (core.flops.train_step_flops). The frozen base's backward computes its activations'
     gradients (attention's costs more than its forward) but none of its weights'; the LoRA's own
     are counted. Recomputation under gradient checkpointing is not (MFU counts the model's FLOPs,
-    not the hardware's): checkpointing is off while counting. Global generators are left as they
-    were (LoRA dropout draws from them), and so are the LoRA's gradients (`params`: none after).
-    `latents` [1, C, H, W], `t5` [1, L, D], `pooled` [1, D]; None where PyTorch has no FLOP counter."""
+    not the hardware's), but checkpointing stays on while counting: without it the 12B model's
+    activations (~24 GiB at 512 px) would not fit beside its weights on an A40. The recomputed
+    blocks' forward is counted apart and taken off (checkpointed_forward_flops). Global generators
+    are left as they were (LoRA dropout draws from them), and so are the LoRA's gradients
+    (`params`: none after). `latents` [1, C, H, W], `t5` [1, L, D], `pooled` [1, D]; None where
+    PyTorch has no FLOP counter."""
     import torch
 
     from diffscale.train.core.flops import train_step_flops
 
     noise, sigmas = torch.zeros_like(latents), torch.full((1,), 0.5, device=latents.device)
-    checkpointing = transformer.is_gradient_checkpointing
-    if checkpointing:
-        transformer.disable_gradient_checkpointing()
-    try:
-        with torch.random.fork_rng(devices=[latents.device] if latents.device.type == "cuda" else []):
-            return train_step_flops(flow_loss, params, transformer, latents, noise, sigmas, t5, pooled, dtype)
-    finally:
-        if checkpointing:
-            transformer.enable_gradient_checkpointing()
+    with torch.random.fork_rng(devices=[latents.device] if latents.device.type == "cuda" else []):
+        counted = train_step_flops(flow_loss, params, transformer, latents, noise, sigmas, t5, pooled, dtype)
+        if counted is None or not transformer.is_gradient_checkpointing:
+            return counted
+        return counted - checkpointed_forward_flops(transformer, latents, t5, pooled, dtype)
+
+
+def checkpointed_forward_flops(transformer, latents, t5, pooled, dtype) -> int:
+    """The forward FLOPs of the blocks diffusers' Flux recomputes under gradient checkpointing
+    (every dual- and single-stream block), from a counted forward without gradients (which stores
+    no activations)."""
+    import re
+
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    _, _, h, w = latents.shape
+    sigmas, device = torch.full((1,), 0.5, device=latents.device, dtype=dtype), latents.device
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        predict(transformer, pack(latents).to(dtype), sigmas, t5.to(dtype), pooled.to(dtype),
+                image_ids(h, w, device, dtype), text_ids(t5.shape[1], device, dtype))
+    block = re.compile(rf"{type(transformer).__name__}\.(transformer_blocks|single_transformer_blocks)\.\d+")
+    return sum(sum(ops.values()) for name, ops in counter.get_flop_counts().items() if block.fullmatch(name))
