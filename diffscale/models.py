@@ -335,14 +335,16 @@ def build(role: str, raw_spec: dict | ModelSpec, *, seed: int | None = None, dev
 
     `on_device=True` (large models): random weights are created and initialised directly on
     `device` in `dtype` (seeded there: on a GPU they differ from a CPU build of the same seed), so
-    the 11.9B FLUX transformer starts in seconds instead of minutes; pretrained weights load in
-    `dtype` (`torch_dtype`) and go straight to the device."""
+    the 11.9B FLUX transformer starts in seconds instead of minutes. Pretrained weights always
+    load in `dtype` (`torch_dtype`), which keeps the modules a model keeps in fp32 (a blanket
+    `.to(dtype)` would put T5's `wo` in fp16, where it overflows)."""
     import torch
 
     spec = parse_spec(role, raw_spec)
-    if spec.pretrained:
-        model = load_pretrained(spec, dtype if on_device else None)
-    elif on_device and device != "cpu":
+    if spec.pretrained:  # from_pretrained casts, keeping what a model keeps in fp32 (T5's `wo` in fp16)
+        model = load_pretrained(spec, dtype).eval()
+        return model.to(device=device) if device != "cpu" else model
+    if on_device and device != "cpu":
         with _overrides_named(spec):
             model = _build_on_device(ROLES[role], preset_config(spec), spec.seed if seed is None else seed, device,
                                      dtype)

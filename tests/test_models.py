@@ -91,6 +91,18 @@ def test_pretrained_loading_roundtrip(tmp_path, role):
         p.numel() for p in original.parameters())
 
 
+def test_pretrained_t5_in_fp16_keeps_its_fp32_modules(tmp_path):
+    """from_pretrained's dtype, not a blanket cast: T5 v1.1 overflows in fp16 without `wo` in fp32."""
+    import torch
+
+    models.build("flux_t5", {"random": "tiny"}).save_pretrained(tmp_path / "t5")
+    model = models.build("flux_t5", {"pretrained": str(tmp_path / "t5")}, dtype=torch.float16)
+    dtypes = {name: p.dtype for name, p in model.named_parameters()}
+    assert {d for n, d in dtypes.items() if ".wo." in n} == {torch.float32}
+    assert {d for n, d in dtypes.items() if ".wo." not in n} == {torch.float16}
+    assert not model.training
+
+
 def test_pretrained_subfolder(tmp_path):
     models.build("text_encoder", {"random": "tiny"}).save_pretrained(tmp_path / "pipe" / "text_encoder")
     model = models.build("text_encoder", {"pretrained": str(tmp_path / "pipe"), "subfolder": "text_encoder"})
