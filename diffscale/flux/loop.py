@@ -110,10 +110,13 @@ def train(run_config: dict, cache_dir, dataset_dir, out_dir, *, resume: bool = F
 
 
 def cpu_threads(world: int) -> int | None:
-    """OMP_NUM_THREADS when the user set it (an explicit setting wins over the core's usable cores
-    // processes; on a shared, loaded machine 1 thread can be far faster than 2 spinning ones)."""
+    """Threads per process from OMP_NUM_THREADS when it is set (it wins over the core's usable
+    cores // processes; on a shared, loaded machine 1 thread can be far faster than 2 spinning
+    ones). It is the job's budget, split among its `world` processes: Snakemake sets it to the
+    rule's threads for every process the job starts, so 2 processes x 2 threads would oversubscribe
+    a 2-CPU job."""
     explicit = os.environ.get("OMP_NUM_THREADS", "")
-    return int(explicit) if explicit.isdigit() and int(explicit) > 0 else None
+    return max(1, int(explicit) // world) if explicit.isdigit() and int(explicit) > 0 else None
 
 
 def _bitsandbytes():

@@ -210,6 +210,14 @@ def test_two_gloo_processes_match_one_on_the_same_global_batch(trained, prepared
     assert result["final_loss"] == pytest.approx(summary["final_loss"], rel=1e-5)
 
 
+def test_a_jobs_thread_budget_is_split_among_its_processes(monkeypatch):
+    """Snakemake sets OMP_NUM_THREADS to the rule's threads in every process the job starts."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    assert (loop.cpu_threads(1), loop.cpu_threads(2), loop.cpu_threads(8)) == (4, 2, 1)
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert loop.cpu_threads(2) is None  # the core's usable cores // processes
+
+
 @pytest.fixture
 def no_sampling(monkeypatch):
     """Checkpoints without samples and quality (tests that check neither)."""
