@@ -13,8 +13,25 @@ def speedup(t_base: float, t_parallel: float) -> float:
     return t_base / t_parallel
 
 
-def efficiency(t_base: float, t_parallel: float, workers: int) -> float:
+def efficiency(t_base: float, t_parallel: float, workers: float) -> float:
+    """Speedup per unit of compute: `workers` is how many times the baseline's compute the run had
+    (compute_ratio for the training studies)."""
     return speedup(t_base, t_parallel) / workers
+
+
+def cpus_used(processes: int, threads: int | None) -> int | None:
+    """The CPUs a CPU run computed on: its processes x each one's intra-op threads; None where the
+    threads are unknown or do not apply (GPU runs)."""
+    return int(processes) * int(threads) if threads else None
+
+
+def compute_ratio(gpus: int, base_gpus: int, cpus: int | None = None, base_cpus: int | None = None) -> float:
+    """How many times its baseline's compute a run had, the denominator of its efficiency: its CPUs
+    over the baseline's where both ran on CPUs (2 processes x 1 thread on the 2 CPUs that 1 process
+    x 2 threads had is 1x, not 2x), else its GPUs over the baseline's."""
+    if cpus and base_cpus:
+        return cpus / base_cpus
+    return gpus / base_gpus
 
 
 def karp_flatt(t_base: float, t_parallel: float, workers: int) -> float:

@@ -20,6 +20,7 @@ from pathlib import Path
 from diffscale import atomic, experiments, models, provenance, vocab
 from diffscale.errors import ConfigError, DataError
 from diffscale.io import csv_text, read_json
+from diffscale.metrics import compute_ratio, cpus_used
 
 SETTINGS = ("steps", "warmup_steps", "repeats", "compile_backend", "channels_last", "decode_each_step", "lr",
             "adam_betas", "grad_clip", "ema_decay", "ema_every")
@@ -28,7 +29,7 @@ SETTINGS = ("steps", "warmup_steps", "repeats", "compile_backend", "channels_las
 STAGE_SETTINGS = {"profile": ("profile_steps",)}
 COMMON = ["hw", "gpus", "batch", "global_batch", "precision", "workers", "compile", "steps_per_s", "images_per_s",
           "time_to_first_step_s", "peak_mem_mb", "loss_end", "device", "random_weights", "run"]
-EXTRA = ["peak_mem_kind", "compile_backend", "channels_last", "decode_each_step", "window_steps", "block_spread",
+EXTRA = ["cpus", "peak_mem_kind", "compile_backend", "channels_last", "decode_each_step", "window_steps", "block_spread",
          "warmup_steps",
          "overhead_s", "data_wait_s_per_step", "data_wait_frac", "params", "model", "device_detail"]
 # What a window measured (the rest of a row is its settings): a run that did not happen has none.
@@ -97,7 +98,8 @@ def table_row(rc: dict, result: dict, run_dir: str | Path) -> dict:
     v, d = rc["variant"], rc["ddpm"]
     spec = models.parse_spec("ddpm_unet", rc["model"])
     return {
-        "hw": rc["hw"], "gpus": v["gpus"], "batch": v["batch"], "global_batch": v["batch"] * v["gpus"],
+        "hw": rc["hw"], "gpus": v["gpus"], "cpus": cpus_used(v["gpus"], result.get("threads")) if result["device"] == "cpu"
+        else None, "batch": v["batch"], "global_batch": v["batch"] * v["gpus"],
         "precision": v["precision"], "workers": v["workers"], "compile": v["compile"],
         "steps_per_s": result["steps_per_s"], "images_per_s": result["images_per_s"],
         "time_to_first_step_s": result["time_to_first_step_s"], "peak_mem_mb": result["peak_mem_mb"],
@@ -142,12 +144,13 @@ def read_rows(run_dirs: list[str | Path]) -> list[dict]:
 
 
 def _add_batch(rows: list[dict]) -> None:
-    """Throughput speedup against 1 GPU at the same per-device batch (the global batch grows)."""
-    one = {(r["hw"], r["batch"], r["precision"]): r["images_per_s"] for r in rows if r["gpus"] == 1}
+    """Throughput speedup against 1 GPU at the same per-device batch (the global batch grows);
+    efficiency per GPU, or per CPU on CPUs (metrics.compute_ratio)."""
+    one = {(r["hw"], r["batch"], r["precision"]): r for r in rows if r["gpus"] == 1}
     for r in rows:
         base = one.get((r["hw"], r["batch"], r["precision"]))
-        r["speedup"] = r["images_per_s"] / base if base else None
-        r["efficiency"] = r["speedup"] / r["gpus"] if base else None
+        r["speedup"] = r["images_per_s"] / base["images_per_s"] if base else None
+        r["efficiency"] = r["speedup"] / compute_ratio(r["gpus"], 1, r.get("cpus"), base.get("cpus")) if base else None
 
 
 def _add_amp(rows: list[dict], inception_weights: str | None) -> None:

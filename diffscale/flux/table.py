@@ -20,8 +20,9 @@ from diffscale import atomic
 from diffscale.errors import DataError
 from diffscale.flux.quality import grid
 from diffscale.io import csv_text, read_image
+from diffscale.metrics import compute_ratio, cpus_used
 
-TRAIN_COLUMNS = ["hw", "gpus", "steps", "resolution", "batch_size", "lora_rank", "grad_checkpointing",
+TRAIN_COLUMNS = ["hw", "gpus", "cpus", "steps", "resolution", "batch_size", "lora_rank", "grad_checkpointing",
                  "steps_per_s", "images_per_s", "tflops", "mfu", "speedup", "efficiency", "setup_s", "cache_s",
                  "train_s", "sampling_s", "saving_s", "total_s", "job_time_s", "job_time_whole", "earlier_tries",
                  "earlier_tries_s", "resumed", "peak_mem_mb", "final_loss",
@@ -76,12 +77,13 @@ def train_rows(run_dirs: list[Path]) -> list[dict]:
     for run in run_dirs:
         res = _results(run)
         resolution = res.get("resolution")
-        rows.append({**{k: res.get(k) for k in TRAIN_COLUMNS}, "resolution": resolution, "run": str(run)})
+        rows.append({**{k: res.get(k) for k in TRAIN_COLUMNS}, "resolution": resolution,
+                     "cpus": cpus_used(res["gpus"], res.get("threads")), "run": str(run)})
     for row in rows:
         base = [r for r in rows if r["hw"] == row["hw"] and r["steps"] == row["steps"] and r["gpus"] == 1]
         if base and base[0]["steps_per_s"]:
             row["speedup"] = row["steps_per_s"] / base[0]["steps_per_s"]
-            row["efficiency"] = row["speedup"] / row["gpus"]
+            row["efficiency"] = row["speedup"] / compute_ratio(row["gpus"], 1, row["cpus"], base[0]["cpus"])
     return rows
 
 

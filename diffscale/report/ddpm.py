@@ -14,8 +14,8 @@ import pandas as pd
 
 from diffscale.report import fmt, plots
 from diffscale.report.contract import STUDY_FILES
-from diffscale.report.page import (TITLES, Context, Finding, Section, as_int, pair, part_table, superlinear,
-                                   superlinear_note)
+from diffscale.report.page import (TITLES, Context, Finding, Section, as_int, efficiency_cols, on_cpus, pair,
+                                   part_table, per_unit, superlinear, superlinear_note)
 from diffscale.report.tables import Col, full, short
 
 ROLES = ["ddpm_unet"]
@@ -128,7 +128,7 @@ def _batch(ctx: Context, out: Section):
     cols = _hw_col(frame) + [Col("gpus", "GPUs", fmt.integer), Col("batch", "batch per device", fmt.integer),
             Col("global_batch", "global batch", fmt.integer), Col("images_per_s", "images/s", fmt.sig),
             Col("speedup", "speedup", fmt.ratio, "images/s against 1 GPU, same per-device batch"),
-            Col("efficiency", "efficiency", fmt.percent),
+            *efficiency_cols(),
             Col("cost", "$ per 1M images", fmt.money, "start-up billed once, then a million training images at "
                 "this rate (the global batch grows with the GPUs, so not per step)", optional=True)]
     several = frame["hw"].nunique() > 1
@@ -138,9 +138,9 @@ def _batch(ctx: Context, out: Section):
     best = frame["images_per_s"].idxmax()
     row = frame.loc[best]
     out.findings.append(Finding(f"DDPM: most images/s ({fmt.sig(row['images_per_s'])}) with "
-                                f"{ctx.devices(row['hw'], row['gpus'])} × batch {as_int(row['batch'])} per device "
-                                f"({fmt.ratio(row['speedup'])} {ctx.devices(row['hw'], 1)}, "
-                                f"{fmt.percent(row['efficiency'])} efficiency)"
+                                f"{ctx.devices(row['hw'], row['gpus'])}{on_cpus(row)} × batch {as_int(row['batch'])} "
+                                f"per device ({fmt.ratio(row['speedup'])} {ctx.devices(row['hw'], 1)}, "
+                                f"{fmt.percent(row['efficiency'])} efficiency {per_unit(row)})"
                                 f"{superlinear_note(row['speedup'], row['gpus'])}.", out.id, _runs(frame, best)))
     return ("<h3>Batch size × GPUs</h3>"
             + pair(short(frame, cols, "ddpm-batch") + _noisy(frame)

@@ -11,8 +11,8 @@ import pandas as pd
 
 from diffscale import vocab
 from diffscale.report import fmt, plots
-from diffscale.report.page import (TITLES, Context, Finding, Section, as_int, cheapest, pair, part_table, quality_tag,
-                                   runs_of, superlinear, superlinear_note)
+from diffscale.report.page import (TITLES, Context, Finding, Section, as_int, cheapest, efficiency_cols, on_cpus, pair,
+                                   part_table, per_unit, quality_tag, runs_of, superlinear, superlinear_note)
 from diffscale.report.tables import Col, TableProblem, full, short
 
 ROLES = ["flux_transformer", "flux_vae", "flux_clip", "flux_t5"]
@@ -28,7 +28,7 @@ def train_cols(random: bool) -> list[Col]:
         Col("hw", "hardware", fmt.text), Col("gpus", "GPUs", fmt.integer), Col("steps", "steps", fmt.integer),
         Col("steps_per_s", "steps/s", fmt.sig, "steady, training phase only"),
         Col("speedup", "speedup", fmt.ratio, "against 1 GPU, same hardware and steps"),
-        Col("efficiency", "efficiency", fmt.percent),
+        *efficiency_cols(),
         Col("mfu", "MFU", fmt.percent, "model FLOPs utilisation (a counted forward and backward per sample)",
             optional=True),
         Col("job_s", "job time (s)", fmt.seconds, "the whole job: Snakemake's benchmark of its last try (interpreter, "
@@ -99,8 +99,9 @@ def _train_findings(ctx: Context, frame: pd.DataFrame, anchor: str) -> list[Find
     for hw, rows in frame.groupby("hw", sort=False):
         top = rows.loc[rows["gpus"].idxmax()]
         if as_int(top["gpus"]) > 1:
-            found.append(Finding(f"FLUX LoRA on {hw}: {ctx.devices(hw, top['gpus'])} {fmt.ratio(top['speedup'])} one "
-                                 f"({fmt.percent(top['efficiency'])} efficiency, {as_int(top['steps'])} steps)"
+            found.append(Finding(f"FLUX LoRA on {hw}: {ctx.devices(hw, top['gpus'])}{on_cpus(top)} "
+                                 f"{fmt.ratio(top['speedup'])} one ({fmt.percent(top['efficiency'])} efficiency "
+                                 f"{per_unit(top)}, {as_int(top['steps'])} steps)"
                                  f"{superlinear_note(top['speedup'], top['gpus'])}.",
                                  anchor, [top["run"]]))
     if picked := cheapest(frame, "cost"):

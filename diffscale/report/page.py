@@ -272,6 +272,27 @@ def cheapest(frame: pd.DataFrame, column: str) -> tuple[pd.Series, str] | None:
     return row, "at least " if is_lower_bound(row) else ""
 
 
+EFFICIENCY_HELP = ("speedup ÷ how many times the 1-device run's compute the run had: its GPUs; on CPUs its CPUs "
+                   "(processes × threads), so processes that share one process's CPUs add none")
+
+
+def efficiency_cols() -> list[tables.Col]:
+    """The CPUs a CPU run computed on, and efficiency per GPU or per CPU (metrics.compute_ratio)."""
+    return [tables.Col("cpus", "CPUs", fmt.integer, "a CPU run's processes × threads each", optional=True),
+            tables.Col("efficiency", "efficiency", fmt.percent, EFFICIENCY_HELP)]
+
+
+def on_cpus(row) -> str:
+    """' (2 CPUs)' for a CPU run that recorded its CPUs, else ''."""
+    n = fmt.number(row.get("cpus"))
+    return f" ({fmt.integer(n)} CPUs)" if n else ""
+
+
+def per_unit(row) -> str:
+    """'per CPU' or 'per GPU': what a row's efficiency divides by."""
+    return "per CPU" if fmt.number(row.get("cpus")) else "per GPU"
+
+
 def superlinear_note(speedup, count) -> str:
     """' (superlinear: see the flag under the table)' for a speedup above its device count."""
     s, n = fmt.number(speedup), fmt.number(count)

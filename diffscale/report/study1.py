@@ -12,8 +12,8 @@ import pandas as pd
 from diffscale import resources, vocab
 from diffscale.embed.scaling import smt_note
 from diffscale.report import fmt, plots
-from diffscale.report.page import (TITLES, Context, Finding, Section, as_int, cheapest, runs_of, superlinear,
-                                   superlinear_note)
+from diffscale.report.page import (TITLES, Context, Finding, Section, as_int, cheapest, efficiency_cols, on_cpus,
+                                   per_unit, runs_of, superlinear, superlinear_note)
 from diffscale.report.tables import Col, TableProblem, full, short
 
 MODALITY = {"images": ("VAE latents", "images"), "text": ("Text embeddings", "captions")}
@@ -374,7 +374,7 @@ def train_cols(random: bool) -> list[Col]:
         Col("gpus", "GPUs (CPU: processes)", fmt.integer),
         Col("samples_per_s", "samples/s", fmt.sig, "steady state, after warm-up"),
         Col("speedup", "speedup", fmt.ratio, "against 1 GPU, same hardware and precision"),
-        Col("efficiency", "efficiency", fmt.percent),
+        *efficiency_cols(),
         Col("mfu", "MFU", fmt.percent, "model FLOPs utilisation", optional=True),
         Col("final_loss", "final loss" + (" (random weights: timing only)" if random else ""), lambda v: fmt.sig(v, 4)),
         Col("cost_per_1k_steps", "$ per 1k steps", fmt.money, "whole job, start-up included, with its earlier "
@@ -445,8 +445,9 @@ def _train_findings(ctx: Context, frame: pd.DataFrame, anchor: str) -> list[Find
         tops = [rows.loc[rows["gpus"].idxmax()] for _, rows in on_hw.groupby("precision", sort=False)]
         found.append(Finding(
             f"U-Net training on {hw}: " + "; ".join(
-                f"{top['precision']} on {ctx.devices(hw, top['gpus'])} {fmt.ratio(top['speedup'])} one "
-                f"({fmt.percent(top['efficiency'])} efficiency){superlinear_note(top['speedup'], top['gpus'])}"
+                f"{top['precision']} on {ctx.devices(hw, top['gpus'])}{on_cpus(top)} {fmt.ratio(top['speedup'])} one "
+                f"({fmt.percent(top['efficiency'])} efficiency {per_unit(top)})"
+                f"{superlinear_note(top['speedup'], top['gpus'])}"
                 for top in tops) + ".", anchor, [top["run"] for top in tops]))
     one = frame[frame["gpus"] == 1]
     for hw in dict.fromkeys(one["hw"]):

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from diffscale import atomic, figures, io
 from diffscale.errors import DataError
-from diffscale.metrics import efficiency, speedup
+from diffscale.metrics import compute_ratio, efficiency, speedup
 from diffscale.train.generate import MANIFEST
 
-COLUMNS = ["hw", "precision", "gpus", "device", "samples_per_s", "samples_per_s_per_device", "speedup",
+COLUMNS = ["hw", "precision", "gpus", "cpus", "device", "samples_per_s", "samples_per_s_per_device", "speedup",
            "efficiency", "final_loss", "tflops", "mfu", "train_time_s", "job_time_s", "job_time_whole", "earlier_tries",
            "earlier_tries_s", "steps", "global_batch", "micro_batch",
            "model", "params", "gflops_per_sample", "resumed", "partition", "slurm_job", "config_hash"]
@@ -26,7 +26,8 @@ def _read_json(path: Path) -> dict:
 
 
 def study_rows(run_dirs: list[str | Path]) -> list[dict]:
-    """One row per run; speedup and efficiency against the 1-device run of the same hw and precision."""
+    """One row per run; speedup and efficiency against the 1-device run of the same hw and precision
+    (efficiency per GPU, or per CPU on CPUs: metrics.compute_ratio)."""
     rows = []
     for run_dir in map(Path, run_dirs):
         record = _read_json(run_dir / "run.json")
@@ -41,12 +42,14 @@ def study_rows(run_dirs: list[str | Path]) -> list[dict]:
             "slurm_job": slurm.get("job_id", ""),
             "config_hash": record.get("config_hash"),
         })
-    base = {(r["hw"], r["precision"]): r["samples_per_s"] for r in rows if r["gpus"] == 1}
+    base = {(r["hw"], r["precision"]): r for r in rows if r["gpus"] == 1}
     for row in rows:
-        one = base.get((row["hw"], row["precision"]))
+        first = base.get((row["hw"], row["precision"]))
+        one = first["samples_per_s"] if first else None
         # throughput ratio: the global batch is fixed, so time per step ~ 1 / samples_per_s
         row["speedup"] = speedup(1.0 / one, 1.0 / row["samples_per_s"]) if one else None
-        row["efficiency"] = efficiency(1.0 / one, 1.0 / row["samples_per_s"], row["gpus"]) if one else None
+        ratio = compute_ratio(row["gpus"], 1, row.get("cpus"), first.get("cpus")) if one else None
+        row["efficiency"] = efficiency(1.0 / one, 1.0 / row["samples_per_s"], ratio) if one else None
     return [{k: row.get(k) for k in COLUMNS} for row in rows]
 
 

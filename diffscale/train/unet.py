@@ -37,7 +37,7 @@ from typing import Any
 
 from diffscale import atomic, attempts, hardware, models, provenance, timing
 from diffscale.errors import ConfigError, DataError, ModelSpecError
-from diffscale.metrics import achieved
+from diffscale.metrics import achieved, cpus_used
 from diffscale.train import checkpoint as ckpt_io
 from diffscale.train.config import check_run_config, differences, micro_batch, trajectory, trajectory_hash
 from diffscale.train.core import checkpoint, compat, guards, launch, precision
@@ -347,14 +347,18 @@ def _held(segment: dict) -> float:
 
 def finish(job: Job, s: Setup, rows: list[dict], segments: list[dict]) -> dict:
     """Write config.json, metrics.csv and run.json, then move the last checkpoint into place."""
+    import torch
+
     cfg, out, data = job.run_config, job.out_dir, s.data
     world = int(cfg["run"]["gpus"])
     rate = steady_rate(rows)
     tflops, mfu = achieved(s.flops_per_sample, rate, s.peak, world)
     unet_spec = models.parse_spec("unet", cfg["models"]["unet"])
+    threads = torch.get_num_threads() if next(s.unet.parameters()).device.type == "cpu" else None
     summary = {
         **cfg["run"],
         "device": s.device_name,
+        "cpus": cpus_used(world, threads),  # a CPU run's processes x threads: what its efficiency divides by
         "samples_per_s": rate,
         "samples_per_s_per_device": rate / world,
         "final_loss": final_loss(rows),

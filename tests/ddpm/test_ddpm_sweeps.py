@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -73,7 +74,11 @@ def test_batch_rows_scale_the_global_batch(tables):
     rows, _ = tables["batch"]
     by_gpus = {int(r["gpus"]): r for r in rows}
     assert int(by_gpus[2]["global_batch"]) == 8 and float(by_gpus[1]["speedup"]) == 1.0
-    assert float(by_gpus[2]["efficiency"]) == pytest.approx(float(by_gpus[2]["speedup"]) / 2)
+    # on CPUs, efficiency is per CPU: 2 processes on the CPUs one process had are 1x its compute
+    usable = len(os.sched_getaffinity(0))
+    assert int(by_gpus[1]["cpus"]) == usable and int(by_gpus[2]["cpus"]) == 2 * max(1, usable // 2)
+    ratio = int(by_gpus[2]["cpus"]) / int(by_gpus[1]["cpus"])
+    assert float(by_gpus[2]["efficiency"]) == pytest.approx(float(by_gpus[2]["speedup"]) / ratio)
 
 
 def test_two_processes_train_on_the_same_draws_as_one(tables, ddpm_config, cache, tmp_path):

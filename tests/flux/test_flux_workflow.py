@@ -78,7 +78,11 @@ def test_the_cache_slice_carries_its_layout_so_snakemake_rebuilds_an_older_cache
     assert load_cache(prepared[1]).manifest["layout"] == settings.CACHE_LAYOUT
 
 
-def test_the_tables_follow_the_contract(tmp_path):
+@pytest.mark.parametrize("device, threads, efficiency", [
+    ("NVIDIA A100", {1: None, 2: None}, 0.75),  # per GPU
+    ("cpu", {1: 2, 2: 1}, 1.5),  # per CPU: 2 processes x 1 thread on the 2 CPUs one process x 2 threads had
+])
+def test_the_tables_follow_the_contract(tmp_path, device, threads, efficiency):
     from PIL import Image
 
     runs = []
@@ -93,8 +97,8 @@ def test_the_tables_follow_the_contract(tmp_path):
         results = {"hw": "a100", "gpus": gpus, "steps": 4, "resolution": 512, "batch_size": 2, "lora_rank": 16,
                    "grad_checkpointing": True, "steps_per_s": rate, "images_per_s": 2 * rate, "setup_s": 1.0,
                    "cache_s": 0.1, "train_s": 2.0, "sampling_s": 0.5, "saving_s": 0.2, "total_s": 3.8,
-                   "peak_mem_mb": 100.0, "final_loss": 0.5, "device": "NVIDIA A100", "random_weights": False,
-                   "checkpoints": checkpoints, "model": "x"}
+                   "peak_mem_mb": 100.0, "final_loss": 0.5, "device": device, "random_weights": False,
+                   "checkpoints": checkpoints, "model": "x", "threads": threads[gpus]}
         (run / "run.json").write_text(__import__("json").dumps({"results": results}))
         (run / "metrics.csv").write_text("step,loss\n2,0.6\n4,0.5\n")
         (run / "quality.csv").write_text("checkpoint_step,psnr,ssim,n_images\n0,10,0.1,5\n4,12,0.2,5\n")
@@ -106,7 +110,7 @@ def test_the_tables_follow_the_contract(tmp_path):
                                      "a100,base,1,bf16,512,9,0.1,0.4,0.1,9.6,1.6,30000,5,ok,NVIDIA A100,False\n")
     write_tables(runs, [infer], tmp_path / "bench", tmp_path / "bench" / "flux_samples.png")
     train = list(csv.DictReader(open(tmp_path / "bench" / "flux_train.csv")))
-    assert [float(r["speedup"]) for r in train] == [1.0, 1.5] and float(train[1]["efficiency"]) == 0.75
+    assert [float(r["speedup"]) for r in train] == [1.0, 1.5] and float(train[1]["efficiency"]) == efficiency
     for name, required in (("flux_train", ["hw", "gpus", "steps", "steps_per_s", "images_per_s", "speedup",
                                            "efficiency", "train_s", "total_s", "final_loss"]),
                            ("flux_loss", ["hw", "gpus", "steps", "step", "loss"]),

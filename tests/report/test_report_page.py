@@ -667,8 +667,21 @@ def test_the_multi_gpu_finding_gives_every_precision_of_a_hardware(results, buil
     bf16 = a100.assign(precision="bf16", speedup=a100["speedup"] * 0.9, efficiency=a100["efficiency"] * 0.9)
     pd.concat([frame[~((frame["hw"] == "a100") & (frame["precision"] == "bf16"))], bf16]).to_csv(path, index=False)
     texts = [f["text"].split(" details")[0] for f in build(results).findings if f["text"].startswith("U-Net training on a100:")]
-    assert texts == ["U-Net training on a100: fp32 on 4 GPUs 3.8× one (94 % efficiency); bf16 on 4 GPUs 3.4× one "
-                     "(84 % efficiency)."]
+    assert texts == ["U-Net training on a100: fp32 on 4 GPUs 3.8× one (94 % efficiency per GPU); bf16 on 4 GPUs 3.4× "
+                     "one (84 % efficiency per GPU)."]
+
+
+def test_a_cpu_run_states_its_cpus_and_efficiency_per_cpu(results, build):
+    """2 processes x 1 thread on the 2 CPUs one process x 2 threads had: efficiency per CPU."""
+    path = results / "bench" / "flux_train.csv"
+    frame = pd.read_csv(path)
+    cpu = frame[frame["hw"] == "a40"].head(2).assign(hw="cpu", cpus=2, speedup=[1.0, 1.3], efficiency=[1.0, 1.3],
+                                                   device="cpu")
+    pd.concat([frame[frame["hw"] != "a40"], cpu]).to_csv(path, index=False)
+    page = build(results)
+    texts = [f["text"].split(" details")[0] for f in page.findings if f["text"].startswith("FLUX LoRA on cpu:")]
+    assert texts == ["FLUX LoRA on cpu: 2 processes (2 CPUs) 1.3× one (130 % efficiency per CPU, 1000 steps)."]
+    assert any("FLUX LoRA on a100: 4 GPUs 3.2× one (80 % efficiency per GPU" in f["text"] for f in page.findings)
 
 
 def test_a_compile_mode_without_an_eager_run_on_its_hardware_says_so(results, build):

@@ -12,13 +12,14 @@ from diffscale.train.generate import Settings, generate
 from diffscale.train.summary import COLUMNS, study_rows, write_sample_grid, write_study
 
 
-def fake_run(root, hw, variant, samples_per_s, source):
-    """A copy of a real run directory with its coordinates and rate rewritten."""
+def fake_run(root, hw, variant, samples_per_s, source, cpus=None):
+    """A copy of a real run directory with its coordinates and rate rewritten (`cpus`: a CPU run's
+    processes x threads; None as a GPU run records)."""
     run = root / hw / variant
     shutil.copytree(source, run)
     record = json.loads((run / "run.json").read_text())
     precision, gpus = variant.split("-g")
-    record["results"].update(hw=hw, precision=precision, gpus=int(gpus), samples_per_s=samples_per_s)
+    record["results"].update(hw=hw, precision=precision, gpus=int(gpus), samples_per_s=samples_per_s, cpus=cpus)
     (run / "run.json").write_text(json.dumps(record))
     return run
 
@@ -39,6 +40,17 @@ def test_table_has_a_row_per_run_with_speedup_against_one_device(tmp_path, train
     frame = pd.read_csv(table)
     assert list(frame.columns) == COLUMNS and len(frame) == 3
     assert Image.open(figure).size[0] > 300
+
+
+def test_on_cpus_efficiency_is_per_cpu_not_per_process(tmp_path, trained_run):
+    """2 processes x 1 thread on the 2 CPUs that 1 process x 2 threads had: 1x the compute."""
+    runs = [fake_run(tmp_path, "local", "fp32-g1", 10.0, trained_run, cpus=2),
+            fake_run(tmp_path, "local", "fp32-g2", 15.0, trained_run, cpus=2),
+            fake_run(tmp_path, "big", "fp32-g1", 10.0, trained_run, cpus=1),
+            fake_run(tmp_path, "big", "fp32-g2", 15.0, trained_run, cpus=4)]
+    rows = study_rows(runs)
+    assert [r["efficiency"] for r in rows] == pytest.approx([1.0, 1.5, 1.0, 0.375])
+    assert [r["cpus"] for r in rows] == [2, 2, 1, 4]
 
 
 def test_unfinished_run_is_named(tmp_path):
