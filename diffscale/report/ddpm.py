@@ -9,6 +9,7 @@ ddpm_amp.csv, ddpm_workers.csv, ddpm_compile.csv, ddpm_peer.csv.
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass
 
 import pandas as pd
 
@@ -16,7 +17,7 @@ from diffscale.report import fmt, plots
 from diffscale.report.contract import STUDY_FILES
 from diffscale.report.page import (TITLES, Context, Finding, Section, as_int, efficiency_cols, on_cpus, pair,
                                    part_table, per_unit, superlinear, superlinear_note)
-from diffscale.report.tables import Col, full, short
+from diffscale.report.tables import Col, TableProblem, full, short
 
 ROLES = ["ddpm_unet"]
 TABLES = [name for name in STUDY_FILES["ddpm"] if name.endswith(".csv")]
@@ -34,6 +35,7 @@ def section(ctx: Context) -> Section:
         out.notice(f"Study 3 has not run (none of {', '.join(TABLES)} found).")
         return out
     runs: list[str] = []
+    out.add(_repeat_note(repeats(ctx)))
     for part in (_profile, _batch, _amp, _workers, _compile, _peer):
         html_part, frame = part(ctx, out)
         out.add(html_part)
@@ -41,6 +43,61 @@ def section(ctx: Context) -> Section:
             runs += [str(r) for r in frame["run"].dropna()]
     out.add(ctx.trust(runs, ROLES))
     return out
+
+
+# ---- run-to-run noise --------------------------------------------------------------------------
+# A run's settings, as every sweep's table gives them; two runs that agree on all of these (the
+# baseline, which several sweeps share, and the peer race's "ours") measure the same thing twice.
+SAME = ["hw", "gpus", "batch", "precision", "workers", "compile"]
+SAME_IF_PRESENT = ["compile_backend", "channels_last", "decode_each_step", "window_steps", "warmup_steps"]
+
+
+@dataclass
+class Repeat:
+    spread: float  # the faster run's images/s over the slower's
+    runs: list[str]  # the faster run, the slower run
+
+
+def repeats(ctx: Context) -> dict[str, Repeat]:
+    """Per hardware, the widest gap between two runs of the same settings across the sweeps'
+    tables: the run-to-run noise that a comparison of one run against another there cannot beat."""
+    frames = []
+    for name in TABLES:
+        try:
+            frame = ctx.table(name, SAME + ["images_per_s", "run"])
+        except TableProblem:
+            continue  # the profile's table, or a sweep that has not run
+        frames.append(frame[frame["impl"] == "ours"] if "impl" in frame.columns else frame)
+    if not frames:
+        return {}
+    keys = SAME + [k for k in SAME_IF_PRESENT if all(k in f.columns for f in frames)]
+    rows = pd.concat([f[keys + ["images_per_s", "run"]] for f in frames])
+    rows = rows[rows["images_per_s"].map(fmt.number).notna()].drop_duplicates("run").reset_index(drop=True)
+    found: dict[str, Repeat] = {}
+    for key, group in rows.groupby(keys, dropna=False):
+        rates = group["images_per_s"].astype(float)
+        if len(group) < 2 or rates.min() <= 0:
+            continue
+        spread, hw = float(rates.max() / rates.min()), str(key[0])
+        if hw not in found or spread > found[hw].spread:
+            found[hw] = Repeat(spread, [str(group.loc[rates.idxmax(), "run"]), str(group.loc[rates.idxmin(), "run"])])
+    return found
+
+
+def _repeat_note(found: dict[str, Repeat]) -> str:
+    notes = [f"Run-to-run noise{f' on {hw}' if len(found) > 1 else ''}: two runs of the same settings ({r.runs[0]}, "
+             f"{r.runs[1]}) differ by {fmt.ratio(r.spread)} in images/s. A finding whose ratio lies within that "
+             "says so: one run of each setting cannot resolve it." for hw, r in found.items()]
+    return "".join(f'<p class="warn">{html.escape(n)}</p>' for n in notes)
+
+
+def unresolved(ratio, hw, found: dict[str, Repeat]) -> str:
+    """' (within the run-to-run noise, 1.2×: not resolved)' for a speed ratio no further from 1 than
+    two runs of the same settings on `hw` were from each other, else ''."""
+    r, x = found.get(str(hw)), fmt.number(ratio)
+    if r is None or x is None or x <= 0 or r.spread <= 1 or max(x, 1 / x) > r.spread:
+        return ""
+    return f" (within the run-to-run noise, {fmt.ratio(r.spread)}: not resolved)"
 
 
 IMAGES_PRICED = 1_000_000
@@ -141,7 +198,8 @@ def _batch(ctx: Context, out: Section):
                                 f"{ctx.devices(row['hw'], row['gpus'])}{on_cpus(row)} × batch {as_int(row['batch'])} "
                                 f"per device ({fmt.ratio(row['speedup'])} {ctx.devices(row['hw'], 1)}, "
                                 f"{fmt.percent(row['efficiency'])} efficiency {per_unit(row)})"
-                                f"{superlinear_note(row['speedup'], row['gpus'])}.", out.id, _runs(frame, best)))
+                                f"{superlinear_note(row['speedup'], row['gpus'])}"
+                                f"{unresolved(row['speedup'], row['hw'], repeats(ctx))}.", out.id, _runs(frame, best)))
     return ("<h3>Batch size × GPUs</h3>"
             + pair(short(frame, cols, "ddpm-batch") + _noisy(frame)
                    + superlinear(frame, "gpus", ["hw", "batch"], frame["batch"], "images per device per step"),
@@ -172,7 +230,8 @@ def _amp(ctx: Context, out: Section):
             row = frame.loc[best]
             reference = REFERENCE_WORDS.get(str(row["baseline_precision"]), str(row["baseline_precision"]))
             out.findings.append(Finding(f"DDPM{f' on {hw}' if several else ''}: {row['precision']} trains at "
-                                        f"{fmt.ratio(row['vs_baseline'])} the {reference} throughput.", out.id,
+                                        f"{fmt.ratio(row['vs_baseline'])} the {reference} throughput"
+                                        f"{unresolved(row['vs_baseline'], hw, repeats(ctx))}.", out.id,
                                         _runs(frame, best)))
     return ("<h3>Mixed precision</h3>"
             + pair(short(frame, cols, "ddpm-amp") + _noisy(frame), ctx.figure("ddpm", "amp", png, "Images/s per precision."))
@@ -192,24 +251,26 @@ def _workers(ctx: Context, out: Section):
                      "DDPM: time waiting for data by loader workers", "% of step time", " %")
     several = frame["hw"].nunique() > 1
     for hw, rows in frame.groupby("hw"):  # worker counts compared on the same hardware only
-        out.findings.append(Finding(_workers_finding(rows, f" on {hw}" if several else ""), out.id, _runs(rows)))
+        out.findings.append(Finding(_workers_finding(rows, f" on {hw}" if several else "", repeats(ctx)), out.id,
+                                    _runs(rows)))
     return ("<h3>Data-loader workers</h3>"
             + pair(short(frame, cols, "ddpm-workers") + _noisy(frame),
                    ctx.figure("ddpm", "workers", png, "Share of step time spent waiting for data."))
             + full(frame, "ddpm_workers.csv")), frame
 
 
-def _workers_finding(frame: pd.DataFrame, where: str) -> str:
+def _workers_finding(frame: pd.DataFrame, where: str, found: dict[str, Repeat]) -> str:
     """On one hardware: the fastest worker count against the fewest (the first row), by images/s,
     and what each waits for data; or that more workers did not help."""
     first, best = frame.iloc[0], frame.loc[frame["images_per_s"].astype(float).idxmax()]
+    ratio = float(best["images_per_s"]) / float(first["images_per_s"])
     wait = lambda row: f"{fmt.percent(row['data_wait_frac'])} of each step"  # noqa: E731
     if as_int(best["workers"]) == as_int(first["workers"]):
         return (f"DDPM{where}: more loader workers did not speed training up: {as_int(first['workers'])} workers were "
                 f"fastest ({fmt.sig(first['images_per_s'])} images/s, waiting {wait(first)} for data).")
     return (f"DDPM{where}: {as_int(best['workers'])} loader workers train at {fmt.sig(best['images_per_s'])} images/s, "
-            f"{fmt.ratio(float(best['images_per_s']) / float(first['images_per_s']))} "
-            f"{as_int(first['workers'])} workers' {fmt.sig(first['images_per_s'])}; they wait {wait(best)} for "
+            f"{fmt.ratio(ratio)} {as_int(first['workers'])} workers' {fmt.sig(first['images_per_s'])}"
+            f"{unresolved(ratio, best['hw'], found)}; they wait {wait(best)} for "
             f"data ({as_int(first['workers'])} workers: {wait(first)}).")
 
 
@@ -242,7 +303,10 @@ def _compile(ctx: Context, out: Section):
         compiled = on_hw[on_hw["compile"].astype(str) != "off"]
         if compiled.empty:
             continue
-        verdicts = "; ".join(_compile_verdict(row) for _, row in compiled.iterrows())
+        eager = on_hw[on_hw["compile"].astype(str) == "off"]["steps_per_s"].map(fmt.number).dropna()
+        verdicts = "; ".join(_compile_verdict(row) + (unresolved(float(row["steps_per_s"]) / eager.iloc[0], hw,
+                                                                 repeats(ctx)) if not eager.empty else "")
+                             for _, row in compiled.iterrows())
         out.findings.append(Finding(
             f"DDPM{f' on {hw}' if several else ''}: torch.compile against eager, over a training run of "
             f"{fmt.integer(compiled['run_steps'].iloc[0])} steps: {verdicts}.", out.id, _runs(compiled)))
