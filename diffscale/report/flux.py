@@ -12,7 +12,7 @@ import pandas as pd
 from diffscale import vocab
 from diffscale.report import fmt, plots
 from diffscale.report.page import (TITLES, Context, Finding, Section, as_int, cheapest, efficiency_cols, on_cpus, pair,
-                                   part_table, per_unit, quality_tag, runs_of, superlinear, superlinear_note)
+                                   part_table, per_unit, quality_tag, runs_of, superlinear, superlinear_note, tied)
 from diffscale.report.tables import Col, TableProblem, full, short
 
 ROLES = ["flux_transformer", "flux_vae", "flux_clip", "flux_t5"]
@@ -106,9 +106,11 @@ def _train_findings(ctx: Context, frame: pd.DataFrame, anchor: str) -> list[Find
                                  anchor, [top["run"]]))
     if picked := cheapest(frame, "cost"):
         cheap, bound = picked
+        label = lambda r: f"{r['hw']} on {ctx.devices(r['hw'], r['gpus'])}, {as_int(r['steps'])} steps"  # noqa: E731
         found.append(Finding(f"FLUX LoRA: cheapest fine-tune {bound}{fmt.money(cheap['cost'])} ({cheap['hw']}, "
                              f"{ctx.devices(cheap['hw'], cheap['gpus'])}, {as_int(cheap['steps'])} steps; "
-                             f"job time {fmt.seconds(cheap['job_s'])} s, start-up included).", anchor,
+                             f"job time {fmt.seconds(cheap['job_s'])} s, start-up included"
+                             f"{tied(frame, 'cost', cheap, label)}).", anchor,
                              [cheap["run"]]))
     train_share = (frame["train_s"] / frame["job_s"]).median()
     if fmt.number(train_share) is not None:

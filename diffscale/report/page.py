@@ -293,6 +293,21 @@ def per_unit(row) -> str:
     return "per CPU" if fmt.number(row.get("cpus")) else "per GPU"
 
 
+TIE = 0.05  # values closer than this are a tie: one run each cannot rank them (the demo's repeats differ by more)
+
+
+def tied(frame: pd.DataFrame, column: str, row, label) -> str:
+    """'; A and B within 5 % of it: a tie' for the other rows whose `column` lies within TIE of
+    `row`'s (`label(other_row)` names them), else ''."""
+    value = fmt.number(row[column])
+    if not value:
+        return ""
+    close = [label(other) for index, other in frame.iterrows()
+             if index != row.name and fmt.number(other[column]) is not None
+             and abs(fmt.number(other[column]) - value) <= TIE * value]
+    return f"; {' and '.join(close)} within {TIE * 100:g} % of it: a tie" if close else ""
+
+
 def superlinear_note(speedup, count) -> str:
     """' (superlinear: see the flag under the table)' for a speedup above its device count."""
     s, n = fmt.number(speedup), fmt.number(count)

@@ -13,7 +13,7 @@ from diffscale import resources, vocab
 from diffscale.embed.scaling import smt_note
 from diffscale.report import fmt, plots
 from diffscale.report.page import (TITLES, Context, Finding, Section, as_int, cheapest, efficiency_cols, on_cpus,
-                                   per_unit, runs_of, superlinear, superlinear_note)
+                                   per_unit, runs_of, superlinear, superlinear_note, tied)
 from diffscale.report.tables import Col, TableProblem, full, short
 
 MODALITY = {"images": ("VAE latents", "images"), "text": ("Text embeddings", "captions")}
@@ -238,10 +238,12 @@ def _embed_findings(mine: pd.DataFrame, title: str, item: str, anchor: str) -> l
     costs = [(kind, _cheapest(rows, "cost_per_1k")) for kind, rows in (("CPU", cpu), ("GPU", gpu))]
     costs = [(kind, row) for kind, row in costs if row is not None]
     if costs:
+        label = lambda r: f"{r['label']}, {_workers(r)}"  # noqa: E731
         found.append(Finding(
             f"{title}: cost per 1,000 {item}: " + ", ".join(
-                f"{kind} {fmt.money(row['cost_per_1k'])} ({row['label']}, {_workers(row)}, {row['hw']})"
-                for kind, row in costs)
+                f"{kind} {fmt.money(row['cost_per_1k'])} ({row['label']}, {_workers(row)}, {row['hw']}"
+                f"{tied(rows, 'cost_per_1k', row, label)})"
+                for (kind, row), rows in zip(costs, [cpu if kind == "CPU" else gpu for kind, _ in costs]))
             + ".", anchor, [row["run"] for _, row in costs]))
     return found
 
@@ -461,9 +463,10 @@ def _train_findings(ctx: Context, frame: pd.DataFrame, anchor: str) -> list[Find
                                  anchor, [fp32["run"].iloc[0], *low["run"]]))
     if picked := cheapest(frame, "cost_per_1k_steps"):
         cheap, bound = picked
+        label = lambda r: f"{r['hw']} {r['precision']} on {ctx.devices(r['hw'], r['gpus'])}"  # noqa: E731
         found.append(Finding(f"U-Net training: cheapest {bound}{fmt.money(cheap['cost_per_1k_steps'])} per 1,000 steps "
                              f"({cheap['hw']} {cheap['precision']}, {ctx.devices(cheap['hw'], cheap['gpus'])}, "
-                             "start-up included).",
+                             f"start-up included{tied(frame, 'cost_per_1k_steps', cheap, label)}).",
                              anchor, [cheap["run"]]))
     return found
 

@@ -719,3 +719,13 @@ def test_the_precision_finding_counts_processes_on_a_cpu_hardware_key(results, b
     texts = [f["text"] for f in build(results).findings if "the fp32 throughput" in f["text"]]
     assert any(t.startswith("U-Net training on cpu, 1 process: bf16 runs at") for t in texts)
     assert any(t.startswith("U-Net training on a100, 1 GPU: bf16 runs at") for t in texts)
+
+
+def test_a_cheapest_run_names_the_runs_within_five_percent_of_it_as_a_tie():
+    from diffscale.report.page import tied
+
+    frame = pd.DataFrame({"name": ["a", "b", "c", "d"], "cost": [1.0, 1.04, 1.2, None]})
+    label = lambda r: r["name"]  # noqa: E731
+    assert tied(frame, "cost", frame.loc[0], label) == "; b within 5 % of it: a tie"
+    assert tied(frame, "cost", frame.loc[2], label) == ""  # 1.04 is 13 % below
+    assert tied(frame.assign(cost=[1.0, 1.0, 1.049, None]), "cost", frame.loc[0], label) == "; b and c within 5 % of it: a tie"
