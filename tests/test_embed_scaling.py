@@ -215,3 +215,26 @@ def test_a_copied_run_is_one_line_naming_both_files(tmp_path):
         load_timings([first, copy])
     assert str(info.value) == (f"{copy}: the same run (local images serial-pinned-w1) as {first}; "
                                "each run is one row of the table")
+
+
+def test_an_uneven_shard_split_bounds_the_speedup_and_the_findings_say_so():
+    base = _timing("serial", "pinned", 1, wall=14.0, startup=2.0, threads=[1], cpus=1, per_worker=[{"items": 100}])
+    two = _timing("multiprocessing", "pinned", 2, wall=10.0, startup=2.0, threads=[1, 1], cpus=2, processes=2,
+                  per_worker=[{"items": 64}, {"items": 36}])
+    rows = scaling_rows([base, two])
+    assert rows[0]["shard_bound"] == 1 and rows[1]["shard_bound"] == pytest.approx(100 / 64)
+    assert findings(rows)[0].startswith("images: multiprocessing pinned on 2 CPUs: steady speedup 1.50x (its shards "
+                                        "allow at most 1.56x), efficiency 75%")
+
+
+def test_short_steady_windows_and_compute_times_carry_no_claim():
+    """The demo's windows are tens of milliseconds: start-up skew and timer noise, not scaling."""
+    base = _timing("serial", "pinned", 1, wall=2.5, startup=2.0, threads=[1], cpus=1)
+    two = _timing("multiprocessing", "pinned", 2, wall=2.3, startup=2.0, threads=[1, 1], cpus=2)
+    assert findings(scaling_rows([base, two]))[0] == ("images: multiprocessing pinned on 2 CPUs: steady windows under "
+                                                      "1 s; too short to measure steady scaling (use more images)")
+    base = _timing("serial", "pinned", 1, wall=12.0, startup=2.0, threads=[1], cpus=1)
+    two = _timing("multiprocessing", "pinned", 2, wall=7.0, startup=2.0, threads=[1, 1], cpus=2)
+    base["compute_s"] = two["compute_s"] = 0.5  # long windows, but the model's part of them is too short to compare
+    found = findings(scaling_rows([base, two]))[0]
+    assert found.startswith("images: multiprocessing pinned on 2 CPUs: steady speedup") and "compute costs" not in found

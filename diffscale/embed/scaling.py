@@ -59,6 +59,30 @@ def load_timings(paths: list[str | Path]) -> list[dict]:
     return out
 
 
+# A steady window or a compute time shorter than this is start-up skew and timer noise (the demo's
+# are tens of milliseconds): no claim about steady speed or where efficiency goes rests on it.
+SHORTEST_S = 1.0
+
+
+def long_enough(row, base, what: str) -> bool:
+    """Whether a comparison of `row` with `base` has SHORTEST_S of `what` in both: "steady" (the
+    steady windows) or "compute" (a worker's compute time). Rows are dicts or table rows."""
+    def seconds(r) -> float:
+        try:
+            return float(r["wall_s"]) - float(r["steady_from_s"]) if what == "steady" else float(r["compute_s"])
+        except (KeyError, TypeError, ValueError):
+            return math.nan
+    return all(seconds(r) >= SHORTEST_S for r in (row, base))  # NaN compares False
+
+
+def shard_bound(t: dict) -> float:
+    """The speedup a run's split of items over its workers allows: all items over the busiest
+    worker's (2 workers given 8 and 4 images: 1.5x, however fast the cores). NaN without the
+    per-worker record."""
+    items = [w.get("items", 0) for w in t.get("per_worker", [])]
+    return t["items"] / max(items) if items and max(items) else math.nan
+
+
 def _load_timing(path: Path) -> dict:
     timing = io.read_json(path, missing="timing file not found", what="timing")
     if not isinstance(timing, dict):
@@ -84,7 +108,7 @@ def _row(t: dict) -> dict:
         "physical_cores": t.get("physical_cores", math.nan),
         "threads_per_worker": _threads(t["threads_per_worker"]),
         "affinity": _threads(t.get("affinity_per_worker", [])) if t.get("affinity_per_worker") else "",
-        "items": t["items"], "wall_s": t["wall_s"], "startup_s": t["startup_s"],
+        "items": t["items"], "shard_bound": shard_bound(t), "wall_s": t["wall_s"], "startup_s": t["startup_s"],
         "steady_from_s": t.get("steady_from_s", t["startup_s"]),  # runs before it had one window
         **{step: t.get(step, math.nan) for step in LOAD_STEPS},  # where start-up went
         "host_s": t.get("host_s", math.nan),  # GPU: host time issuing the device work
@@ -183,10 +207,17 @@ def findings(rows: list[dict]) -> list[str]:
         groups.setdefault((r["modality"], r["backend"], r["policy"]), []).append(r)
     for (modality, backend, policy), mine in sorted(groups.items()):
         top = max(mine, key=lambda r: r["cpus"])
+        base = next((r for r in rows if (r["backend"], r["policy"], r["workers"]) == BASELINE
+                     and r["modality"] == modality), None)
+        if base is None or not long_enough(top, base, "steady"):
+            out.append(f"{modality}: {backend} {policy} on {top['cpus']} CPUs: steady windows under {SHORTEST_S:g} s; "
+                       "too short to measure steady scaling (use more images)")
+            continue
+        bound = top.get("shard_bound", math.nan)
+        uneven = f" (its shards allow at most {bound:.2f}x)" if bound < 0.95 * top["processes"] else ""
         out.append(f"{modality}: {backend} {policy} on {top['cpus']} CPUs{smt_note(top)}: steady speedup "
-                   f"{top['steady_speedup']:.2f}x, efficiency {top['steady_efficiency']:.0%} against 1 CPU"
-                   + _where_it_went(top, next((r for r in rows if (r["backend"], r["policy"], r["workers"]) == BASELINE
-                                               and r["modality"] == modality), None)))
+                   f"{top['steady_speedup']:.2f}x{uneven}, efficiency {top['steady_efficiency']:.0%} against 1 CPU"
+                   + _where_it_went(top, base))
     sizes = {r["modality"]: r for r in rows if not math.isnan(r.get("projected_full_gb", math.nan))}
     if sizes:
         parts = [f"{m} {r['projected_full_gb']:.2f} GB ({r['bytes_per_image']:.0f} B per image)" for m, r in sorted(sizes.items())]
@@ -210,7 +241,7 @@ def smt_note(row) -> str:
 
 
 def _where_it_went(row: dict, base: dict | None) -> str:
-    if base is None or math.isnan(row.get("compute_cost_vs_1cpu", math.nan)):
+    if base is None or math.isnan(row.get("compute_cost_vs_1cpu", math.nan)) or not long_enough(row, base, "compute"):
         return ""
     return (f"; per item, compute costs {row['compute_cost_vs_1cpu']:.2f}x the CPU time it takes on 1 CPU and "
             f"{'decode' if row['modality'] == 'images' else 'tokenize'} {row['prepare_cost_vs_1cpu']:.2f}x; "

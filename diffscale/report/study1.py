@@ -10,7 +10,7 @@ import math
 import pandas as pd
 
 from diffscale import resources, vocab
-from diffscale.embed.scaling import smt_note
+from diffscale.embed.scaling import SHORTEST_S, long_enough, smt_note
 from diffscale.report import fmt, plots
 from diffscale.report.page import (TITLES, Context, Finding, Section, as_int, cheapest, efficiency_cols, on_cpus,
                                    per_unit, runs_of, superlinear, superlinear_note, tied)
@@ -162,6 +162,21 @@ def _oversubscribed(rows: pd.DataFrame) -> pd.Series:
     return rows["oversubscribed"].astype(str).str.lower().isin(["true", "1"])
 
 
+def _baseline(cpu: pd.DataFrame):
+    """The 1-CPU serial run that speedups are against, or None."""
+    rows = cpu[(cpu["backend"] == "serial") & (cpu["policy"] == "pinned") & (cpu["workers"] == 1)]
+    return None if rows.empty else rows.iloc[0]
+
+
+def _shard_note(row) -> str:
+    """' (its shards allow at most 1.5×)' where the split of items over the workers capped the
+    speedup below the process count (scaling.shard_bound), else ''."""
+    bound, processes = fmt.number(row.get("shard_bound")), fmt.number(row.get("processes"))
+    if bound is None or processes is None or bound >= 0.95 * processes:
+        return ""
+    return f" (its shards allow at most {fmt.ratio(bound)}: uneven shares)"
+
+
 def _best(rows: pd.DataFrame, column: str = "items_per_s"):
     """The row with the largest `column`, or None."""
     rows = rows[rows[column].notna()]
@@ -188,22 +203,27 @@ def _embed_findings(mine: pd.DataFrame, title: str, item: str, anchor: str) -> l
             naive_rows = naive_rows[naive_rows["backend"] == pinned["backend"]]
         naive = _best(naive_rows)
         parts, runs = [], []
+        base = _baseline(cpu)
         if pinned is not None:
             parts.append(f"pinned workers ({pinned['backend']}) {fmt.ratio(pinned['speedup'])} one CPU "
-                         f"({fmt.percent(pinned['efficiency'])} efficiency){smt_note(pinned)}")
+                         f"({fmt.percent(pinned['efficiency'])} efficiency){smt_note(pinned)}{_shard_note(pinned)}")
             runs.append(pinned["run"])
         if naive is not None:
-            verdict = "" if pinned is None else (" (thread oversubscription)" if naive["speedup"] < pinned["speedup"]
-                                                 else " (no worse than pinned here)")
-            parts.append(f"the library defaults ({naive['backend']}, naive) {fmt.ratio(naive['speedup'])}{verdict}")
+            parts.append(f"the library defaults ({naive['backend']}, naive: {naive['threads_per_worker']} threads in "
+                         f"each of {top} workers) {fmt.ratio(naive['speedup'])}")
             runs.append(naive["run"])
         intraop = _best(cpu[(cpu["policy"] == "intraop") & (cpu["workers"] == top)])
         if intraop is not None:
             parts.append(f"one process × {top} threads (intraop) {fmt.ratio(intraop['speedup'])}")
             runs.append(intraop["run"])
-        if pinned is not None and "steady_speedup" in pinned and fmt.number(pinned["steady_speedup"]) is not None:
+        steady = pinned is not None and base is not None and long_enough(pinned, base, "steady")
+        if steady and fmt.number(pinned.get("steady_speedup")) is not None:
             parts.append(f"without start-up {fmt.ratio(pinned['steady_speedup'])}")
-        if pinned is not None and fmt.number(pinned.get("compute_cost_vs_1cpu")) is not None:
+        elif pinned is not None:
+            parts.append(f"steady windows under {SHORTEST_S:g} s: too short for a steady figure or for where the "
+                         "time went")
+        if steady and fmt.number(pinned.get("compute_cost_vs_1cpu")) is not None \
+                and long_enough(pinned, base, "compute"):
             parts.append(f"each pinned worker's compute took {fmt.ratio(pinned['compute_cost_vs_1cpu'])} the CPU time "
                          f"per item it takes alone (what the cores share: memory bandwidth, caches, clocks)")
         serial = cpu[cpu["backend"] == "serial"]

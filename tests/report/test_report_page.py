@@ -238,7 +238,7 @@ def test_oversubscription_is_explained_by_naive_against_pinned(results, build):
     text = " ".join(build(results).sections["embed"])
     assert "naive against pinned" in text and "threads" in text
     finding = next(f["text"] for f in build(results).findings if f["section"] == "embed")
-    assert "oversubscription" in finding
+    assert "the library defaults (multiprocessing, naive: 8 threads in each of 8 workers) 0.80×" in finding
 
 
 def test_provenance_sits_beside_each_study(results, build):
@@ -329,6 +329,22 @@ def test_the_pinned_finding_says_what_the_cores_shared(results, build):
                          for f in found)
     table = next(t for t in page.tables if t["id"] == "embed-images")
     assert "compute CPU time per item vs 1 CPU" in table["head"]
+    frame["compute_s"] = 0.5  # under a second of compute: timer noise, no claim
+    frame.to_csv(path, index=False)
+    assert not [f for f in build(results).findings if "each pinned worker's compute" in f["text"]]
+
+
+def test_short_steady_windows_make_no_steady_claim_and_an_uneven_split_is_named(results, build):
+    path = results / "bench" / "embed_scaling.csv"
+    frame = pd.read_csv(path)
+    frame["steady_from_s"] = frame["wall_s"] - 0.05  # the demo's: tens of milliseconds
+    pinned = (frame["backend"] == "multiprocessing") & (frame["policy"] == "pinned") & (frame["workers"] == 8)
+    frame["processes"], frame["shard_bound"] = frame["workers"], frame["workers"]
+    frame.loc[pinned, "shard_bound"] = 5.0
+    frame.to_csv(path, index=False)
+    found = [f["text"] for f in build(results).findings if ", 8 CPUs:" in f["text"]]
+    assert len(found) == 2 and all("without start-up" not in f and "steady windows under 1 s: too short" in f
+                                   and "(its shards allow at most 5.0×: uneven shares)" in f for f in found)
 
 
 def test_a_pinned_run_on_smt_siblings_says_so_in_its_finding_and_table(results, build):
