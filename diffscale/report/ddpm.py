@@ -15,8 +15,8 @@ import pandas as pd
 
 from diffscale.report import fmt, plots
 from diffscale.report.contract import STUDY_FILES
-from diffscale.report.page import (TITLES, Context, Finding, Section, as_int, efficiency_cols, on_cpus, pair,
-                                   part_table, per_unit, superlinear, superlinear_note)
+from diffscale.report.page import (TITLES, Context, Finding, Section, as_int, efficiency_cols, gpu_missing, gpus_col,
+                                   on_cpus, pair, part_table, per_unit, superlinear, superlinear_note)
 from diffscale.report.tables import Col, TableProblem, full, short
 
 ROLES = ["ddpm_unet"]
@@ -36,11 +36,15 @@ def section(ctx: Context) -> Section:
         return out
     runs: list[str] = []
     out.add(_repeat_note(repeats(ctx)))
+    frames = []
     for part in (_profile, _batch, _amp, _workers, _compile, _peer):
         html_part, frame = part(ctx, out)
         out.add(html_part)
         if frame is not None and "run" in frame.columns:
             runs += [str(r) for r in frame["run"].dropna()]
+            frames.append(frame)
+    gpu_missing(out, pd.concat(frames) if frames else pd.DataFrame(),
+                "what the optimisations give on GPUs (mixed precision on tensor cores, compile, several GPUs)")
     out.add(ctx.trust(runs, ROLES))
     return out
 
@@ -182,7 +186,7 @@ def _batch(ctx: Context, out: Section):
         return "", None
     frame = frame.copy()
     frame["cost"] = _cost_per_1m_images(ctx, frame)
-    cols = _hw_col(frame) + [Col("gpus", "GPUs", fmt.integer), Col("batch", "batch per device", fmt.integer),
+    cols = _hw_col(frame) + [gpus_col(), Col("batch", "batch per device", fmt.integer),
             Col("global_batch", "global batch", fmt.integer), Col("images_per_s", "images/s", fmt.sig),
             Col("speedup", "speedup", fmt.ratio, "images/s against 1 GPU, same per-device batch"),
             *efficiency_cols(),

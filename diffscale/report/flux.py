@@ -11,8 +11,9 @@ import pandas as pd
 
 from diffscale import vocab
 from diffscale.report import fmt, plots
-from diffscale.report.page import (TITLES, Context, Finding, Section, as_int, cheapest, efficiency_cols, on_cpus, pair,
-                                   part_table, per_unit, quality_tag, runs_of, superlinear, superlinear_note, tied)
+from diffscale.report.page import (TITLES, Context, Finding, Section, as_int, cheapest, efficiency_cols, gpu_missing,
+                                   gpus_col, on_cpus, pair, part_table, per_unit, quality_tag, runs_of, superlinear,
+                                   superlinear_note, tied)
 from diffscale.report.tables import Col, TableProblem, full, short
 
 ROLES = ["flux_transformer", "flux_vae", "flux_clip", "flux_t5"]
@@ -25,7 +26,7 @@ PHASES = [("load_s", "load"), ("text_s", "text encoders"), ("denoise_s", "denois
 
 def train_cols(random: bool) -> list[Col]:
     return [
-        Col("hw", "hardware", fmt.text), Col("gpus", "GPUs", fmt.integer), Col("steps", "steps", fmt.integer),
+        Col("hw", "hardware", fmt.text), gpus_col(), Col("steps", "steps", fmt.integer),
         Col("steps_per_s", "steps/s", fmt.sig, "steady, training phase only"),
         Col("speedup", "speedup", fmt.ratio, "against 1 GPU, same hardware and steps"),
         *efficiency_cols(),
@@ -63,6 +64,7 @@ def section(ctx: Context) -> Section:
         return out
     frame = frame.copy()
     frame["run"] = runs_of(frame, _run)
+    gpu_missing(out, frame, "fine-tuning speed across GPU types (A40, A100) and counts")
     frame["job_s"] = [_job_seconds(ctx, r) for _, r in frame.iterrows()]
     frame["cost"] = [ctx.prices.job(str(r["hw"]), r["job_s"], gpus=as_int(r["gpus"]), workers=1)
                      for _, r in frame.iterrows()]
@@ -183,7 +185,8 @@ def _inference(ctx: Context, out: Section) -> str:
                 "loading, then each phase's first call for one batch (kernel selection included; cold for "
                 "the first batch of the base weights, later rows reuse the warm process)"),
             Col("images_per_s", "images/s", fmt.sig, "steady"),
-            Col("cost_per_1k", "$ per 1k images", fmt.money, "steady rate, one GPU", optional=True),
+            Col("cost_per_1k", "$ per 1k images", fmt.money, "at the steady rate on the run's one device, as a server "
+                "that stays up: loading (in first image) is not billed", optional=True),
             Col("status", "status", fmt.text, "ok, or why the batch did not run (oom)", optional=True)]
     labels = [f"{h} {r['model']} b{as_int(r['batch_size'])}".strip() for h, (_, r) in zip(hw, frame.iterrows())]
     png = plots.stacked(labels, {name: list(frame[c].astype(float)) for c, name in PHASES},
@@ -198,7 +201,8 @@ def _inference(ctx: Context, out: Section) -> str:
         + ", ".join([str(best[c]) for c in ("hw", "dtype") if c in best.index and pd.notna(best[c])]
                     + [f"{best['model']} weights", f"batch {as_int(best['batch_size'])}"]) + "); first image after "
         f"{fmt.seconds(best['first_image_s'])} s"
-        + (f"; {fmt.money(best['cost_per_1k'] / 1000)} per image" if fmt.number(best["cost_per_1k"]) else "") + ".",
+        + (f"; {fmt.money(best['cost_per_1k'] / 1000)} per image at that rate, loading not billed"
+           if fmt.number(best["cost_per_1k"]) else "") + ".",
         out.id, runs))
     ratios = _fused_ratios(measured)
     if len(ratios):

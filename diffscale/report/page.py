@@ -276,6 +276,20 @@ EFFICIENCY_HELP = ("speedup ÷ how many times the 1-device run's compute the run
                    "(processes × threads), so processes that share one process's CPUs add none")
 
 
+def gpu_missing(section: Section, frame: pd.DataFrame, what: str) -> None:
+    """A notice where no row of `frame` ran on a GPU (its `device` column says cpu): `what`, the
+    study's GPU side, is not measured in these results, rather than silently absent."""
+    devices = frame["device"].astype(str).str.lower() if "device" in frame.columns else pd.Series(dtype=str)
+    if devices.empty or devices.eq("cpu").all():
+        section.notice(f"No GPU run in these results: {what} is not measured here (run config/full.yaml on a "
+                       "cluster, or name a GPU hardware key in your config).")
+
+
+def gpus_col() -> tables.Col:
+    """The device count of a training run: GPUs, or on a CPU hardware key its gloo processes."""
+    return tables.Col("gpus", "GPUs (CPU: processes)", fmt.integer)
+
+
 def efficiency_cols() -> list[tables.Col]:
     """The CPUs a CPU run computed on, and efficiency per GPU or per CPU (metrics.compute_ratio)."""
     return [tables.Col("cpus", "CPUs", fmt.integer, "a CPU run's processes × threads each", optional=True),

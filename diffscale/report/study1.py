@@ -12,8 +12,8 @@ import pandas as pd
 from diffscale import resources, vocab
 from diffscale.embed.scaling import SHORTEST_S, long_enough, smt_note
 from diffscale.report import fmt, plots
-from diffscale.report.page import (TITLES, Context, Finding, Section, as_int, cheapest, efficiency_cols, on_cpus,
-                                   per_unit, runs_of, superlinear, superlinear_note, tied)
+from diffscale.report.page import (TITLES, Context, Finding, Section, as_int, cheapest, efficiency_cols, gpu_missing,
+                                   gpus_col, on_cpus, per_unit, runs_of, superlinear, superlinear_note, tied)
 from diffscale.report.tables import Col, TableProblem, full, short
 
 MODALITY = {"images": ("VAE latents", "images"), "text": ("Text embeddings", "captions")}
@@ -50,6 +50,7 @@ def coco_section(ctx: Context) -> Section:
 
 
 # ---- embedding ---------------------------------------------------------------------------------
+EMBED_ROLES = ["vae", "text_encoder"]
 EMBED_REQUIRED = ["modality", "backend", "policy", "workers", "wall_s", "items_per_s", "speedup", "efficiency"]
 
 
@@ -96,6 +97,7 @@ def embed_section(ctx: Context) -> Section:
                       + (" (oversubscribed: fewer CPUs than named)" if over else "")
                       for b, p, over in zip(frame["backend"], frame["policy"], _oversubscribed(frame))]
     frame["cost_per_1k"] = [_cost_per_1k(ctx, row) for _, row in frame.iterrows()]
+    gpu_missing(section, frame, "whether CPUs can replace GPUs for this preprocessing, and at what cost,")
     for modality in [m for m in MODALITY if m in set(frame["modality"])] + sorted(set(frame["modality"]) - set(MODALITY)):
         mine = frame[frame["modality"] == modality]
         title, item = MODALITY.get(modality, (modality, "items"))
@@ -103,12 +105,12 @@ def embed_section(ctx: Context) -> Section:
         section.add(short(mine, embed_cols(item), f"embed-{modality}"))
         section.findings += _embed_findings(mine, title, item, section.id)
         section.add('<div class="figs">' + _speedup_plot(ctx, mine, title) + _cost_plot(ctx, mine, title, item) + "</div>")
-    total = _storage_total(frame, section.id)
+    total = _storage_total(frame, section.id, _tiny(ctx))
     if total is not None:
         section.findings.append(total)
     section.add(_oversubscription(frame))
     section.add(full(frame.drop(columns=["label", "cost_per_1k"]), "embed_scaling.csv"))
-    section.add(ctx.trust(frame["run"], ["vae", "text_encoder"], frame))
+    section.add(ctx.trust(frame["run"], EMBED_ROLES, frame))
     return section
 
 
@@ -275,17 +277,28 @@ def _storage_row(mine: pd.DataFrame):
     return mine.loc[mine["projected_full_gb"].idxmax()]
 
 
-def _storage_total(frame: pd.DataFrame, anchor: str) -> Finding | None:
-    """Latents and text of the full study together: what the disk quota must hold."""
+def _tiny(ctx: Context) -> list[str]:
+    """The embedding models that are the tests' `tiny` presets (narrower than any real model)."""
+    models = ctx.models()
+    mine = models[models["role"].isin(EMBED_ROLES)]
+    return [f"{r['role']} {r['spec']}" for _, r in mine.iterrows() if str(r["spec"]).endswith(":tiny")]
+
+
+def _storage_total(frame: pd.DataFrame, anchor: str, tiny: list[str]) -> Finding | None:
+    """Latents and text of the full study together: what the disk quota must hold. Set beside the
+    original study's 37.7 GB only when the models have a real model's width: a tiny test
+    encoder's states are a fraction of CLIP's."""
     rows = {m: _storage_row(frame[frame["modality"] == m]) for m in MODALITY}
     if any(row is None for row in rows.values()):
         return None
     total = sum(float(row["projected_full_gb"]) for row in rows.values())
+    against = (f"with the tiny test models ({', '.join(tiny)}), far narrower than the real ones: not comparable "
+               "with the original study's 37.7 GB" if tiny else
+               "the original study's text embeddings alone were a 37.7 GB pickle, over its disk quota")
     return Finding(f"Embeddings of the full study on disk, with these runs' models and dtype: latents "
                    f"{fmt.sig(rows['images']['projected_full_gb'])} GB "
-                   f"+ text {fmt.sig(rows['text']['projected_full_gb'])} GB = {fmt.sig(total)} GB (the original "
-                   f"study's text embeddings alone were a 37.7 GB pickle, over its disk quota).", anchor,
-                   [row["run"] for row in rows.values()])
+                   f"+ text {fmt.sig(rows['text']['projected_full_gb'])} GB = {fmt.sig(total)} GB ({against}).",
+                   anchor, [row["run"] for row in rows.values()])
 
 
 def _ratio(row, other, column: str) -> float | None:
@@ -393,7 +406,7 @@ TRAIN_REQUIRED = ["hw", "precision", "gpus", "samples_per_s", "speedup", "effici
 def train_cols(random: bool) -> list[Col]:
     return [
         Col("hw", "hardware", fmt.text), Col("precision", "precision", fmt.text),
-        Col("gpus", "GPUs (CPU: processes)", fmt.integer),
+        gpus_col(),
         Col("samples_per_s", "samples/s", fmt.sig, "steady state, after warm-up"),
         Col("speedup", "speedup", fmt.ratio, "against 1 GPU, same hardware and precision"),
         *efficiency_cols(),
@@ -422,11 +435,12 @@ def train_section(ctx: Context) -> Section:
         return section
     frame = frame.copy()
     frame["run"] = runs_of(frame, _train_run)
+    gpu_missing(section, frame, "U-Net training on GPUs (speed, mixed precision on tensor cores, several GPUs)")
     frame["job_s"] = [_train_job_seconds(ctx, r) for _, r in frame.iterrows()]
     frame["cost_per_1k_steps"] = [
         _per_1k(ctx.prices.job(str(r["hw"]), r["job_s"], gpus=as_int(r["gpus"]), workers=as_int(r["gpus"], 1)),
                 r.get("steps")) for _, r in frame.iterrows()]
-    random = ctx.random_weights(frame, ["vae", "text_encoder"])
+    random = ctx.random_weights(frame, EMBED_ROLES)
     section.add(short(frame, train_cols(random), "train-unet"))
     per_device = frame["micro_batch"] if "micro_batch" in frame.columns else None
     section.add(superlinear(frame, "gpus", ["hw", "precision"], per_device, "samples per device per step"))

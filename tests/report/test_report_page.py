@@ -745,3 +745,27 @@ def test_a_cheapest_run_names_the_runs_within_five_percent_of_it_as_a_tie():
     assert tied(frame, "cost", frame.loc[0], label) == "; b within 5 % of it: a tie"
     assert tied(frame, "cost", frame.loc[2], label) == ""  # 1.04 is 13 % below
     assert tied(frame.assign(cost=[1.0, 1.0, 1.049, None]), "cost", frame.loc[0], label) == "; b and c within 5 % of it: a tie"
+
+
+def test_the_disk_projection_meets_the_original_37_gb_only_with_real_model_widths(results, build):
+    path = results / "bench" / "embed_scaling.csv"
+    frame = pd.read_csv(path)
+    frame["projected_full_gb"] = frame["modality"].map({"images": 0.1, "text": 0.35})
+    frame.to_csv(path, index=False)
+    storage = lambda: next(f["text"] for f in build(results).findings if "Embeddings of the full study" in f["text"])  # noqa: E731
+    assert ("with the tiny test models (vae random:tiny, text_encoder random:tiny), far narrower than the real ones: "
+            "not comparable with the original study's 37.7 GB") in storage()
+    models = pd.read_csv(results / "bench" / "models.csv")
+    models["spec"] = models["spec"].str.replace("random:tiny", "random:sd-vae-ft-mse")
+    models.to_csv(results / "bench" / "models.csv", index=False)
+    assert "(the original study's text embeddings alone were a 37.7 GB pickle, over its disk quota)" in storage()
+
+
+def test_a_study_without_a_gpu_run_says_its_gpu_side_is_not_measured(results, build):
+    page = build(results)
+    assert not [n for notes in page.notices.values() for n in notes if n.startswith("No GPU run")]
+    path = results / "bench" / "flux_train.csv"
+    pd.read_csv(path).assign(device="cpu").to_csv(path, index=False)
+    notes = build(results).notices["flux"]
+    assert ("No GPU run in these results: fine-tuning speed across GPU types (A40, A100) and counts is not measured "
+            "here (run config/full.yaml on a cluster, or name a GPU hardware key in your config).") in notes
