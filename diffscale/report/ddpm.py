@@ -292,7 +292,8 @@ def _compile(ctx: Context, out: Section):
     cols = _hw_col(frame) + [
         Col("compile", "compile mode", fmt.text), Col("compile_s", "compile time (s)", fmt.seconds),
         Col("saving_per_step_s", "saved per step (ms)", ms), Col("break_even_steps", "break-even (steps)", fmt.integer),
-        Col("run_steps", "training run (steps)", fmt.integer, "the run length the break-even is judged against"),
+        Col("run_steps", "training run (steps, set)", fmt.integer, "ddpm.train_steps: the run length the break-even "
+            "is judged against, from the config, not measured"),
         Col("pays_off", "pays off", fmt.text)]
     several = frame["hw"].nunique() > 1
     rows = []

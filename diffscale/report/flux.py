@@ -160,8 +160,8 @@ def _quality(ctx: Context, out: Section, random: bool) -> str:
         parts.append('<div class="figs">' + "".join(figs) + "</div>")
         last = frame[frame["checkpoint_step"] == frame["checkpoint_step"].max()]  # every run that got there
         psnr, ssim = last["psnr"].astype(float), last["ssim"].astype(float)
-        spread = "" if len(last) == 1 else (f" (median of {len(last)} runs; PSNR {fmt.sig(psnr.min())}–"
-                                             f"{fmt.sig(psnr.max())}, SSIM {fmt.sig(ssim.min())}–{fmt.sig(ssim.max())})")
+        spread = "" if len(last) == 1 else (f" (median of {len(last)} runs; PSNR {fmt.span(psnr.min(), psnr.max())}, "
+                                             f"SSIM {fmt.span(ssim.min(), ssim.max())})")
         out.findings.append(Finding(f"FLUX LoRA quality at step {as_int(last['checkpoint_step'].iloc[0])}: PSNR "
                                     f"{fmt.sig(psnr.median())} dB, SSIM {fmt.sig(ssim.median())}{spread}"
                                     + (" (random weights: timing only)." if random else "."), out.id,

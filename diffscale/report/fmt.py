@@ -91,3 +91,17 @@ def yes_no(value: Any) -> str:
         return value
     v = number(value)
     return MISSING if v is None else ("yes" if v else "no")
+
+
+def span(low: Any, high: Any, format=None) -> str:
+    """'low–high', or one value where both read the same."""
+    format = format or sig
+    a, b = format(low), format(high)
+    return a if a == b else f"{a}–{b}"
+
+
+def serial_fraction(value: Any) -> str:
+    """A Karp–Flatt serial fraction; above 1 (a slowdown: more than all of the work serial) it
+    measures nothing, and reads as missing."""
+    v = number(value)
+    return MISSING if v is None or v > 1 else sig(v, 2)

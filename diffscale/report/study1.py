@@ -63,8 +63,8 @@ def embed_cols(item: str) -> list[Col]:
         Col("wall_s", "time (s)", fmt.seconds, "wall time, start-up included"),
         Col("speedup", "speedup", fmt.ratio, "items per second against serial on 1 CPU, 1 thread"),
         Col("efficiency", "efficiency", fmt.percent, "speedup ÷ the run's CPUs (none for gpu runs)"),
-        Col("karp_flatt", "Karp–Flatt", lambda v: fmt.sig(v, 2), "serial fraction; growing with workers = overhead",
-            optional=True),
+        Col("karp_flatt", "Karp–Flatt", fmt.serial_fraction, "serial fraction; growing with workers = overhead; "
+            "none for a slowdown (above 1 it measures nothing)", optional=True),
         Col("compute_cost_vs_1cpu", "compute CPU time per item vs 1 CPU", fmt.ratio,
             "above 1× with pinned workers: the cores slow each other (memory bandwidth, caches, clocks)", optional=True),
         Col("items_per_s", f"{item}/s", fmt.sig),

@@ -83,6 +83,9 @@ def test_numbers_in_the_tables_equal_the_csvs(results, build):
                     assert cell["text"] in (str(want), fmt.MISSING, fmt.yes_no(want)), (table["id"], cell)
                     continue
                 assert float(cell["value"]) == pytest.approx(number, rel=1e-9), (table["id"], cell)
+                if cell["col"] == "karp_flatt" and number > 1:  # a slowdown: no serial fraction to show
+                    assert cell["text"] == fmt.MISSING, (table["id"], cell)
+                    continue
                 shown = _parse(cell["text"])
                 scale = 100 if cell["text"].endswith("%") and cell["col"] != "pct" else 1
                 assert shown == pytest.approx(number * scale, rel=0.051, abs=1e-9), (table["id"], cell)
@@ -769,3 +772,8 @@ def test_a_study_without_a_gpu_run_says_its_gpu_side_is_not_measured(results, bu
     notes = build(results).notices["flux"]
     assert ("No GPU run in these results: fine-tuning speed across GPU types (A40, A100) and counts is not measured "
             "here (run config/full.yaml on a cluster, or name a GPU hardware key in your config).") in notes
+
+
+def test_a_range_whose_ends_read_the_same_is_one_value_and_a_slowdown_has_no_serial_fraction():
+    assert fmt.span(10.61, 10.64) == "10.6" and fmt.span(10.6, 12.3) == "10.6–12.3"
+    assert fmt.serial_fraction(0.123) == "0.12" and fmt.serial_fraction(1.9) == fmt.MISSING
