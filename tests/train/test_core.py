@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +11,8 @@ import torch
 
 from diffscale.errors import ConfigError, DataError
 from diffscale.train.core import checkpoint, guards, launch, meter, precision
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def toy_fit(ctx: launch.Context, out_dir, steps: int, resume: bool) -> dict:
@@ -169,3 +172,47 @@ def test_a_training_try_is_recorded_by_the_launching_process_only_keyed_by_its_r
         this.finished = False
     [record] = (tmp_path / "unet" / ".attempts" / "fp32-g2").glob("try-*.json")
     assert json.loads(record.read_text())["key"] == config_hash(run_cfg)
+
+
+STOPPABLE = '''
+import os, sys, time
+from pathlib import Path
+
+def entry(ctx, out):
+    Path(out, f"started-{ctx.rank}").write_text(str(os.getpid()))
+    for _ in range(600):
+        time.sleep(0.1)
+    Path(out, f"done-{ctx.rank}").write_text("")
+
+if __name__ == "__main__":
+    from diffscale.cli import run_cli
+    from diffscale.train.core import launch
+    sys.exit(run_cli(lambda: launch.run(entry, 2, "cpu", sys.argv[1])))
+'''
+
+
+def test_a_stopped_launcher_stops_its_spawned_ranks_at_once(tmp_path):
+    """SIGTERM to the process that spawned the ranks (not to its group): before, the non-daemon
+    ranks trained on to the end and wrote their outputs while the interpreter waited for them."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "stoppable.py"
+    script.write_text(STOPPABLE)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path)], env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    started = [tmp_path / f"started-{r}" for r in (0, 1)]
+    while not all(p.exists() and p.read_text() for p in started) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    pids = [int(p.read_text()) for p in started]
+    proc.send_signal(signal.SIGTERM)
+    start = time.monotonic()
+    assert proc.wait(timeout=30) == 143 and time.monotonic() - start < 15
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert not list(tmp_path.glob("done-*"))

@@ -26,6 +26,7 @@ On a CPU hardware key the world is the number of gloo processes.
 from __future__ import annotations
 
 import os
+import sys
 import socket
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -166,21 +167,52 @@ def _enter(rank: int, local_rank: int, world: int, device: str, entry, args) -> 
     return result
 
 
+STOP_GRACE_S = 10.0  # how long stopped ranks get to leave on SIGTERM before they are killed
+
+
 def _spawn(entry, world: int, device: str, args: tuple) -> None:
     import torch.multiprocessing as mp
 
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ["MASTER_PORT"] = str(free_port())
     errors = mp.get_context("spawn").SimpleQueue()
+    ranks = mp.start_processes(_spawned, args=(world, device, entry, args, errors), nprocs=world, join=False,
+                               start_method="spawn")
     try:
-        mp.spawn(_spawned, args=(world, device, entry, args, errors), nprocs=world, join=True)
+        while not ranks.join():
+            pass
     except (mp.ProcessRaisedException, mp.ProcessExitedException):
         if not errors.empty():
             raise errors.get() from None
         raise
+    except BaseException:  # this process was stopped (SIGTERM via run_cli, Ctrl-C): so are its ranks
+        stop(ranks.processes)
+        raise
+
+
+def stop(processes, grace_s: float = STOP_GRACE_S) -> None:
+    """SIGTERM to each live process, then SIGKILL to any still there after `grace_s` (one blocked
+    in a collective never runs its handler): a stopped job's ranks must not train on and write
+    their outputs after it, as non-daemon children otherwise would while the interpreter waits."""
+    import time
+
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    deadline = time.monotonic() + grace_s
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+        if process.is_alive():
+            process.kill()
+            process.join()
 
 
 def _spawned(rank: int, world: int, device: str, entry, args: tuple, errors) -> None:
+    import signal
+
+    # SIGTERM leaves through SystemExit, as in the launching process (diffscale.cli): the atomic
+    # writers remove their temporary files
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
     try:
         _enter(rank, rank, world, device, entry, args)
