@@ -18,9 +18,24 @@ def run_cli(main: Callable[[], int | None]) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        if exc.filename is None:  # not about a path the user gave: a bug, with its traceback
+            raise
+        print(f"error: {os_error_path(exc)}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def os_error_path(exc: OSError) -> str:
+    """The path a file-system error is about, as the user named it: the target of a rename (an
+    atomic writer's `os.replace(tmp, target)`), not the temporary file beside it."""
+    name = str(exc.filename2 if exc.filename2 is not None else exc.filename)
+    parent, _, base = name.rpartition("/")
+    if base.startswith(".") and base.endswith(".tmp") and base.count(".") >= 3:  # .<name>.<pid>.tmp
+        return f"{parent}/{base[1:].rsplit('.', 2)[0]}" if parent else base[1:].rsplit(".", 2)[0]
+    return name
 
 
 def _exit_on_sigterm(signum, frame) -> None:

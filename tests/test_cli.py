@@ -88,3 +88,26 @@ def test_a_gpu_embedding_run_on_no_cpus_is_refused(tmp_path):
 
     with pytest.raises(ConfigError, match="^embed: cpus must be at least 1, not 0$"):
         plan_run("images", tmp_path / "m.json", tmp_path / "out", "gpu", "pinned", 1, None, cpus=0)
+
+
+def test_an_output_path_that_cannot_be_written_is_one_line_naming_it(repo_root, tmp_path):
+    """A file where a folder is wanted, a folder where a file is wanted: the path and the reason."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    proc = run(repo_root, "scripts/model_inventory.py", "--config", "config.yaml", "--out", str(blocker / "m.csv"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == f"error: {blocker}: File exists"
+    folder = tmp_path / "a-folder"
+    (folder / "inside").mkdir(parents=True)
+    proc = run(repo_root, "scripts/model_inventory.py", "--config", "config.yaml", "--out", str(folder))
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [f"error: {folder}: Is a directory"]
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a-file", "a-folder", "inside"]  # no temporary left
+
+
+def test_a_file_system_error_names_the_target_not_the_temporary_file():
+    from diffscale.cli import os_error_path
+
+    error = IsADirectoryError(21, "Is a directory", "/r/.table.csv.123.tmp", None, "/r/table.csv")
+    assert os_error_path(error) == "/r/table.csv"
+    assert os_error_path(OSError(30, "Read-only file system", "/ro/.out.77.tmp")) == "/ro/out"
+    assert os_error_path(OSError(2, "No such file or directory", "/x/y.json")) == "/x/y.json"
