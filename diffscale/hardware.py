@@ -174,3 +174,21 @@ def check(cfg: dict, hw: str, count: int, size: int = 512) -> dict:
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "devices": devices,
     }
+
+
+def check_device(value: str, where: str) -> None:
+    """`value` is cpu, cuda or cuda:N (the devices of a hardware entry, `devices`),
+    and a cuda device is one this machine has; else one line naming `where` (the flag)."""
+    kind, colon, index = value.partition(":")
+    if kind not in devices() or (colon and (kind != "cuda" or not index.isdigit())):
+        raise ConfigError(f"{where}: expected {', '.join(devices())} or cuda:N, not {value!r}")
+    if kind == "cpu":
+        return
+    import torch
+
+    problem = cuda_problem()
+    if problem:
+        raise HardwareError(f"{where}: {value} requested but {problem}")
+    visible = torch.cuda.device_count()
+    if index and int(index) >= visible:
+        raise HardwareError(f"{where}: {value} requested but {visible} GPUs visible (cuda:0 to cuda:{visible - 1})")

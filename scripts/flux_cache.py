@@ -24,12 +24,15 @@ def main() -> int:
     source.add_argument("--settings", help="the cache config slice as JSON (what the workflow passes)")
     source.add_argument("--config", type=Path, help="a pipeline config file")
     parser.add_argument("--out", type=Path, required=True, help="cache folder")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="encoder dtype")
     args = parser.parse_args()
 
     from diffscale.flux.cache import build_cache
     from diffscale.flux.settings import cache_config
+    from diffscale.hardware import check_device
+
+    check_device(args.device, "--device")
 
     if args.config:
         from diffscale.config import load_config

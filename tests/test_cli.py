@@ -111,3 +111,13 @@ def test_a_file_system_error_names_the_target_not_the_temporary_file():
     assert os_error_path(error) == "/r/table.csv"
     assert os_error_path(OSError(30, "Read-only file system", "/ro/.out.77.tmp")) == "/ro/out"
     assert os_error_path(OSError(2, "No such file or directory", "/x/y.json")) == "/x/y.json"
+
+
+def test_a_device_that_is_no_device_is_one_line_naming_the_flag(repo_root, tmp_path):
+    for script, args in (("scripts/generate.py", ["--prompt", "x", "--model-path", str(tmp_path)]),
+                         ("scripts/flux_cache.py", ["--dataset", str(tmp_path), "--config", "config.yaml"])):
+        for device in ("tpu", "gpu0", "cuda:x"):
+            proc = run(repo_root, script, *args, "--out", str(tmp_path / "out"), "--device", device)
+            assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+                f"error: --device: expected cpu, cuda or cuda:N, not {device!r}"], (script, proc.stderr)
+    assert not (tmp_path / "out").exists()

@@ -17,7 +17,7 @@ from pathlib import Path
 from diffscale import atomic, hardware, provenance
 from diffscale.bench import STAGES
 from diffscale.cli import run_cli
-from diffscale.errors import ConfigError, HardwareError
+from diffscale.errors import ConfigError
 
 OUT_DIR_HELP = "where <stage>.csv and <stage>.json go (default: results/benchmarks)"
 # options a stage cannot run with below 1, wherever a stage has them
@@ -47,24 +47,6 @@ def write_results(rows: list[dict], out_dir: Path, stage: str, argv: list[str],
     return csv_path, json_path
 
 
-def check_device(value: str, where: str) -> None:
-    """`value` is cpu, cuda or cuda:N (the devices of a hardware entry, diffscale.hardware.devices),
-    and a cuda device is one this machine has; else one line naming `where` (the flag)."""
-    kind, colon, index = value.partition(":")
-    if kind not in hardware.devices() or (colon and (kind != "cuda" or not index.isdigit())):
-        raise ConfigError(f"{where}: expected {', '.join(hardware.devices())} or cuda:N, not {value!r}")
-    if kind == "cpu":
-        return
-    import torch
-
-    problem = hardware.cuda_problem()
-    if problem:
-        raise HardwareError(f"{where}: {value} requested but {problem}")
-    visible = torch.cuda.device_count()
-    if index and int(index) >= visible:
-        raise HardwareError(f"{where}: {value} requested but {visible} GPUs visible (cuda:0 to cuda:{visible - 1})")
-
-
 def check_arguments(args: argparse.Namespace, module) -> None:
     """Every stage's bad argument is one line naming the flag, before anything runs: the positive
     counts and the device the stages share here, then the stage's own `check_arguments(args)`."""
@@ -80,7 +62,7 @@ def check_arguments(args: argparse.Namespace, module) -> None:
         raise ConfigError(f"{where}: --resolution: expected a multiple of {RESOLUTION_STEP} px (latents are 1/8 "
                           f"of the image, packed 2x2 for FLUX), not {resolution}")
     if getattr(args, "device", None) is not None:
-        check_device(args.device, f"{where}: --device")
+        hardware.check_device(args.device, f"{where}: --device")
     own = getattr(module, "check_arguments", None)
     if own is not None:
         own(args)

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from diffscale import atomic, hardware, models, provenance
-from diffscale.errors import ConfigError, DataError, HardwareError, ModelSpecError
+from diffscale.errors import ConfigError, DataError, ModelSpecError
 from diffscale.train import checkpoint as ckpt_io
 from diffscale.train.diffusion import SAMPLERS, predict_noise, sampler
 from diffscale.train.text import PromptEncoder, as_stored
@@ -54,9 +54,7 @@ def choose_device(device: str = "auto") -> str:
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    problem = hardware.cuda_problem() if device.startswith("cuda") else None
-    if problem:
-        raise HardwareError(f"--device {device}: {problem}")
+    hardware.check_device(device, "--device")
     return device
 
 
