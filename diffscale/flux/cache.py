@@ -24,6 +24,7 @@ from diffscale import atomic, models, provenance
 from diffscale.errors import DataError
 from diffscale.flux import dataset as ds
 from diffscale.flux.flow import encode
+from diffscale.io import read_image
 from diffscale.flux.settings import CACHE_LAYOUT, DTYPES
 from diffscale.flux.text import FluxText
 
@@ -32,13 +33,11 @@ EMPTY = "empty"  # the empty caption's key in prompts.safetensors
 
 
 def load_image(path: Path):
-    """An image as a [1, 3, H, W] tensor in [0, 1]."""
+    """An image as a [1, 3, H, W] tensor in [0, 1]; a DataError naming a missing or damaged file."""
     import numpy as np
     import torch
-    from PIL import Image
 
-    with Image.open(path) as img:
-        array = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+    array = np.asarray(read_image(path), dtype=np.float32) / 255.0
     return torch.from_numpy(array).permute(2, 0, 1)[None].contiguous()
 
 

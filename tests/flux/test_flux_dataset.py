@@ -125,3 +125,16 @@ def test_the_cli_checks_its_flags_by_the_config_schema(folder, tmp_path, flags, 
     done = run_cli("--images", str(folder), "--out", str(tmp_path / "out"), *trigger, *flags)
     assert done.returncode == 2 and done.stderr.strip() == f"error: {message}"
     assert not (tmp_path / "out").exists()
+
+
+def test_a_damaged_image_in_a_prepared_dataset_is_one_line_when_cached(prepared, demo_config, tmp_path):
+    from diffscale.flux.cache import build_cache
+    from diffscale.flux.settings import cache_config
+
+    dataset = tmp_path / "dataset"
+    shutil.copytree(prepared[0], dataset)
+    image = sorted((dataset / "images").iterdir())[0]
+    image.write_bytes(image.read_bytes()[:100])  # truncated past its header
+    with pytest.raises(DataError, match=rf"^{image}: not a readable image"):
+        build_cache(dataset, tmp_path / "cache", cache_config(demo_config))
+    assert not (tmp_path / "cache").exists()
