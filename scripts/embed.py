@@ -52,8 +52,11 @@ def main() -> int:
     with attempts.recorded(attempts.folder(args.out_dir), key) as this:
         timing = run_embedding(args.modality, args.manifest, args.out_dir, args.backend, args.policy, args.workers,
                                settings, skip_list=args.skipped, cpus=args.cpus, earlier_tries=this.earlier)
-    prepare = "decode_s" if args.modality == "images" else "tokenize_s"
-    print(f"{timing['run']}: {timing['items']} {'images' if args.modality == 'images' else 'captions'} in {timing['wall_s']:.2f} s "
+    prepare, noun = ("decode_s", "images") if args.modality == "images" else ("tokenize_s", "captions")
+    if timing.get("unreadable"):  # not a stop: the rest is embedded, but the user must hear of it
+        print(f"warning: {args.manifest}: {timing['unreadable']} of {timing['items'] + timing['unreadable']} {noun} "
+              f"could not be read and are left out (index.json's meta.skipped names them and why)", file=sys.stderr)
+    print(f"{timing['run']}: {timing['items']} {noun} in {timing['wall_s']:.2f} s "
           f"({timing['items_per_s']:.1f}/s; start-up {timing['startup_s']:.2f} s, {prepare[:-2]} {timing[prepare]:.2f} s, "
           f"compute {timing['compute_s']:.2f} s, write {timing['write_s']:.2f} s per worker); "
           f"threads per worker {timing['threads_per_worker']}, skipped {timing['skipped']}, "

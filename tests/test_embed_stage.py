@@ -1,6 +1,7 @@
 """One run end to end in this process (serial backend), and what must fail before any work."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -40,6 +41,7 @@ def test_image_run_writes_a_verified_index_in_manifest_order(fixture, image_run)
     assert ids == sorted(ids) and fixture.corrupt_id not in ids and fixture.skip_listed_id not in ids
     synthetic = 10  # plus the real COCO images where ../shared has them, minus the corrupt and the skip-listed one
     assert len(ids) == index["items"] == timing["items"] == synthetic + len(fixture.real_ids) - 2
+    assert timing["unreadable"] == 1 and timing["skipped"] == 2  # the corrupt file, found by the worker
     assert set(fixture.real_ids) <= set(ids) or not fixture.real_ids
     meta = index["meta"]
     assert meta["scaling_factor"] == pytest.approx(0.18215)
@@ -145,3 +147,18 @@ def test_loader_processes_per_gpu_process():
     assert loader_workers(text, layout) == TEXT_LOADERS == 2
     assert loader_workers(replace(text, loader_workers=5), layout) == 5
     assert loader_workers(images, thread_policy.layout("pinned", 1, "gpu", 1)) == 1
+
+
+def test_by_hand_an_unreadable_image_is_a_warning_on_stderr_naming_the_manifest(fixture, tmp_path):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "scripts/embed.py", "images", "--manifest", str(fixture.manifest),
+                           "--backend", "serial", "--out-dir", str(tmp_path / "run"), "--config", "config.yaml"],
+                          cwd=root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    total = 10 + len(fixture.real_ids)  # no skip list given: only the corrupt file is left out
+    assert proc.stderr.strip().splitlines() == [
+        f"warning: {fixture.manifest}: 1 of {total} images could not be read and are left out (index.json's "
+        "meta.skipped names them and why)"]

@@ -218,7 +218,8 @@ def summarise(planned: RunPlan, executed: Executed, earlier_tries: list[dict] = 
     tensors = next((r["tensors"] for r in results if r["tensors"]), None)
     if tensors is None:
         clear_run_dir(planned.out_dir)
-        raise DataError(f"{planned.manifest}: none of the {len(planned.inputs.items)} {modality} items could be read")
+        noun = "images" if modality == "images" else "captions"
+        raise DataError(f"{planned.manifest}: none of the {len(planned.inputs.items)} {noun} could be read")
     timing = _timing(planned, executed, shards)
     timing.update(run_dir=str(planned.out_dir), random_weights=spec.random is not None,
                   # a retried job's failed tries: the seconds each held its hardware (diffscale.attempts)
@@ -266,6 +267,7 @@ def _timing(planned: RunPlan, executed: Executed, shards: list[dict]) -> dict:
         "threads_per_worker": [w["threads"] for w in per_worker],
         "affinity_per_worker": [w["affinity"] for w in per_worker],
         "items": items, "skipped": len(planned.inputs.skipped) + sum(len(r["skipped"]) for r in results),
+        "unreadable": sum(len(r["skipped"]) for r in results),  # found by the workers, not the skip list
         "truncated": sum(len(r["truncated"]) for r in results),
         "overlapped": planned.backend == "gpu",
         "plan_s": planned.plan_s,
