@@ -63,6 +63,14 @@ def _bench_error(tmp_path, capsys, *args) -> list[str]:
     (["embed", "--cpus", "1", "0"], "error: bench embed: --cpus: expected a positive integer, not 0"),
     (["embed", "--sizes", "-16"], "error: bench embed: --sizes: expected a positive integer, not -16"),
     (["flux", "--rank", "0"], "error: bench flux: --rank: expected a positive integer, not 0"),
+    (["flux", "--sdpa", "warp"], "error: bench flux: --sdpa: expected a comma-separated list of flash, efficient, "
+                                 "math, cudnn, not 'warp'"),
+    (["flux", "--checkpointing", "maybe"], "error: bench flux: --checkpointing: expected a comma-separated list of "
+                                           "off, on, not 'maybe'"),
+    (["embed", "--source-size", "640by480"], "error: bench embed: --source-size: expected WIDTHxHEIGHT in pixels "
+                                             "(COCO: 640x480), not '640by480'"),
+    (["embed", "--image-size", "63"], "error: bench embed: --image-size: expected a multiple of 8 px (latents are "
+                                      "1/8 of the image), not 63"),
     (["ddpm", "--workers", "-1"], "error: bench ddpm: --workers: expected a whole number, 0 or more, not -1"),
     (["coco", "--captions", "nope.json"],
      "error: bench coco: --captions: nope.json: no such file (expected a COCO captions json)"),

@@ -219,6 +219,19 @@ def configurations(args) -> list[tuple[str, str, int]]:
     return out
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """--source-size WxH and an --image-size the VAE can take, as one line naming the flag."""
+    from diffscale.errors import ConfigError
+
+    width, x, height = args.source_size.lower().partition("x")
+    if not (x and width.isdigit() and height.isdigit() and int(width) > 0 and int(height) > 0):
+        raise ConfigError(f"bench embed: --source-size: expected WIDTHxHEIGHT in pixels (COCO: 640x480), "
+                          f"not {args.source_size!r}")
+    if args.image_size % 8:
+        raise ConfigError(f"bench embed: --image-size: expected a multiple of 8 px (latents are 1/8 of the image), "
+                          f"not {args.image_size}")
+
+
 def run(args: argparse.Namespace) -> list[dict]:
     from diffscale.embed.scaling import LOAD_STEPS, findings
 

@@ -204,6 +204,19 @@ def infer_rows(args, device: str) -> list[dict]:
     return rows
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """--checkpointing and --sdpa lists of known values, as one line naming the flag."""
+    from diffscale.errors import ConfigError
+    from diffscale.flux.settings import SDPA_KERNELS
+
+    for flag, value, allowed in (("--checkpointing", args.checkpointing, ("off", "on")),
+                                 ("--sdpa", args.sdpa, tuple(SDPA_KERNELS))):
+        items = [item.strip() for item in value.split(",")]
+        if not all(items) or any(item not in allowed for item in items):
+            raise ConfigError(f"bench flux: {flag}: expected a comma-separated list of {', '.join(allowed)}, "
+                              f"not {value!r}")
+
+
 def run(args: argparse.Namespace) -> list[dict]:
     import torch
 
