@@ -57,6 +57,19 @@ def positive_int(text: str) -> int:
     return value
 
 
+def fraction(text: str) -> float:
+    """argparse type of a share flag (--people-fraction): a number from 0 to 1."""
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, not {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, not {value:g}")
+    return value
+
+
 def json_flag(flag: str, text: str):
     """The value of a flag that carries JSON (rules pass config slices this way), or a
     ConfigError naming the flag."""

@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from diffscale.cli import positive_int, run_cli  # noqa: E402
+from diffscale.cli import fraction, positive_int, run_cli  # noqa: E402
 
 
 def main() -> int:
@@ -23,7 +23,7 @@ def main() -> int:
     p.add_argument("--captions", required=True, type=Path)
     p.add_argument("--images", required=True, type=Path)
     p.add_argument("--n", type=positive_int, default=24)
-    p.add_argument("--people-fraction", type=float, default=0.6)
+    p.add_argument("--people-fraction", type=fraction, default=0.6, help="0 to 1 (default 0.6)")
     p.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("cifar", help="CIFAR-like class folders of 32x32 JPEGs")
     p.add_argument("--out", required=True, type=Path)

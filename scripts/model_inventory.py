@@ -26,11 +26,15 @@ def main() -> int:
 
     from diffscale import atomic, models
     from diffscale.config import load_config
+    from diffscale.errors import ConfigError
 
     if args.config:
         models_cfg = load_config(args.config)["models"]
     else:
         models_cfg = json_flag("--models", args.models)
+        if not isinstance(models_cfg, dict):
+            raise ConfigError(f"--models: expected a JSON object of role: spec (the config's models: section), "
+                              f"not {type(models_cfg).__name__}")
     table = pd.DataFrame(models.inventory(models_cfg))
     with atomic.atomic_path(args.out) as tmp:
         table.to_csv(tmp, index=False)

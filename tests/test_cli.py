@@ -121,3 +121,13 @@ def test_a_device_that_is_no_device_is_one_line_naming_the_flag(repo_root, tmp_p
             assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
                 f"error: --device: expected cpu, cuda or cuda:N, not {device!r}"], (script, proc.stderr)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_models_flag_that_is_not_a_mapping_and_a_share_above_one_are_one_line(repo_root, tmp_path):
+    proc = run(repo_root, "scripts/model_inventory.py", "--models", '"tiny"', "--out", str(tmp_path / "m.csv"))
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "error: --models: expected a JSON object of role: spec (the config's models: section), not str"]
+    proc = run(repo_root, "scripts/make_demo_data.py", "coco", "--n", "4", "--people-fraction", "2",
+               "--captions", str(tmp_path / "c.json"), "--images", str(tmp_path / "img"))
+    assert proc.returncode == 2 and "--people-fraction: expected a number from 0 to 1, not 2" in proc.stderr
+    assert not list(tmp_path.iterdir())

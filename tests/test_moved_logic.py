@@ -54,8 +54,9 @@ def test_generation_settings_name_the_flag_out_of_range():
         Settings(num_inference_steps=0).check()
     with pytest.raises(ConfigError, match="^--seed: must be at least 0$"):
         Settings(seed=-1).check()
-    with pytest.raises(ConfigError, match="^--guidance-scale: must be at least 0$"):
-        Settings(guidance_scale=-0.5).check()
+    for bad in (-0.5, float("nan"), float("inf")):  # NaN drew black images and wrote invalid JSON
+        with pytest.raises(ConfigError, match=rf"^--guidance-scale: expected a finite number, at least 0, not {bad}$"):
+            Settings(guidance_scale=bad).check()
 
 
 def test_an_explicit_gpu_is_never_replaced_by_the_cpu():
@@ -64,7 +65,7 @@ def test_an_explicit_gpu_is_never_replaced_by_the_cpu():
     assert choose_device("cpu") == "cpu"
     assert choose_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():
-        with pytest.raises(HardwareError, match="^--device cuda:1: no usable GPU is visible"):
+        with pytest.raises(HardwareError, match="^--device: cuda:1 requested but no usable GPU is visible"):
             choose_device("cuda:1")
 
 

@@ -42,8 +42,8 @@ class Settings:
                                    ("--batch-size", self.batch_size, 1), ("--seed", self.seed, 0)):
             if value < least:
                 raise ConfigError(f"{flag}: must be at least {least}")
-        if self.guidance_scale < 0:
-            raise ConfigError("--guidance-scale: must be at least 0")
+        if not self.guidance_scale >= 0 or self.guidance_scale == float("inf"):  # NaN fails >=: black images
+            raise ConfigError(f"--guidance-scale: expected a finite number, at least 0, not {self.guidance_scale}")
         return self
 
 
