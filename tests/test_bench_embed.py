@@ -71,6 +71,19 @@ def test_bench_cli_writes_rows_at_two_sizes(tmp_path):
     assert record["complete"] is True and "versions" in record and len(record["rows"]) == 2
 
 
+def test_without_a_work_dir_the_bench_leaves_no_folder_behind(tmp_path, monkeypatch):
+    import tempfile
+
+    from diffscale.bench.__main__ import main
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    assert main(["--out-dir", str(tmp_path / "out"), "embed", "--modalities", "text", "--backends", "serial",
+                 "--cpus", "1", "--sizes", "4"]) == 0
+    assert (tmp_path / "out" / "embed.csv").is_file() and list(scratch.iterdir()) == []
+
+
 @pytest.mark.slow
 def test_a_bench_stopped_midway_leaves_the_runs_it_finished(tmp_path, monkeypatch):
     """A time limit (here: an interrupt as the second run starts) keeps the first run's row, marked incomplete."""

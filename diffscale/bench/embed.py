@@ -177,7 +177,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="fp32", choices=list(vocab.DTYPES), help="storage / GPU compute dtype")
     parser.add_argument("--cpu-dtype", default="fp32", choices=list(vocab.DTYPES))
     parser.add_argument("--text-storage", default="ragged", choices=vocab.TEXT_STORAGE)
-    parser.add_argument("--work-dir", type=Path, help="keep datasets and shards here (default: a temp dir)")
+    parser.add_argument("--work-dir", type=Path, help="keep datasets and shards here (default: a temporary folder, removed at the end)")
 
 
 def _settings(args, modality: str, backend: str) -> dict:
@@ -233,11 +233,18 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> list[dict]:
+    """The runs in --work-dir, or in a temporary folder removed afterwards (it holds every run's shards)."""
+    if args.work_dir:
+        return _run(args, Path(args.work_dir))
+    with tempfile.TemporaryDirectory(prefix="diffscale-bench-embed-") as work:
+        return _run(args, Path(work))
+
+
+def _run(args: argparse.Namespace, work: Path) -> list[dict]:
     from diffscale.embed.scaling import LOAD_STEPS, findings
 
     save = saver(args)
     width, height = (int(v) for v in args.source_size.lower().split("x"))
-    work = Path(args.work_dir or tempfile.mkdtemp(prefix="diffscale-bench-embed-"))
     gpu = any(b == "gpu" for b, _, _ in configurations(args))
     rows: list[dict] = []
     bare: dict[str, float] = {}  # the bare model's rate per modality, measured once

@@ -123,9 +123,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> list[dict]:
+    """The measurements, on synthetic JPEGs in a temporary folder removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="diffscale-bench-gil-") as work:
+        return _run(args, Path(work))
+
+
+def _run(args: argparse.Namespace, work: Path) -> list[dict]:
     from diffscale.bench.embed import synthetic_manifest
 
-    manifest = synthetic_manifest(Path(tempfile.mkdtemp(prefix="diffscale-bench-gil-")), args.images, (640, 480))
+    manifest = synthetic_manifest(work, args.images, (640, 480))
     save = saver(args)
     rows = []
     for modality in args.modalities:
