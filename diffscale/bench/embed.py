@@ -177,7 +177,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="fp32", choices=list(vocab.DTYPES), help="storage / GPU compute dtype")
     parser.add_argument("--cpu-dtype", default="fp32", choices=list(vocab.DTYPES))
     parser.add_argument("--text-storage", default="ragged", choices=vocab.TEXT_STORAGE)
-    parser.add_argument("--work-dir", type=Path, help="keep datasets and shards here (default: a temporary folder, removed at the end)")
+    parser.add_argument("--work-dir", type=Path,
+                        help="keep datasets and shards here (default: a temporary folder, removed at the end)")
 
 
 def _settings(args, modality: str, backend: str) -> dict:

@@ -29,8 +29,8 @@ SETTINGS = ("steps", "warmup_steps", "repeats", "compile_backend", "channels_las
 STAGE_SETTINGS = {"profile": ("profile_steps",)}
 COMMON = ["hw", "gpus", "batch", "global_batch", "precision", "workers", "compile", "steps_per_s", "images_per_s",
           "time_to_first_step_s", "peak_mem_mb", "loss_end", "device", "random_weights", "run"]
-EXTRA = ["cpus", "peak_mem_kind", "compile_backend", "channels_last", "decode_each_step", "window_steps", "block_spread",
-         "warmup_steps",
+EXTRA = ["cpus", "peak_mem_kind", "compile_backend", "channels_last", "decode_each_step", "window_steps",
+         "block_spread", "warmup_steps",
          "overhead_s", "data_wait_s_per_step", "data_wait_frac", "params", "model", "device_detail"]
 # What a window measured (the rest of a row is its settings): a run that did not happen has none.
 MEASURED = ("steps_per_s", "images_per_s", "time_to_first_step_s", "peak_mem_mb", "peak_mem_kind", "loss_end",
@@ -98,8 +98,9 @@ def table_row(rc: dict, result: dict, run_dir: str | Path) -> dict:
     v, d = rc["variant"], rc["ddpm"]
     spec = models.parse_spec("ddpm_unet", rc["model"])
     return {
-        "hw": rc["hw"], "gpus": v["gpus"], "cpus": cpus_used(v["gpus"], result.get("threads")) if result["device"] == "cpu"
-        else None, "batch": v["batch"], "global_batch": v["batch"] * v["gpus"],
+        "hw": rc["hw"], "gpus": v["gpus"],
+        "cpus": cpus_used(v["gpus"], result.get("threads")) if result["device"] == "cpu" else None,
+        "batch": v["batch"], "global_batch": v["batch"] * v["gpus"],
         "precision": v["precision"], "workers": v["workers"], "compile": v["compile"],
         "steps_per_s": result["steps_per_s"], "images_per_s": result["images_per_s"],
         "time_to_first_step_s": result["time_to_first_step_s"], "peak_mem_mb": result["peak_mem_mb"],
