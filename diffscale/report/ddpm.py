@@ -43,7 +43,7 @@ def section(ctx: Context) -> Section:
         if frame is not None and "run" in frame.columns:
             runs += [str(r) for r in frame["run"].dropna()]
             frames.append(frame)
-    gpu_missing(out, pd.concat(frames) if frames else pd.DataFrame(),
+    gpu_missing(ctx, out, pd.concat(frames) if frames else pd.DataFrame(),
                 "what the optimisations give on GPUs (mixed precision on tensor cores, compile, several GPUs)")
     out.add(ctx.trust(runs, ROLES))
     return out

@@ -64,7 +64,7 @@ def section(ctx: Context) -> Section:
         return out
     frame = frame.copy()
     frame["run"] = runs_of(frame, _run)
-    gpu_missing(out, frame, "fine-tuning speed across GPU types (A40, A100) and counts")
+    gpu_missing(ctx, out, frame, "fine-tuning speed across GPU types (A40, A100) and counts")
     frame["job_s"] = [_job_seconds(ctx, r) for _, r in frame.iterrows()]
     frame["cost"] = [ctx.prices.job(str(r["hw"]), r["job_s"], gpus=as_int(r["gpus"]), workers=1)
                      for _, r in frame.iterrows()]

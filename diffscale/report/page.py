@@ -98,15 +98,17 @@ class Context:
             return ""
         return self.figure(study, path.stem, path.read_bytes(), caption, note, single)
 
+    def is_gpu(self, hw: str) -> bool | None:
+        """Whether a hardware key of the config has GPUs; None for a key the config does not know."""
+        entry = self.prices.hardware.get(str(hw))
+        return None if entry is None else entry.get("gpus_per_node", 0) > 0 or entry.get("device") == "cuda"
+
     def devices(self, hw: str, count) -> str:
         """'2 GPUs', '1 GPU', or '2 processes' where the hardware key has no GPUs (the demo's
         multi-process runs on a CPU); '2 devices' for a key this config does not know."""
         n = as_int(count, 1)
-        entry = self.prices.hardware.get(hw)
-        if entry is None:
-            word = "device"
-        else:
-            word = "GPU" if entry.get("gpus_per_node", 0) > 0 or entry.get("device") == "cuda" else "process"
+        gpu = self.is_gpu(hw)
+        word = "device" if gpu is None else "GPU" if gpu else "process"
         plural = "es" if word == "process" else "s"
         return f"{n} {word}{plural if n != 1 else ''}"
 
@@ -276,11 +278,14 @@ EFFICIENCY_HELP = ("speedup ÷ how many times the 1-device run's compute the run
                    "(processes × threads), so processes that share one process's CPUs add none")
 
 
-def gpu_missing(section: Section, frame: pd.DataFrame, what: str) -> None:
-    """A notice where no row of `frame` ran on a GPU (its `device` column says cpu): `what`, the
-    study's GPU side, is not measured in these results, rather than silently absent."""
-    devices = frame["device"].astype(str).str.lower() if "device" in frame.columns else pd.Series(dtype=str)
-    if devices.empty or devices.eq("cpu").all():
+def gpu_missing(ctx: Context, section: Section, frame: pd.DataFrame, what: str) -> None:
+    """A notice where no row of `frame` ran on a GPU hardware key (Context.is_gpu; an embedding
+    row on its gpu backend): `what`, the study's GPU side, is not measured in these results,
+    rather than silently absent."""
+    on_gpu = [ctx.is_gpu(hw) is not False for hw in frame["hw"]] if "hw" in frame.columns else []
+    if "backend" in frame.columns:
+        on_gpu = [g and b == "gpu" for g, b in zip(on_gpu, frame["backend"])]
+    if not any(on_gpu):
         section.notice(f"No GPU run in these results: {what} is not measured here (run config/full.yaml on a "
                        "cluster, or name a GPU hardware key in your config).")
 

@@ -97,7 +97,7 @@ def embed_section(ctx: Context) -> Section:
                       + (" (oversubscribed: fewer CPUs than named)" if over else "")
                       for b, p, over in zip(frame["backend"], frame["policy"], _oversubscribed(frame))]
     frame["cost_per_1k"] = [_cost_per_1k(ctx, row) for _, row in frame.iterrows()]
-    gpu_missing(section, frame, "whether CPUs can replace GPUs for this preprocessing, and at what cost,")
+    gpu_missing(ctx, section, frame, "whether CPUs can replace GPUs for this preprocessing, and at what cost,")
     for modality in [m for m in MODALITY if m in set(frame["modality"])] + sorted(set(frame["modality"]) - set(MODALITY)):
         mine = frame[frame["modality"] == modality]
         title, item = MODALITY.get(modality, (modality, "items"))
@@ -435,7 +435,7 @@ def train_section(ctx: Context) -> Section:
         return section
     frame = frame.copy()
     frame["run"] = runs_of(frame, _train_run)
-    gpu_missing(section, frame, "U-Net training on GPUs (speed, mixed precision on tensor cores, several GPUs)")
+    gpu_missing(ctx, section, frame, "U-Net training on GPUs (speed, mixed precision on tensor cores, several GPUs)")
     frame["job_s"] = [_train_job_seconds(ctx, r) for _, r in frame.iterrows()]
     frame["cost_per_1k_steps"] = [
         _per_1k(ctx.prices.job(str(r["hw"]), r["job_s"], gpus=as_int(r["gpus"]), workers=as_int(r["gpus"], 1)),

@@ -768,8 +768,12 @@ def test_a_study_without_a_gpu_run_says_its_gpu_side_is_not_measured(results, bu
     page = build(results)
     assert not [n for notes in page.notices.values() for n in notes if n.startswith("No GPU run")]
     path = results / "bench" / "flux_train.csv"
-    pd.read_csv(path).assign(device="cpu").to_csv(path, index=False)
-    notes = build(results).notices["flux"]
+    pd.read_csv(path).assign(hw="cpu").to_csv(path, index=False)  # the fixture's CPU hardware key
+    path = results / "bench" / "train_unet.csv"  # its device column names the CPU model, not "cpu"
+    pd.read_csv(path).assign(hw="cpu", device="AMD EPYC").to_csv(path, index=False)
+    page = build(results)
+    assert [n for n in page.notices["train"] if n.startswith("No GPU run")]
+    notes = page.notices["flux"]
     assert ("No GPU run in these results: fine-tuning speed across GPU types (A40, A100) and counts is not measured "
             "here (run config/full.yaml on a cluster, or name a GPU hardware key in your config).") in notes
 
