@@ -160,8 +160,10 @@ def _quality(ctx: Context, out: Section, random: bool) -> str:
         parts.append('<div class="figs">' + "".join(figs) + "</div>")
         last = frame[frame["checkpoint_step"] == frame["checkpoint_step"].max()]  # every run that got there
         psnr, ssim = last["psnr"].astype(float), last["ssim"].astype(float)
-        spread = "" if len(last) == 1 else (f" (median of {len(last)} runs; PSNR {fmt.span(psnr.min(), psnr.max())}, "
-                                             f"SSIM {fmt.span(ssim.min(), ssim.max())})")
+        ranges = f"PSNR {fmt.span(psnr.min(), psnr.max())}, SSIM {fmt.span(ssim.min(), ssim.max())}"
+        same = ranges == f"PSNR {fmt.sig(psnr.median())}, SSIM {fmt.sig(ssim.median())}"
+        spread = "" if len(last) == 1 else f" ({len(last)} runs, all the same)" if same else \
+            f" (median of {len(last)} runs; {ranges})"
         out.findings.append(Finding(f"FLUX LoRA quality at step {as_int(last['checkpoint_step'].iloc[0])}: PSNR "
                                     f"{fmt.sig(psnr.median())} dB, SSIM {fmt.sig(ssim.median())}{spread}"
                                     + (" (random weights: timing only)." if random else "."), out.id,

@@ -414,6 +414,10 @@ def test_fusing_and_quality_findings_compare_like_with_like(results, build):
             "(median of 4 matched settings, 1.2×–1.9×).") in texts
     assert ("FLUX LoRA quality at step 1000: PSNR 21.0 dB, SSIM 0.350 (median of 2 runs; PSNR 20.0–22.0, "
             "SSIM 0.300–0.400) (random weights: timing only).") in texts
+    pd.concat([frame, frame.assign(gpus=2, run="flux/train/a100/g2-s1000")]).to_csv(path, index=False)
+    texts = [f["text"].split(" details")[0] for f in build(results).findings]
+    assert ("FLUX LoRA quality at step 1000: PSNR 22.0 dB, SSIM 0.400 (2 runs, all the same) (random weights: "
+            "timing only).") in texts
 
 
 def test_the_workers_finding_weighs_throughput_per_hardware(results, build):
