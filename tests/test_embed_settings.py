@@ -30,8 +30,8 @@ def test_demo_matrix_has_14_runs_per_modality(demo):
 def test_each_run_depends_only_on_its_slice(demo, full):
     images = settings_for(demo, "images", "multiprocessing")
     text = settings_for(demo, "text", "multiprocessing")
-    assert images["image_size"] == 64 and images["batch_size"] == 4 and images["model"] == {"random": "tiny"}
-    assert "image_size" not in text and text["batch_size"] == 16
+    assert images["image_size"] == 64 and images["batch_size"] == 2 and images["model"] == {"random": "tiny"}
+    assert "image_size" not in text and text["batch_size"] == 15
     assert "dask" not in images and settings_for(demo, "images", "dask")["dask"]["cluster"] == "local"
     gpu = settings_for(full, "images", "gpu")
     assert gpu["hw"] == "a100" and gpu["hardware"]["device"] == "cuda" and gpu["dtype"] == "bf16"

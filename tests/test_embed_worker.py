@@ -68,9 +68,10 @@ def test_worker_streams_one_shard_at_a_time(fixture, tmp_path, monkeypatch):
     task = _task(fixture, tmp_path, "images", worker=0, workers=1)
     result = run_worker(task)
     expected = []
+    batch = task.settings["batch_size"]
     for shard in task.shards:
-        readable = [sum(i.image_id != fixture.corrupt_id for i in shard.items[k:k + 4])
-                    for k in range(0, len(shard.items), 4)]
+        readable = [sum(i.image_id != fixture.corrupt_id for i in shard.items[k:k + batch])
+                    for k in range(0, len(shard.items), batch)]
         expected += [("compute", n) for n in readable] + [("write", sum(readable))]
     assert len(task.shards) >= 2 and events == expected
     assert max(n for kind, n in events if kind == "write") <= task.settings["shard_size"]
