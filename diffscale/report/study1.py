@@ -264,10 +264,17 @@ def _embed_findings(mine: pd.DataFrame, title: str, item: str, anchor: str) -> l
         found.append(Finding(
             f"{title}: cost per 1,000 {item}: " + ", ".join(
                 f"{kind} {fmt.money(row['cost_per_1k'])} ({row['label']}, {_workers(row)}, {row['hw']}"
-                f"{tied(rows, 'cost_per_1k', row, label)})"
+                f"{_startup_share(row)}{tied(rows, 'cost_per_1k', row, label)})"
                 for (kind, row), rows in zip(costs, [cpu if kind == "CPU" else gpu for kind, _ in costs]))
             + ".", anchor, [row["run"] for _, row in costs]))
     return found
+
+
+def _startup_share(row) -> str:
+    """'; start-up 97 % of its wall time' for a cost that bills the whole job: on a small run
+    start-up is most of it, and the cost per item falls as a run embeds more."""
+    startup, wall = fmt.number(row.get("startup_s")), fmt.number(row.get("wall_s"))
+    return f"; start-up {fmt.percent(startup / wall)} of its wall time" if startup and wall else ""
 
 
 def _storage_row(mine: pd.DataFrame):
