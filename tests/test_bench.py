@@ -112,3 +112,13 @@ def test_every_stage_documents_batch_resolution_and_repeats_with_their_defaults(
         for action in parser._actions:
             if action.dest in ("batch", "resolution", "repeats"):
                 assert f"default {action.default}" in (action.help or ""), (name, action.dest, action.help)
+
+
+def test_a_checked_list_flag_reaches_the_stage_without_its_spaces():
+    import argparse
+
+    from diffscale.bench.flux import check_arguments
+
+    args = argparse.Namespace(sdpa="flash, math", checkpointing=" on,off")
+    check_arguments(args)
+    assert (args.sdpa, args.checkpointing) == ("flash,math", "on,off")

@@ -215,6 +215,7 @@ def check_arguments(args: argparse.Namespace) -> None:
         if not all(items) or any(item not in allowed for item in items):
             raise ConfigError(f"bench flux: {flag}: expected a comma-separated list of {', '.join(allowed)}, "
                               f"not {value!r}")
+        setattr(args, flag[2:], ",".join(items))  # the stage splits it on commas alone
 
 
 def run(args: argparse.Namespace) -> list[dict]:

@@ -198,12 +198,14 @@ def _batch(ctx: Context, out: Section):
     png = plots.lines(series, "DDPM throughput: batch size × GPUs", "GPUs", "images/s", marker="o")
     best = frame["images_per_s"].idxmax()
     row = frame.loc[best]
+    several_devices = as_int(row["gpus"]) > 1  # a 1-device run's 1.0x compares nothing
+    noise = unresolved(row["speedup"], row["hw"], repeats(ctx)) if several_devices else ""
     out.findings.append(Finding(f"DDPM: most images/s ({fmt.sig(row['images_per_s'])}) with "
                                 f"{ctx.devices(row['hw'], row['gpus'])}{on_cpus(row)} × batch {as_int(row['batch'])} "
                                 f"per device ({fmt.ratio(row['speedup'])} {ctx.devices(row['hw'], 1)}, "
-                                f"{fmt.percent(row['efficiency'])} efficiency {per_unit(row)})"
-                                f"{superlinear_note(row['speedup'], row['gpus'])}"
-                                f"{unresolved(row['speedup'], row['hw'], repeats(ctx))}.", out.id, _runs(frame, best)))
+                                f"{fmt.percent(row['efficiency'])} efficiency {per_unit(ctx, row)})"
+                                f"{superlinear_note(row['speedup'], row['gpus'])}{noise}.", out.id,
+                                _runs(frame, best)))
     return ("<h3>Batch size × GPUs</h3>"
             + pair(short(frame, cols, "ddpm-batch") + _noisy(frame)
                    + superlinear(frame, "gpus", ["hw", "batch"], frame["batch"], "images per device per step"),
@@ -267,7 +269,7 @@ def _workers_finding(frame: pd.DataFrame, where: str, found: dict[str, Repeat]) 
     """On one hardware: the fastest worker count against the fewest (the first row), by images/s,
     and what each waits for data; or that more workers did not help."""
     first, best = frame.iloc[0], frame.loc[frame["images_per_s"].astype(float).idxmax()]
-    ratio = float(best["images_per_s"]) / float(first["images_per_s"])
+    ratio = float(best["images_per_s"]) / float(first["images_per_s"]) if float(first["images_per_s"]) else None
     wait = lambda row: f"{fmt.percent(row['data_wait_frac'])} of each step"  # noqa: E731
     if as_int(best["workers"]) == as_int(first["workers"]):
         return (f"DDPM{where}: more loader workers did not speed training up: {as_int(first['workers'])} workers were "
@@ -309,6 +311,7 @@ def _compile(ctx: Context, out: Section):
         if compiled.empty:
             continue
         eager = on_hw[on_hw["compile"].astype(str) == "off"]["steps_per_s"].map(fmt.number).dropna()
+        eager = eager[eager > 0]
         verdicts = "; ".join(_compile_verdict(row) + (unresolved(float(row["steps_per_s"]) / eager.iloc[0], hw,
                                                                  repeats(ctx)) if not eager.empty else "")
                              for _, row in compiled.iterrows())

@@ -103,7 +103,7 @@ def _train_findings(ctx: Context, frame: pd.DataFrame, anchor: str) -> list[Find
         if as_int(top["gpus"]) > 1:
             found.append(Finding(f"FLUX LoRA on {hw}: {ctx.devices(hw, top['gpus'])}{on_cpus(top)} "
                                  f"{fmt.ratio(top['speedup'])} one ({fmt.percent(top['efficiency'])} efficiency "
-                                 f"{per_unit(top)}, {as_int(top['steps'])} steps)"
+                                 f"{per_unit(ctx, top)}, {as_int(top['steps'])} steps)"
                                  f"{superlinear_note(top['speedup'], top['gpus'])}.",
                                  anchor, [top["run"]]))
     if picked := cheapest(frame, "cost"):

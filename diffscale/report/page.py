@@ -307,9 +307,12 @@ def on_cpus(row) -> str:
     return f" ({fmt.integer(n)} CPUs)" if n else ""
 
 
-def per_unit(row) -> str:
-    """'per CPU' or 'per GPU': what a row's efficiency divides by."""
-    return "per CPU" if fmt.number(row.get("cpus")) else "per GPU"
+def per_unit(ctx: Context, row) -> str:
+    """'per CPU', 'per GPU', or 'per process' for a CPU run from before the tables recorded its
+    CPUs (its efficiency then divides by processes): what a row's efficiency divides by."""
+    if fmt.number(row.get("cpus")):
+        return "per CPU"
+    return "per process" if ctx.is_gpu(row["hw"]) is False else "per GPU"
 
 
 TIE = 0.05  # values closer than this are a tie: one run each cannot rank them (the demo's repeats differ by more)

@@ -489,7 +489,7 @@ def _train_findings(ctx: Context, frame: pd.DataFrame, anchor: str) -> list[Find
         found.append(Finding(
             f"U-Net training on {hw}: " + "; ".join(
                 f"{top['precision']} on {ctx.devices(hw, top['gpus'])}{on_cpus(top)} {fmt.ratio(top['speedup'])} one "
-                f"({fmt.percent(top['efficiency'])} efficiency {per_unit(top)})"
+                f"({fmt.percent(top['efficiency'])} efficiency {per_unit(ctx, top)})"
                 f"{superlinear_note(top['speedup'], top['gpus'])}"
                 for top in tops) + ".", anchor, [top["run"] for top in tops]))
     one = frame[frame["gpus"] == 1]
