@@ -42,12 +42,27 @@ def share(path: str | os.PathLike) -> None:
             entry.chmod(wanted)
 
 
+def temporary(target: Path) -> Path:
+    """The temporary name `target` is written under: hidden, beside it, this process's."""
+    return target.with_name(f".{target.name}.{os.getpid()}.tmp")
+
+
+def target_of(path: str) -> str:
+    """The path a temporary name of `temporary` stands for (an error message names that, the path
+    the user gave); any other path unchanged."""
+    parent, slash, name = path.rpartition("/")
+    parts = name.split(".")
+    if len(parts) >= 4 and parts[0] == "" and parts[-1] == "tmp" and parts[-2].isdigit():
+        return f"{parent}{slash}{'.'.join(parts[1:-2])}"
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success rename it onto `path`, else delete it."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp = temporary(target)
     try:
         yield tmp
         share(tmp)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import signal
 import sys
 import threading
@@ -19,7 +20,7 @@ def run_cli(main: Callable[[], int | None]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except OSError as exc:
-        if exc.filename is None:  # not about a path the user gave: a bug, with its traceback
+        if exc.filename is None or exc.errno not in UNWRITABLE:  # not a path the user gave: a bug, shown whole
             raise
         print(f"error: {os_error_path(exc)}: {exc.strerror or exc}", file=sys.stderr)
         return 2
@@ -28,14 +29,17 @@ def run_cli(main: Callable[[], int | None]) -> int:
         return 130
 
 
+# What an output path the user gave can be wrong with: a file where a folder is wanted or the
+# reverse, no permission, a read-only or full file system. Other OS errors keep their traceback.
+UNWRITABLE = {errno.EEXIST, errno.EISDIR, errno.ENOTDIR, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC}
+
+
 def os_error_path(exc: OSError) -> str:
     """The path a file-system error is about, as the user named it: the target of a rename (an
     atomic writer's `os.replace(tmp, target)`), not the temporary file beside it."""
-    name = str(exc.filename2 if exc.filename2 is not None else exc.filename)
-    parent, _, base = name.rpartition("/")
-    if base.startswith(".") and base.endswith(".tmp") and base.count(".") >= 3:  # .<name>.<pid>.tmp
-        return f"{parent}/{base[1:].rsplit('.', 2)[0]}" if parent else base[1:].rsplit(".", 2)[0]
-    return name
+    from diffscale.atomic import target_of
+
+    return target_of(str(exc.filename2 if exc.filename2 is not None else exc.filename))
 
 
 def _exit_on_sigterm(signum, frame) -> None:

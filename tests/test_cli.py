@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 
 def run(repo_root, *args):
     return subprocess.run([sys.executable, *args], cwd=repo_root, capture_output=True, text=True, timeout=120)
@@ -110,7 +112,17 @@ def test_a_file_system_error_names_the_target_not_the_temporary_file():
     error = IsADirectoryError(21, "Is a directory", "/r/.table.csv.123.tmp", None, "/r/table.csv")
     assert os_error_path(error) == "/r/table.csv"
     assert os_error_path(OSError(30, "Read-only file system", "/ro/.out.77.tmp")) == "/ro/out"
-    assert os_error_path(OSError(2, "No such file or directory", "/x/y.json")) == "/x/y.json"
+    assert os_error_path(OSError(13, "Permission denied", "/x/.hidden.json")) == "/x/.hidden.json"
+
+
+def test_an_os_error_that_is_not_about_an_unwritable_path_keeps_its_traceback():
+    from diffscale.cli import run_cli
+
+    def bug():
+        raise FileNotFoundError(2, "No such file or directory", "/internal/intermediate.bin")
+
+    with pytest.raises(FileNotFoundError):
+        run_cli(bug)
 
 
 def test_a_device_that_is_no_device_is_one_line_naming_the_flag(repo_root, tmp_path):
