@@ -24,6 +24,7 @@ import re
 from diffscale.errors import ConfigError
 
 MODALITIES = ("images", "text")
+ITEMS = {"images": "images", "text": "captions"}  # what one item of each modality is called
 BACKENDS = ("serial", "multiprocessing", "joblib", "dask", "gpu")
 CPU_BACKENDS = tuple(b for b in BACKENDS if b != "gpu")
 POLICIES = ("pinned", "naive", "intraop")  # intraop: 1 process x N threads (diffscale.embed.threads)

@@ -52,7 +52,7 @@ def main() -> int:
     with attempts.recorded(attempts.folder(args.out_dir), key) as this:
         timing = run_embedding(args.modality, args.manifest, args.out_dir, args.backend, args.policy, args.workers,
                                settings, skip_list=args.skipped, cpus=args.cpus, earlier_tries=this.earlier)
-    prepare, noun = ("decode_s", "images") if args.modality == "images" else ("tokenize_s", "captions")
+    prepare, noun = "decode_s" if args.modality == "images" else "tokenize_s", vocab.ITEMS[args.modality]
     if timing.get("unreadable"):  # not a stop: the rest is embedded, but the user must hear of it
         print(f"warning: {args.manifest}: {timing['unreadable']} of {timing['items'] + timing['unreadable']} {noun} "
               f"could not be read and are left out (index.json's meta.skipped names them and why)", file=sys.stderr)

@@ -238,3 +238,11 @@ def test_short_steady_windows_and_compute_times_carry_no_claim():
     base["compute_s"] = two["compute_s"] = 0.5  # long windows, but the model's part of them is too short to compare
     found = findings(scaling_rows([base, two]))[0]
     assert found.startswith("images: multiprocessing pinned on 2 CPUs: steady speedup") and "compute costs" not in found
+
+
+def test_a_table_without_the_window_columns_is_not_called_short():
+    from diffscale.embed.scaling import long_enough
+
+    old = {"wall_s": 30.0}  # a CSV from before steady_from_s and compute_s
+    assert long_enough(old, old, "steady") and long_enough(old, old, "compute")
+    assert not long_enough({"wall_s": 3.0, "steady_from_s": 2.5}, old, "steady")

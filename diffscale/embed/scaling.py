@@ -66,13 +66,14 @@ SHORTEST_S = 1.0
 
 def long_enough(row, base, what: str) -> bool:
     """Whether a comparison of `row` with `base` has SHORTEST_S of `what` in both: "steady" (the
-    steady windows) or "compute" (a worker's compute time). Rows are dicts or table rows."""
+    steady windows) or "compute" (a worker's compute time). Rows are dicts or table rows; a table
+    from before these columns is not called short (nothing says it was)."""
     def seconds(r) -> float:
         try:
             return float(r["wall_s"]) - float(r["steady_from_s"]) if what == "steady" else float(r["compute_s"])
         except (KeyError, TypeError, ValueError):
             return math.nan
-    return all(seconds(r) >= SHORTEST_S for r in (row, base))  # NaN compares False
+    return not any(seconds(r) < SHORTEST_S for r in (row, base))  # NaN (unknown) compares False
 
 
 def shard_bound(t: dict) -> float:
@@ -81,6 +82,16 @@ def shard_bound(t: dict) -> float:
     per-worker record."""
     items = [w.get("items", 0) for w in t.get("per_worker", [])]
     return t["items"] / max(items) if items and max(items) else math.nan
+
+
+def shard_cap(row) -> float | None:
+    """The speedup a run's uneven split capped it at (shard_bound), where that is below its process
+    count; None for an even split or a row without the column. Rows are dicts or table rows."""
+    try:
+        bound, processes = float(row["shard_bound"]), float(row["processes"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return bound if bound < 0.95 * processes else None  # NaN compares False
 
 
 def _load_timing(path: Path) -> dict:
@@ -213,8 +224,8 @@ def findings(rows: list[dict]) -> list[str]:
             out.append(f"{modality}: {backend} {policy} on {top['cpus']} CPUs: steady windows under {SHORTEST_S:g} s; "
                        "too short to measure steady scaling (use more images)")
             continue
-        bound = top.get("shard_bound", math.nan)
-        uneven = f" (its shards allow at most {bound:.2f}x)" if bound < 0.95 * top["processes"] else ""
+        cap = shard_cap(top)
+        uneven = f" (its shards allow at most {cap:.2f}x)" if cap else ""
         out.append(f"{modality}: {backend} {policy} on {top['cpus']} CPUs{smt_note(top)}: steady speedup "
                    f"{top['steady_speedup']:.2f}x{uneven}, efficiency {top['steady_efficiency']:.0%} against 1 CPU"
                    + _where_it_went(top, base))

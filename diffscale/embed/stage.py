@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from diffscale import atomic, hardware, provenance
+from diffscale import atomic, hardware, provenance, vocab
 from diffscale import resources as hwres
 from diffscale.embed import plan as planning
 from diffscale.embed import sizes
@@ -218,8 +218,8 @@ def summarise(planned: RunPlan, executed: Executed, earlier_tries: list[dict] = 
     tensors = next((r["tensors"] for r in results if r["tensors"]), None)
     if tensors is None:
         clear_run_dir(planned.out_dir)
-        noun = "images" if modality == "images" else "captions"
-        raise DataError(f"{planned.manifest}: none of the {len(planned.inputs.items)} {noun} could be read")
+        raise DataError(f"{planned.manifest}: none of the {len(planned.inputs.items)} {vocab.ITEMS[modality]} "
+                        "could be read")
     timing = _timing(planned, executed, shards)
     timing.update(run_dir=str(planned.out_dir), random_weights=spec.random is not None,
                   # a retried job's failed tries: the seconds each held its hardware (diffscale.attempts)

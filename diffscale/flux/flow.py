@@ -148,7 +148,8 @@ def lora_train_flops_per_sample(transformer, params, latents, t5, pooled, dtype)
         counted = train_step_flops(flow_loss, params, transformer, latents, noise, sigmas, t5, pooled, dtype)
         if counted is None or not transformer.is_gradient_checkpointing:
             return counted
-        return counted - checkpointed_forward_flops(transformer, latents, t5, pooled, dtype)
+        recomputed = checkpointed_forward_flops(transformer, latents, t5, pooled, dtype)
+        return counted - recomputed if recomputed else None  # no block found by name: no MFU, not a wrong one
 
 
 def checkpointed_forward_flops(transformer, latents, t5, pooled, dtype) -> int:

@@ -322,7 +322,7 @@ def tied(frame: pd.DataFrame, column: str, row, label) -> str:
     """'; A and B within 5 % of it: a tie' for the other rows whose `column` lies within TIE of
     `row`'s (`label(other_row)` names them), else ''."""
     value = fmt.number(row[column])
-    if not value:
+    if value is None:
         return ""
     close = [label(other) for index, other in frame.iterrows()
              if index != row.name and fmt.number(other[column]) is not None

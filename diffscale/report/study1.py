@@ -10,13 +10,13 @@ import math
 import pandas as pd
 
 from diffscale import resources, vocab
-from diffscale.embed.scaling import SHORTEST_S, long_enough, smt_note
+from diffscale.embed.scaling import SHORTEST_S, long_enough, shard_cap, smt_note
 from diffscale.report import fmt, plots
 from diffscale.report.page import (TITLES, Context, Finding, Section, as_int, cheapest, efficiency_cols, gpu_missing,
                                    gpus_col, on_cpus, per_unit, runs_of, superlinear, superlinear_note, tied)
 from diffscale.report.tables import Col, TableProblem, full, short
 
-MODALITY = {"images": ("VAE latents", "images"), "text": ("Text embeddings", "captions")}
+MODALITY = {"images": ("VAE latents", vocab.ITEMS["images"]), "text": ("Text embeddings", vocab.ITEMS["text"])}
 
 # ---- COCO filter -------------------------------------------------------------------------------
 COCO_COLS = [Col("category", "step", fmt.text), Col("count", "images", fmt.integer),
@@ -97,7 +97,8 @@ def embed_section(ctx: Context) -> Section:
                       + (" (oversubscribed: fewer CPUs than named)" if over else "")
                       for b, p, over in zip(frame["backend"], frame["policy"], _oversubscribed(frame))]
     frame["cost_per_1k"] = [_cost_per_1k(ctx, row) for _, row in frame.iterrows()]
-    gpu_missing(ctx, section, frame, "whether CPUs can replace GPUs for this preprocessing, and at what cost,")
+    gpu_missing(ctx, section, frame,
+                "whether CPUs can replace GPUs for this preprocessing, and at what cost,")
     for modality in [m for m in MODALITY if m in set(frame["modality"])] + sorted(set(frame["modality"]) - set(MODALITY)):
         mine = frame[frame["modality"] == modality]
         title, item = MODALITY.get(modality, (modality, "items"))
@@ -173,10 +174,8 @@ def _baseline(cpu: pd.DataFrame):
 def _shard_note(row) -> str:
     """' (its shards allow at most 1.5×)' where the split of items over the workers capped the
     speedup below the process count (scaling.shard_bound), else ''."""
-    bound, processes = fmt.number(row.get("shard_bound")), fmt.number(row.get("processes"))
-    if bound is None or processes is None or bound >= 0.95 * processes:
-        return ""
-    return f" (its shards allow at most {fmt.ratio(bound)}: uneven shares)"
+    cap = shard_cap(row)
+    return f" (its shards allow at most {fmt.ratio(cap)}: uneven shares)" if cap else ""
 
 
 def _best(rows: pd.DataFrame, column: str = "items_per_s"):

@@ -136,6 +136,19 @@ def test_lora_training_flops_are_a_counted_forward_and_backward_and_leave_the_st
     assert flow.lora_train_flops_per_sample(transformer, params, latents, t5, pooled, torch.float32) == counted
 
 
+def test_checkpointed_flops_without_the_blocks_found_by_name_are_no_count(trained, prepared, monkeypatch):
+    """A renamed diffusers class must not leave the recomputation in: no MFU rather than a wrong one."""
+    from diffscale.flux import lora as lora_io
+
+    cfg = trained[0]
+    transformer = models.build("flux_transformer", cfg["models"]["flux_transformer"])
+    params = lora_io.add_lora(transformer, cfg["flux"], 0)
+    transformer.enable_gradient_checkpointing()
+    latents, t5, pooled = loop.batch_tensors(load_cache(prepared[1]), [0], "cpu")
+    monkeypatch.setattr(flow, "checkpointed_forward_flops", lambda *args: 0)
+    assert flow.lora_train_flops_per_sample(transformer, params, latents, t5, pooled, torch.float32) is None
+
+
 def test_flops_per_sample_weigh_the_buckets_as_training_draws_them(prepared, monkeypatch):
     cache = load_cache(prepared[1])
     monkeypatch.setattr(loop.Cache, "buckets", property(lambda self: {(64, 64): [0, 1, 2], (48, 80): [3]}))

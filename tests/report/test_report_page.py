@@ -755,6 +755,8 @@ def test_a_cheapest_run_names_the_runs_within_five_percent_of_it_as_a_tie():
     assert tied(frame, "cost", frame.loc[0], label) == "; b within 5 % of it: a tie"
     assert tied(frame, "cost", frame.loc[2], label) == ""  # 1.04 is 13 % below
     assert tied(frame.assign(cost=[1.0, 1.0, 1.049, None]), "cost", frame.loc[0], label) == "; b and c within 5 % of it: a tie"
+    free = frame.assign(cost=[0.0, 0.0, 1.0, None])  # hardware priced at $0
+    assert tied(free, "cost", free.loc[0], label) == "; b within 5 % of it: a tie"
 
 
 def test_the_disk_projection_meets_the_original_37_gb_only_with_real_model_widths(results, build):

@@ -179,10 +179,13 @@ import os, sys, time
 from pathlib import Path
 
 def entry(ctx, out):
-    Path(out, f"started-{ctx.rank}").write_text(str(os.getpid()))
-    for _ in range(600):
-        time.sleep(0.1)
-    Path(out, f"done-{ctx.rank}").write_text("")
+    from diffscale import atomic
+
+    with atomic.atomic_path(Path(out, f"done-{ctx.rank}")) as tmp:  # an output being written when stopped
+        tmp.write_text("partial")
+        Path(out, f"started-{ctx.rank}").write_text(str(os.getpid()))
+        for _ in range(600):
+            time.sleep(0.1)
 
 if __name__ == "__main__":
     from diffscale.cli import run_cli
@@ -193,7 +196,8 @@ if __name__ == "__main__":
 
 def test_a_stopped_launcher_stops_its_spawned_ranks_at_once(tmp_path):
     """SIGTERM to the process that spawned the ranks (not to its group): before, the non-daemon
-    ranks trained on to the end and wrote their outputs while the interpreter waited for them."""
+    ranks trained on to the end and wrote their outputs while the interpreter waited for them.
+    Each rank is stopped inside an atomic writer, which must remove its temporary file."""
     import os
     import signal
     import subprocess
@@ -215,4 +219,5 @@ def test_a_stopped_launcher_stops_its_spawned_ranks_at_once(tmp_path):
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
-    assert not list(tmp_path.glob("done-*"))
+    # no output, and no temporary file: the ranks left through SystemExit, past the atomic writer
+    assert not list(tmp_path.glob("done-*")) and not list(tmp_path.glob(".done-*"))

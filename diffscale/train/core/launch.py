@@ -194,17 +194,26 @@ def stop(processes, grace_s: float = STOP_GRACE_S) -> None:
     """SIGTERM to each live process, then SIGKILL to any still there after `grace_s` (one blocked
     in a collective never runs its handler): a stopped job's ranks must not train on and write
     their outputs after it, as non-daemon children otherwise would while the interpreter waits."""
+    import signal
+    import threading
     import time
 
-    for process in processes:
-        if process.is_alive():
-            process.terminate()
-    deadline = time.monotonic() + grace_s
-    for process in processes:
-        process.join(max(0.0, deadline - time.monotonic()))
-        if process.is_alive():
-            process.kill()
-            process.join()
+    held = {}
+    if threading.current_thread() is threading.main_thread():  # a second Ctrl-C must not cut this short
+        held = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+        deadline = time.monotonic() + grace_s
+        for process in processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                process.kill()
+                process.join()
+    finally:
+        for sig, handler in held.items():
+            signal.signal(sig, handler)
 
 
 def _spawned(rank: int, world: int, device: str, entry, args: tuple, errors) -> None:
