@@ -5,6 +5,7 @@ against these tuples by tests/test_vocab.py; argparse `choices`, the settings ch
 workflow's wildcard constraints (rules/common.smk) are derived from them.
 
   BACKENDS, POLICIES, MODALITIES   the embedding stage's parallel backends, thread policies, inputs
+  ITEMS                            what one item of each modality is called (images, captions)
   TEXT_STORAGE                     how text embeddings are stored (ragged, full)
   PRECISIONS                       training precisions (fp32, bf16, fp16)
   DTYPES                           storage/compute dtypes of embeddings, with their torch names
