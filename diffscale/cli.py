@@ -13,7 +13,7 @@ from diffscale.errors import UserError
 
 def run_cli(main: Callable[[], int | None]) -> int:
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        signal.signal(signal.SIGTERM, exit_on_sigterm)
     try:
         return int(main() or 0)
     except UserError as exc:
@@ -42,7 +42,7 @@ def os_error_path(exc: OSError) -> str:
     return target_of(str(exc.filename2 if exc.filename2 is not None else exc.filename))
 
 
-def _exit_on_sigterm(signum, frame) -> None:
+def exit_on_sigterm(signum, frame) -> None:
     """SIGTERM (what SLURM and Snakemake send to stop a job) leaves the way Ctrl-C does: through
     the atomic writers' clean-up, so no temporary or partial output is left; exit 143."""
     raise SystemExit(128 + signum)

@@ -35,10 +35,11 @@ def section(ctx: Context) -> Section:
         out.notice(f"Study 3 has not run (none of {', '.join(TABLES)} found).")
         return out
     runs: list[str] = []
-    out.add(_repeat_note(repeats(ctx)))
+    noise = repeats(ctx)  # read once: the sweeps' findings each weigh their ratio against it
+    out.add(_repeat_note(noise))
     frames = []
     for part in (_profile, _batch, _amp, _workers, _compile, _peer):
-        html_part, frame = part(ctx, out)
+        html_part, frame = part(ctx, out, noise)
         out.add(html_part)
         if frame is not None and "run" in frame.columns:
             runs += [str(r) for r in frame["run"].dropna()]
@@ -153,7 +154,7 @@ def _loss_col(ctx: Context, frame: pd.DataFrame) -> Col:
     return Col("loss_end", "final loss" + (" (random weights: timing only)" if random else ""), lambda v: fmt.sig(v, 4))
 
 
-def _profile(ctx: Context, out: Section):
+def _profile(ctx: Context, out: Section, noise: dict[str, Repeat]):
     frame = part_table(ctx, out, "ddpm_profile.csv", PROFILE_REQUIRED, "Profile")
     if frame is None:
         return "", None
@@ -180,7 +181,7 @@ def _profile(ctx: Context, out: Section):
     return "".join(parts), frame
 
 
-def _batch(ctx: Context, out: Section):
+def _batch(ctx: Context, out: Section, noise: dict[str, Repeat]):
     frame = part_table(ctx, out, "ddpm_batch.csv", COMMON + ["speedup", "efficiency"], "Batch size × GPUs")
     if frame is None:
         return "", None
@@ -199,12 +200,12 @@ def _batch(ctx: Context, out: Section):
     best = frame["images_per_s"].idxmax()
     row = frame.loc[best]
     several_devices = as_int(row["gpus"]) > 1  # a 1-device run's 1.0x compares nothing
-    noise = unresolved(row["speedup"], row["hw"], repeats(ctx)) if several_devices else ""
+    note = unresolved(row["speedup"], row["hw"], noise) if several_devices else ""
     out.findings.append(Finding(f"DDPM: most images/s ({fmt.sig(row['images_per_s'])}) with "
                                 f"{ctx.devices(row['hw'], row['gpus'])}{on_cpus(row)} × batch {as_int(row['batch'])} "
                                 f"per device ({fmt.ratio(row['speedup'])} {ctx.devices(row['hw'], 1)}, "
                                 f"{fmt.percent(row['efficiency'])} efficiency {per_unit(ctx, row)})"
-                                f"{superlinear_note(row['speedup'], row['gpus'])}{noise}.", out.id,
+                                f"{superlinear_note(row['speedup'], row['gpus'])}{note}.", out.id,
                                 _runs(frame, best)))
     return ("<h3>Batch size × GPUs</h3>"
             + pair(short(frame, cols, "ddpm-batch") + _noisy(frame)
@@ -216,7 +217,7 @@ def _batch(ctx: Context, out: Section):
 REFERENCE_WORDS = {"tf32": "tf32 (fp32 on TF32 tensor cores)", "fp32": "fp32 (TF32 off)"}
 
 
-def _amp(ctx: Context, out: Section):
+def _amp(ctx: Context, out: Section, noise: dict[str, Repeat]):
     frame = part_table(ctx, out, "ddpm_amp.csv", COMMON, "Mixed precision")
     if frame is None:
         return "", None
@@ -237,14 +238,14 @@ def _amp(ctx: Context, out: Section):
             reference = REFERENCE_WORDS.get(str(row["baseline_precision"]), str(row["baseline_precision"]))
             out.findings.append(Finding(f"DDPM{f' on {hw}' if several else ''}: {row['precision']} trains at "
                                         f"{fmt.ratio(row['vs_baseline'])} the {reference} throughput"
-                                        f"{unresolved(row['vs_baseline'], hw, repeats(ctx))}.", out.id,
+                                        f"{unresolved(row['vs_baseline'], hw, noise)}.", out.id,
                                         _runs(frame, best)))
     return ("<h3>Mixed precision</h3>"
             + pair(short(frame, cols, "ddpm-amp") + _noisy(frame), ctx.figure("ddpm", "amp", png, "Images/s per precision."))
             + full(frame, "ddpm_amp.csv")), frame
 
 
-def _workers(ctx: Context, out: Section):
+def _workers(ctx: Context, out: Section, noise: dict[str, Repeat]):
     frame = part_table(ctx, out, "ddpm_workers.csv", COMMON + ["data_wait_s_per_step", "data_wait_frac"],
                        "Loader workers")
     if frame is None:
@@ -257,7 +258,7 @@ def _workers(ctx: Context, out: Section):
                      "DDPM: time waiting for data by loader workers", "% of step time", " %")
     several = frame["hw"].nunique() > 1
     for hw, rows in frame.groupby("hw"):  # worker counts compared on the same hardware only
-        out.findings.append(Finding(_workers_finding(rows, f" on {hw}" if several else "", repeats(ctx)), out.id,
+        out.findings.append(Finding(_workers_finding(rows, f" on {hw}" if several else "", noise), out.id,
                                     _runs(rows)))
     return ("<h3>Data-loader workers</h3>"
             + pair(short(frame, cols, "ddpm-workers") + _noisy(frame),
@@ -280,7 +281,7 @@ def _workers_finding(frame: pd.DataFrame, where: str, found: dict[str, Repeat]) 
             f"data ({as_int(first['workers'])} workers: {wait(first)}).")
 
 
-def _compile(ctx: Context, out: Section):
+def _compile(ctx: Context, out: Section, noise: dict[str, Repeat]):
     required = COMMON + ["compile_s", "saving_per_step_s", "break_even_steps", "run_steps"]
     frame = part_table(ctx, out, "ddpm_compile.csv", required, "torch.compile")
     if frame is None:
@@ -312,8 +313,8 @@ def _compile(ctx: Context, out: Section):
             continue
         eager = on_hw[on_hw["compile"].astype(str) == "off"]["steps_per_s"].map(fmt.number).dropna()
         eager = eager[eager > 0]
-        verdicts = "; ".join(_compile_verdict(row) + (unresolved(float(row["steps_per_s"]) / eager.iloc[0], hw,
-                                                                 repeats(ctx)) if not eager.empty else "")
+        verdicts = "; ".join(_compile_verdict(row) + (unresolved(float(row["steps_per_s"]) / eager.iloc[0], hw, noise)
+                                                      if not eager.empty else "")
                              for _, row in compiled.iterrows())
         out.findings.append(Finding(
             f"DDPM{f' on {hw}' if several else ''}: torch.compile against eager, over a training run of "
@@ -340,7 +341,7 @@ def _compile_verdict(row) -> str:
             f"{fmt.integer(row['break_even_steps'])} steps: not within the run")
 
 
-def _peer(ctx: Context, out: Section):
+def _peer(ctx: Context, out: Section, noise: dict[str, Repeat]):
     frame = part_table(ctx, out, "ddpm_peer.csv", COMMON + ["impl", "ratio_to_peer", "settings", "status"],
                        "Peer implementation")
     if frame is None:

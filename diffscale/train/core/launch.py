@@ -26,7 +26,6 @@ On a CPU hardware key the world is the number of gloo processes.
 from __future__ import annotations
 
 import os
-import sys
 import socket
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -219,9 +218,9 @@ def stop(processes, grace_s: float = STOP_GRACE_S) -> None:
 def _spawned(rank: int, world: int, device: str, entry, args: tuple, errors) -> None:
     import signal
 
-    # SIGTERM leaves through SystemExit, as in the launching process (diffscale.cli): the atomic
-    # writers remove their temporary files
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    from diffscale.cli import exit_on_sigterm
+
+    signal.signal(signal.SIGTERM, exit_on_sigterm)  # as in the launching process: atomic writers clean up
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
     try:
         _enter(rank, rank, world, device, entry, args)
