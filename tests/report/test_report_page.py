@@ -521,6 +521,10 @@ def test_a_ddpm_difference_within_two_runs_of_the_same_settings_is_not_resolved(
     text = " ".join(page.sections["ddpm"])
     assert "Run-to-run noise: two runs of the same settings (ddpm/a100/ours, ddpm/a100/" in text
     assert "differ by 1.3× in images/s" in text
+    batch = results / "bench" / "ddpm_batch.csv"  # only 1-GPU rows: the best one's 1.0x compares nothing
+    pd.read_csv(batch).query("gpus == 1").to_csv(batch, index=False)
+    best = next(f["text"] for f in build(results).findings if f["text"].startswith("DDPM: most images/s"))
+    assert "1 GPU × batch" in best and "not resolved" not in best
 
 
 def test_the_compile_finding_names_every_mode_per_hardware_with_the_tables_verdict(results, build):
