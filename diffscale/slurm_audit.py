@@ -26,6 +26,7 @@ from pathlib import Path
 import yaml
 
 from diffscale import resources as hwres
+from diffscale import shards
 from diffscale.config import validate_config
 from diffscale.errors import ConfigError, DataError, HardwareError
 from diffscale.hardware import demand
@@ -493,9 +494,13 @@ def dask_worker_problems(run_dir: Path, records: dict[str, SlurmRecord], partiti
     return Audit(rows, problems)
 
 
-def same_shards_problems(run_dir: Path, reference_dir: Path) -> list[str]:
-    """The run's shards are bitwise those of the reference run (index.json's checksums), computed
-    at the same thread count."""
+def same_embeddings_problems(run_dir: Path, reference_dir: Path) -> list[str]:
+    """The run's embeddings are bitwise those of the reference run, item by item in manifest order,
+    computed at the same thread count. Item by item, not shard by shard: where a shard ends depends
+    on the worker count (diffscale/embed/plan.py), so a 2-worker run's shards are cut differently
+    from a 1-worker reference's even when every embedding is the same."""
+    import torch
+
     def load(path: Path, name: str) -> dict:
         return json.loads((path / name).read_text())
 
@@ -505,25 +510,32 @@ def same_shards_problems(run_dir: Path, reference_dir: Path) -> list[str]:
     if threads != reference_threads:
         problems.append(f"{run_dir}: threads per worker {sorted(threads)}, the reference ran with "
                         f"{sorted(reference_threads)}: not comparable bitwise")
-    shards = {s["file"]: s["sha256"] for s in load(run_dir, "index.json")["shards"]}
-    reference = {s["file"]: s["sha256"] for s in load(reference_dir, "index.json")["shards"]}
-    if shards.keys() != reference.keys():
-        problems.append(f"{run_dir}: shards {sorted(shards)}, the reference has {sorted(reference)}")
-    differ = sorted(f for f in shards.keys() & reference.keys() if shards[f] != reference[f])
+    try:
+        for directory in (run_dir, reference_dir):
+            shards.verify(directory)  # every shard present and matching its checksum
+        run, reference = shards.ShardReader(run_dir), shards.ShardReader(reference_dir)
+    except DataError as exc:
+        return problems + [str(exc)]
+    if (len(run), run.names) != (len(reference), reference.names):
+        return problems + [f"{run_dir}: {len(run)} items of {', '.join(run.names)}, the reference has "
+                           f"{len(reference)} of {', '.join(reference.names)}"]
+    differ = [i for i in range(len(run))
+              if not all(torch.equal(a, b) for a, b in zip(run.item(i).values(), reference.item(i).values()))]
     if differ:
-        problems.append(f"{run_dir}: {len(differ)} shards differ from {reference_dir}'s: {', '.join(differ)}")
+        problems.append(f"{run_dir}: {len(differ)} of {len(run)} items differ from {reference_dir}'s "
+                        f"(the first is item {differ[0]} in manifest order)")
     return problems
 
 
 def audit_dask_run(run_dir: Path, partition: str, source: str, reference: Path | None = None) -> Audit:
     """dask_worker_problems from SLURM's records (`source`: sacct or scontrol) of the run's jobs,
-    plus same_shards_problems against `reference` when given."""
+    plus same_embeddings_problems against `reference` when given."""
     info = json.loads((Path(run_dir) / "timing.json").read_text()).get("backend_info") or {}
     ids = {str(i) for i in info.get("job_ids") or []}
     ids |= {str(w["job_id"]) for w in info.get("workers") or [] if w.get("job_id")}
     result = dask_worker_problems(Path(run_dir), slurm_records(source, sorted(ids)) if ids else {}, partition)
     if reference is not None:
-        result.problems += same_shards_problems(Path(run_dir), Path(reference))
+        result.problems += same_embeddings_problems(Path(run_dir), Path(reference))
     return result
 
 
@@ -571,5 +583,5 @@ def audit_dask_verdict(run_dir: Path, partition: str, records: str = "sacct",
     lines = ["  ".join(f"{cell:<{width}}" for cell, width in zip(row, (10, 8, 10, 12, 10, 8, 14)))
              for row in result.rows]
     ok = (f"{len(result.rows)} dask worker jobs ran in partition {partition} and ended"
-          + ("; the shards equal the reference run's bitwise" if reference else ""))
+          + ("; the embeddings equal the reference run's bitwise, item by item" if reference else ""))
     return Verdict(lines, result.problems, ok)

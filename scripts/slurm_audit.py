@@ -10,7 +10,7 @@
   python scripts/slurm_audit.py dask --run-dir results/embed/images/dask-pinned-w2 --partition cpu \
       --reference results/embed/images/serial-pinned-w1 --records sacct
       every worker of a dask-on-SLURM embedding run reported from its own SLURM job, which ran in
-      the partition and ended; the shards equal the reference run's bitwise
+      the partition and ended; the embeddings equal the reference run's bitwise, item by item
 --records: sacct (cluster with accounting) or scontrol (without; finished jobs are kept MinJobAge).
 Exit 1 with one line per problem.
 """
@@ -38,7 +38,8 @@ def main() -> int:
     dask = sub.add_parser("dask", help="audit the worker jobs of a dask-on-SLURM embedding run")
     dask.add_argument("--run-dir", required=True, type=Path, help="the run's directory (timing.json, index.json)")
     dask.add_argument("--partition", required=True, help="the partition its worker jobs must have run in")
-    dask.add_argument("--reference", type=Path, help="a run whose shards it must equal bitwise (serial-pinned-w1)")
+    dask.add_argument("--reference", type=Path,
+                      help="a run whose embeddings it must equal bitwise, item by item (serial-pinned-w1)")
     for p in (run, rerun, dask):
         p.add_argument("--records", choices=["sacct", "scontrol"], default="sacct")
     args = parser.parse_args()

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from diffscale import slurm_audit as audit
 from diffscale.config import load_config
@@ -336,14 +337,38 @@ def test_dask_worker_jobs_elsewhere_running_or_unreported_are_caught(tmp_path):
         f"{local}: backend_info.cluster is 'local', not 'slurm'"]
 
 
-def test_shards_must_equal_the_reference_at_the_same_thread_count(tmp_path):
-    shards = {"shard-00000.safetensors": "aa", "shard-00001.safetensors": "bb"}
-    reference = _dask_run(tmp_path, "serial", shards, [1])
-    assert audit.same_shards_problems(_dask_run(tmp_path, "same", shards, [1, 1]), reference) == []
-    other = _dask_run(tmp_path, "other", {**shards, "shard-00001.safetensors": "cc"}, [2, 2])
-    assert audit.same_shards_problems(other, reference) == [
+def _embedded(run, cuts, latents):
+    """Write `latents` into `run` as real shards cut at `cuts` (items per shard), as embed.stage would."""
+    from diffscale import shards
+
+    entries, start = [], 0
+    for number, size in enumerate(cuts):
+        part = {"latents": latents[start : start + size], "ids": torch.arange(start, start + size)}
+        entries.append(shards.write_shard(run / shards.shard_name(number), part))
+        start += size
+    shards.write_index(run, "images", entries, shards.tensor_specs(part))
+    return run
+
+
+def test_embeddings_must_equal_the_reference_item_by_item_at_the_same_thread_count(tmp_path):
+    latents = torch.randn(6, 4, 2, 2)
+    reference = _embedded(_dask_run(tmp_path, "serial", {}, [1]), [4, 2], latents)
+    # 2 workers cut their shards differently (2+1 and 2+1 items): the same embeddings all the same
+    assert audit.same_embeddings_problems(_embedded(_dask_run(tmp_path, "same", {}, [1, 1]), [2, 1, 2, 1], latents),
+                                          reference) == []
+    changed = latents.clone()
+    changed[4, 0, 0, 0] += 1e-6
+    other = _embedded(_dask_run(tmp_path, "other", {}, [2, 2]), [3, 3], changed)
+    assert audit.same_embeddings_problems(other, reference) == [
         f"{other}: threads per worker [2], the reference ran with [1]: not comparable bitwise",
-        f"{other}: 1 shards differ from {reference}'s: shard-00001.safetensors"]
+        f"{other}: 1 of 6 items differ from {reference}'s (the first is item 4 in manifest order)"]
+    fewer = _embedded(_dask_run(tmp_path, "fewer", {}, [1, 1]), [3, 2], latents[:5])
+    assert audit.same_embeddings_problems(fewer, reference) == [
+        f"{fewer}: 5 items of ids, latents, the reference has 6 of ids, latents"]
+    (other / "shard-00001.safetensors").write_bytes(b"cut short")
+    assert audit.same_embeddings_problems(other, reference)[1] == (
+        f"{other / 'shard-00001.safetensors'}: checksum differs from index.json, the shard is corrupt; "
+        "run the embedding stage again")
 
 
 def _audit_cli(repo_root, *args, env=None):

@@ -4,7 +4,7 @@
 #   1. embed the demo's images with 2 dask workers, each a SLURM job in partition cpu; check from
 #      SLURM's records (sacct, or scontrol without accounting) that both jobs ran there and ended,
 #      that the CPUs and seconds the run recorded they held (what the report bills) agree with
-#      SLURM's, and that the shards equal the demo's serial run's bitwise (both at 1 thread per worker);
+#      SLURM's, and that the embeddings equal the demo's serial run's bitwise (both at 1 thread per worker);
 #   2. kill a run (captions) with SIGTERM while its worker jobs run: it must exit 143, leave no
 #      index.json, and squeue must show none of its worker jobs left.
 #
