@@ -221,3 +221,50 @@ def test_a_stopped_launcher_stops_its_spawned_ranks_at_once(tmp_path):
             os.kill(pid, 0)
     # no output, and no temporary file: the ranks left through SystemExit, past the atomic writer
     assert not list(tmp_path.glob("done-*")) and not list(tmp_path.glob(".done-*"))
+
+
+FAILING = '''
+import sys, time
+from multiprocessing.util import Finalize
+
+def entry(ctx, kind):
+    import torch
+    import torch.distributed as dist
+
+    if ctx.rank == 1:
+        dist.all_reduce(torch.ones(1))  # waits for rank 0, whose teardown breaks the connection
+        return
+    Finalize(None, time.sleep, args=(3,), exitpriority=10)  # rank 0 leaves last: rank 1's error ends first
+    time.sleep(0.5)
+    if kind == "bug":
+        raise ValueError("the real bug")
+    from diffscale.errors import ConfigError
+    raise ConfigError("config.yaml: train.steps: the real mistake")
+
+if __name__ == "__main__":
+    from diffscale.cli import run_cli
+    from diffscale.train.core import launch
+    sys.exit(run_cli(lambda: launch.run(entry, 2, "cpu", sys.argv[1])))
+'''
+
+
+@pytest.mark.parametrize("kind", ["bug", "mistake"])
+def test_the_rank_that_failed_first_is_reported_not_the_peer_it_disconnected(tmp_path, kind):
+    """Rank 0 fails; its teardown fails rank 1's all-reduce ("Connection closed by peer"), and
+    rank 1 exits first. The launcher reports rank 0's error: a bug with its traceback, a user's
+    mistake as its one line."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "failing.py"
+    script.write_text(FAILING)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, str(script), kind], env=env, capture_output=True, text=True, timeout=120)
+    if kind == "bug":
+        assert proc.returncode == 1
+        assert "RankFailed: rank 0 failed first" in proc.stderr and "ValueError: the real bug" in proc.stderr
+        assert "Connection closed" not in proc.stderr.split("RankFailed")[-1]
+    else:
+        assert proc.returncode == 2
+        assert proc.stderr.strip().splitlines()[-1] == "error: config.yaml: train.steps: the real mistake"

@@ -18,7 +18,8 @@ A training loop is written once, as an entry function that every process runs wi
 (usable cores // world threads), starts the process group when world > 1 and destroys it at the
 end. Under torchrun (RANK, LOCAL_RANK, WORLD_SIZE in the environment) this process is one rank;
 otherwise world == 1 runs here and world > 1 spawns `world` processes (entry and its arguments
-must pickle; a UserError raised in any of them is raised again here with its type and message).
+must pickle; the first rank to fail is the one reported here: a UserError again with its type and
+message, any other error with that rank's traceback, not a peer's "Connection closed by peer").
 Spawned processes return nothing to the caller: rank 0 writes its results to disk.
 On a CPU hardware key the world is the number of gloo processes.
 """
@@ -139,7 +140,8 @@ def run(entry: Callable[..., Any], world: int, device: str, *args) -> Any:
     return None
 
 
-def _enter(rank: int, local_rank: int, world: int, device: str, entry, args) -> Any:
+def _enter(rank: int, local_rank: int, world: int, device: str, entry, args,
+           on_error: Callable[[BaseException], None] | None = None) -> Any:
     import torch
     import torch.distributed as dist
 
@@ -153,7 +155,9 @@ def _enter(rank: int, local_rank: int, world: int, device: str, entry, args) -> 
         compat.init_process_group(backend, rank, world, torch.device(ctx.device) if device == "cuda" else None)
     try:
         result = entry(ctx, *args)
-    except BaseException:
+    except BaseException as exc:
+        if on_error is not None:  # before the teardown, which fails the peers with errors of their own
+            on_error(exc)
         if world > 1:
             dist.destroy_process_group()
         raise
@@ -181,8 +185,10 @@ def _spawn(entry, world: int, device: str, args: tuple) -> None:
         while not ranks.join():
             pass
     except (mp.ProcessRaisedException, mp.ProcessExitedException):
+        # join stopped the other ranks. Each rank reports before it tears its process group down,
+        # so the first report is the cause; a peer's lost connection came after it
         if not errors.empty():
-            raise errors.get() from None
+            raise _reported(*errors.get()) from None
         raise
     except BaseException:  # this process was stopped (SIGTERM via run_cli, Ctrl-C): so are its ranks
         stop(ranks.processes)
@@ -222,11 +228,32 @@ def _spawned(rank: int, world: int, device: str, entry, args: tuple, errors) -> 
 
     signal.signal(signal.SIGTERM, exit_on_sigterm)  # as in the launching process: atomic writers clean up
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
+
+    def report(exc: BaseException) -> None:
+        if isinstance(exc, UserError):
+            errors.put((rank, _portable(exc)))
+        elif not isinstance(exc, (SystemExit, KeyboardInterrupt)):  # stopped, not failed
+            import traceback
+
+            errors.put((rank, "".join(traceback.format_exception(exc))[-TRACEBACK_CHARS:]))
+
     try:
-        _enter(rank, rank, world, device, entry, args)
+        _enter(rank, rank, world, device, entry, args, on_error=report)
     except UserError as exc:
-        errors.put(_portable(exc))
         raise SystemExit(exc.exit_code) from None
+
+
+TRACEBACK_CHARS = 16_000  # a report must fit the queue's pipe while the parent is not yet reading it
+
+
+class RankFailed(RuntimeError):
+    """A spawned rank failed with an error that is not the user's (a bug): its traceback."""
+
+
+def _reported(rank: int, error: UserError | str) -> BaseException:
+    if isinstance(error, UserError):
+        return error
+    return RankFailed(f"rank {rank} failed first (any other rank's error followed from it):\n{error}")
 
 
 def _portable(exc: UserError) -> UserError:
