@@ -133,6 +133,7 @@ def test_bad_arguments_and_empty_input(fixture, tmp_path):
                   "path": pd.Series([], dtype=str)}).to_parquet(empty)
     with pytest.raises(DataError, match="nothing to embed"):
         run_embedding("images", empty, tmp_path / "e", "serial", "pinned", 1, demo_settings("images"))
+    assert not (tmp_path / "e").exists()  # no output, not even the empty directory the run made
 
 
 def test_loader_processes_per_gpu_process():

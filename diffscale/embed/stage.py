@@ -29,6 +29,7 @@ A failed run removes every shard it wrote, so nothing in the directory looks com
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import statistics
@@ -127,9 +128,16 @@ def run_embedding(modality: str, manifest: str | Path, out_dir: str | Path, back
     gpu backend runs one process per GPU on `cpus` (the job's CPUs, default: all usable).
     `earlier_tries`: the job's failed tries before this one (diffscale.attempts), recorded so
     the report bills them too."""
-    planned = plan_run(modality, manifest, out_dir, backend, policy, workers, settings, skip_list, cpus)
-    executed = execute(planned)
-    return summarise(planned, executed, earlier_tries or [])
+    fresh = not Path(out_dir).exists()
+    try:
+        planned = plan_run(modality, manifest, out_dir, backend, policy, workers, settings, skip_list, cpus)
+        executed = execute(planned)
+        return summarise(planned, executed, earlier_tries or [])
+    except BaseException:
+        if fresh:  # a failed run leaves no output, not even the empty directory it made (when it is empty)
+            with contextlib.suppress(OSError):
+                Path(out_dir).rmdir()
+        raise
 
 
 def plan_run(modality: str, manifest: str | Path, out_dir: str | Path, backend: str, policy: str, workers: int,
