@@ -267,4 +267,4 @@ def test_the_rank_that_failed_first_is_reported_not_the_peer_it_disconnected(tmp
         assert "Connection closed" not in proc.stderr.split("RankFailed")[-1]
     else:
         assert proc.returncode == 2
-        assert proc.stderr.strip().splitlines()[-1] == "error: config.yaml: train.steps: the real mistake"
+        assert proc.stderr.strip().splitlines() == ["error: config.yaml: train.steps: the real mistake"]

@@ -26,6 +26,7 @@ On a CPU hardware key the world is the number of gloo processes.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from dataclasses import dataclass
@@ -179,6 +180,9 @@ def _spawn(entry, world: int, device: str, args: tuple) -> None:
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ["MASTER_PORT"] = str(free_port())
     errors = mp.get_context("spawn").SimpleQueue()
+    # join stops the other ranks when one fails, with a warning per rank that would come before
+    # the error this process reports: noise ahead of a user's one-line error
+    logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)
     ranks = mp.start_processes(_spawned, args=(world, device, entry, args, errors), nprocs=world, join=False,
                                start_method="spawn")
     try:
