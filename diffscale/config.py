@@ -183,12 +183,16 @@ def _check_references(cfg: dict, source: str) -> None:
 def check_train_batches(cfg: dict, source: str = "config") -> None:
     """The global training batch splits evenly over every training run's processes and accumulation."""
     train = cfg["train"]
-    for run in experiments.train_runs(cfg):
-        parts = run.gpus * train["grad_accum"]
+    try:
+        runs = experiments.train_runs(cfg)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    for run in runs:
+        parts = run.gpus * run.grad_accum
         if train["batch_size"] % parts:
             raise ConfigError(
                 f"{source}: train.batch_size: {train['batch_size']} does not split into {run.gpus} GPUs x "
-                f"grad_accum {train['grad_accum']} equal micro-batches (run {run.hw}/{run.variant}); "
+                f"grad_accum {run.grad_accum} equal micro-batches (run {run.hw}/{run.variant}); "
                 f"use a multiple of {parts}")
 
 

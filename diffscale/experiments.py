@@ -10,6 +10,7 @@ import itertools
 from dataclasses import dataclass
 
 from diffscale import vocab
+from diffscale.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class TrainRun:
     hw: str
     precision: str
     gpus: int
+    grad_accum: int = 1  # micro-batches per step and process: a setting of the run, not a coordinate
 
     @property
     def variant(self) -> str:
@@ -102,7 +104,23 @@ def _expand(matrix: list[dict], keys: list[str]) -> list[dict]:
 
 
 def train_runs(cfg: dict) -> list[TrainRun]:
-    return [TrainRun(**c) for c in _expand(cfg["train"]["matrix"], ["hw", "precision", "gpus"])]
+    """The training runs; each takes its matrix entry's grad_accum, else train.grad_accum (a GPU
+    with less memory runs the same global batch as more, smaller micro-batches)."""
+    runs: dict[tuple, tuple[int, TrainRun]] = {}
+    for i, entry in enumerate(cfg["train"]["matrix"]):
+        accum = entry.get("grad_accum", cfg["train"].get("grad_accum", 1))
+        for hw, precision, gpus in itertools.product(entry["hw"], entry["precision"], entry["gpus"]):
+            first, run = runs.setdefault((hw, precision, gpus), (i, TrainRun(hw, precision, gpus, accum)))
+            if run.grad_accum != accum:
+                raise ConfigError(f"train.matrix[{i}].grad_accum: {accum}, but train.matrix[{first}] runs "
+                                  f"{hw}/{run.variant} too, with grad_accum {run.grad_accum}: one value per run")
+    return [run for _, run in runs.values()]
+
+
+def train_run(cfg: dict, hw: str, precision: str, gpus: int) -> TrainRun:
+    """One training run by its coordinates; one outside the matrix (a run by hand) takes train.grad_accum."""
+    found = [r for r in train_runs(cfg) if (r.hw, r.precision, r.gpus) == (hw, precision, gpus)]
+    return found[0] if found else TrainRun(hw, precision, gpus, cfg["train"].get("grad_accum", 1))
 
 
 def flux_runs(cfg: dict) -> list[FluxRun]:

@@ -448,6 +448,11 @@ def train_section(ctx: Context) -> Section:
                 r.get("steps")) for _, r in frame.iterrows()]
     random = ctx.random_weights(frame, EMBED_ROLES)
     section.add(short(frame, train_cols(random), "train-unet"))
+    accumulated = _accumulation(frame)
+    if accumulated:
+        section.notice(f"Every run trains on the same global batch of {as_int(frame['global_batch'].iloc[0])}; "
+                       f"these take it in several micro-batches per device and step: {accumulated} "
+                       "(grad_accum, for memory; the others take it in one).")
     per_device = frame["micro_batch"] if "micro_batch" in frame.columns else None
     section.add(superlinear(frame, "gpus", ["hw", "precision"], per_device, "samples per device per step"))
     section.findings += _train_findings(ctx, frame, section.id)
@@ -463,6 +468,19 @@ def train_section(ctx: Context) -> Section:
     section.add(full(frame.drop(columns=["job_s", "cost_per_1k_steps"]), "train_unet.csv"))
     section.add(ctx.trust(frame["run"], ["unet", "vae", "text_encoder"], frame))
     return section
+
+
+def _accumulation(frame) -> str:
+    """'a40 g1: 2 x 128, k80 g1: 16 x 16' for the runs that accumulate micro-batches, else ''."""
+    if not {"global_batch", "micro_batch"} <= set(frame.columns):
+        return ""
+    seen = {}
+    for _, r in frame.iterrows():
+        gpus, micro = as_int(r["gpus"], 1), as_int(r["micro_batch"])
+        accum = as_int(r["global_batch"]) // max(1, gpus * micro) if micro else 1
+        if accum > 1:
+            seen.setdefault(f"{r['hw']} g{gpus}: {accum} x {micro}", None)
+    return ", ".join(seen)
 
 
 def _train_job_seconds(ctx: Context, row) -> float | None:

@@ -13,7 +13,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from diffscale import vocab
+from diffscale import experiments, vocab
 from diffscale.config import check_train_batches, config_hash
 from diffscale.errors import ConfigError
 
@@ -38,6 +38,7 @@ def run_config(cfg: dict, hw: str, precision: str, gpus: int) -> dict:
     hardware = vocab.job_hardware(cfg, hw)
     validate_train(cfg)
     train = {k: copy.deepcopy(v) for k, v in cfg["train"].items() if k not in NOT_PER_RUN}
+    train["grad_accum"] = experiments.train_run(cfg, hw, precision, gpus).grad_accum
     return {
         "run": {"hw": hw, "precision": precision, "gpus": int(gpus)},
         "seed": cfg["seed"],

@@ -187,7 +187,8 @@ def fit(ctx: launch.Context, job: Job) -> dict | None:
 
     saved = False
     with guards.out_of_memory(ctx.device, micro, f"train.batch_size {batch} / ({ctx.world} processes x grad_accum "
-                              f"{accum})", "lower train.batch_size or raise train.grad_accum"):
+                              f"{accum})", "lower train.batch_size or raise grad_accum "
+                              "(train.grad_accum, or the run's matrix entry's)"):
         for step in range(start_step, end_step):
             meter.add(*train_step(ctx, s, model, batches, step, meter))
             done = step + 1

@@ -505,6 +505,18 @@ def test_a_resumed_training_run_is_billed_for_all_its_segments(results, build):
     assert "at least" not in cheapest
 
 
+def test_runs_that_accumulate_micro_batches_are_named_beside_the_training_table(results, build):
+    """A matrix entry's grad_accum (the full study's K80 and 1-GPU runs): same global batch, smaller pieces."""
+    path = results / "bench" / "train_unet.csv"
+    frame = pd.read_csv(path)
+    frame.loc[(frame["hw"] == "a40") & (frame["gpus"] == 1), "micro_batch"] = 128
+    frame.loc[(frame["hw"] == "a40") & (frame["gpus"] == 4), "micro_batch"] = 16
+    frame.to_csv(path, index=False)
+    assert build(results).notices["train"] == [
+        "Every run trains on the same global batch of 256; these take it in several micro-batches per device and "
+        "step: a40 g1: 2 x 128, a40 g4: 4 x 16 (grad_accum, for memory; the others take it in one)."]
+
+
 def test_a_ddpm_difference_within_two_runs_of_the_same_settings_is_not_resolved(results, build):
     """The peer race's "ours" repeats the sweeps' baseline; here it ran 1.3x faster, so compile's 1.25x is
     noise while the workers' 1.67x (4 against 0) and bf16's 2.4x stand."""

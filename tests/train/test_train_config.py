@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from diffscale import experiments
 from diffscale.errors import ConfigError
 from diffscale.train.config import (check_run_config, differences, micro_batch, run_config, sampling_config,
                                     trajectory_hash, validate_train)
@@ -64,6 +65,28 @@ def test_batch_must_split_over_processes_and_accumulation(demo_config):
         validate_train(bad)
     with pytest.raises(ConfigError, match="train.batch_size"):
         run_config(bad, "local", "fp32", 1)
+
+
+def test_a_matrix_entry_may_accumulate_more_micro_batches_for_its_runs(demo_config):
+    """A GPU with less memory (the full study's K80) runs the same global batch in smaller pieces."""
+    cfg = copy.deepcopy(demo_config)
+    cfg["train"]["matrix"] = [{"hw": ["local"], "precision": ["fp32"], "gpus": [1, 2]},
+                              {"hw": ["local"], "precision": ["bf16"], "gpus": [1], "grad_accum": 4}]
+    validate_train(cfg)
+    assert [(r.variant, r.grad_accum) for r in experiments.train_runs(cfg)] == [
+        ("fp32-g1", 1), ("fp32-g2", 1), ("bf16-g1", 4)]
+    assert run_config(cfg, "local", "bf16", 1)["train"]["grad_accum"] == 4
+    assert micro_batch(run_config(cfg, "local", "bf16", 1)) == cfg["train"]["batch_size"] // 4
+    assert run_config(cfg, "local", "fp32", 2)["train"]["grad_accum"] == 1
+    assert run_config(cfg, "local", "fp16", 1)["train"]["grad_accum"] == 1  # by hand, outside the matrix
+    cfg["train"]["matrix"][1]["grad_accum"] = 3  # batch 8 does not split into 3
+    with pytest.raises(ConfigError, match=r"^config: train.batch_size: 8 does not split into 1 GPUs x grad_accum 3 "
+                                          r"equal micro-batches \(run local/bf16-g1\)"):
+        validate_train(cfg)
+    cfg["train"]["matrix"][1].update(precision=["fp32"], grad_accum=2)  # fp32-g1 is in both entries
+    with pytest.raises(ConfigError, match=r"^config: train.matrix\[1\].grad_accum: 2, but train.matrix\[0\] runs "
+                                          r"local/fp32-g1 too, with grad_accum 1: one value per run$"):
+        validate_train(cfg)
 
 
 def test_check_run_config_names_what_is_missing(demo_config):
