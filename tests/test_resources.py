@@ -36,7 +36,7 @@ def test_cpu_job_asks_for_one_cpu_per_worker_but_at_least_the_entrys_cpus(full):
     assert hwres.job_resources(full, "cpu", 0, 1) == {
         "slurm_partition": "cpu", "cpus_per_task": cpu["cpus"], "mem_mb": cpu["mem_mb"],
         "runtime": cpu["runtime_min"], "gres": "", "gpu": 0, "gpu_model": "",
-        "constraint": None, "qos": None, "slurm_extra": None,
+        "constraint": None, "qos": None, "slurm_extra": "--hint=nomultithread",
     }
     assert hwres.job_resources(full, "cpu", 0, 16)["cpus_per_task"] == 16
 

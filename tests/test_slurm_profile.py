@@ -66,7 +66,7 @@ def test_the_plugin_turns_each_hardware_entry_into_the_right_sbatch_request(repo
     assert full["hardware"]["a40"]["gpu_request"] == "gres"
     flags = sbatch_flags(hwres.job_resources(full, "a40", 2))
     assert " -p a40 " in flags and "--gres=gpu:a40:2" in flags and "--gpus" not in flags
-    assert "--cpus-per-task=16" in flags and "--mem 128000" in flags and "-t 480" in flags
+    assert "--cpus-per-task=16" in flags and "--mem 112000" in flags and "-t 480" in flags
 
     full["hardware"]["a100"]["gpu_request"] = "gpus"
     flags = sbatch_flags(hwres.job_resources(full, "a100", 4))
@@ -121,8 +121,9 @@ def test_dry_run_of_the_full_study_sends_every_job_where_the_hardware_table_says
     assert jobs, done.stdout[-2000:]
     problems = [p for job in jobs for p in slurm_audit.request_problems(cfg, job)]
     assert not problems, "\n".join(problems)
+    own = {"a100": a100_options, "cpu": {"slurm_extra": full["hardware"]["cpu"]["slurm_extra"]}}  # SMT off
     for job in jobs:
-        options = a100_options if job.resources["slurm_partition"] == "a100" else {}
+        options = own.get(job.resources["slurm_partition"], {})
         assert {key: job.resources[key] for key in a100_options if key in job.resources} == options, job.label
     # sampling a trained model uses one device: it asks for one GPU of the run's hardware
     sampled = {job.wildcards["run_gpus"]: slurm_audit.requested_gpus(job.resources)
