@@ -92,6 +92,36 @@ def test_editing_one_training_parameter_reruns_only_training_downstream(demo_run
                     "report": 1, "all": 1}
 
 
+def _plan_after(work, name, edit):
+    """The jobs a dry run plans after `edit(cfg)` of the demo's config."""
+    cfg = yaml.safe_load((work / "config.yaml").read_text())
+    edit(cfg)
+    edited = work / f"edited-{name}.yaml"
+    edited.write_text(yaml.safe_dump(cfg))
+    return cfg, planned_jobs(work, "--configfile", str(edited), "--replace-workflow-config")
+
+
+@pytest.mark.slow
+def test_editing_the_lora_rank_reruns_fine_tuning_not_its_dataset_or_cache(demo_run):
+    """The subject dataset and the cached latents/text do not depend on the LoRA."""
+    work, _ = demo_run
+    cfg, plan = _plan_after(work, "flux", lambda cfg: cfg["flux"].update(lora_rank=cfg["flux"]["lora_rank"] * 2))
+    full = expected_jobs(cfg)
+    assert plan == {"flux_lora": full["flux_lora"], "flux_infer": full["flux_infer"], "flux_tables": 1,
+                    "report": 1, "all": 1}
+
+
+@pytest.mark.slow
+def test_editing_the_ddpm_timed_steps_reruns_only_the_ddpm_runs_not_its_data(demo_run):
+    work, _ = demo_run
+    cfg, plan = _plan_after(work, "ddpm", lambda cfg: cfg["ddpm"].update(steps=cfg["ddpm"]["steps"] + 3))
+    full = expected_jobs(cfg)
+    assert {rule for rule in plan if not rule.startswith("ddpm_")} == {"report", "all"}
+    assert "ddpm_data" not in plan
+    assert {f"ddpm_{s}": plan.get(f"ddpm_{s}", 0) for s in experiments.DDPM_STAGES} == {
+        f"ddpm_{s}": full[f"ddpm_{s}"] for s in experiments.DDPM_STAGES}
+
+
 def test_config_error_stops_before_any_job(repo_root, tmp_path):
     work = clone_workflow(repo_root, tmp_path / "wf")
     proc = snakemake(work, "-n", "--cores", "1", "--config", "seed=-3", check=False)
