@@ -36,6 +36,7 @@ include: "rules/hardware.smk"
 # where Snakemake runs: as cluster jobs each would wait in the queue for seconds of work.
 localrules:
     all,
+    preflight,
     embed_scaling,
     train_unet_table,
     samples,

@@ -1,7 +1,8 @@
 # Preflight: one cheap job per hardware key the studies use, on its partition, with the most GPUs a
 # study job there asks for, in the env the training jobs there use. It proves the partition, the
-# GPU request and the env's PyTorch build (a kernel runs on every GPU) before hours of studies, and
-# its run.json puts each partition's node, GPUs and CPU in the report.
+# GPU request and the env's PyTorch build (a kernel runs on every GPU), and its run.json puts each
+# partition's node, GPUs and CPU in the report. No study job waits for it (an edit of a check would
+# re-run them all): `snakemake --profile profiles/slurm preflight` runs the checks alone, first.
 
 
 rule hardware_check:
@@ -18,3 +19,8 @@ rule hardware_check:
     shell:
         "python scripts/hardware_check.py --hw {wildcards.hw} --gpus {wildcards.gpus}"
         " --hardware {params.entry:q} --out {output} > {log} 2>&1"
+
+
+rule preflight:
+    input:
+        hardware_checks(),

@@ -93,3 +93,14 @@ def test_ddpm_windows_declare_the_image_folder_they_decode_each_step(tmp_path):
         assert windows <= set(found)
         for name in windows:
             assert (folder in found[name]["inputs"]) is declared, (name, configfiles, found[name]["inputs"])
+
+
+def test_preflight_asks_for_every_hardware_check_and_nothing_else():
+    """`snakemake preflight`: the checks alone, one per hardware key with its most GPUs, before a first submission."""
+    from diffscale.config import load_config
+    from diffscale.hardware import demand
+
+    found = {r["name"]: r for r in inventory("config/full.yaml")["rules"]}
+    want = {f"results/hardware/check/{hw}/g{n}/run.json" for hw, n in demand(load_config(ROOT / "config/full.yaml")).items()}
+    assert set(found["preflight"]["inputs"]) == want and len(want) == 4
+    assert found["preflight"]["local"] and not found["preflight"]["has_shell"]
