@@ -453,7 +453,9 @@ def train_section(ctx: Context) -> Section:
         section.notice(f"Every run trains on the same global batch of {as_int(frame['global_batch'].iloc[0])}; "
                        f"these take it in several micro-batches per device and step: {accumulated} "
                        "(grad_accum, for memory; the others take it in one).")
-    per_device = frame["micro_batch"] if "micro_batch" in frame.columns else None
+    # samples per device per step: the global batch's share, whatever micro-batches it is taken in
+    per_device = (frame["global_batch"] / frame["gpus"] if "global_batch" in frame.columns
+                  else frame["micro_batch"] if "micro_batch" in frame.columns else None)
     section.add(superlinear(frame, "gpus", ["hw", "precision"], per_device, "samples per device per step"))
     section.findings += _train_findings(ctx, frame, section.id)
     bars = plots.bars([f"{r['hw']} {r['precision']} g{as_int(r['gpus'])}" for _, r in frame.iterrows()],

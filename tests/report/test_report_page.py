@@ -511,10 +511,15 @@ def test_runs_that_accumulate_micro_batches_are_named_beside_the_training_table(
     frame = pd.read_csv(path)
     frame.loc[(frame["hw"] == "a40") & (frame["gpus"] == 1), "micro_batch"] = 128
     frame.loc[(frame["hw"] == "a40") & (frame["gpus"] == 4), "micro_batch"] = 16
+    frame.loc[(frame["hw"] == "a40") & (frame["gpus"] == 4), "speedup"] = 4.6
     frame.to_csv(path, index=False)
-    assert build(results).notices["train"] == [
+    page = build(results)
+    assert page.notices["train"] == [
         "Every run trains on the same global batch of 256; these take it in several micro-batches per device and "
         "step: a40 g1: 2 x 128, a40 g4: 4 x 16 (grad_accum, for memory; the others take it in one)."]
+    # a superlinear 4 GPUs is still the same global work split over them, not a changed workload
+    assert ("a40 fp32, 4 devices, 4.6×: the same global work split over 4 devices (256 to 64 samples per device "
+            "per step)") in " ".join(page.sections["train"])
 
 
 def test_a_ddpm_difference_within_two_runs_of_the_same_settings_is_not_resolved(results, build):
