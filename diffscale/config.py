@@ -57,6 +57,7 @@ def validate_config(cfg: dict, source: str = "config") -> dict:
     _check_references(cfg, source)
     check_model_specs(cfg, source)
     check_people(cfg, source)
+    check_dask_address(cfg, source)
     check_train_batches(cfg, source)
     check_flux_batches(cfg, source)
     check_flux_adapter(cfg, source)
@@ -228,6 +229,15 @@ def check_model_specs(cfg: dict, source: str = "config") -> None:
 def check_people(cfg: dict, source: str = "config") -> None:
     """data.people asks a person in k of every n captions with k <= n."""
     check_person_captions(cfg["data"]["people"], f"{source}: data.people")
+
+
+def check_dask_address(cfg: dict, source: str = "config") -> None:
+    """An address is only used with cluster: address; without it the runs would quietly start a
+    LocalCluster on the job's own node."""
+    dask = cfg["embed"]["dask"]
+    if dask.get("address") and dask["cluster"] != "address":
+        raise ConfigError(f"{source}: embed.dask.address: {dask['address']!r} is set, but embed.dask.cluster is "
+                          f"{dask['cluster']!r}; the address is used with cluster: address")
 
 
 def check_person_captions(people: dict, where: str = "data.people") -> None:

@@ -60,6 +60,13 @@ def test_dask_address_cluster_needs_an_address(demo):
     cfg["embed"]["dask"] = {"cluster": "kubernetes"}
     with pytest.raises(ConfigError, match=r"embed.dask.cluster: 'kubernetes' is not one of"):
         validate_config(cfg)
+    # an address alone would quietly start a LocalCluster on the job's own node
+    cfg["embed"]["dask"] = {"address": "tcp://head:8786"}
+    with pytest.raises(ConfigError, match=r"^config: embed.dask.address: 'tcp://head:8786' is set, but "
+                                          r"embed.dask.cluster is 'local'; the address is used with cluster: address$"):
+        validate_config(cfg)
+    cfg["embed"]["dask"] = {"cluster": "address", "address": "tcp://head:8786"}
+    assert validate_config(cfg)["embed"]["dask"]["address"] == "tcp://head:8786"
 
 
 def test_slurm_cluster_without_dask_jobqueue_says_how_to_get_it(monkeypatch):
