@@ -15,8 +15,9 @@ import pandas as pd
 
 from diffscale.report import fmt, plots
 from diffscale.report.contract import STUDY_FILES
-from diffscale.report.page import (TITLES, Context, Finding, Section, as_int, efficiency_cols, gpu_missing, gpus_col,
-                                   on_cpus, pair, part_table, per_unit, superlinear, superlinear_note)
+from diffscale.report.page import (TITLES, Context, Finding, Section, across_hardware, as_int, efficiency_cols,
+                                   gpu_missing, gpus_col, on_cpus, pair, part_table, per_unit, superlinear,
+                                   superlinear_note)
 from diffscale.report.tables import Col, TableProblem, full, short
 
 ROLES = ["ddpm_unet"]
@@ -207,6 +208,13 @@ def _batch(ctx: Context, out: Section, noise: dict[str, Repeat]):
                                 f"{fmt.percent(row['efficiency'])} efficiency {per_unit(ctx, row)})"
                                 f"{superlinear_note(row['speedup'], row['gpus'])}{note}.", out.id,
                                 _runs(frame, best)))
+    one = frame[frame["gpus"] == 1]
+    if compared := across_hardware(one, "images_per_s", ["batch"],
+                                   lambda r: f"batch {as_int(r['batch'])} on {ctx.devices(r['hw'], 1)}"):
+        text, runs = compared
+        row = one.iloc[0]
+        out.findings.append(Finding(f"DDPM across hardware, images/s ({row['precision']}, {as_int(row['workers'])} "
+                                    f"loader workers, eager): {text}.", out.id, runs))
     return ("<h3>Batch size × GPUs</h3>"
             + pair(short(frame, cols, "ddpm-batch") + _noisy(frame)
                    + superlinear(frame, "gpus", ["hw", "batch"], frame["batch"], "images per device per step"),

@@ -11,9 +11,9 @@ import pandas as pd
 
 from diffscale import vocab
 from diffscale.report import fmt, plots
-from diffscale.report.page import (TITLES, Context, Finding, Section, as_int, cheapest, efficiency_cols, gpu_missing,
-                                   gpus_col, on_cpus, pair, part_table, per_unit, quality_tag, runs_of, superlinear,
-                                   superlinear_note, tied)
+from diffscale.report.page import (TITLES, Context, Finding, Section, across_hardware, as_int, cheapest,
+                                   efficiency_cols, gpu_missing, gpus_col, on_cpus, pair, part_table, per_unit,
+                                   quality_tag, runs_of, superlinear, superlinear_note, tied)
 from diffscale.report.tables import Col, TableProblem, full, short
 
 ROLES = ["flux_transformer", "flux_vae", "flux_clip", "flux_t5"]
@@ -106,14 +106,23 @@ def _train_findings(ctx: Context, frame: pd.DataFrame, anchor: str) -> list[Find
                                  f"{per_unit(ctx, top)}, {as_int(top['steps'])} steps)"
                                  f"{superlinear_note(top['speedup'], top['gpus'])}.",
                                  anchor, [top["run"]]))
-    if picked := cheapest(frame, "cost"):
-        cheap, bound = picked
-        label = lambda r: f"{r['hw']} on {ctx.devices(r['hw'], r['gpus'])}, {as_int(r['steps'])} steps"  # noqa: E731
-        found.append(Finding(f"FLUX LoRA: cheapest fine-tune {bound}{fmt.money(cheap['cost'])} ({cheap['hw']}, "
-                             f"{ctx.devices(cheap['hw'], cheap['gpus'])}, {as_int(cheap['steps'])} steps; "
-                             f"job time {fmt.seconds(cheap['job_s'])} s, start-up included"
-                             f"{tied(frame, 'cost', cheap, label)}).", anchor,
-                             [cheap["run"]]))
+    # steady steps/s does not depend on the run's length: each key's longest run has the most steps to time
+    longest = frame.sort_values("steps", ascending=False, kind="stable")
+    if compared := across_hardware(longest, "steps_per_s", ["gpus"], lambda r: ctx.devices(r["hw"], r["gpus"])):
+        text, runs = compared
+        found.append(Finding(f"FLUX LoRA across hardware, steady steps/s (each key's longest run): {text}.", anchor,
+                             runs))
+    cheap_parts, cheap_runs = [], []
+    for steps, rows in frame.groupby("steps", sort=True):  # a fine-tune's cost grows with its steps: like with like
+        if picked := cheapest(rows, "cost"):
+            cheap, bound = picked
+            label = lambda r: f"{r['hw']} on {ctx.devices(r['hw'], r['gpus'])}"  # noqa: E731
+            cheap_parts.append(f"of {as_int(steps)} steps {bound}{fmt.money(cheap['cost'])} ({cheap['hw']}, "
+                               f"{ctx.devices(cheap['hw'], cheap['gpus'])}; job time {fmt.seconds(cheap['job_s'])} s, "
+                               f"start-up included{tied(rows, 'cost', cheap, label)})")
+            cheap_runs.append(cheap["run"])
+    if cheap_parts:
+        found.append(Finding(f"FLUX LoRA: cheapest fine-tune {'; '.join(cheap_parts)}.", anchor, cheap_runs))
     train_share = (frame["train_s"] / frame["job_s"]).median()
     if fmt.number(train_share) is not None:
         found.append(Finding(f"FLUX LoRA: training is {fmt.percent(train_share)} of a fine-tune's job time "

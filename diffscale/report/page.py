@@ -330,6 +330,29 @@ def tied(frame: pd.DataFrame, column: str, row, label) -> str:
     return f"; {' and '.join(close)} within {TIE * 100:g} % of it: a tie" if close else ""
 
 
+def across_hardware(frame: pd.DataFrame, rate: str, settings: list[str], describe) -> tuple[str, list[str]] | None:
+    """How the hardware keys compare where two or more ran the same `settings` (each key's first row
+    there: sort the frame to choose): '<describe(row)>: a100 at 2.00 is 1.8× a40 at 1.10', one part
+    per setting joined by '; ', rates in the frame's units; a gap under TIE reads as level. With the
+    runs compared; None where no setting ran on two keys."""
+    def name(r) -> str:
+        cpus = fmt.number(r.get("cpus"))
+        return f"{r['hw']}{f' on {fmt.integer(cpus)} CPUs' if cpus else ''} at {fmt.sig(r[rate])}"
+
+    parts, runs = [], []
+    for _, rows in frame.groupby(settings, sort=False):
+        rows = rows[[(fmt.number(v) or 0) > 0 for v in rows[rate]]].drop_duplicates("hw")
+        if len(rows) < 2:
+            continue
+        ranked = [r for _, r in rows.sort_values(rate, ascending=False, kind="stable").iterrows()]
+        top = ranked[0]
+        against = [f"level with {name(r)} (within {TIE * 100:g} %)" if top[rate] <= (1 + TIE) * r[rate]
+                   else f"{fmt.ratio(top[rate] / r[rate])} {name(r)}" for r in ranked[1:]]
+        parts.append(f"{describe(top)}: {name(top)} is {', '.join(against)}")
+        runs += [str(r["run"]) for r in ranked if "run" in r]
+    return ("; ".join(parts), runs) if parts else None
+
+
 def superlinear_note(speedup, count) -> str:
     """' (superlinear: see the flag under the table)' for a speedup above its device count."""
     s, n = fmt.number(speedup), fmt.number(count)

@@ -12,8 +12,9 @@ import pandas as pd
 from diffscale import resources, vocab
 from diffscale.embed.scaling import SHORTEST_S, long_enough, shard_cap, smt_note
 from diffscale.report import fmt, plots
-from diffscale.report.page import (TITLES, Context, Finding, Section, as_int, cheapest, efficiency_cols, gpu_missing,
-                                   gpus_col, on_cpus, per_unit, runs_of, superlinear, superlinear_note, tied)
+from diffscale.report.page import (TITLES, Context, Finding, Section, across_hardware, as_int, cheapest,
+                                   efficiency_cols, gpu_missing, gpus_col, on_cpus, per_unit, runs_of, superlinear,
+                                   superlinear_note, tied)
 from diffscale.report.tables import Col, TableProblem, full, short
 
 MODALITY = {"images": ("VAE latents", vocab.ITEMS["images"]), "text": ("Text embeddings", vocab.ITEMS["text"])}
@@ -502,6 +503,11 @@ def _train_findings(ctx: Context, frame: pd.DataFrame, anchor: str) -> list[Find
         found.append(Finding(f"U-Net training: fastest run {best['hw']} {best['precision']} on "
                              f"{ctx.devices(best['hw'], best['gpus'])}, {fmt.sig(best['samples_per_s'])} samples/s.", anchor,
                              [best["run"]]))
+    one = frame[frame["gpus"] == 1]
+    if compared := across_hardware(one, "samples_per_s", ["precision"],
+                                   lambda r: f"{r['precision']} on {ctx.devices(r['hw'], 1)}"):
+        text, runs = compared
+        found.append(Finding(f"U-Net training across hardware, samples/s: {text}.", anchor, runs))
     multi = frame[frame["gpus"] > 1]
     for hw, on_hw in multi.groupby("hw", sort=False):  # each precision at its most GPUs on this hardware
         tops = [rows.loc[rows["gpus"].idxmax()] for _, rows in on_hw.groupby("precision", sort=False)]
@@ -511,7 +517,6 @@ def _train_findings(ctx: Context, frame: pd.DataFrame, anchor: str) -> list[Find
                 f"({fmt.percent(top['efficiency'])} efficiency {per_unit(ctx, top)})"
                 f"{superlinear_note(top['speedup'], top['gpus'])}"
                 for top in tops) + ".", anchor, [top["run"] for top in tops]))
-    one = frame[frame["gpus"] == 1]
     for hw in dict.fromkeys(one["hw"]):
         fp32 = one[(one["hw"] == hw) & (one["precision"] == "fp32")]
         low = one[(one["hw"] == hw) & (one["precision"] != "fp32")]

@@ -613,7 +613,7 @@ def test_a_resumed_fine_tune_is_billed_for_all_its_invocations_and_is_not_the_ch
     frame["resumed"] = True  # every run resumed: the cheapest is named as a lower bound
     frame.to_csv(path, index=False)
     cheapest = next(f["text"] for f in build(results).findings if "cheapest fine-tune" in f["text"])
-    assert "cheapest fine-tune at least $" in cheapest
+    assert "cheapest fine-tune of 1000 steps at least $" in cheapest
 
 
 def test_a_fine_tune_whose_tries_were_all_recorded_is_billed_whole(results, build):
@@ -820,3 +820,49 @@ def test_an_embedding_cost_says_how_much_of_its_job_was_start_up(results, build)
     frame.to_csv(path, index=False)
     found = next(f["text"] for f in build(results).findings if "cost per 1,000 images" in f["text"])
     assert re.search(r"CPU \$[0-9.]+ \([^)]*; start-up 97 % of its wall time", found), found
+
+
+def test_hardware_keys_are_compared_at_the_same_settings(results, build):
+    """The studies' question across hardware (A40 against A100, a CPU key): each key's rate at the
+    same settings on one device, the fastest first, a gap under 5 % read as level."""
+    def across(page, study):
+        return next(f["text"].split(" details")[0] for f in page.findings if f["text"].startswith(study + " across"))
+
+    page = build(results)
+    assert across(page, "U-Net training") == ("U-Net training across hardware, samples/s: fp32 on 1 GPU: a100 at 400 "
+                                             "is 1.8× a40 at 220; bf16 on 1 GPU: a100 at 900 is 1.8× a40 at 495.")
+    assert across(page, "FLUX LoRA").startswith("FLUX LoRA across hardware, steady steps/s (each key's longest run): "
+                                                "1 GPU: a100 at 2.00 is 1.8× a40 at 1.10; 2 GPUs: a100 at 3.60 is 1.8× "
+                                                "a40 at 1.98; 4 GPUs:")
+    assert not any(f["text"].startswith("DDPM across") for f in page.findings)  # one hardware key: nothing to compare
+
+    path = results / "bench" / "flux_train.csv"
+    frame = pd.read_csv(path)
+    a40 = frame["hw"] == "a40"
+    frame.loc[a40, "steps_per_s"] = frame.loc[a40, "steps_per_s"] / 1.1 * 1.95  # within 5 % of the a100
+    cpu = frame[a40 & (frame["gpus"] == 1)].assign(hw="cpu", steps=20, steps_per_s=0.004, cpus=8, run="cpu/g1-s20")
+    pd.concat([frame, cpu]).to_csv(path, index=False)
+    assert across(build(results), "FLUX LoRA").startswith(
+        "FLUX LoRA across hardware, steady steps/s (each key's longest run): 1 GPU: a100 at 2.00 is level with a40 at "
+        "1.95 (within 5 %), 500× cpu on 8 CPUs at 0.00400; 2 GPUs:")
+
+    path = results / "bench" / "ddpm_batch.csv"
+    frame = pd.read_csv(path)
+    a40 = frame.assign(hw="a40", images_per_s=frame["images_per_s"] / 2, run=frame["run"].str.replace("a100", "a40"))
+    pd.concat([frame, a40]).to_csv(path, index=False)
+    finding = next(f for f in build(results).findings if f["text"].startswith("DDPM across"))
+    assert finding["text"].split(" details")[0] == (
+        "DDPM across hardware, images/s (fp32, 4 loader workers, eager): batch 64 on 1 GPU: a100 at 640 is 2.0× a40 at "
+        "320; batch 128 on 1 GPU: a100 at 1,280 is 2.0× a40 at 640.")
+    assert "ddpm/a40/b128-g1" in finding["text"] and "b128-g2" not in finding["text"]
+
+
+def test_the_cheapest_fine_tune_is_named_per_step_count(results, build):
+    """A 20-step fine-tune is cheaper than a 1,000-step one on any hardware: costs compare within a step count."""
+    path = results / "bench" / "flux_train.csv"
+    frame = pd.read_csv(path)
+    short_run = frame[(frame["hw"] == "a100") & (frame["gpus"] == 4)].assign(steps=20, run="flux/train/a100/g4-s20")
+    pd.concat([frame, short_run]).to_csv(path, index=False)
+    text = next(f["text"] for f in build(results).findings if "cheapest fine-tune" in f["text"]).split(" details")[0]
+    assert text.startswith("FLUX LoRA: cheapest fine-tune of 20 steps $")
+    assert "(a100, 4 GPUs;" in text and "; of 1000 steps $0.30 (a40, 1 GPU; job time 994 s" in text
