@@ -60,6 +60,7 @@ def validate_config(cfg: dict, source: str = "config") -> dict:
     check_dask_address(cfg, source)
     check_train_batches(cfg, source)
     check_flux_batches(cfg, source)
+    check_flux_infer(cfg, source)
     check_flux_adapter(cfg, source)
     check_ddpm_window(cfg, source)
     check_synthetic_paths(cfg, source)
@@ -206,6 +207,15 @@ def check_flux_batches(cfg: dict, source: str = "config", runs=None) -> None:
             raise ConfigError(
                 f"{source}: flux.batch_size: {batch} does not split over {run.gpus} GPUs "
                 f"(run {run.hw}/{run.variant}); use a multiple of {run.gpus}")
+
+
+def check_flux_infer(cfg: dict, source: str = "config") -> None:
+    """Every hardware key of the FLUX matrix has one set of inference settings (experiments.flux_infer)."""
+    for hw in dict.fromkeys(run.hw for run in experiments.flux_runs(cfg)):
+        try:
+            experiments.flux_infer(cfg, hw)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
 
 
 def check_flux_adapter(cfg: dict, source: str = "config") -> None:

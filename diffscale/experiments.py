@@ -6,6 +6,7 @@ so `rules/common.smk` turns each run into a path and a glob of results answers "
 
 from __future__ import annotations
 
+import copy
 import itertools
 from dataclasses import dataclass
 
@@ -124,12 +125,25 @@ def train_run(cfg: dict, hw: str, precision: str, gpus: int) -> TrainRun:
 
 
 def flux_runs(cfg: dict) -> list[FluxRun]:
+    """The fine-tunes: each entry's hw x gpus x steps, its steps where it sets them, else flux.steps
+    (a CPU entry times a few steps where a GPU runs the study's hundreds)."""
     flux = cfg["flux"]
-    return [
-        FluxRun(c["hw"], c["gpus"], steps)
-        for c in _expand(flux["matrix"], ["hw", "gpus"])
-        for steps in flux["steps"]
-    ]
+    entries = [{**entry, "steps": entry.get("steps", flux["steps"])} for entry in flux["matrix"]]
+    return [FluxRun(c["hw"], c["gpus"], c["steps"]) for c in _expand(entries, ["hw", "gpus", "steps"])]
+
+
+def flux_infer(cfg: dict, hw: str) -> dict:
+    """The inference timing settings on `hw`: flux.infer, with the keys replaced that a matrix entry
+    naming `hw` sets in its own `infer` (one value per hardware key: two entries that differ are an error)."""
+    first, own = None, {}
+    for i, entry in enumerate(cfg["flux"]["matrix"]):
+        if hw not in entry["hw"] or "infer" not in entry:
+            continue
+        if first is not None and entry["infer"] != own:
+            raise ConfigError(f"flux.matrix[{i}].infer: {entry['infer']}, but flux.matrix[{first}] times {hw} "
+                              f"too, with infer {own}: one value per hardware key")
+        first, own = i, entry["infer"]
+    return {**copy.deepcopy(cfg["flux"]["infer"]), **copy.deepcopy(own)}
 
 
 def ddpm_baseline(cfg: dict) -> dict:

@@ -207,3 +207,31 @@ def test_with_scaling_images_the_training_reads_a_gpu_run(demo):
     bad["embed"]["scaling_images"] = 10
     assert check(bad) == ("config.yaml: embed.train_source: 'serial-pinned-w1' embeds only the first "
                           "embed.scaling_images (10) images; train from a gpu run, or set scaling_images: null")
+
+
+def test_a_flux_matrix_entry_sets_its_own_steps_and_inference_settings(demo):
+    """A CPU entry times a few steps and batch-1 fp32 inference where the GPUs run the study's settings."""
+    from diffscale.flux.settings import infer_config
+
+    cfg = copy.deepcopy(demo)
+    cfg["hardware"]["big"] = {"partition": "cpu", "device": "cpu", "cpus": 2}
+    cfg["flux"]["matrix"] = [{"hw": ["local"], "gpus": [1, 2]},
+                             {"hw": ["big"], "gpus": [1], "steps": [2], "infer": {"batch_sizes": [1]}}]
+    cfg["flux"]["infer"] = {"batch_sizes": [1, 2], "dtypes": ["fp32"], "repeats": 2}
+    validate_config(cfg)
+    assert [(r.hw, r.gpus, r.steps) for r in experiments.flux_runs(cfg)] == [
+        ("local", 1, 4), ("local", 1, 8), ("local", 2, 4), ("local", 2, 8), ("big", 1, 2)]
+    big, local = infer_config(cfg, "big"), infer_config(cfg, "local")
+    assert (big["batch_sizes"], big["dtypes"], big["repeats"]) == ([1], ["fp32"], 2)  # the rest from flux.infer
+    assert (local["batch_sizes"], local["dtypes"], local["repeats"]) == ([1, 2], ["fp32"], 2)
+
+    bad = copy.deepcopy(cfg)
+    bad["flux"]["matrix"].append({"hw": ["big"], "gpus": [2], "infer": {"batch_sizes": [2]}})
+    assert check(bad) == ("config.yaml: flux.matrix[2].infer: {'batch_sizes': [2]}, but flux.matrix[1] times big "
+                          "too, with infer {'batch_sizes': [1]}: one value per hardware key")
+    bad["flux"]["matrix"][2]["infer"] = {"batch_sizes": [1]}  # the same value twice is one value
+    validate_config(copy.deepcopy(bad))
+    bad["flux"]["matrix"][1]["infer"] = {"batch": [1]}
+    assert "flux.matrix[1].infer" in check(bad) and "batch" in check(bad)
+    bad["flux"]["matrix"][1].update(infer={"batch_sizes": [1]}, steps=[0])
+    assert "flux.matrix[1].steps" in check(bad)

@@ -105,8 +105,8 @@ def test_cpu_device_entries_never_touch_cuda(full, monkeypatch):
 
 def test_demand_lists_every_hardware_key_with_its_largest_job(full, repo_root):
     # full: embed CPU backends up to 8 workers; a100 hosts 4-GPU embed/train/flux/ddpm jobs;
-    # train runs on a40 up to 4 GPUs and on k80 up to 2.
-    assert hardware.demand(full) == {"a100": 4, "a40": 4, "cpu": 8, "k80": 2}
+    # train runs on a40 up to 4 GPUs and on k80 up to 2; FLUX on cpu_large in 1 process.
+    assert hardware.demand(full) == {"a100": 4, "a40": 4, "cpu": 8, "cpu_large": 1, "k80": 2}
     assert hardware.demand(load_config(repo_root / "config.yaml")) == {"local": 2}
 
 

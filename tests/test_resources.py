@@ -100,7 +100,7 @@ def test_more_gpus_than_a_node_has_is_an_error_naming_the_entry(full):
 
 
 def test_unknown_hardware_key_is_an_error_naming_it_and_the_known_keys(full):
-    with pytest.raises(ConfigError, match=r"hardware key 'h100' is not in the config's hardware table \(a100, a40, cpu, k80\)"):
+    with pytest.raises(ConfigError, match=r"hardware key 'h100' is not in the config's hardware table \(a100, a40, cpu, cpu_large, k80\)"):
         hwres.job_resources(full, "h100", 1)
 
 

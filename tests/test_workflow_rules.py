@@ -79,7 +79,7 @@ def test_the_k80_entry_of_the_full_study_gets_the_k80_env():
     found = inventory("config/full.yaml")
     check = next(r for r in found["rules"] if r["name"] == "hardware_check")
     assert check["envs"] == {"a100": "envs/train.yaml", "a40": "envs/train.yaml", "cpu": "envs/train.yaml",
-                             "k80": "envs/train-k80.yaml"}
+                             "cpu_large": "envs/train.yaml", "k80": "envs/train-k80.yaml"}
 
 
 def test_ddpm_windows_declare_the_image_folder_they_decode_each_step(tmp_path):
@@ -102,5 +102,5 @@ def test_preflight_asks_for_every_hardware_check_and_nothing_else():
 
     found = {r["name"]: r for r in inventory("config/full.yaml")["rules"]}
     want = {f"results/hardware/check/{hw}/g{n}/run.json" for hw, n in demand(load_config(ROOT / "config/full.yaml")).items()}
-    assert set(found["preflight"]["inputs"]) == want and len(want) == 4
+    assert set(found["preflight"]["inputs"]) == want and len(want) == 5
     assert found["preflight"]["local"] and not found["preflight"]["has_shell"]

@@ -11,7 +11,7 @@ import copy
 
 from diffscale.config import check_flux_batches
 from diffscale.errors import ConfigError
-from diffscale.experiments import FluxRun
+from diffscale.experiments import FluxRun, flux_infer
 from diffscale.vocab import DTYPES, job_hardware  # noqa: F401 - DTYPES: the flux modules import it from here
 
 SDPA_KERNELS = {"flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "math": "MATH",
@@ -74,7 +74,7 @@ def infer_config(cfg: dict, hw: str) -> dict:
                                  cfg["data"]["subject"]["trigger"]),
             "resolution": flux["resolution"], "inference_steps": flux["inference_steps"],
             "max_sequence_length": flux["max_sequence_length"], "cpu_dtype": flux["cpu_dtype"],
-            **copy.deepcopy(flux["infer"])}
+            **flux_infer(cfg, hw)}
 
 
 def trajectory(run_cfg: dict) -> dict:

@@ -36,9 +36,14 @@ def test_the_full_study_sends_flux_lora_jobs_to_a40_and_a100_with_their_gpu_requ
     cfg = slurm_audit.merged_config([ROOT / "config" / "full.yaml", overlay])
     lora = [job for job in jobs if job.rule == "flux_lora"]
     planned = {(j.wildcards["hw"], int(j.wildcards["gpus"]), int(j.wildcards["steps"])) for j in lora}
-    assert planned == {(hw, g, s) for hw in ("a40", "a100") for g in (1, 2, 4) for s in (500, 2000)}
+    assert planned == {(hw, g, s) for hw in ("a40", "a100") for g in (1, 2, 4) for s in (500, 2000)} | {("cpu_large", 1, 30)}
+    cpu = next(job for job in lora if job.wildcards["hw"] == "cpu_large")  # its entry's own steps, on a CPU node
+    assert (cpu.resources["slurm_partition"], cpu.resources["cpus_per_task"], cpu.resources["mem_mb"]) == ("cpu", "32", "128000")
+    assert slurm_audit.requested_gpus(cpu.resources)[1] == 0
     for job in lora:
         hw, gpus = job.wildcards["hw"], int(job.wildcards["gpus"])
+        if hw == "cpu_large":
+            continue
         assert job.resources["slurm_partition"] == hw
         assert slurm_audit.requested_gpus(job.resources) == (hw, gpus)
         assert "--gpus" not in job.command  # the loop spawns its processes itself
@@ -50,7 +55,8 @@ def test_the_full_study_sends_flux_lora_jobs_to_a40_and_a100_with_their_gpu_requ
     problems = [p for job in flux_jobs if job.command for p in slurm_audit.request_problems(cfg, job)]
     assert not problems, "\n".join(problems)
     infer = {job.wildcards["hw"]: job for job in jobs if job.rule == "flux_infer"}
-    assert set(infer) == {"a40", "a100"} and all(slurm_audit.requested_gpus(j.resources)[1] == 1 for j in infer.values())
+    assert set(infer) == {"a40", "a100", "cpu_large"}
+    assert [slurm_audit.requested_gpus(infer[hw].resources)[1] for hw in ("a40", "a100", "cpu_large")] == [1, 1, 0]
 
 
 def test_the_demo_asks_for_the_contract_tables_through_the_report(repo_root):
