@@ -78,7 +78,11 @@ def section(ctx: Context) -> Section:
         series[f"{hw}, {steps} steps"] = [(float(g), float(s)) for g, s in zip(rows["gpus"], rows["speedup"])
                                           if fmt.number(s) is not None]
     figures = [ctx.figure("flux", "speedup", plots.speedup(series, "FLUX LoRA: speedup against 1 GPU", "GPUs"),
-                          "FLUX LoRA training: speedup against GPUs, per hardware key.")]
+                          "FLUX LoRA training: speedup against GPUs, per hardware key."),
+               ctx.figure("flux", "throughput", plots.lines(_throughput(frame), "FLUX LoRA: throughput per hardware",
+                                                            "GPUs (CPU: processes)", "images/s (steady)", marker="o"),
+                          "FLUX LoRA training: steady images/s against GPUs, one line per hardware key "
+                          "(each key's longest run per count).")]
     phases = [c for c in ("setup_s", "cache_s", "train_s", "sampling_s", "saving_s") if c in frame.columns]
     if len(phases) > 1:
         labels = [f"{r['hw']} g{as_int(r['gpus'])} s{as_int(r['steps'])}" for _, r in frame.iterrows()]
@@ -94,6 +98,13 @@ def section(ctx: Context) -> Section:
     out.add(full(frame.drop(columns=["cost", "job_s"]), "flux_train.csv"))
     out.add(ctx.trust(frame["run"], ROLES, frame))
     return out
+
+
+def _throughput(frame: pd.DataFrame) -> dict[str, tuple[list[float], list[float]]]:
+    """Per hardware key: (GPU counts, steady images/s of the longest run at each count)."""
+    longest = frame.sort_values(["gpus", "steps"], ascending=[True, False], kind="stable").drop_duplicates(["hw", "gpus"])
+    return {str(hw): (list(rows["gpus"].astype(float)), list(rows["images_per_s"].astype(float)))
+            for hw, rows in longest.groupby("hw", sort=False)}
 
 
 def _train_findings(ctx: Context, frame: pd.DataFrame, anchor: str) -> list[Finding]:

@@ -105,13 +105,25 @@ def scatter(points: Sequence[tuple[str, str, float, float]], title: str, xlabel:
     return _png(fig)
 
 
+LOG_SPAN = 100
+
+
+def wide_span(series: dict[str, tuple[Sequence[float], Sequence[float]]]) -> bool:
+    """Whether the positive y values span more than LOG_SPAN: a linear axis would flatten the smallest."""
+    ys = [float(v) for _, y in series.values() for v in y if v is not None and float(v) > 0]
+    return bool(ys) and max(ys) > LOG_SPAN * min(ys)
+
+
 @_deferred
 def lines(series: dict[str, tuple[Sequence[float], Sequence[float]]], title: str, xlabel: str, ylabel: str,
           marker: str = "") -> bytes:
+    """One line per series; a log y axis where the values span more than LOG_SPAN (a CPU beside GPUs)."""
     fig, ax = _figure()
     styles = ["-", "--", "-.", ":"]
     for number, (label, (x, y)) in enumerate(series.items()):
         ax.plot(list(x), list(y), styles[number % len(styles)], marker=marker or None, label=label)
+    if wide_span(series):
+        ax.set_yscale("log")
     xs = sorted({float(v) for x, _ in series.values() for v in x})
     if 1 < len(xs) <= 8 and all(v.is_integer() for v in xs):  # GPUs, batch sizes: the values themselves
         ax.set_xticks(xs, [f"{v:g}" for v in xs])

@@ -866,3 +866,16 @@ def test_the_cheapest_fine_tune_is_named_per_step_count(results, build):
     text = next(f["text"] for f in build(results).findings if "cheapest fine-tune" in f["text"]).split(" details")[0]
     assert text.startswith("FLUX LoRA: cheapest fine-tune of 20 steps $")
     assert "(a100, 4 GPUs;" in text and "; of 1000 steps $0.30 (a40, 1 GPU; job time 994 s" in text
+
+
+def test_the_flux_throughput_figure_draws_each_hardware_keys_longest_run_per_count(results):
+    from diffscale.report.flux import _throughput
+    from diffscale.report.plots import wide_span
+
+    frame = pd.read_csv(results / "bench" / "flux_train.csv")
+    short_run = frame[frame["hw"] == "a100"].assign(steps=20, images_per_s=99.0)  # fewer steps: not drawn
+    cpu = frame[(frame["hw"] == "a40") & (frame["gpus"] == 1)].assign(hw="cpu", steps=30, images_per_s=0.01)
+    series = _throughput(pd.concat([short_run, frame, cpu]))
+    assert series == {"a100": ([1.0, 2.0, 4.0], pytest.approx([8.0, 14.4, 25.6])),
+                      "a40": ([1.0, 2.0, 4.0], pytest.approx([4.4, 7.92, 14.08])), "cpu": ([1.0], [0.01])}
+    assert wide_span(series) and not wide_span({k: v for k, v in series.items() if k != "cpu"})
