@@ -33,8 +33,14 @@ from pathlib import Path
 from typing import Iterator
 
 from diffscale import atomic, timing
+from diffscale.errors import ConfigError, DataError, ModelSpecError
 
 HEARTBEAT_S = 30.0
+# A try stopped by these ran none of its settings' work that counts: a wrong path, an unreadable
+# input, a config mistake. Its record is removed (a corrected re-run is not billed for the typo).
+# Out of memory, a NaN loss (TrainingError), a node whose GPU will not start (HardwareError) or a
+# crash are tries of the settings, and stay recorded.
+INPUT_MISTAKES = (ConfigError, DataError, ModelSpecError)
 
 
 def folder(run_dir: str | Path) -> Path:
@@ -93,8 +99,9 @@ def recorded(where: str | Path | None, key: str = "", heartbeat_s: float = HEART
     """Record this process as a try of the job whose attempts folder is `where`, and yield it
     with the tries before it that ran the same settings (`key`, e.g. the run config's hash: a try
     of settings since changed is not this run's cost, and its record is dropped). A try that
-    raises keeps its record, with the moment it failed; one that finishes the job removes the
-    folder, one that stopped early keeps it. `where` None: nothing is recorded. Recording never
+    raises keeps its record, with the moment it failed, unless a mistake in its input or config
+    stopped it (INPUT_MISTAKES); one that finishes the job removes the folder, one that stopped
+    early keeps it. `where` None: nothing is recorded. Recording never
     fails the job: a record it cannot write (a full disk) is left as it was."""
     if where is None:
         yield Try()
@@ -127,6 +134,12 @@ def recorded(where: str | Path | None, key: str = "", heartbeat_s: float = HEART
     thread.start()
     try:
         yield this
+    except INPUT_MISTAKES:
+        stop.set()
+        thread.join()
+        mine.unlink(missing_ok=True)  # stopped by its input or config: not a try of these settings
+        _remove_empty(where)
+        raise
     except BaseException:
         stop.set()
         thread.join()
@@ -138,10 +151,15 @@ def recorded(where: str | Path | None, key: str = "", heartbeat_s: float = HEART
         alive()  # its end
         return
     shutil.rmtree(where, ignore_errors=True)
-    if where.parent.name == ".attempts":
+    _remove_empty(where)
+
+
+def _remove_empty(where: Path) -> None:
+    """`where` if empty, then its .attempts parent if that is empty too: no empty folders among the runs."""
+    for folder_ in (where, where.parent) if where.parent.name == ".attempts" else (where,):
         try:
-            where.parent.rmdir()  # the last of its folder: no empty .attempts left among the runs
-        except OSError:  # another job's record is in it
+            folder_.rmdir()
+        except OSError:  # gone already, or another try's or job's record is in it
             pass
 
 

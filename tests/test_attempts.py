@@ -43,6 +43,30 @@ def test_a_failed_try_stays_recorded_and_the_next_one_reads_it_then_clears_it(tm
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_try_stopped_by_its_input_is_not_recorded_but_one_out_of_memory_is(tmp_path):
+    """A wrong path or config is the user's typo, not a try of the settings: a corrected re-run is
+    not billed for it, and no folder is left beside a run made by hand. Out of memory is a try."""
+    from diffscale.errors import ConfigError, DataError, HardwareError
+    from diffscale.train.core.guards import TrainingError
+
+    where = tmp_path / ".attempts" / "run"
+    for mistake in (DataError("manifest.parquet: no such file"), ConfigError("x"), DataError("y")):
+        with pytest.raises(type(mistake)):
+            with attempts.recorded(where):
+                raise mistake
+        assert not where.parent.exists()
+    for failure in (TrainingError("out of memory on cuda:0 with micro-batch 64"), HardwareError("no GPU")):
+        with pytest.raises(type(failure)):
+            with attempts.recorded(where):
+                raise failure
+    assert len(attempts.earlier_tries(where)) == 2
+    with pytest.raises(DataError):  # the earlier tries' records stay; only its own goes
+        with attempts.recorded(where) as this:
+            assert len(this.earlier) == 2
+            raise DataError("z")
+    assert len(attempts.earlier_tries(where)) == 2
+
+
 def test_a_finished_job_leaves_the_records_of_the_job_beside_it(tmp_path):
     with attempts.recorded(tmp_path / ".attempts" / "b") as beside:
         beside.finished = False
