@@ -6,6 +6,7 @@ import errno
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Callable
 
 from diffscale.errors import UserError
@@ -22,7 +23,7 @@ def run_cli(main: Callable[[], int | None]) -> int:
     except OSError as exc:
         if exc.filename is None or exc.errno not in UNWRITABLE:  # not a path the user gave: a bug, shown whole
             raise
-        print(f"error: {os_error_path(exc)}: {exc.strerror or exc}", file=sys.stderr)
+        print(f"error: {os_error_text(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -32,6 +33,18 @@ def run_cli(main: Callable[[], int | None]) -> int:
 # What an output path the user gave can be wrong with: a file where a folder is wanted or the
 # reverse, no permission, a read-only or full file system. Other OS errors keep their traceback.
 UNWRITABLE = {errno.EEXIST, errno.EISDIR, errno.ENOTDIR, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC}
+
+
+def os_error_text(exc: OSError) -> str:
+    """'<path>: <reason>'; where a file stands in the way of a folder (mkdir of an existing file, a
+    file written under one), that file is named as the problem."""
+    path = os_error_path(exc)
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR):
+        blocker = next((p for p in (Path(path), *Path(path).parents) if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            writing = "" if str(blocker) == path else f" (writing {path})"
+            return f"{blocker}: is a file, where a folder is needed{writing}; give another path or move the file"
+    return f"{path}: {exc.strerror or exc}"
 
 
 def os_error_path(exc: OSError) -> str:

@@ -136,3 +136,13 @@ def test_gpu_rows_split_the_gap_to_the_bare_model(monkeypatch):
                                                    image_size=64, dtype="bf16"))
     assert row["vs_bare"] == pytest.approx(0.70) and row["vs_bare_end_to_end"] == pytest.approx(0.35)
     assert row["compute_alone_vs_bare"] == pytest.approx(0.95) and row["device_vs_bare"] == pytest.approx(0.90)
+
+
+def test_a_cpu_count_no_configuration_runs_at_is_named():
+    """serial pinned is the 1-CPU baseline only: `--cpus 1 4` with it alone runs nothing at 4."""
+    args = argparse.Namespace(backends=["serial"], cpus=[1, 4], policies=["pinned"], gpus=[], naive_max_cpus=4)
+    assert bench_embed.unrun_counts(args, bench_embed.configurations(args)) == [4]
+    args.policies = ["pinned", "intraop"]
+    assert bench_embed.unrun_counts(args, bench_embed.configurations(args)) == []
+    gpu = argparse.Namespace(backends=["gpu"], cpus=[1, 4], policies=["pinned"], gpus=[1], naive_max_cpus=4)
+    assert bench_embed.unrun_counts(gpu, bench_embed.configurations(gpu)) == []  # --cpus means nothing to a gpu run

@@ -98,7 +98,7 @@ def test_an_output_path_that_cannot_be_written_is_one_line_naming_it(repo_root, 
     blocker.write_text("")
     proc = run(repo_root, "scripts/model_inventory.py", "--config", "config.yaml", "--out", str(blocker / "m.csv"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip() == f"error: {blocker}: File exists"
+    assert proc.stderr.strip() == f"error: {blocker}: is a file, where a folder is needed; give another path or move the file"
     folder = tmp_path / "a-folder"
     (folder / "inside").mkdir(parents=True)
     proc = run(repo_root, "scripts/model_inventory.py", "--config", "config.yaml", "--out", str(folder))
@@ -113,6 +113,17 @@ def test_a_file_system_error_names_the_target_not_the_temporary_file():
     assert os_error_path(error) == "/r/table.csv"
     assert os_error_path(OSError(30, "Read-only file system", "/ro/.out.77.tmp")) == "/ro/out"
     assert os_error_path(OSError(13, "Permission denied", "/x/.hidden.json")) == "/x/.hidden.json"
+
+
+def test_a_file_in_the_way_of_a_folder_is_named_as_the_problem(tmp_path):
+    from diffscale.cli import os_error_text
+
+    blocker = tmp_path / "out"
+    blocker.write_text("")
+    under = NotADirectoryError(20, "Not a directory", str(blocker / "manifest.parquet"))
+    assert os_error_text(under) == (f"{blocker}: is a file, where a folder is needed (writing {blocker}/manifest.parquet); "
+                                    "give another path or move the file")
+    assert os_error_text(OSError(13, "Permission denied", "/x/y")) == "/x/y: Permission denied"
 
 
 def test_an_os_error_that_is_not_about_an_unwritable_path_keeps_its_traceback():

@@ -4,8 +4,9 @@ Writes a synthetic COCO captions file (default 83,000 images x 5 captions, the s
 train) or takes a real one (--captions), then runs `scripts/filter_coco.py` on it in a fresh
 process pinned to --cpus cores, so the figures are the CLI's own: wall time from start to the last
 output file, its phases (load, label, write) from run.json, and its peak resident memory.
-Targets, labels only: under 60 s on one core and under 2 GB. `--image-files N` also writes N small
-JPEGs (the first N synthetic images) and times the header checks on them.
+Targets, labels only: under 60 s on one core and under 2 GB. `--image-files N` labels N synthetic
+images instead, each with a small JPEG, and times the header checks (the filter checks the file of
+every image it labels).
 """
 
 from __future__ import annotations

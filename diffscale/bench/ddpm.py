@@ -115,7 +115,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed blocks (median; default 3)")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers, both sides (default 2)")
     parser.add_argument("--ema-every", type=int, default=10, help="EMA update interval, both sides (default 10)")
-    parser.add_argument("--backend", default="inductor", help="torch.compile backend (aot_eager on CPUs)")
+    parser.add_argument("--backend", default="inductor",
+                        help="torch.compile backend (on a CPU, aot_eager skips inductor's ~100 s cold compile)")
     parser.add_argument("--images", type=int, default=2048, help="random uint8 images in the array (default 2048)")
     parser.add_argument("--budget-s", type=float, default=125.0,
                         help="skip a side that would start after this many seconds (default 125)")
@@ -177,6 +178,15 @@ def run(args: argparse.Namespace) -> list[dict]:
     print("\nratio to the peer (ours / peer, steps/s, same model, batch, precision, objective, schedule):")
     for row in rows:
         if row["impl"] == "ours":
-            ratio = f"{row['ratio_to_peer']:.2f}x" if row["ratio_to_peer"] else row["status"]
-            print(f"  {row['variant']:>18}: {ratio}")
+            print(f"  {row['variant']:>18}: {peer_ratio_text(row, rows)}")
     return rows
+
+
+def peer_ratio_text(ours: dict, rows: list[dict]) -> str:
+    """'1.15x', or why there is no ratio: our side's status, else the peer's (not installed, skipped)."""
+    if ours["ratio_to_peer"]:
+        return f"{ours['ratio_to_peer']:.2f}x"
+    if ours["status"] != "ok":
+        return ours["status"]
+    peer = next((r for r in rows if r["impl"] == "peer" and r["variant"] == ours["variant"]), None)
+    return f"no ratio: peer {peer['status']}" if peer else "no ratio: no peer run of this variant"

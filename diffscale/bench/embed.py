@@ -220,6 +220,12 @@ def configurations(args) -> list[tuple[str, str, int]]:
     return out
 
 
+def unrun_counts(args, planned: list[tuple[str, str, int]]) -> list[int]:
+    """The --cpus values no CPU configuration runs at (serial alone, without intraop)."""
+    ran = {n for backend, _, n in planned if backend != "gpu"}
+    return [n for n in (args.cpus or []) if n not in ran and any(b != "gpu" for b in args.backends)]
+
+
 def check_arguments(args: argparse.Namespace) -> None:
     """--source-size WxH and an --image-size the VAE can take, as one line naming the flag."""
     from diffscale.errors import ConfigError
@@ -246,7 +252,11 @@ def _run(args: argparse.Namespace, work: Path) -> list[dict]:
 
     save = saver(args)
     width, height = (int(v) for v in args.source_size.lower().split("x"))
-    gpu = any(b == "gpu" for b, _, _ in configurations(args))
+    planned = configurations(args)
+    for n in unrun_counts(args, planned):
+        print(f"--cpus {n}: no run: serial runs 1 process × 1 thread (N CPUs: --policies intraop, or a parallel "
+              "backend)", flush=True)
+    gpu = any(b == "gpu" for b, _, _ in planned)
     rows: list[dict] = []
     bare: dict[str, float] = {}  # the bare model's rate per modality, measured once
     for size in sorted(args.sizes):

@@ -143,7 +143,7 @@ def _run(args: argparse.Namespace, work: Path) -> list[dict]:
                        "batch": task.batch_size, "cores": provenance.usable_cpus(), "ops_per_s_alone": alone,
                        **measure(kind, task, args.seconds)}
                 row["kept"] = row["ops_per_s_beside"] / alone
-                print(f"  {modality}, {loaders} loader {kind}{'s' if loaders > 1 else ''}: the launching thread "
+                print(f"  {modality}, {loaders} loader {kind}{('es' if kind.endswith('s') else 's') if loaders > 1 else ''}: the launching thread "
                       f"kept {row['kept']:.1%} of its pace ({row['loader_batches_per_s']:.0f} batches/s prepared)",
                       flush=True)
                 rows.append(row)

@@ -77,11 +77,12 @@ def check_folder(root: str | Path, trigger: str, resolution: int, ratios: list[f
             raise DataError(f"{entry.image}: unreadable image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
         if min(width, height) < smallest:
             raise DataError(f"{entry.image}: too small ({width}x{height}); the smallest bucket side is {smallest} px "
-                            f"(flux.resolution {resolution})")
+                            f"(resolution {resolution}: flux.resolution, --resolution by hand)")
         items.append(Item(entry.image.stem, str(entry.image), entry.caption, width, height,
                           nearest_bucket(width, height, buckets)))
     if len(items) < min_images:
-        raise DataError(f"{root}: {len(items)} captioned images, flux.min_images asks for at least {min_images}")
+        raise DataError(f"{root}: {len(items)} captioned images, flux.min_images (--min-images by hand) asks for at "
+                        f"least {min_images}")
     return items
 
 

@@ -26,3 +26,14 @@ def test_bench_ddpm_prints_the_ratio_to_the_peer(tmp_path):
     # a compile variant needs --compile-reserve-s left in the budget: skipped, and says so
     assert all(r["status"].startswith("skipped: ") and r["ratio_to_peer"] == "" for r in rows[3:])
     assert "objective eps" in rows[0]["settings"] and rows[2]["channels_last"] == "True"
+
+
+def test_the_ratio_summary_says_why_a_variant_has_no_ratio():
+    from diffscale.bench.ddpm import peer_ratio_text
+
+    ours = {"impl": "ours", "variant": "fp32", "status": "ok", "ratio_to_peer": None}
+    peer = {"impl": "peer", "variant": "fp32", "status": "failed: denoising-diffusion-pytorch is not installed"}
+    assert peer_ratio_text(ours, [ours, peer]) == "no ratio: peer failed: denoising-diffusion-pytorch is not installed"
+    assert peer_ratio_text(ours, [ours]) == "no ratio: no peer run of this variant"
+    assert peer_ratio_text({**ours, "status": "skipped: budget"}, [ours, peer]) == "skipped: budget"
+    assert peer_ratio_text({**ours, "ratio_to_peer": 1.149}, [ours, peer]) == "1.15x"

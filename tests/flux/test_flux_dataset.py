@@ -87,7 +87,7 @@ def _too_few(folder: Path) -> str:
     for stem in ("subject_003", "subject_004"):
         (folder / f"{stem}.png").unlink()
         (folder / f"{stem}.txt").unlink()
-    return f"{folder}: 3 captioned images, flux.min_images asks for at least 5"
+    return f"{folder}: 3 captioned images, flux.min_images (--min-images by hand) asks for at least 5"
 
 
 @pytest.mark.parametrize("mistake", [_no_caption, _no_image, _empty_caption, _unreadable, _too_small, _too_few])
