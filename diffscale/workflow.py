@@ -6,6 +6,8 @@ import copy
 import os
 import sys
 
+import yaml
+
 from diffscale.config import schema
 
 
@@ -42,9 +44,65 @@ def replace_overlay_models(config: dict, overlay: dict | None) -> None:
             config["models"][role] = copy.deepcopy(spec)
 
 
+def read_command_line_values(config: dict, given) -> None:
+    """Snakemake's `--config` reads a nested value (`train={steps: 3}`) and true/false as text. Where
+    the schema does not take text at that key and YAML reads the text as a number, a boolean or
+    null, `config` gets that value; anything else is left for validation to name."""
+    root = schema()
+
+    def walk(node, given_node, node_schema):
+        node_schema = _resolved(node_schema, root)
+        if isinstance(given_node, dict) and isinstance(node, dict):
+            for key, value in given_node.items():
+                sub = node_schema.get("properties", {}).get(key, node_schema.get("additionalProperties"))
+                if key in node and isinstance(sub, dict):
+                    node[key] = walk(node[key], value, sub)
+            return node
+        if isinstance(given_node, list) and isinstance(node, list) and isinstance(node_schema.get("items"), dict):
+            return [walk(n, g, node_schema["items"]) for n, g in zip(node, given_node)] + node[len(given_node):]
+        if isinstance(node, str) and node == given_node and not _takes_text(node_schema):
+            try:
+                value = yaml.safe_load(node)
+            except yaml.YAMLError:
+                return node
+            if isinstance(value, str) and "number" in _types(node_schema):  # YAML 1.1 reads 2e-4 as text
+                try:
+                    value = float(node)
+                except ValueError:
+                    return node
+            return value if value is None or isinstance(value, (bool, int, float)) else node
+        return node
+
+    walk(config, dict(given or {}), root)
+
+
+def _resolved(node_schema: dict, root: dict) -> dict:
+    while "$ref" in node_schema:
+        node = root
+        for part in node_schema["$ref"].lstrip("#/").split("/"):
+            node = node[part]
+        node_schema = node
+    return node_schema
+
+
+def _types(node_schema: dict) -> list[str]:
+    types = node_schema.get("type", [])
+    return types if isinstance(types, list) else [types]
+
+
+def _takes_text(node_schema: dict) -> bool:
+    """Whether a schema node accepts a string (a type of string, an enum with a string, or no type)."""
+    if "enum" in node_schema:
+        return any(isinstance(v, str) for v in node_schema["enum"])
+    return "type" not in node_schema or "string" in _types(node_schema)
+
+
 def overlay_note(overlay: dict | None) -> str:
-    """For a config error: where the values came from, when the command line gave an overlay."""
-    if not overlay:
+    """For a config error: where the values came from, when the command line gave what looks like
+    a whole config short of some sections (half of them or more); a small overlay (`--config
+    seed=1`) is what it means to be, and the error alone says what is wrong."""
+    required = schema()["required"]
+    if not overlay or len(missing_sections(overlay)) > len(required) / 2:
         return ""
     return (f" (the command line's config is an overlay on the demo's config.yaml: it has no "
             f"{', '.join(missing_sections(overlay))}; give every section for a whole config)")

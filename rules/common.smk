@@ -15,13 +15,14 @@ from diffscale.errors import UserError
 from diffscale.flux import settings as flux_settings
 from diffscale.hardware import demand as hardware_demand
 from diffscale.train import config as train_config
-from diffscale.workflow import overlay_note, put_interpreter_on_path
+from diffscale.workflow import overlay_note, put_interpreter_on_path, read_command_line_values
 
 
 # One-line errors naming the key, before any job starts, in one pass over every study's checks.
 # (snakemake.utils.validate would print the whole schema; diffscale.config uses the same JSON
 # schema and is shared with the CLIs.) Printed and exit 2, as the CLIs do: a WorkflowError would
 # wrap the line in Snakemake's frame of this file and line.
+read_command_line_values(config, workflow.config_settings.config)
 try:
     validate_config(config, source="config")
 except UserError as exc:
@@ -33,6 +34,23 @@ except UserError as exc:
 put_interpreter_on_path(workflow.deployment_settings.deployment_method)
 DATA = config["data"]
 SYNTHETIC = DATA.get("synthetic")
+# `--config partial_report=true`: build the report from the runs that have finished (a run that
+# failed for good no longer blocks it); the others are left out, named in the report, and not run.
+PARTIAL = config["partial_report"]
+
+
+def finished(paths):
+    """`paths` (each a run's last output), or under partial_report those that exist now."""
+    return [p for p in paths if not PARTIAL or os.path.exists(p)]
+
+
+def unfinished_runs():
+    """Under partial_report: the folders of the runs the config asks for that have not finished."""
+    if not PARTIAL:
+        return []
+    markers = [*all_embed_timings(), *all_train_markers(), *all_flux_markers(), *all_ddpm_markers(),
+               *hardware_checks()]
+    return list(dict.fromkeys(os.path.dirname(p) for p in markers if not os.path.exists(p)))
 
 
 # Every wildcard's regex comes from diffscale.vocab, the one owner of the vocabularies.
@@ -103,10 +121,11 @@ def coco_inputs():
 
 
 def report_inputs():
-    """Everything the report reads: the bench tables of every study the config enables."""
+    """Everything the report reads: the bench tables of every study the config enables (under
+    partial_report, of the studies with a finished run)."""
     return ["results/bench/models.csv", "results/data/summary.json", COCO_FILTER_TABLE, *COCO_FILTER_FIGURES,
-            *hardware_checks(), "results/bench/embed_scaling.csv", *train_report_inputs(), *flux_report_inputs(),
-            *ddpm_report_inputs()]
+            *finished(hardware_checks()), *(["results/bench/embed_scaling.csv"] if embed_timings() else []),
+            *train_report_inputs(), *flux_report_inputs(), *ddpm_report_inputs()]
 
 
 
@@ -146,10 +165,14 @@ def embed_train_source():
     return {modality: f"{vocab.embed_dir(modality, run)}/index.json" for modality in vocab.MODALITIES}
 
 
-def embed_timings():
+def all_embed_timings():
     """timing.json of every embedding run the config asks for, both modalities."""
     return [f"{vocab.embed_dir(modality, run.name)}/timing.json"
             for modality in vocab.MODALITIES for run in experiments.embed_runs(config)]
+
+
+def embed_timings():
+    return finished(all_embed_timings())
 
 
 # --- study 1, stage 3: U-Net training (rules/train.smk) ----------------------------------------
@@ -159,16 +182,28 @@ TRAIN_RUN = vocab.TRAIN_RUN
 TRAIN_SAMPLES = "results/train/samples/{hw}/{precision}-g{run_gpus}"
 
 
+def _train_marker(run):
+    return f"{TRAIN_RUN.format(hw=run.hw, precision=run.precision, gpus=run.gpus)}/run.json"
+
+
+def all_train_markers():
+    return [_train_marker(r) for r in experiments.train_runs(config)]
+
+
+def train_runs_reported():
+    """The training runs the table reads: all of them, or under partial_report the finished ones."""
+    return [r for r in experiments.train_runs(config) if finished([_train_marker(r)])]
+
+
 def train_run_wildcards():
     """The training matrix as zipped wildcard lists, for expand(..., zip, **train_run_wildcards())."""
-    runs = experiments.train_runs(config)
+    runs = train_runs_reported()
     return {"hw": [r.hw for r in runs], "precision": [r.precision for r in runs], "gpus": [r.gpus for r in runs]}
 
 
 def train_samples():
-    """The sample folder of every training run."""
-    return [TRAIN_SAMPLES.format(hw=r.hw, precision=r.precision, run_gpus=r.gpus)
-            for r in experiments.train_runs(config)]
+    """The sample folder of every training run the table reads."""
+    return [TRAIN_SAMPLES.format(hw=r.hw, precision=r.precision, run_gpus=r.gpus) for r in train_runs_reported()]
 
 
 def sampled_run(wildcards):
@@ -198,6 +233,8 @@ def train_sampling_flags():
 
 
 def train_report_inputs():
+    if not train_runs_reported():
+        return []
     targets = ["results/bench/train_unet.csv", "results/bench/train_unet_loss.png"]
     if config["train"]["prompts"]:
         targets.append("results/bench/train_unet_samples.png")
@@ -215,9 +252,20 @@ FLUX_GRID = "results/bench/flux_samples.png"
 FLUX_CACHE_HW = experiments.flux_runs(config)[0].hw  # the cache is made once, on the study's first hardware
 
 
+def _flux_marker(run):
+    return f"{FLUX_RUN.format(hw=run.hw, gpus=run.gpus, steps=run.steps)}/run.json"
+
+
+def all_flux_markers():
+    hws = dict.fromkeys(r.hw for r in experiments.flux_runs(config))
+    return [*(_flux_marker(r) for r in experiments.flux_runs(config)),
+            *(f"{FLUX_INFER.format(hw=hw)}/infer.csv" for hw in hws)]
+
+
 def flux_run_wildcards():
-    """The FLUX matrix as zipped wildcard lists, for expand(..., zip, **flux_run_wildcards())."""
-    runs = experiments.flux_runs(config)
+    """The FLUX matrix as zipped wildcard lists, for expand(..., zip, **flux_run_wildcards()) (under
+    partial_report, its finished runs)."""
+    runs = [r for r in experiments.flux_runs(config) if finished([_flux_marker(r)])]
     return {"hw": [r.hw for r in runs], "gpus": [r.gpus for r in runs], "steps": [r.steps for r in runs]}
 
 
@@ -237,7 +285,8 @@ def flux_dtype(hw):
 
 
 def flux_infer_hardware():
-    return list(dict.fromkeys(r.hw for r in experiments.flux_runs(config)))
+    hws = dict.fromkeys(r.hw for r in experiments.flux_runs(config))
+    return [hw for hw in hws if finished([f"{FLUX_INFER.format(hw=hw)}/infer.csv"])]
 
 
 def flux_infer_lora(wildcards):
@@ -248,7 +297,7 @@ def flux_infer_lora(wildcards):
 
 def flux_report_inputs():
     """The study's contract tables and sample grid: what the report reads of study 2."""
-    return [*FLUX_TABLES, FLUX_GRID]
+    return [*FLUX_TABLES, FLUX_GRID] if flux_run_wildcards()["hw"] else []
 
 
 # --- study 3: the CIFAR-10 DDPM training-optimisation study (rules/ddpm.smk) ----------------------
@@ -317,7 +366,16 @@ def ddpm_source_flag():
 
 
 def ddpm_stage_runs(stage):
-    """run.json of every job of a stage the config asks for."""
+    """run.json of every job of a stage the config asks for (under partial_report, that finished)."""
+    return finished(_ddpm_stage_markers(stage))
+
+
+def all_ddpm_markers():
+    stages = ["profile", *experiments.DDPM_STAGES] + (["peer"] if DDPM["peer"]["enabled"] else [])
+    return [p for stage in stages for p in _ddpm_stage_markers(stage)]
+
+
+def _ddpm_stage_markers(stage):
     if stage == "profile":
         return [f"results/ddpm/profile/{hw}/run.json" for hw in DDPM["hardware"]]
     if stage == "peer":
@@ -336,4 +394,4 @@ def ddpm_report_inputs():
     """The study's tables (results/bench/ddpm_*.csv, the contract the report reads); the peer's
     only when ddpm.peer.enabled."""
     stages = ["profile", *experiments.DDPM_STAGES] + (["peer"] if DDPM["peer"]["enabled"] else [])
-    return [f"results/bench/ddpm_{stage}.csv" for stage in stages]
+    return [f"results/bench/ddpm_{stage}.csv" for stage in stages if ddpm_stage_runs(stage)]

@@ -1,6 +1,6 @@
 # The report: reads only results/bench/*.csv, the figures and the runs' provenance JSON.
 # Its figures also go to results/report/<study>/, marked for Snakemake's own report
-# (snakemake --report report.zip) with the captions in report/<study>.rst.
+# (snakemake --report results/report.zip) with the captions in report/<study>.rst.
 from diffscale.report.contract import TITLES as REPORT_TITLES
 
 # Snakemake report categories: the sections' titles (no colon: the category becomes an rst link target)
@@ -41,6 +41,7 @@ rule report:
         hardware=json.dumps(config["hardware"], sort_keys=True),
         price_source=", ".join(os.path.relpath(f, workflow.basedir) for f in workflow.configfiles) or "the config",
         demo="--demo" if config["data"].get("synthetic") else "",
+        unfinished=lambda wildcards: " ".join(["--unfinished", *unfinished_runs()]) if unfinished_runs() else "",
     log:
         "results/logs/report/report.log",
     conda:
@@ -49,4 +50,5 @@ rule report:
         **cpu_resources(),
     shell:
         "python scripts/report.py --results results --out {output.html} --figures results/report"
-        " --hardware {params.hardware:q} --price-source {params.price_source:q} {params.demo} > {log} 2>&1"
+        " --hardware {params.hardware:q} --price-source {params.price_source:q} {params.demo} {params.unfinished}"
+        " > {log} 2>&1"

@@ -23,6 +23,8 @@ def main() -> int:
     parser.add_argument("--price-source", default="the config", help="where the prices come from, as shown")
     parser.add_argument("--demo", action="store_true", help="the results come from the demo (synthetic data)")
     parser.add_argument("--figures", type=Path, help="also write the figures here, one folder per study")
+    parser.add_argument("--unfinished", nargs="*", default=[],
+                        help="run folders the config asks for that have not finished (a partial report names them)")
     args = parser.parse_args()
 
     from diffscale import hardware
@@ -34,7 +36,8 @@ def main() -> int:
     if not args.results.is_dir():
         raise DataError(f"--results: {args.results}: no such folder (expected the results folder of a workflow run)")
     path = build_report(args.results, args.out, hardware=table,
-                        price_source=args.price_source, demo=args.demo, figures_dir=args.figures)
+                        price_source=args.price_source, demo=args.demo, figures_dir=args.figures,
+                        unfinished=args.unfinished)
     print(f"wrote {path}")
     return 0
 

@@ -3,6 +3,8 @@ and an edit re-runs only what it invalidates."""
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import yaml
 
@@ -120,6 +122,37 @@ def test_editing_the_ddpm_timed_steps_reruns_only_the_ddpm_runs_not_its_data(dem
     assert "ddpm_data" not in plan
     assert {f"ddpm_{s}": plan.get(f"ddpm_{s}", 0) for s in experiments.DDPM_STAGES} == {
         f"ddpm_{s}": full[f"ddpm_{s}"] for s in experiments.DDPM_STAGES}
+
+
+@pytest.mark.slow
+def test_a_partial_report_leaves_out_the_runs_that_failed_and_names_them(demo_run, tmp_path):
+    """A run that failed for good (Snakemake removed its outputs) blocks its study's table and the
+    report; with partial_report the report is built from the others, names the missing runs and runs
+    nothing for them; without it again, the missing runs are planned and every table is rebuilt whole."""
+    work = tmp_path / "partial"
+    shutil.copytree(demo_run[0], work, symlinks=True)
+    failed = ["results/flux/local/g2-s8", "results/ddpm/amp/local/bf16"]
+    for run in failed:
+        for name in ("run.json", "metrics.csv", "quality.csv", "timing.json", "lora.safetensors"):
+            (work / run / name).unlink(missing_ok=True)
+    for never_made in ("report.html", "bench/flux_train.csv", "bench/ddpm_amp.csv"):  # they waited for those runs
+        (work / "results" / never_made).unlink()
+    assert {"flux_lora", "ddpm_amp"} <= set(planned_jobs(work))
+
+    assert planned_jobs(work, "--config", "partial_report=true") == {"flux_tables": 1, "ddpm_table": 1, "report": 1,
+                                                                    "all": 1}
+    snakemake(work, "--cores", "2", "--config", "partial_report=true")
+    page = (work / "results" / "report.html").read_text()
+    assert ("<b>Partial report.</b> 2 runs have not finished and are left out of every table, figure and finding "
+            "below (built with <code>partial_report: true</code>): <code>results/flux/local/g2-s8</code>, "
+            "<code>results/ddpm/amp/local/bf16</code>.") in page
+    flux = (work / "results" / "bench" / "flux_train.csv").read_text()
+    assert "g1-s8" in flux and "g2-s8" not in flux
+    assert "bf16" not in (work / "results" / "bench" / "ddpm_amp.csv").read_text()
+
+    assert planned_jobs(work, "--config", "partial_report=True") == {}  # Snakemake's spelling of a boolean too
+    plan = planned_jobs(work)
+    assert plan["flux_lora"] == 1 and plan["ddpm_amp"] == 1 and plan["flux_tables"] == plan["report"] == 1
 
 
 def test_config_error_stops_before_any_job(repo_root, tmp_path):

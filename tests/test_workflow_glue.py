@@ -34,6 +34,7 @@ def test_a_config_error_under_an_overlay_says_which_sections_came_from_the_demo(
     from diffscale.workflow import overlay_note
 
     assert overlay_note({}) == "" and overlay_note(None) == ""
+    assert overlay_note({"embedd": 1}) == "" and overlay_note({"seed": 1, "data": {}, "models": {}}) == ""
     note = overlay_note({"seed": 1, "data": {}, "models": {}, "hardware": {}, "embed": {}, "train": {}, "flux": {}})
     assert note == (" (the command line's config is an overlay on the demo's config.yaml: it has no ddpm; "
                     "give every section for a whole config)")
@@ -51,3 +52,25 @@ def test_rules_find_the_venv_python_without_conda(monkeypatch):
     monkeypatch.setenv("PATH", "/usr/bin")
     assert not put_interpreter_on_path(["DeploymentMethod.CONDA"])  # the rule's env brings python
     assert os.environ["PATH"] == "/usr/bin"
+
+
+def test_command_line_text_becomes_the_number_or_boolean_the_schema_wants():
+    """Snakemake's --config gives `train={steps: 3}` as {'steps': '3'} and `partial_report=true` as
+    'true': read as the schema's types, where the schema does not take text there."""
+    import copy
+
+    from diffscale.workflow import read_command_line_values
+
+    given = {"partial_report": "true", "seed": 3, "train": {"steps": "3", "lr": "2e-4"},
+             "embed": {"workers": ["0", "2"], "scaling_images": "null", "hardware": "123"},
+             "hardware": {"gpu": {"cpus_per_gpu": "4", "partition": "007"}},
+             "models": {"vae": {"random": "tiny"}}, "flux": {"steps": ["x"]}, "typo": {"a": "1"}}
+    config = copy.deepcopy(given)
+    read_command_line_values(config, given)
+    assert config == {"partial_report": True, "seed": 3, "train": {"steps": 3, "lr": 2e-4},
+                      "embed": {"workers": [0, 2], "scaling_images": None, "hardware": "123"},  # a key: text
+                      "hardware": {"gpu": {"cpus_per_gpu": 4, "partition": "007"}},
+                      "models": {"vae": {"random": "tiny"}}, "flux": {"steps": ["x"]}, "typo": {"a": "1"}}
+    config = {"partial_report": True, "train": {"steps": 5}}  # a config file's values are not the command line's
+    read_command_line_values(config, {"train": {"steps": "3"}})
+    assert config == {"partial_report": True, "train": {"steps": 5}}

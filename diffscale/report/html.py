@@ -8,7 +8,7 @@ its runs; then per study the few columns that answer it, plots, cost, and proven
 is one self-contained file: figures are data URIs, full tables are CSV downloads (data URIs).
 
 The same figures are written to `figures_dir/<study>/<name>.png` for Snakemake's own report
-(`snakemake --report report.zip`), where rules/report.smk marks them with captions.
+(`snakemake --report results/report.zip`), where rules/report.smk marks them with captions.
 """
 
 from __future__ import annotations
@@ -75,13 +75,15 @@ figure{margin:.6em 0}figure img{display:block;width:100%;height:auto;border:1px 
 
 def build_report(results: str | Path, out: str | Path, hardware: dict | None = None,
                  price_source: str = "the config", demo: bool = False,
-                 figures_dir: str | Path | None = None, draw: bool = True) -> Path:
+                 figures_dir: str | Path | None = None, draw: bool = True, unfinished: list[str] = ()) -> Path:
     """Write the report to `out` (atomically); with `figures_dir`, its figures there too.
-    `draw=False` leaves the plots out (tables, findings and existing figures only)."""
+    `draw=False` leaves the plots out (tables, findings and existing figures only). `unfinished`:
+    the run folders the config asks for that a partial report leaves out."""
     results = Path(results)
     ctx = Context(results, Prices(hardware or {}, price_source), demo, draw)
     sections = [_build(key, build, ctx) for key, build in SECTIONS.items()]
-    parts = [_head(), _title(results, demo), _toc(sections), _findings(ctx, sections), _cost_basis(ctx),
+    parts = [_head(), _title(results, demo), _partial(unfinished), _toc(sections), _findings(ctx, sections),
+             _cost_basis(ctx),
              _inputs(results)]
     for section in sections:
         parts.append(_section_html(section))
@@ -122,6 +124,21 @@ def _title(results: Path, demo: bool) -> str:
                    "nothing about the studied hardware. Quality figures are marked "
                    f"“{RANDOM_WEIGHTS}”.</p>")
     return "".join(out)
+
+
+PARTIAL_SHOWN = 30  # unfinished runs named in the banner; the rest are counted
+
+
+def _partial(unfinished: list[str]) -> str:
+    """A partial report's banner: how many runs are left out, and which."""
+    if not unfinished:
+        return ""
+    named = ", ".join(f"<code>{html.escape(str(run))}</code>" for run in unfinished[:PARTIAL_SHOWN])
+    more = f" and {len(unfinished) - PARTIAL_SHOWN} more" if len(unfinished) > PARTIAL_SHOWN else ""
+    runs = "run has" if len(unfinished) == 1 else "runs have"
+    return (f"<p class='banner'><b>Partial report.</b> {len(unfinished)} {runs} not finished and "
+            f"{'is' if len(unfinished) == 1 else 'are'} left out of every table, figure and finding below "
+            f"(built with <code>partial_report: true</code>): {named}{more}.</p>")
 
 
 def _toc(sections: list[Section]) -> str:

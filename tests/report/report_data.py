@@ -190,6 +190,7 @@ class Page(HTMLParser):
 
     def __init__(self, text: str):
         super().__init__()
+        self.text = text
         self.sections: dict[str, list[str]] = {}
         self.tables: list[dict] = []
         self.images: list[str] = []

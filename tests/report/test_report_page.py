@@ -879,3 +879,16 @@ def test_the_flux_throughput_figure_draws_each_hardware_keys_longest_run_per_cou
     assert series == {"a100": ([1.0, 2.0, 4.0], pytest.approx([8.0, 14.4, 25.6])),
                       "a40": ([1.0, 2.0, 4.0], pytest.approx([4.4, 7.92, 14.08])), "cpu": ([1.0], [0.01])}
     assert wide_span(series) and not wide_span({k: v for k, v in series.items() if k != "cpu"})
+
+
+def test_a_partial_report_names_its_unfinished_runs_up_to_a_limit(results, build):
+    from diffscale.report.html import PARTIAL_SHOWN
+
+    assert "Partial report" not in build(results).text
+    page = build(results, unfinished=["results/flux/k80/g1-s500"])
+    assert ("<b>Partial report.</b> 1 run has not finished and is left out of every table, figure and finding below "
+            "(built with <code>partial_report: true</code>): <code>results/flux/k80/g1-s500</code>.") in page.text
+    runs = [f"results/train/unet/k80/fp32-g{n}" for n in range(PARTIAL_SHOWN + 2)]
+    text = build(results, unfinished=runs).text
+    assert f"{PARTIAL_SHOWN + 2} runs have not finished" in text and f"fp32-g{PARTIAL_SHOWN - 1}</code> and 2 more." in text
+    assert f"fp32-g{PARTIAL_SHOWN}<" not in text
