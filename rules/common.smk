@@ -21,7 +21,8 @@ from diffscale.workflow import overlay_note, put_interpreter_on_path, read_comma
 # One-line errors naming the key, before any job starts, in one pass over every study's checks.
 # (snakemake.utils.validate would print the whole schema; diffscale.config uses the same JSON
 # schema and is shared with the CLIs.) Printed and exit 2, as the CLIs do: a WorkflowError would
-# wrap the line in Snakemake's frame of this file and line.
+# wrap the line in Snakemake's frame of this file and line. First, --config's nested values and
+# true/false, which Snakemake reads as text, become the numbers and booleans the schema wants.
 read_command_line_values(config, workflow.config_settings.config)
 try:
     validate_config(config, source="config")
