@@ -202,7 +202,8 @@ def _batch(ctx: Context, out: Section, noise: dict[str, Repeat]):
     row = frame.loc[best]
     several_devices = as_int(row["gpus"]) > 1  # a 1-device run's 1.0x compares nothing
     note = unresolved(row["speedup"], row["hw"], noise) if several_devices else ""
-    out.findings.append(Finding(f"DDPM: most images/s ({fmt.sig(row['images_per_s'])}) with "
+    on_hw = f" on {row['hw']}" if frame["hw"].nunique() > 1 else ""
+    out.findings.append(Finding(f"DDPM: most images/s{on_hw} ({fmt.sig(row['images_per_s'])}) with "
                                 f"{ctx.devices(row['hw'], row['gpus'])}{on_cpus(row)} × batch {as_int(row['batch'])} "
                                 f"per device ({fmt.ratio(row['speedup'])} {ctx.devices(row['hw'], 1)}, "
                                 f"{fmt.percent(row['efficiency'])} efficiency {per_unit(ctx, row)})"
@@ -210,10 +211,11 @@ def _batch(ctx: Context, out: Section, noise: dict[str, Repeat]):
                                 _runs(frame, best)))
     one = frame[frame["gpus"] == 1]
     if compared := across_hardware(one, "images_per_s", ["batch"],
-                                   lambda r: f"batch {as_int(r['batch'])} on {ctx.devices(r['hw'], 1)}"):
+                                   lambda r: f"batch {as_int(r['batch'])} on {ctx.devices(r['hw'], 1)}",
+                                   ("cost", "per 1M images")):
         text, runs = compared
         row = one.iloc[0]
-        out.findings.append(Finding(f"DDPM across hardware, images/s ({row['precision']}, {as_int(row['workers'])} "
+        out.findings.append(Finding(f"DDPM across hardware, images/s and $ per 1M images ({row['precision']}, {as_int(row['workers'])} "
                                     f"loader workers, eager): {text}.", out.id, runs))
     return ("<h3>Batch size × GPUs</h3>"
             + pair(short(frame, cols, "ddpm-batch") + _noisy(frame)

@@ -109,8 +109,8 @@ def _throughput(frame: pd.DataFrame) -> dict[str, tuple[list[float], list[float]
 
 def _train_findings(ctx: Context, frame: pd.DataFrame, anchor: str) -> list[Finding]:
     found = []
-    for hw, rows in frame.groupby("hw", sort=False):
-        top = rows.loc[rows["gpus"].idxmax()]
+    for hw, rows in frame.groupby("hw", sort=False):  # the most GPUs, and of those the longest run (steadiest)
+        top = rows.sort_values(["gpus", "steps"], ascending=False, kind="stable").iloc[0]
         if as_int(top["gpus"]) > 1:
             found.append(Finding(f"FLUX LoRA on {hw}: {ctx.devices(hw, top['gpus'])}{on_cpus(top)} "
                                  f"{fmt.ratio(top['speedup'])} one ({fmt.percent(top['efficiency'])} efficiency "
@@ -118,13 +118,19 @@ def _train_findings(ctx: Context, frame: pd.DataFrame, anchor: str) -> list[Find
                                  f"{superlinear_note(top['speedup'], top['gpus'])}.",
                                  anchor, [top["run"]]))
     # steady steps/s does not depend on the run's length: each key's longest run has the most steps to time
-    longest = frame.sort_values("steps", ascending=False, kind="stable")
-    if compared := across_hardware(longest, "steps_per_s", ["gpus"], lambda r: ctx.devices(r["hw"], r["gpus"])):
+    longest = frame.sort_values("steps", ascending=False, kind="stable").copy()
+    longest["steady_cost"] = [ctx.prices.job(str(r["hw"]), 1000 / r["steps_per_s"], gpus=as_int(r["gpus"]))
+                              if (fmt.number(r["steps_per_s"]) or 0) > 0 else None for _, r in longest.iterrows()]
+    if compared := across_hardware(longest, "steps_per_s", ["gpus"], lambda r: ctx.devices(r["hw"], r["gpus"]),
+                                   ("steady_cost", "per 1,000 steps")):
         text, runs = compared
-        found.append(Finding(f"FLUX LoRA across hardware, steady steps/s (each key's longest run): {text}.", anchor,
+        found.append(Finding(f"FLUX LoRA across hardware, steady steps/s and $ per 1,000 steps at that rate (each key's longest "
+                             f"run): {text}.", anchor,
                              runs))
     cheap_parts, cheap_runs = [], []
     for steps, rows in frame.groupby("steps", sort=True):  # a fine-tune's cost grows with its steps: like with like
+        if len(rows) < 2:  # one run of that length (a CPU's few steps): nothing to be cheapest among
+            continue
         if picked := cheapest(rows, "cost"):
             cheap, bound = picked
             label = lambda r: f"{r['hw']} on {ctx.devices(r['hw'], r['gpus'])}"  # noqa: E731
@@ -134,11 +140,11 @@ def _train_findings(ctx: Context, frame: pd.DataFrame, anchor: str) -> list[Find
             cheap_runs.append(cheap["run"])
     if cheap_parts:
         found.append(Finding(f"FLUX LoRA: cheapest fine-tune {'; '.join(cheap_parts)}.", anchor, cheap_runs))
-    train_share = (frame["train_s"] / frame["job_s"]).median()
-    if fmt.number(train_share) is not None:
-        found.append(Finding(f"FLUX LoRA: training is {fmt.percent(train_share)} of a fine-tune's job time "
-                             "(median); the rest is start-up, set-up, caching, sampling and saving.", anchor,
-                             list(frame["run"])))
+    shares = (frame["train_s"] / frame["job_s"]).dropna()
+    if not shares.empty:
+        found.append(Finding(f"FLUX LoRA: training is {fmt.percent(shares.median())} of a fine-tune's job time "
+                             f"(median; {fmt.span(shares.min(), shares.max(), fmt.percent)} over the runs); the rest "
+                             "is start-up, set-up, caching, sampling and saving.", anchor, list(frame["run"])))
     return found
 
 

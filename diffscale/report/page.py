@@ -330,11 +330,13 @@ def tied(frame: pd.DataFrame, column: str, row, label) -> str:
     return f"; {' and '.join(close)} within {TIE * 100:g} % of it: a tie" if close else ""
 
 
-def across_hardware(frame: pd.DataFrame, rate: str, settings: list[str], describe) -> tuple[str, list[str]] | None:
+def across_hardware(frame: pd.DataFrame, rate: str, settings: list[str], describe,
+                    cost: tuple[str, str] | None = None) -> tuple[str, list[str]] | None:
     """How the hardware keys compare where two or more ran the same `settings` (each key's first row
     there: sort the frame to choose): '<describe(row)>: a100 at 2.00 is 1.8× a40 at 1.10', one part
-    per setting joined by '; ', rates in the frame's units; a gap under TIE reads as level. With the
-    runs compared; None where no setting ran on two keys."""
+    per setting joined by '; ', rates in the frame's units; a gap under TIE reads as level. `cost`
+    (column, unit) adds each key's cost in the same order: ' ($0.44, $0.36 per 1,000 steps)'. With
+    the runs compared; None where no setting ran on two keys."""
     def name(r) -> str:
         cpus = fmt.number(r.get("cpus"))
         return f"{r['hw']}{f' on {fmt.integer(cpus)} CPUs' if cpus else ''} at {fmt.sig(r[rate])}"
@@ -348,7 +350,9 @@ def across_hardware(frame: pd.DataFrame, rate: str, settings: list[str], describ
         top = ranked[0]
         against = [f"level with {name(r)} (within {TIE * 100:g} %)" if top[rate] <= (1 + TIE) * r[rate]
                    else f"{fmt.ratio(top[rate] / r[rate])} {name(r)}" for r in ranked[1:]]
-        parts.append(f"{describe(top)}: {name(top)} is {', '.join(against)}")
+        costs = [fmt.number(r.get(cost[0])) for r in ranked] if cost else []
+        priced = f" ({', '.join(fmt.money(c) for c in costs)} {cost[1]})" if costs and None not in costs else ""
+        parts.append(f"{describe(top)}: {name(top)} is {', '.join(against)}{priced}")
         runs += [str(r["run"]) for r in ranked if "run" in r]
     return ("; ".join(parts), runs) if parts else None
 

@@ -206,9 +206,13 @@ def _embed_findings(mine: pd.DataFrame, title: str, item: str, anchor: str) -> l
         naive = _best(naive_rows)
         parts, runs = [], []
         base = _baseline(cpu)
+        steady = pinned is not None and base is not None and long_enough(pinned, base, "steady")
         if pinned is not None:
+            without = (f"; {fmt.ratio(pinned['steady_speedup'])} without start-up"
+                       if steady and fmt.number(pinned.get("steady_speedup")) is not None else "")
             parts.append(f"pinned workers ({pinned['backend']}) {fmt.ratio(pinned['speedup'])} one CPU "
-                         f"({fmt.percent(pinned['efficiency'])} efficiency){smt_note(pinned)}{_shard_note(pinned)}")
+                         f"({fmt.percent(pinned['efficiency'])} efficiency{without}){smt_note(pinned)}"
+                         f"{_shard_note(pinned)}")
             runs.append(pinned["run"])
         if naive is not None:
             parts.append(f"the library defaults ({naive['backend']}, naive: {naive['threads_per_worker']} threads in "
@@ -218,10 +222,7 @@ def _embed_findings(mine: pd.DataFrame, title: str, item: str, anchor: str) -> l
         if intraop is not None:
             parts.append(f"one process × {top} threads (intraop) {fmt.ratio(intraop['speedup'])}")
             runs.append(intraop["run"])
-        steady = pinned is not None and base is not None and long_enough(pinned, base, "steady")
-        if steady and fmt.number(pinned.get("steady_speedup")) is not None:
-            parts.append(f"without start-up {fmt.ratio(pinned['steady_speedup'])}")
-        elif pinned is not None:
+        if pinned is not None and not steady:
             parts.append(f"steady windows under {SHORTEST_S:g} s: too short for a steady figure or for where the "
                          "time went")
         if steady and fmt.number(pinned.get("compute_cost_vs_1cpu")) is not None \
@@ -496,6 +497,13 @@ def _per_1k(cost: float | None, steps) -> float | None:
     return cost / n * 1000 if cost is not None and n else None
 
 
+def _precision(row) -> str:
+    """A run's precision as a finding names it: fp32 says whether TF32 tensor cores were allowed."""
+    if row["precision"] == "fp32" and str(row.get("tf32")).lower() == "true":
+        return "fp32 (TF32 where the GPU has it)"
+    return str(row["precision"])
+
+
 def _train_findings(ctx: Context, frame: pd.DataFrame, anchor: str) -> list[Finding]:
     found = []
     best = _best(frame, "samples_per_s")
@@ -505,9 +513,10 @@ def _train_findings(ctx: Context, frame: pd.DataFrame, anchor: str) -> list[Find
                              [best["run"]]))
     one = frame[frame["gpus"] == 1]
     if compared := across_hardware(one, "samples_per_s", ["precision"],
-                                   lambda r: f"{r['precision']} on {ctx.devices(r['hw'], 1)}"):
+                                   lambda r: f"{_precision(r)} on {ctx.devices(r['hw'], 1)}",
+                                   ("cost_per_1k_steps", "per 1,000 steps")):
         text, runs = compared
-        found.append(Finding(f"U-Net training across hardware, samples/s: {text}.", anchor, runs))
+        found.append(Finding(f"U-Net training across hardware, samples/s and $ per 1,000 steps (start-up included): {text}.", anchor, runs))
     multi = frame[frame["gpus"] > 1]
     for hw, on_hw in multi.groupby("hw", sort=False):  # each precision at its most GPUs on this hardware
         tops = [rows.loc[rows["gpus"].idxmax()] for _, rows in on_hw.groupby("precision", sort=False)]
@@ -524,7 +533,8 @@ def _train_findings(ctx: Context, frame: pd.DataFrame, anchor: str) -> list[Find
             base = fp32["samples_per_s"].iloc[0]
             ratios = "; ".join(f"{row['precision']} runs at {fmt.ratio(row['samples_per_s'] / base)}"
                                for _, row in low.iterrows())
-            found.append(Finding(f"U-Net training on {hw}, {ctx.devices(hw, 1)}: {ratios} the fp32 throughput.",
+            found.append(Finding(f"U-Net training on {hw}, {ctx.devices(hw, 1)}: {ratios} the "
+                                 f"{_precision(fp32.iloc[0])} throughput.",
                                  anchor, [fp32["run"].iloc[0], *low["run"]]))
     if picked := cheapest(frame, "cost_per_1k_steps"):
         cheap, bound = picked

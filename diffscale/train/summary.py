@@ -14,7 +14,7 @@ from diffscale.errors import DataError
 from diffscale.metrics import compute_ratio, efficiency, speedup
 from diffscale.train.generate import MANIFEST
 
-COLUMNS = ["hw", "precision", "gpus", "cpus", "device", "samples_per_s", "samples_per_s_per_device", "speedup",
+COLUMNS = ["hw", "precision", "tf32", "gpus", "cpus", "device", "samples_per_s", "samples_per_s_per_device", "speedup",
            "efficiency", "final_loss", "tflops", "mfu", "train_time_s", "job_time_s", "job_time_whole", "earlier_tries",
            "earlier_tries_s", "steps", "global_batch", "micro_batch",
            "model", "params", "gflops_per_sample", "resumed", "partition", "slurm_job", "config_hash"]
@@ -41,6 +41,8 @@ def study_rows(run_dirs: list[str | Path]) -> list[dict]:
             "partition": slurm.get("partition", ""),
             "slurm_job": slurm.get("job_id", ""),
             "config_hash": record.get("config_hash"),
+            # train.tf32: fp32 matmuls on TF32 tensor cores where the GPU has them (Ampere on; not a K80)
+            "tf32": ((record.get("config") or {}).get("train") or {}).get("tf32"),
         })
     base = {(r["hw"], r["precision"]): r for r in rows if r["gpus"] == 1}
     for row in rows:

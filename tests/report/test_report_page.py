@@ -829,11 +829,15 @@ def test_hardware_keys_are_compared_at_the_same_settings(results, build):
         return next(f["text"].split(" details")[0] for f in page.findings if f["text"].startswith(study + " across"))
 
     page = build(results)
-    assert across(page, "U-Net training") == ("U-Net training across hardware, samples/s: fp32 on 1 GPU: a100 at 400 "
-                                             "is 1.8× a40 at 220; bf16 on 1 GPU: a100 at 900 is 1.8× a40 at 495.")
-    assert across(page, "FLUX LoRA").startswith("FLUX LoRA across hardware, steady steps/s (each key's longest run): "
-                                                "1 GPU: a100 at 2.00 is 1.8× a40 at 1.10; 2 GPUs: a100 at 3.60 is 1.8× "
-                                                "a40 at 1.98; 4 GPUs:")
+    assert across(page, "U-Net training") == (
+        "U-Net training across hardware, samples/s and $ per 1,000 steps (start-up included): fp32 on 1 GPU: a100 at "
+        "400 is 1.8× a40 at 220 ($0.44, $0.36 per 1,000 steps); bf16 on 1 GPU: a100 at 900 is 1.8× a40 at 495 ($0.20, "
+        "$0.16 per 1,000 steps).")
+    # FLUX at its steady rate: 1,000 steps of a100's 2.00 steps/s at $2.50 an hour is $0.35
+    assert across(page, "FLUX LoRA").startswith(
+        "FLUX LoRA across hardware, steady steps/s and $ per 1,000 steps at that rate (each key's longest run): 1 GPU: "
+        "a100 at 2.00 is 1.8× a40 at 1.10 ($0.35, $0.28 per 1,000 steps); 2 GPUs: a100 at 3.60 is 1.8× a40 at 1.98 "
+        "($0.39, $0.31 per 1,000 steps); 4 GPUs:")
     assert not any(f["text"].startswith("DDPM across") for f in page.findings)  # one hardware key: nothing to compare
 
     path = results / "bench" / "flux_train.csv"
@@ -843,17 +847,18 @@ def test_hardware_keys_are_compared_at_the_same_settings(results, build):
     cpu = frame[a40 & (frame["gpus"] == 1)].assign(hw="cpu", steps=20, steps_per_s=0.004, cpus=8, run="cpu/g1-s20")
     pd.concat([frame, cpu]).to_csv(path, index=False)
     assert across(build(results), "FLUX LoRA").startswith(
-        "FLUX LoRA across hardware, steady steps/s (each key's longest run): 1 GPU: a100 at 2.00 is level with a40 at "
-        "1.95 (within 5 %), 500× cpu on 8 CPUs at 0.00400; 2 GPUs:")
+        "FLUX LoRA across hardware, steady steps/s and $ per 1,000 steps at that rate (each key's longest run): 1 GPU: "
+        "a100 at 2.00 is level with a40 at 1.95 (within 5 %), 500× cpu on 8 CPUs at 0.00400 ($0.35, $0.16, $27.8 per "
+        "1,000 steps); 2 GPUs:")
 
     path = results / "bench" / "ddpm_batch.csv"
     frame = pd.read_csv(path)
     a40 = frame.assign(hw="a40", images_per_s=frame["images_per_s"] / 2, run=frame["run"].str.replace("a100", "a40"))
     pd.concat([frame, a40]).to_csv(path, index=False)
     finding = next(f for f in build(results).findings if f["text"].startswith("DDPM across"))
-    assert finding["text"].split(" details")[0] == (
-        "DDPM across hardware, images/s (fp32, 4 loader workers, eager): batch 64 on 1 GPU: a100 at 640 is 2.0× a40 at "
-        "320; batch 128 on 1 GPU: a100 at 1,280 is 2.0× a40 at 640.")
+    assert finding["text"].split(" details")[0].startswith(
+        "DDPM across hardware, images/s and $ per 1M images (fp32, 4 loader workers, eager): batch 64 on 1 GPU: a100 at "
+        "640 is 2.0× a40 at 320 ($")
     assert "ddpm/a40/b128-g1" in finding["text"] and "b128-g2" not in finding["text"]
 
 
@@ -861,11 +866,13 @@ def test_the_cheapest_fine_tune_is_named_per_step_count(results, build):
     """A 20-step fine-tune is cheaper than a 1,000-step one on any hardware: costs compare within a step count."""
     path = results / "bench" / "flux_train.csv"
     frame = pd.read_csv(path)
-    short_run = frame[(frame["hw"] == "a100") & (frame["gpus"] == 4)].assign(steps=20, run="flux/train/a100/g4-s20")
-    pd.concat([frame, short_run]).to_csv(path, index=False)
+    short_runs = frame[frame["gpus"] == 4].assign(steps=20, run=lambda f: f["hw"] + "/g4-s20")
+    alone = frame[(frame["hw"] == "a40") & (frame["gpus"] == 1)].assign(hw="cpu", steps=30, run="cpu/g1-s30")
+    pd.concat([frame, short_runs, alone]).to_csv(path, index=False)
     text = next(f["text"] for f in build(results).findings if "cheapest fine-tune" in f["text"]).split(" details")[0]
     assert text.startswith("FLUX LoRA: cheapest fine-tune of 20 steps $")
-    assert "(a100, 4 GPUs;" in text and "; of 1000 steps $0.30 (a40, 1 GPU; job time 994 s" in text
+    assert "(a40, 4 GPUs;" in text and "; of 1000 steps $0.30 (a40, 1 GPU; job time 994 s" in text
+    assert "30 steps" not in text  # one run of that length: nothing to be cheapest among
 
 
 def test_the_flux_throughput_figure_draws_each_hardware_keys_longest_run_per_count(results):
@@ -892,3 +899,27 @@ def test_a_partial_report_names_its_unfinished_runs_up_to_a_limit(results, build
     text = build(results, unfinished=runs).text
     assert f"{PARTIAL_SHOWN + 2} runs have not finished" in text and f"fp32-g{PARTIAL_SHOWN - 1}</code> and 2 more." in text
     assert f"fp32-g{PARTIAL_SHOWN}<" not in text
+
+
+def test_the_pinned_finding_gives_its_speedup_without_start_up_in_its_own_clause(results, build):
+    path = results / "bench" / "embed_scaling.csv"
+    frame = pd.read_csv(path)
+    assert "steady_speedup" not in frame.columns  # long windows, no steady column: no claim either way
+    found = [f["text"] for f in build(results).findings if ", 8 CPUs:" in f["text"]]
+    assert found and not any("too short" in f or "without start-up" in f for f in found)
+    frame["steady_speedup"] = 6.1
+    frame.to_csv(path, index=False)
+    found = [f["text"] for f in build(results).findings if f["text"].startswith("VAE latents, 8 CPUs:")]
+    assert found[0].startswith("VAE latents, 8 CPUs: pinned workers (multiprocessing) 6.1× one CPU (76 % efficiency; "
+                               "6.1× without start-up);")
+
+
+def test_a_u_net_fp32_run_with_tf32_allowed_is_named_so(results, build):
+    """train.tf32 (default on) lets fp32 use TF32 tensor cores: not DDPM's fp32 with TF32 off."""
+    path = results / "bench" / "train_unet.csv"
+    pd.read_csv(path).assign(tf32=True).to_csv(path, index=False)
+    texts = [f["text"] for f in build(results).findings]
+    assert any(t.startswith("U-Net training across hardware, samples/s and $ per 1,000 steps (start-up included): "
+                            "fp32 (TF32 where the GPU has it) on 1 GPU: a100 at 400") for t in texts)
+    assert any(t.startswith("U-Net training on a100, 1 GPU: bf16 runs at 2.2× the fp32 (TF32 where the GPU has it) "
+                            "throughput") for t in texts)

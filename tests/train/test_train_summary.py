@@ -34,6 +34,7 @@ def test_table_has_a_row_per_run_with_speedup_against_one_device(tmp_path, train
     assert rows[1]["speedup"] == pytest.approx(1.5) and rows[1]["efficiency"] == pytest.approx(0.75)
     assert rows[2]["speedup"] is None  # no 1-device bf16 run to compare with
     assert rows[0]["model"] == "random:tiny" and rows[0]["final_loss"] > 0 and rows[0]["gflops_per_sample"] > 0
+    assert [r["tf32"] for r in rows] == [json.loads((runs[0] / "run.json").read_text())["config"]["train"]["tf32"]] * 3
 
     table, figure = tmp_path / "bench" / "train_unet.csv", tmp_path / "bench" / "train_unet_loss.png"
     write_study(runs, table, figure)
