@@ -923,3 +923,19 @@ def test_a_u_net_fp32_run_with_tf32_allowed_is_named_so(results, build):
                             "fp32 (TF32 where the GPU has it) on 1 GPU: a100 at 400") for t in texts)
     assert any(t.startswith("U-Net training on a100, 1 GPU: bf16 runs at 2.2× the fp32 (TF32 where the GPU has it) "
                             "throughput") for t in texts)
+
+
+def test_the_embedding_cost_finding_says_how_long_the_full_study_takes_at_each_rate(results, build):
+    """Can CPUs replace GPUs, at what cost: the cheapest CPU run may be the slowest; its time for the full study shows it."""
+    path = results / "bench" / "embed_scaling.csv"
+    frame = pd.read_csv(path)
+    frame["projected_images"] = 48000
+    frame["bytes_per_item"] = frame["modality"].map({"images": 2048, "text": 1480})
+    frame["bytes_per_image"] = frame["modality"].map({"images": 2048, "text": 7400})  # 5 captions an image
+    frame.to_csv(path, index=False)
+    texts = {f["text"].split(":")[0]: f["text"] for f in build(results).findings if "cost per 1,000" in f["text"]}
+    serial = frame[(frame["backend"] == "serial") & (frame["modality"] == "text")].iloc[0]
+    hours = 240000 / serial["steady_items_per_s"] / 3600
+    assert f"(serial, 1 worker, cpu; start-up 5.0 % of its wall time; the full study's 240,000 captions in {hours:.3g} h " \
+           "at its steady rate)" in texts["Text embeddings"]
+    assert "the full study's 48,000 images in 2.16 min at its steady rate" in texts["VAE latents"]
