@@ -15,7 +15,7 @@ import pandas as pd
 
 from diffscale.report import fmt, plots
 from diffscale.report.contract import STUDY_FILES
-from diffscale.report.page import (TITLES, Context, Finding, Section, across_hardware, as_int, efficiency_cols,
+from diffscale.report.page import (TIE, TITLES, Context, Finding, Section, across_hardware, as_int, efficiency_cols,
                                    gpu_missing, gpus_col, on_cpus, pair, part_table, per_unit, superlinear,
                                    superlinear_note)
 from diffscale.report.tables import Col, TableProblem, full, short
@@ -92,18 +92,18 @@ def repeats(ctx: Context) -> dict[str, Repeat]:
 
 def _repeat_note(found: dict[str, Repeat]) -> str:
     notes = [f"Run-to-run noise{f' on {hw}' if len(found) > 1 else ''}: two runs of the same settings ({r.runs[0]}, "
-             f"{r.runs[1]}) differ by {fmt.ratio(r.spread)} in images/s. A finding whose ratio lies within that "
+             f"{r.runs[1]}) differ by {fmt.percent(r.spread - 1)} in images/s. A finding whose ratio lies within that "
              "says so: one run of each setting cannot resolve it." for hw, r in found.items()]
     return "".join(f'<p class="warn">{html.escape(n)}</p>' for n in notes)
 
 
 def unresolved(ratio, hw, found: dict[str, Repeat]) -> str:
-    """' (within the run-to-run noise, 1.2×: not resolved)' for a speed ratio no further from 1 than
+    """' (within the run-to-run noise, 4.9 %: not resolved)' for a speed ratio no further from 1 than
     two runs of the same settings on `hw` were from each other, else ''."""
     r, x = found.get(str(hw)), fmt.number(ratio)
     if r is None or x is None or x <= 0 or r.spread <= 1 or max(x, 1 / x) > r.spread:
         return ""
-    return f" (within the run-to-run noise, {fmt.ratio(r.spread)}: not resolved)"
+    return f" (within the run-to-run noise, {fmt.percent(r.spread - 1)}: not resolved)"  # 1.049x reads 1.0x
 
 
 IMAGES_PRICED = 1_000_000
@@ -285,9 +285,15 @@ def _workers_finding(frame: pd.DataFrame, where: str, found: dict[str, Repeat]) 
     if as_int(best["workers"]) == as_int(first["workers"]):
         return (f"DDPM{where}: more loader workers did not speed training up: {as_int(first['workers'])} workers were "
                 f"fastest ({fmt.sig(first['images_per_s'])} images/s, waiting {wait(first)} for data).")
+    # the fewest workers within the noise (at least TIE) of the best: what a run needs, not what won by a hair
+    repeat = found.get(str(best["hw"]))
+    margin = max(TIE, repeat.spread - 1 if repeat else 0.0)
+    enough = frame[frame["images_per_s"].astype(float) >= float(best["images_per_s"]) / (1 + margin)].iloc[0]
+    suffice = (f"; {as_int(enough['workers'])} workers come within {fmt.percent(margin)} of it "
+               f"({fmt.sig(enough['images_per_s'])})" if as_int(enough["workers"]) < as_int(best["workers"]) else "")
     return (f"DDPM{where}: {as_int(best['workers'])} loader workers train at {fmt.sig(best['images_per_s'])} images/s, "
             f"{fmt.ratio(ratio)} {as_int(first['workers'])} workers' {fmt.sig(first['images_per_s'])}"
-            f"{unresolved(ratio, best['hw'], found)}; they wait {wait(best)} for "
+            f"{unresolved(ratio, best['hw'], found)}{suffice}; they wait {wait(best)} for "
             f"data ({as_int(first['workers'])} workers: {wait(first)}).")
 
 
