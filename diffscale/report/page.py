@@ -182,7 +182,10 @@ class Context:
             parts.append("device " + ", ".join(devices))
         slurm = _distinct(f"{(r.get('slurm') or {}).get('partition', '?')}/{(r.get('slurm') or {}).get('job_id', '?')}"
                           for r in records if r.get("slurm"))
-        parts.append("SLURM partition/job " + ", ".join(slurm) if slurm else "no SLURM job (local run)")
+        if slurm:
+            parts.append("SLURM partition/job " + ", ".join(slurm))
+        else:  # without a record nothing says where a run ran
+            parts.append("no SLURM job (local run)" if records else "SLURM job unknown")
         versions = {}
         for r in records:
             for name in TRUST_VERSIONS:

@@ -949,3 +949,10 @@ def test_the_workers_finding_names_the_fewest_workers_within_the_noise_of_the_be
     text = next(f["text"] for f in build(results).findings if "loader workers train" in f["text"]).split(" details")[0]
     assert text.startswith("DDPM: 4 loader workers train at 1,330 images/s, 2.4× 0 workers' 550; 2 workers come within "
                            "5.0 % of it (1,300); they wait")
+
+
+def test_a_provenance_line_without_run_records_does_not_claim_a_local_run(results, build):
+    lines = re.findall(r'<p class="trust">Provenance \(([^)]*)\): ([^<]*)</p>', build(results).text)
+    assert lines and all(("SLURM job unknown" in text) == (counted == "no run.json found") for counted, text in lines)
+    assert any(counted == "no run.json found" for counted, _ in lines)
+    assert not any("local run" in text for counted, text in lines if counted == "no run.json found")
