@@ -232,13 +232,22 @@ def _inference(ctx: Context, out: Section) -> str:
         + (f"; {fmt.money(best['cost_per_1k'] / 1000)} per image at that rate, loading not billed"
            if fmt.number(best["cost_per_1k"]) else "") + ".",
         out.id, runs))
+    if "hw" in measured.columns:  # each key's best rate of the base weights, at whatever batch and dtype won there
+        fastest = measured[measured["model"] == "base"].sort_values("images_per_s", ascending=False, kind="stable")
+        if compared := across_hardware(fastest, "images_per_s", ["model"],
+                                       lambda r: "base weights, each key's best batch and dtype",
+                                       ("cost_per_1k", "per 1,000 images")):
+            text, compared_runs = compared
+            out.findings.append(Finding(f"FLUX inference across hardware, images/s and $ per 1,000 images at that "
+                                        f"rate: {text}.", out.id, compared_runs))
     ratios = _fused_ratios(measured)
     if len(ratios):
         spread = "" if len(ratios) == 1 else (f" (median of {len(ratios)} matched settings, "
-                                              f"{fmt.ratio(ratios.min())}–{fmt.ratio(ratios.max())})")
+                                              f"{fmt.span(ratios.min(), ratios.max(), fmt.ratio)})")
+        paired = measured[measured["model"].isin(["lora", "lora_fused"])]
         out.findings.append(Finding(f"FLUX inference: fusing the LoRA into the weights gives "
                                     f"{fmt.ratio(ratios.median())} the throughput of the unfused adapter{spread}.",
-                                    out.id, runs))
+                                    out.id, [str(r) for r in paired["run"]] if "run" in paired.columns else []))
     return ("<h3>Inference by phase</h3>"
             + pair(short(frame, cols, "flux-infer"),
                    ctx.figure("flux", "inference", png, "Inference time per phase: base, LoRA and fused LoRA weights."))

@@ -956,3 +956,15 @@ def test_a_provenance_line_without_run_records_does_not_claim_a_local_run(result
     assert lines and all(("SLURM job unknown" in text) == (counted == "no run.json found") for counted, text in lines)
     assert any(counted == "no run.json found" for counted, _ in lines)
     assert not any("local run" in text for counted, text in lines if counted == "no run.json found")
+
+
+def test_flux_inference_compares_each_keys_best_base_rate_and_names_the_fused_runs(results, build):
+    path = results / "bench" / "flux_infer.csv"
+    frame = pd.read_csv(path)
+    a40 = frame.assign(hw="a40", images_per_s=frame["images_per_s"] * 0.8, run=frame["run"].str.replace("a100", "a40"))
+    pd.concat([frame, a40]).to_csv(path, index=False)
+    findings = {f["text"].split(" details")[0]: f["text"] for f in build(results).findings}
+    assert ("FLUX inference across hardware, images/s and $ per 1,000 images at that rate: base weights, each key's "
+            "best batch and dtype: a100 at 2.00 is 1.2× a40 at 1.60 ($0.35, $0.19 per 1,000 images).") in findings
+    fused = next(v for k, v in findings.items() if k.startswith("FLUX inference: fusing"))
+    assert "flux/infer/a100/lora_fused-b1" in fused and "base-b" not in fused
