@@ -61,7 +61,8 @@ def embed_cols(item: str) -> list[Col]:
         Col("workers", "workers (CPUs; GPUs for gpu)", fmt.integer),
         Col("physical_cores", "physical cores", fmt.integer,
             "the physical cores the CPUs were: fewer when SMT siblings (hyper-threads) shared cores", optional=True),
-        Col("wall_s", "time (s)", fmt.seconds, "wall time, start-up included"),
+        Col("wall_s", "time (s)", fmt.seconds, "wall time, start-up included, for this run's items (CPU scaling runs "
+            "embed the first embed.scaling_images, a gpu run may embed all: compare rates, not times)"),
         Col("speedup", "speedup", fmt.ratio, "items per second against serial on 1 CPU, 1 thread"),
         Col("efficiency", "efficiency", fmt.percent, "speedup ÷ the run's CPUs (none for gpu runs)"),
         Col("karp_flatt", "Karp–Flatt", fmt.serial_fraction, "serial fraction; growing with workers = overhead; "
