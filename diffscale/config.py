@@ -97,8 +97,7 @@ def _check_schema(cfg: dict, source: str) -> None:
 
 def fill_defaults(node: Any, node_schema: dict, root: dict) -> None:
     """Insert `default:` values of the schema into `node` where keys are missing."""
-    if "$ref" in node_schema:
-        node_schema = _resolve(node_schema["$ref"], root)
+    node_schema = resolved(node_schema, root)
     if not isinstance(node, dict):
         if isinstance(node, list) and isinstance(node_schema.get("items"), dict):
             for item in node:
@@ -115,11 +114,14 @@ def fill_defaults(node: Any, node_schema: dict, root: dict) -> None:
             fill_defaults(node[key], extra, root)
 
 
-def _resolve(ref: str, root: dict) -> dict:
-    node = root
-    for part in ref.lstrip("#/").split("/"):
-        node = node[part]
-    return node
+def resolved(node_schema: dict, root: dict) -> dict:
+    """A schema node with its `$ref`s followed (a ref may point at a node that is a ref itself)."""
+    while "$ref" in node_schema:
+        node = root
+        for part in node_schema["$ref"].lstrip("#/").split("/"):
+            node = node[part]
+        node_schema = node
+    return node_schema
 
 
 def _check_references(cfg: dict, source: str) -> None:

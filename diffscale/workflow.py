@@ -8,7 +8,7 @@ import sys
 
 import yaml
 
-from diffscale.config import schema
+from diffscale.config import resolved, schema
 
 
 def put_interpreter_on_path(deployment_methods) -> bool:
@@ -51,7 +51,7 @@ def read_command_line_values(config: dict, given) -> None:
     root = schema()
 
     def walk(node, given_node, node_schema):
-        node_schema = _resolved(node_schema, root)
+        node_schema = resolved(node_schema, root)
         if isinstance(given_node, dict) and isinstance(node, dict):
             for key, value in given_node.items():
                 sub = node_schema.get("properties", {}).get(key, node_schema.get("additionalProperties"))
@@ -74,15 +74,6 @@ def read_command_line_values(config: dict, given) -> None:
         return node
 
     walk(config, dict(given or {}), root)
-
-
-def _resolved(node_schema: dict, root: dict) -> dict:
-    while "$ref" in node_schema:
-        node = root
-        for part in node_schema["$ref"].lstrip("#/").split("/"):
-            node = node[part]
-        node_schema = node
-    return node_schema
 
 
 def _types(node_schema: dict) -> list[str]:
