@@ -102,7 +102,8 @@ def section(ctx: Context) -> Section:
 
 def _throughput(frame: pd.DataFrame) -> dict[str, tuple[list[float], list[float]]]:
     """Per hardware key: (GPU counts, steady images/s of the longest run at each count)."""
-    longest = frame.sort_values(["gpus", "steps"], ascending=[True, False], kind="stable").drop_duplicates(["hw", "gpus"])
+    longest = (frame.sort_values(["gpus", "steps"], ascending=[True, False], kind="stable")
+               .drop_duplicates(["hw", "gpus"]))
     return {str(hw): (list(rows["gpus"].astype(float)), list(rows["images_per_s"].astype(float)))
             for hw, rows in longest.groupby("hw", sort=False)}
 
@@ -124,9 +125,8 @@ def _train_findings(ctx: Context, frame: pd.DataFrame, anchor: str) -> list[Find
     if compared := across_hardware(longest, "steps_per_s", ["gpus"], lambda r: ctx.devices(r["hw"], r["gpus"]),
                                    ("steady_cost", "per 1,000 steps")):
         text, runs = compared
-        found.append(Finding(f"FLUX LoRA across hardware, steady steps/s and $ per 1,000 steps at that rate (each key's longest "
-                             f"run): {text}.", anchor,
-                             runs))
+        found.append(Finding("FLUX LoRA across hardware, steady steps/s and $ per 1,000 steps at that rate (each "
+                             f"key's longest run): {text}.", anchor, runs))
     cheap_parts, cheap_runs = [], []
     for steps, rows in frame.groupby("steps", sort=True):  # a fine-tune's cost grows with its steps: like with like
         if len(rows) < 2:  # one run of that length (a CPU's few steps): nothing to be cheapest among
