@@ -215,8 +215,8 @@ def _batch(ctx: Context, out: Section, noise: dict[str, Repeat]):
                                    ("cost", "per 1M images")):
         text, runs = compared
         row = one.iloc[0]
-        out.findings.append(Finding(f"DDPM across hardware, images/s and $ per 1M images ({row['precision']}, {as_int(row['workers'])} "
-                                    f"loader workers, eager): {text}.", out.id, runs))
+        out.findings.append(Finding(f"DDPM across hardware, images/s and $ per 1M images ({row['precision']}, "
+                                    f"{as_int(row['workers'])} loader workers, eager): {text}.", out.id, runs))
     return ("<h3>Batch size × GPUs</h3>"
             + pair(short(frame, cols, "ddpm-batch") + _noisy(frame)
                    + superlinear(frame, "gpus", ["hw", "batch"], frame["batch"], "images per device per step"),

@@ -536,7 +536,8 @@ def _train_findings(ctx: Context, frame: pd.DataFrame, anchor: str) -> list[Find
                                    lambda r: f"{_precision(r)} on {ctx.devices(r['hw'], 1)}",
                                    ("cost_per_1k_steps", "per 1,000 steps")):
         text, runs = compared
-        found.append(Finding(f"U-Net training across hardware, samples/s and $ per 1,000 steps (start-up included): {text}.", anchor, runs))
+        found.append(Finding("U-Net training across hardware, samples/s and $ per 1,000 steps (start-up included): "
+                             f"{text}.", anchor, runs))
     multi = frame[frame["gpus"] > 1]
     for hw, on_hw in multi.groupby("hw", sort=False):  # each precision at its most GPUs on this hardware
         tops = [rows.loc[rows["gpus"].idxmax()] for _, rows in on_hw.groupby("precision", sort=False)]
