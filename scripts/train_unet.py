@@ -69,9 +69,8 @@ def main() -> int:
     with launch.recorded_try(args.out, run_cfg) as this:
         this.finished = train(run_cfg, images, text, args.out, resume=args.resume, resume_from=args.resume_from,
                               stop_after=args.stop_after, earlier_tries=this.earlier) is not None
-    if not this.finished:  # --stop-after: the outputs are not written yet
-        print(f"stopped after step {args.stop_after}, checkpointed; the same command with --resume continues the run",
-              file=sys.stderr)
+    if not this.finished:
+        print(launch.stopped_note(args.stop_after), file=sys.stderr)
     return 0
 
 

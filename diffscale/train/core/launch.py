@@ -108,6 +108,11 @@ def env_rank() -> int | None:
     return None
 
 
+def stopped_note(step: int) -> str:
+    """What a run stopped by --stop-after tells its user (its outputs are not written yet)."""
+    return f"stopped after step {step}, checkpointed; the same command with --resume continues the run"
+
+
 def recorded_try(out_dir, run_config: dict):
     """This invocation as a try of its training job (diffscale.attempts), a context yielding it:
     recorded by the one process that launches the run (rank 0 under torchrun), keyed by the run
