@@ -257,10 +257,13 @@ def _flux_marker(run):
     return f"{FLUX_RUN.format(hw=run.hw, gpus=run.gpus, steps=run.steps)}/run.json"
 
 
+def _flux_infer_marker(hw):
+    return f"{FLUX_INFER.format(hw=hw)}/infer.csv"
+
+
 def all_flux_markers():
     hws = dict.fromkeys(r.hw for r in experiments.flux_runs(config))
-    return [*(_flux_marker(r) for r in experiments.flux_runs(config)),
-            *(f"{FLUX_INFER.format(hw=hw)}/infer.csv" for hw in hws)]
+    return [*(_flux_marker(r) for r in experiments.flux_runs(config)), *(_flux_infer_marker(hw) for hw in hws)]
 
 
 def flux_run_wildcards():
@@ -287,7 +290,7 @@ def flux_dtype(hw):
 
 def flux_infer_hardware():
     hws = dict.fromkeys(r.hw for r in experiments.flux_runs(config))
-    return [hw for hw in hws if finished([f"{FLUX_INFER.format(hw=hw)}/infer.csv"])]
+    return [hw for hw in hws if finished([_flux_infer_marker(hw)])]
 
 
 def flux_infer_lora(wildcards):
@@ -371,9 +374,13 @@ def ddpm_stage_runs(stage):
     return finished(_ddpm_stage_markers(stage))
 
 
+def ddpm_table_stages():
+    """The stages with a table: the profile, the sweeps, and the peer's only when ddpm.peer.enabled."""
+    return ["profile", *experiments.DDPM_STAGES] + (["peer"] if DDPM["peer"]["enabled"] else [])
+
+
 def all_ddpm_markers():
-    stages = ["profile", *experiments.DDPM_STAGES] + (["peer"] if DDPM["peer"]["enabled"] else [])
-    return [p for stage in stages for p in _ddpm_stage_markers(stage)]
+    return [p for stage in ddpm_table_stages() for p in _ddpm_stage_markers(stage)]
 
 
 def _ddpm_stage_markers(stage):
@@ -392,7 +399,6 @@ def ddpm_table_inputs(wildcards):
 
 
 def ddpm_report_inputs():
-    """The study's tables (results/bench/ddpm_*.csv, the contract the report reads); the peer's
-    only when ddpm.peer.enabled."""
-    stages = ["profile", *experiments.DDPM_STAGES] + (["peer"] if DDPM["peer"]["enabled"] else [])
-    return [f"results/bench/ddpm_{stage}.csv" for stage in stages if ddpm_stage_runs(stage)]
+    """The study's tables (results/bench/ddpm_*.csv, the contract the report reads), of the stages
+    with a run (under partial_report, a finished one)."""
+    return [f"results/bench/ddpm_{stage}.csv" for stage in ddpm_table_stages() if ddpm_stage_runs(stage)]

@@ -41,7 +41,7 @@ rule report:
         hardware=json.dumps(config["hardware"], sort_keys=True),
         price_source=", ".join(os.path.relpath(f, workflow.basedir) for f in workflow.configfiles) or "the config",
         demo="--demo" if config["data"].get("synthetic") else "",
-        unfinished=lambda wildcards: " ".join(["--unfinished", *unfinished_runs()]) if unfinished_runs() else "",
+        unfinished=lambda wildcards: " ".join(["--unfinished", *runs]) if (runs := unfinished_runs()) else "",
     log:
         "results/logs/report/report.log",
     conda:
