@@ -349,9 +349,7 @@ def _net_saving(row, saving: float) -> str:
         return ""
     net = saving * steps - (fmt.number(row["compile_s"]) or 0.0)
     eager_s = steps * (1 / rate + saving)
-    amount = f"{fmt.sig(net / 3600)} h" if net >= 3600 else f"{fmt.sig(net / 60)} min" if net >= 60 else \
-        f"{fmt.seconds(net)} s"
-    return f", {amount} ({fmt.percent(net / eager_s)}) less over the run"
+    return f", {fmt.duration(net)} ({fmt.percent(net / eager_s)}) less over the run"
 
 
 def _compile_verdict(row) -> str:

@@ -32,7 +32,7 @@ def train_cols(random: bool) -> list[Col]:
         *efficiency_cols(),
         Col("mfu", "MFU", fmt.percent, "model FLOPs utilisation (a counted forward and backward per sample)",
             optional=True),
-        Col("job_s", "job time (s)", fmt.seconds, "the whole job: Snakemake's benchmark of its last try (interpreter, "
+        Col("job_s", "job time", fmt.duration, "the whole job: Snakemake's benchmark of its last try (interpreter, "
             "imports, process start-up, set-up, caching, training, sampling, saving; else the timed phases' sum) plus "
             "its earlier tries, failed or stopped (earlier_tries_s); a resumed run whose tries were not all recorded: "
             "its invocations' sum to their last checkpoints (job_time_s, a lower bound)"),
@@ -135,7 +135,7 @@ def _train_findings(ctx: Context, frame: pd.DataFrame, anchor: str) -> list[Find
             cheap, bound = picked
             label = lambda r: f"{r['hw']} on {ctx.devices(r['hw'], r['gpus'])}"  # noqa: E731
             cheap_parts.append(f"of {as_int(steps)} steps {bound}{fmt.money(cheap['cost'])} ({cheap['hw']}, "
-                               f"{ctx.devices(cheap['hw'], cheap['gpus'])}; job time {fmt.seconds(cheap['job_s'])} s, "
+                               f"{ctx.devices(cheap['hw'], cheap['gpus'])}; job time {fmt.duration(cheap['job_s'])}, "
                                f"start-up included{tied(rows, 'cost', cheap, label)})")
             cheap_runs.append(cheap["run"])
     if cheap_parts:

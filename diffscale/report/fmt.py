@@ -57,6 +57,16 @@ def seconds(value: Any) -> str:
     return sig(value, 3)
 
 
+def duration(value: Any) -> str:
+    """A span of seconds in the unit a reader thinks in: '42.0 s', '7.5 min', '6.8 h'."""
+    v = number(value)
+    if v is None:
+        return MISSING
+    if abs(v) >= 3600:
+        return f"{sig(v / 3600)} h"
+    return f"{sig(v / 60)} min" if abs(v) >= 60 else f"{sig(v)} s"
+
+
 def ratio(value: Any) -> str:
     """A speed-up: 6.1×."""
     v = number(value)

@@ -61,8 +61,9 @@ def embed_cols(item: str) -> list[Col]:
         Col("workers", "workers (CPUs; GPUs for gpu)", fmt.integer),
         Col("physical_cores", "physical cores", fmt.integer,
             "the physical cores the CPUs were: fewer when SMT siblings (hyper-threads) shared cores", optional=True),
-        Col("wall_s", "time (s)", fmt.seconds, "wall time, start-up included, for this run's items (CPU scaling runs "
-            "embed the first embed.scaling_images, a gpu run may embed all: compare rates, not times)"),
+        Col("items", item, fmt.integer, "the items this run embedded: CPU scaling runs embed the first "
+            "embed.scaling_images, a gpu run may embed all (compare rates, not times)", optional=True),
+        Col("wall_s", "time (s)", fmt.seconds, "wall time, start-up included, for this run's items"),
         Col("speedup", "speedup", fmt.ratio, "items per second against serial on 1 CPU, 1 thread"),
         Col("efficiency", "efficiency", fmt.percent, "speedup ÷ the run's CPUs (none for gpu runs)"),
         Col("karp_flatt", "Karp–Flatt", fmt.serial_fraction, "serial fraction; growing with workers = overhead; "
@@ -286,9 +287,7 @@ def _full_study_time(row, item: str) -> str:
         per_image = image_bytes / per_item
     items = images * per_image
     count = fmt.integer(round(items, -2) if items > 1000 else items)  # captions per image is a mean
-    hours = items / rate / 3600
-    when = f"{fmt.sig(hours)} h" if hours >= 1 else f"{fmt.sig(hours * 60)} min"
-    return f"; the full study's {count} {item} in {when} at its steady rate"
+    return f"; the full study's {count} {item} in {fmt.duration(items / rate)} at its steady rate"
 
 
 def _startup_share(row) -> str:
@@ -440,6 +439,9 @@ def train_cols(random: bool) -> list[Col]:
         *efficiency_cols(),
         Col("mfu", "MFU", fmt.percent, "model FLOPs utilisation", optional=True),
         Col("final_loss", "final loss" + (" (random weights: timing only)" if random else ""), lambda v: fmt.sig(v, 4)),
+        Col("job_s", "job time", fmt.duration, "the whole job, start-up and sampling included, with its earlier "
+            "tries (earlier_tries_s); a resumed run whose tries were not all recorded: its invocations' sum to "
+            "their last checkpoints (a lower bound)", optional=True),
         Col("cost_per_1k_steps", "$ per 1k steps", fmt.money, "whole job, start-up included, with its earlier "
             "tries, failed or stopped (earlier_tries_s); at least that for a resumed run whose tries were not all "
             "recorded: every segment from its process's start to its last checkpoint (job_time_whole false)",

@@ -19,7 +19,7 @@ from diffscale.report import fmt
 from diffscale.report.html import build_report
 
 SECTIONS = ["findings", "cost", "coco", "embed", "train", "flux", "ddpm", "models", "provenance"]
-MAX_SHORT_COLUMNS = 9  # the most columns any short table chooses (embedding, training, FLUX training)
+MAX_SHORT_COLUMNS = 10  # the most columns any short table chooses (training: with its job time)
 STUDY_TABLES = {"coco": ["coco_filter.csv"], "embed": ["embed_scaling.csv"], "train": ["train_unet.csv"],
                 "flux": ["flux_train.csv", "flux_loss.csv", "flux_quality.csv", "flux_infer.csv", "flux_samples.png"],
                 "ddpm": ["ddpm_profile.csv", "ddpm_batch.csv", "ddpm_amp.csv", "ddpm_workers.csv", "ddpm_compile.csv",
@@ -196,8 +196,8 @@ def test_short_tables_keep_their_chosen_columns_and_full_ones_hide(results, buil
     assert outside and all(len(t["head"]) <= MAX_SHORT_COLUMNS for t in outside)
     assert all("short" in t["class"] for t in outside)
     embed = next(t for t in outside if t["id"] == "embed-images")
-    assert embed["head"][:5] == ["backend · threads", "workers (CPUs; GPUs for gpu)", "time (s)", "speedup",
-                                 "efficiency"]
+    assert embed["head"][:6] == ["backend · threads", "workers (CPUs; GPUs for gpu)", "images", "time (s)", "speedup",
+                                 "efficiency"]  # a gpu run may embed more items than the scaling runs
     full = [t for t in page.tables if t["in_details"]]
     assert any(len(t["head"]) > MAX_SHORT_COLUMNS for t in full)  # the whole CSV is still there
 
@@ -254,6 +254,12 @@ def test_provenance_sits_beside_each_study(results, build):
                                         (math.nan, "–"), (0, "0")])
 def test_sig(value, text):
     assert fmt.sig(value) == text
+
+
+@pytest.mark.parametrize("seconds,text", [(42.0, "42.0 s"), (59.9, "59.9 s"), (60.0, "1.00 min"), (450, "7.50 min"),
+                                          (3600, "1.00 h"), (24480, "6.80 h"), (-90, "-1.50 min"), (None, "–")])
+def test_a_duration_reads_in_the_unit_a_reader_thinks_in(seconds, text):
+    assert fmt.duration(seconds) == text
 
 
 def test_units():
@@ -495,6 +501,8 @@ def test_a_resumed_training_run_is_billed_for_all_its_segments(results, build):
     want = [price[r["hw"]] * r["gpus"] * (5000.0 if r["resumed"] else 100.0) / 3600 / r["steps"] * 1000
             for _, r in frame.iterrows()]
     assert costs == pytest.approx(want)
+    held = [float(c["value"]) for row in table["rows"] for c in row if c["col"] == "job_s"]
+    assert held == [5000.0 if r["resumed"] else 100.0 for _, r in frame.iterrows()]  # the full run's time per hardware
 
     # a resumed run's cost is a lower bound: the cheapest finding picks among the runs billed whole
     frame["job_time_s"] = 1.0  # the resumed run would look cheapest
@@ -871,7 +879,7 @@ def test_the_cheapest_fine_tune_is_named_per_step_count(results, build):
     pd.concat([frame, short_runs, alone]).to_csv(path, index=False)
     text = next(f["text"] for f in build(results).findings if "cheapest fine-tune" in f["text"]).split(" details")[0]
     assert text.startswith("FLUX LoRA: cheapest fine-tune of 20 steps $")
-    assert "(a40, 4 GPUs;" in text and "; of 1000 steps $0.30 (a40, 1 GPU; job time 994 s" in text
+    assert "(a40, 4 GPUs;" in text and "; of 1000 steps $0.30 (a40, 1 GPU; job time 16.6 min" in text
     assert "30 steps" not in text  # one run of that length: nothing to be cheapest among
 
 
