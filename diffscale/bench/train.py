@@ -3,8 +3,9 @@
 The full loop (diffscale.train.unet) reads shards, draws noise, clips gradients, updates the EMA
 and logs; the bare step is the model's forward, loss, backward and AdamW step on tensors already
 on the device. `ratio` = loop / bare, each the best of alternating rounds; the target is >= 0.9
-(loading and bookkeeping hidden). MFU
-is reported where a GPU with a known peak runs it (FLOPs from a counted forward, see flops.py).
+(loading and bookkeeping hidden); `loop_spread` and `bare_spread` say how far each side's rounds
+disagree, and `note` says when that makes the ratio suspect. MFU is reported where a GPU with a
+known peak runs it (FLOPs from a counted forward, see flops.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,25 @@ from diffscale.train.core.precision import Precision
 from diffscale.train.unet import train
 
 TEXT_ENCODER_FOR_WIDTH = {32: {"random": "tiny"}, 768: {"random": "clip-vit-large-patch14"}}
+NOISY = 0.10  # rounds of one side further apart than this: the machine was busy, the ratio is suspect
+
+
+def spread(rates: list[float]) -> float | None:
+    """How far a side's rounds disagree (fastest ÷ slowest − 1); None for one round."""
+    return max(rates) / min(rates) - 1 if len(rates) > 1 and min(rates) > 0 else None
+
+
+def noise_note(loop_rates: list[float], bare_rates: list[float]) -> str:
+    """Why the ratio may not be trusted, or '': one round corrects nothing; rounds that disagree
+    by more than NOISY mean something else ran on the machine."""
+    if len(loop_rates) < 2:
+        return "one round: a burst of load on either side goes uncorrected and unseen; use --rounds 3 or more"
+    noisy = {side: s for side, s in (("loop", spread(loop_rates)), ("bare", spread(bare_rates)))
+             if s is not None and s > NOISY}
+    if not noisy:
+        return ""
+    return ("rounds disagree (" + ", ".join(f"{side} by {s:.0%}" for side, s in noisy.items())
+            + f", more than {NOISY:.0%}): the machine was busy; rerun on an idle one before trusting the ratio")
 
 
 def run_config(args: argparse.Namespace, cross_attention_dim: int) -> dict:
@@ -91,6 +111,10 @@ def run(args: argparse.Namespace) -> list[dict]:
             loops.append(train(run_config(args, width), images, text, Path(tmp) / f"run{number}"))
     loop = max(loops, key=lambda summary: summary["samples_per_s"])
     bare = max(bare_rates)
+    loop_rates = [summary["samples_per_s"] for summary in loops]
+    note = noise_note(loop_rates, bare_rates)
+    if note:
+        print(f"bench train: {note}", flush=True)
     return [{
         "preset": args.preset,
         "params": loop["params"],
@@ -100,10 +124,13 @@ def run(args: argparse.Namespace) -> list[dict]:
         "device": loop["device"],
         "loader_workers": args.loader_workers,
         "rounds": args.rounds,
+        "loop_spread": spread(loop_rates),
+        "bare_spread": spread(bare_rates),
         "loop_samples_per_s": loop["samples_per_s"],
         "bare_samples_per_s": bare,
         "ratio": loop["samples_per_s"] / bare,
         "gflops_per_sample": loop["flops_per_sample"] / 1e9 if loop["flops_per_sample"] else None,
         "loop_tflops": loop["tflops"],
         "mfu": loop["mfu"],
+        "note": note,
     }]
