@@ -223,6 +223,52 @@ def test_a_stopped_launcher_stops_its_spawned_ranks_at_once(tmp_path):
     assert not list(tmp_path.glob("done-*")) and not list(tmp_path.glob(".done-*"))
 
 
+class SecondInterrupt(Exception):
+    pass
+
+
+class FakeRank:
+    """A rank that `stop` terminates; the first one's terminate() is where a second Ctrl-C lands."""
+
+    def __init__(self, interrupts: bool):
+        self.interrupts, self.alive, self.terminated = interrupts, True, False
+
+    def is_alive(self):
+        return self.alive
+
+    def terminate(self):
+        import os
+        import signal
+
+        if self.interrupts:
+            os.kill(os.getpid(), signal.SIGINT)  # delivered at once: the handler runs before kill returns
+        self.terminated = True
+
+    def join(self, timeout=None):
+        self.alive = not self.terminated
+
+    def kill(self):
+        self.terminated = True
+
+
+def test_a_second_ctrl_c_does_not_cut_stopping_the_ranks_short():
+    """The user presses Ctrl-C again while the launcher stops its ranks: every rank is still
+    stopped, and the launcher's own handler is back afterwards."""
+    import signal
+
+    def interrupted(*_):
+        raise SecondInterrupt
+
+    before = signal.signal(signal.SIGINT, interrupted)
+    try:
+        ranks = [FakeRank(interrupts=True), FakeRank(interrupts=False)]
+        launch.stop(ranks, grace_s=0.1)
+        assert all(r.terminated and not r.alive for r in ranks)
+        assert signal.getsignal(signal.SIGINT) is interrupted
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 FAILING = '''
 import sys, time
 from multiprocessing.util import Finalize
