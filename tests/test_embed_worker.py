@@ -156,3 +156,38 @@ def test_a_prepared_batch_travels_small_tensors_as_bytes_and_large_ones_shared()
     back = pickle.loads(pickle.dumps(text))
     assert isinstance(back.inputs, encoders.TextInputs) and torch.equal(back.inputs.keep, text.inputs.keep)
     assert back.columns["lengths"].dtype == torch.int32
+
+
+class _Loader:
+    def __init__(self, alive: bool):
+        self.alive, self.killed = alive, False
+
+    def join(self, timeout=None):
+        pass
+
+    def is_alive(self):
+        return self.alive and not self.killed
+
+    def kill(self):
+        self.killed = True
+
+
+class _StoppedMidStream:
+    """A DataLoader iterator whose loader aborted as it exited: torch's SIGCHLD handler raises
+    from _shutdown_workers (seen with batches still in flight, e.g. when a worker fails)."""
+
+    def __init__(self, error: str):
+        self.error, self._workers = error, [_Loader(alive=False), _Loader(alive=True)]
+
+    def _shutdown_workers(self):
+        raise RuntimeError(self.error)
+
+
+def test_a_loader_that_aborts_as_it_is_stopped_does_not_replace_the_workers_error():
+    from diffscale.embed import worker
+
+    prepared = _StoppedMidStream("DataLoader worker (pid 4242) is killed by signal: Aborted. ")
+    worker._stop_loading(prepared)  # its batches were being thrown away: no failure
+    assert [p.killed for p in prepared._workers] == [False, True]  # none left running
+    with pytest.raises(RuntimeError, match="something else"):
+        worker._stop_loading(_StoppedMidStream("something else"))

@@ -54,6 +54,8 @@ from diffscale.errors import UserError
 STATUS_DIR = ".status"
 QUEUE_DEPTH = 4  # batches in flight between loader, compute and writer
 PREFETCH = 2  # batches each loader process prepares ahead
+LOADER_ABORTED = "is killed by signal"  # torch's SIGCHLD handler, for a loader that died (_stop_loading)
+STOP_LOADERS_S = 5.0  # a stopped loader has this long to exit before it is killed
 # Shards written at once on the overlapped schedule: CLIP-L text states in bf16 come off an H100 at
 # ~2.8 GB/s, more than one thread can concatenate, save and checksum. Bounds memory to this many
 # shards plus the one being filled.
@@ -369,10 +371,25 @@ def _start_loading(task: WorkerTask):
 def _stop_loading(prepared) -> None:
     """Stop the loader processes now: a DataLoader iterator stops them when it is collected, which
     an exception's traceback can put off, and torch offers only this (private) method to do it
-    sooner; an iterator without it (no loader processes) has nothing to stop."""
+    sooner; an iterator without it (no loader processes) has nothing to stop.
+
+    A loader stopped while its queue's feeder thread still hands on a batch can abort as it exits
+    (CPython ends that thread inside torch's C++ code: "terminate called without an active
+    exception" in the log), and torch's SIGCHLD handler then raises here. Its batches were being
+    thrown away, so that is no failure; raised from the `finally` of a failed worker, it would
+    replace the worker's own error with one about the loader."""
     shutdown = getattr(prepared, "_shutdown_workers", None)
-    if shutdown is not None:
+    if shutdown is None:
+        return
+    try:
         shutdown()
+    except RuntimeError as exc:
+        if LOADER_ABORTED not in str(exc):
+            raise
+        for process in getattr(prepared, "_workers", []):  # the ones shutdown had not joined yet
+            process.join(timeout=STOP_LOADERS_S)
+            if process.is_alive():
+                process.kill()
 
 
 def _load_stage(task: WorkerTask, prepared, pipe: _Pipeline) -> None:
