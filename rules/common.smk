@@ -9,7 +9,7 @@ sys.path.insert(0, workflow.basedir)
 from diffscale import experiments, resources as hwres, vocab
 from diffscale.config import validate_config
 from diffscale.data import demographics as coco_demographics
-from diffscale.ddpm import sweeps as ddpm_sweeps
+from diffscale.ddpm import data as ddpm_data, sweeps as ddpm_sweeps
 from diffscale.embed.settings import settings_for as _embed_settings_for
 from diffscale.errors import UserError
 from diffscale.flux import settings as flux_settings
@@ -308,6 +308,7 @@ def flux_report_inputs():
 
 DDPM = config["ddpm"]
 DDPM_CACHE = "results/ddpm/data/cifar-uint8.npy"
+DDPM_CACHE_INFO = str(ddpm_data.info_path(DDPM_CACHE))
 # One run directory per job: results/ddpm/<stage>/<hw>/<variant>.
 DDPM_RUN = {
     "profile": "results/ddpm/profile/{hw}",

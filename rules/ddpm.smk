@@ -11,7 +11,7 @@ rule ddpm_data:
         DATA["cifar"],
     output:
         cache=DDPM_CACHE,
-        info=DDPM_CACHE.replace(".npy", ".json"),
+        info=DDPM_CACHE_INFO,
     log:
         "results/logs/ddpm/data.log",
     conda:

@@ -21,11 +21,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path, required=True, help=".npy file to write")
     args = parser.parse_args()
 
-    from diffscale import atomic
     from diffscale.ddpm.data import prepare
 
     info = prepare(args.source, args.out)
-    atomic.write_json(args.out.with_suffix(".json"), info)
     print(f"decoded {info['images']} images from {args.source} into {args.out} ({info['bytes'] / 1e6:.1f} MB)")
     return 0
 

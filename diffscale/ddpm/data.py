@@ -22,14 +22,26 @@ from diffscale.errors import DataError
 
 # --- the cache ----------------------------------------------------------------------------------
 
+def info_path(cache: str | Path) -> Path:
+    """The JSON beside the cache that says what it holds (source, images, shape, bytes)."""
+    return Path(cache).with_suffix(".json")
+
+
 def prepare(source: str | Path, cache: str | Path) -> dict:
-    """Decode `source` once into the uint8 array file `cache` (written atomically)."""
+    """Decode `source` once into the uint8 array file `cache` and its info_path JSON: both, each
+    written atomically, or neither."""
     images = read_images(source)
+    info = {"source": str(source), "cache": str(cache), "images": int(len(images)),
+            "shape": list(images.shape), "bytes": int(images.nbytes)}
     with atomic.atomic_path(cache) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, images)
-    return {"source": str(source), "cache": str(cache), "images": int(len(images)),
-            "shape": list(images.shape), "bytes": int(images.nbytes)}
+    try:
+        atomic.write_json(info_path(cache), info)
+    except BaseException:
+        Path(cache).unlink(missing_ok=True)
+        raise
+    return info
 
 
 def load_cache(cache: str | Path) -> np.ndarray:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -44,6 +46,20 @@ def test_prepare_caches_once_and_loads_memory_mapped(images, tmp_path):
     cached = ddata.load_cache(tmp_path / "c" / "cifar.npy")
     assert isinstance(cached, np.memmap)
     np.testing.assert_array_equal(cached, images)
+    assert json.loads(ddata.info_path(tmp_path / "c" / "cifar.npy").read_text()) == info
+
+
+def test_a_cache_whose_info_cannot_be_written_is_not_left_behind(images, tmp_path, monkeypatch):
+    """Both files or neither: a .npy without its .json would look like a finished step."""
+    source = write_pngs(tmp_path / "src", images, classes=False)
+
+    def full_disk(path, obj):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ddata.atomic, "write_json", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        ddata.prepare(source, tmp_path / "c" / "cifar.npy")
+    assert not list((tmp_path / "c").iterdir())
 
 
 def test_demo_folder_of_class_jpegs_loads(tmp_path):
