@@ -78,7 +78,7 @@ def test_a_retry_gets_a_longer_time_limit_and_nothing_else(full):
 
 
 def test_a_retry_never_asks_for_more_than_the_partitions_max_time(full):
-    full["hardware"]["k80"]["max_runtime_min"] = 2880  # runtime_min 1440: tries ask 1440, 2880, 2880
+    full["hardware"]["k80"] |= {"runtime_min": 1440, "max_runtime_min": 2880}  # tries ask 1440, 2880, 2880
     assert [hwres.job_resources(full, "k80", 1, attempt=n)["runtime"] for n in (1, 2, 3)] == [1440, 2880, 2880]
     full["hardware"]["k80"]["max_runtime_min"] = 2000
     assert [hwres.job_resources(full, "k80", 1, attempt=n)["runtime"] for n in (1, 2)] == [1440, 2000]
