@@ -16,11 +16,6 @@ from diffscale.vocab import DTYPES, job_hardware  # noqa: F401 - DTYPES: the flu
 
 SDPA_KERNELS = {"flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "math": "MATH",
                 "cudnn": "CUDNN_ATTENTION"}
-TIMESTEP_SAMPLING = ("uniform", "logit_normal", "shift")
-OPTIMIZERS = ("adamw", "adamw8bit")
-
-DATASET_KEYS = ("resolution", "bucket_ratios", "min_images")
-CACHE_KEYS = ("max_sequence_length", "sample_prompts")
 # What a cache folder holds, as a number in its config slice: a cache made under an older layout is
 # rebuilt by Snakemake (its params changed). 2: the empty caption's embeddings (caption dropout).
 CACHE_LAYOUT = 2
@@ -38,10 +33,6 @@ def substitute(text: str, trigger: str) -> str:
     from diffscale.folders import TRIGGER
 
     return text.replace(TRIGGER, trigger)
-
-
-def dataset_config(cfg: dict) -> dict:
-    return {"trigger": cfg["data"]["subject"]["trigger"], **{k: copy.deepcopy(cfg["flux"][k]) for k in DATASET_KEYS}}
 
 
 def cache_config(cfg: dict) -> dict:
