@@ -43,30 +43,44 @@ def read_json(path: str | Path, missing: str = MISSING, what: str = "JSON") -> A
         raise DataError(f"{path}: cannot read the {what} file ({exc.strerror})") from None
 
 
-def read_csv(path: str | Path, missing: str = MISSING) -> list[dict[str, str]]:
-    """The rows of a CSV file with a header, as dicts of strings."""
+def check_columns(path: str | Path, present, required) -> None:
+    """A DataError naming the file and the first of `required` its header lacks."""
+    lacking = [column for column in required if column not in set(present)]
+    if lacking:
+        raise DataError(f"{path}: missing column {lacking[0]!r} (expected {', '.join(required)})")
+
+
+def read_csv(path: str | Path, missing: str = MISSING, required=()) -> list[dict[str, str]]:
+    """The rows of a CSV file with a header, as dicts of strings; `required`: columns it must have."""
     path = Path(path)
     try:
         with path.open(newline="") as fh:
-            return list(csv.DictReader(fh))
+            reader = csv.DictReader(fh)
+            rows = list(reader)
     except FileNotFoundError:
         raise DataError(f"{path}: {missing}") from None
     except (csv.Error, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: not a readable CSV file ({exc})") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the CSV file ({exc.strerror})") from None
+    check_columns(path, reader.fieldnames or [], required)
+    return rows
 
 
-def read_frame(path: str | Path, missing: str = MISSING):
-    """A CSV file as a pandas DataFrame."""
+def read_frame(path: str | Path, missing: str = MISSING, required=()):
+    """A CSV file as a pandas DataFrame; `required`: columns it must have."""
     import pandas as pd
 
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: {missing}")
     try:
-        return pd.read_csv(path)
+        frame = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{path}: not a readable CSV file ({first})") from None
+    check_columns(path, frame.columns, required)
+    return frame
 
 
 def read_image(path: str | Path, missing: str = MISSING):

@@ -16,8 +16,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from diffscale import atomic
+from diffscale import atomic, io
 from diffscale.config import config_hash
+from diffscale.errors import DataError
 
 # What SLURM tells a job about itself. Inside snakemake-executor-plugin-slurm's job step only the
 # step's variables are set (it strips the batch job's before its inner srun): the job id, cluster,
@@ -140,3 +141,32 @@ def write_run_json(path: str | Path, **kwargs: Any) -> dict[str, Any]:
     record = collect(**kwargs)
     atomic.write_json(path, record)
     return record
+
+
+# --- reading a run's record back ----------------------------------------------------------------
+RUN_RECORD = "run.json"  # a run folder's record: what write_run_json wrote when the run finished
+UNFINISHED = "missing; the run did not finish"
+
+
+def read_record(run_dir: str | Path) -> Any:
+    """A run folder's run.json, parsed; a DataError naming it when the run left none (io.read_json)."""
+    return io.read_json(Path(run_dir) / RUN_RECORD, missing=UNFINISHED)
+
+
+def results_of(record: Any, run_dir: str | Path, kind: str, required: tuple | list = ()) -> dict:
+    """The `results` section of a run's record, or a DataError naming the file: no section (not
+    a `kind`'s record), or the first of `required` it lacks."""
+    path = Path(run_dir) / RUN_RECORD
+    results = record.get("results") if isinstance(record, dict) else None
+    if not isinstance(results, dict) or not results:
+        raise DataError(f"{path}: no results section; not a {kind}'s record")
+    missing = [key for key in required if key not in results]
+    if missing:
+        raise DataError(f"{path}: results has no {missing[0]!r} (expected {', '.join(required)})")
+    return results
+
+
+def read_results(run_dir: str | Path, kind: str, required: tuple | list = ()) -> dict:
+    """results_of the run folder's record: what a launcher returns for ranks that ran elsewhere."""
+    return results_of(read_record(run_dir), run_dir, kind, required)
+

@@ -30,6 +30,11 @@ def test_read_csv_and_frame(tmp_path):
     for reader in (io.read_csv, io.read_frame):
         with pytest.raises(DataError, match=r"nope.csv: missing$"):
             reader(tmp_path / "nope.csv")
+        with pytest.raises(DataError, match=r"t.csv: missing column 'psnr' \(expected step, psnr\)$"):
+            reader(path, required=["step", "psnr"])
+        assert len(reader(path, required=["loss"])) == 2
+    with pytest.raises(DataError, match=r": cannot read the CSV file \(Is a directory\)$"):
+        io.read_csv(tmp_path)
 
 
 def test_save_writes_atomically_and_closes(tmp_path):

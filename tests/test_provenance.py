@@ -85,3 +85,18 @@ def test_the_config_hash_is_stable_and_tracks_the_config():
     a = provenance.collect(config_slice={"x": 1, "y": [1, 2]})["config_hash"]
     assert a == provenance.collect(config_slice={"y": [1, 2], "x": 1})["config_hash"]
     assert a != provenance.collect(config_slice={"x": 2, "y": [1, 2]})["config_hash"]
+
+
+def test_a_runs_results_are_read_back_or_the_file_is_named(tmp_path):
+    from diffscale.errors import DataError
+
+    with pytest.raises(DataError, match=r"run.json: missing; the run did not finish$"):
+        provenance.read_results(tmp_path, "training run")
+    (tmp_path / "run.json").write_text(json.dumps({"config": {}}))
+    with pytest.raises(DataError, match=r"run.json: no results section; not a training run's record$"):
+        provenance.read_results(tmp_path, "training run")
+    (tmp_path / "run.json").write_text(json.dumps({"results": {"hw": "a40", "gpus": 2}}))
+    assert provenance.read_results(tmp_path, "training run", ["hw", "gpus"]) == {"hw": "a40", "gpus": 2}
+    with pytest.raises(DataError, match=r"run.json: results has no 'steps' \(expected hw, steps\)$"):
+        provenance.read_results(tmp_path, "FLUX training run", ["hw", "steps"])
+

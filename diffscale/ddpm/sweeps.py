@@ -19,7 +19,7 @@ from pathlib import Path
 
 from diffscale import atomic, experiments, models, provenance, vocab
 from diffscale.errors import ConfigError, DataError
-from diffscale.io import csv_text, read_json
+from diffscale.io import csv_text
 from diffscale.metrics import compute_ratio, cpus_used
 
 SETTINGS = ("steps", "warmup_steps", "repeats", "compile_backend", "channels_last", "decode_each_step", "lr",
@@ -136,10 +136,9 @@ def read_rows(run_dirs: list[str | Path]) -> list[dict]:
     """The `rows` of every run's run.json (the sweeps' and the profiler's alike)."""
     rows = []
     for run_dir in map(Path, run_dirs):
-        path = run_dir / "run.json"
-        record = read_json(path, missing="missing; the run did not finish")
+        record = provenance.read_record(run_dir)
         if not isinstance(record, dict) or not isinstance(record.get("rows"), list):
-            raise DataError(f"{path}: not a DDPM run record (no rows)")
+            raise DataError(f"{run_dir / provenance.RUN_RECORD}: not a DDPM run record (no rows)")
         rows += record["rows"]
     return rows
 

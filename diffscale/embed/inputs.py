@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+from diffscale import io
 from diffscale.errors import DataError
 
 MANIFEST_COLUMNS = {"images": ["image_id", "file_name", "path"], "text": ["image_id", "file_name", "captions"]}
@@ -59,9 +60,7 @@ def read_skip_list(path: str | Path | None) -> dict[int, dict]:
         raise DataError(f"{path}: empty file; expected a header {','.join(SKIP_COLUMNS)}") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
-    missing = [c for c in SKIP_COLUMNS if c not in table.columns]
-    if missing:
-        raise DataError(f"{path}: missing column {missing[0]!r} (expected {', '.join(SKIP_COLUMNS)})")
+    io.check_columns(path, table.columns, SKIP_COLUMNS)
     out = {}
     for row, (image_id, file_name, reason) in enumerate(table[SKIP_COLUMNS].itertuples(index=False), start=2):
         try:

@@ -45,7 +45,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from diffscale import atomic, attempts, hardware, models, timing
+from diffscale import atomic, attempts, hardware, models, provenance, timing
 from diffscale.config import config_hash
 from diffscale.errors import ConfigError, DataError
 from diffscale.flux import dataset as ds
@@ -106,7 +106,7 @@ def train(run_config: dict, cache_dir, dataset_dir, out_dir, *, resume: bool = F
     if kind != "spawn":
         return result
     finished = job.stop_after is None or job.stop_after >= cfg["run"]["steps"]
-    return read_summary(job.out_dir) if finished else None
+    return provenance.read_results(job.out_dir, "FLUX training run") if finished else None
 
 
 def cpu_threads(world: int) -> int | None:
@@ -466,8 +466,6 @@ def finish(job: Job, rows, quality_rows, checkpoints, timer: PhaseTimer, ctx, pa
     atomic.write_text(out / "metrics.csv", csv_text(rows, METRICS_COLUMNS))
     atomic.write_text(out / "quality.csv", csv_text(quality_rows, QUALITY_COLUMNS))
     atomic.write_json(out / "timing.json", timings)
-    from diffscale import provenance
-
     provenance.write_run_json(out / "run.json", config_slice=cfg, results=summary, timings=timings,
                               models=[{**spec.describe(), "lora_params": summary["lora_params"]}],
                               data={"cache": str(job.cache_dir), "dataset": str(job.dataset_dir)})
@@ -483,13 +481,3 @@ def resolution(job: Job) -> int:
     buckets = [tuple(item["bucket"]) for item in load_cache(job.cache_dir).manifest["items"]]
     width, height = max(set(buckets), key=buckets.count)
     return round(math.sqrt(width * height))
-
-
-def read_summary(out_dir) -> dict:
-    import json
-
-    path = Path(out_dir) / "run.json"
-    try:
-        return json.loads(path.read_text())["results"]
-    except (OSError, KeyError, ValueError):
-        raise DataError(f"{path}: missing or unreadable; the run did not finish") from None

@@ -12,14 +12,12 @@ Every row carries `device`, `random_weights` and `run` (the folder whose run.jso
 
 from __future__ import annotations
 
-import csv
-import json
 from pathlib import Path
 
-from diffscale import atomic
+from diffscale import atomic, provenance
 from diffscale.errors import DataError
 from diffscale.flux.quality import grid
-from diffscale.io import csv_text, read_image
+from diffscale.io import csv_text, read_csv, read_image
 from diffscale.metrics import compute_ratio, cpus_used
 
 TRAIN_COLUMNS = ["hw", "gpus", "cpus", "steps", "resolution", "batch_size", "lora_rank", "grad_checkpointing",
@@ -36,40 +34,8 @@ QUALITY_REQUIRED = ["checkpoint_step", "psnr", "ssim", "n_images"]
 TAG_KEYS = ["hw", "gpus", "steps", "device", "random_weights"]
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        raise DataError(f"{path}: missing or unreadable; the run did not finish") from None
-
-
 def _results(run: Path, required: list[str] = ()) -> dict:
-    """The results section of a run's run.json, or a DataError naming the file and the first missing key."""
-    path = run / "run.json"
-    record = _read_json(path)
-    results = record.get("results") if isinstance(record, dict) else None
-    if not isinstance(results, dict):
-        raise DataError(f"{path}: no results section; not a FLUX training run's record")
-    missing = [key for key in required if key not in results]
-    if missing:
-        raise DataError(f"{path}: results has no {missing[0]!r} (expected {', '.join(required)})")
-    return results
-
-
-def _read_csv(path: Path, required: list[str] = ()) -> list[dict]:
-    """The rows of a CSV file, or a DataError naming the file (and the first missing column of `required`)."""
-    try:
-        with open(path, newline="") as fh:
-            reader = csv.DictReader(fh)
-            rows, header = list(reader), reader.fieldnames or []
-    except OSError:
-        raise DataError(f"{path}: missing or unreadable") from None
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"{path}: not a readable CSV file ({exc})") from None
-    missing = [column for column in required if column not in header]
-    if missing:
-        raise DataError(f"{path}: missing column {missing[0]!r} (expected {', '.join(required)})")
-    return rows
+    return provenance.read_results(run, "FLUX training run", required)
 
 
 def train_rows(run_dirs: list[Path]) -> list[dict]:
@@ -98,7 +64,7 @@ def loss_rows(run_dirs: list[Path]) -> list[dict]:
     for run in run_dirs:
         path = run / "metrics.csv"
         rows += [{**_tag(run), **_loss(path, line, r)}
-                 for line, r in enumerate(_read_csv(path, METRICS_REQUIRED), start=2)]
+                 for line, r in enumerate(read_csv(path, required=METRICS_REQUIRED), start=2)]
     return rows
 
 
@@ -110,13 +76,13 @@ def _loss(path: Path, line: int, row: dict) -> dict:
 
 
 def quality_rows(run_dirs: list[Path]) -> list[dict]:
-    return [{**_tag(run), **r} for run in run_dirs for r in _read_csv(run / "quality.csv", QUALITY_REQUIRED)]
+    return [{**_tag(run), **r} for run in run_dirs for r in read_csv(run / "quality.csv", required=QUALITY_REQUIRED)]
 
 
 def infer_rows(infer_dirs: list[Path]) -> list[dict]:
     rows = []
     for folder in infer_dirs:
-        rows += [{**r, "run": str(folder)} for r in _read_csv(folder / "infer.csv")]
+        rows += [{**r, "run": str(folder)} for r in read_csv(folder / "infer.csv")]
     return rows
 
 

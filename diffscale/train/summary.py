@@ -9,7 +9,7 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from diffscale import atomic, figures, io
+from diffscale import atomic, figures, io, provenance
 from diffscale.errors import DataError
 from diffscale.metrics import compute_ratio, efficiency, speedup
 from diffscale.train.generate import MANIFEST
@@ -21,19 +21,13 @@ COLUMNS = ["hw", "precision", "tf32", "gpus", "cpus", "device", "samples_per_s",
 LOSS_CURVE = ["step", "loss"]  # the columns of a run's metrics.csv the loss figure plots
 
 
-def _read_json(path: Path) -> dict:
-    return io.read_json(path, missing="missing; the run did not finish")
-
-
 def study_rows(run_dirs: list[str | Path]) -> list[dict]:
     """One row per run; speedup and efficiency against the 1-device run of the same hw and precision
     (efficiency per GPU, or per CPU on CPUs: metrics.compute_ratio)."""
     rows = []
     for run_dir in map(Path, run_dirs):
-        record = _read_json(run_dir / "run.json")
-        results = record.get("results")
-        if not results:
-            raise DataError(f"{run_dir / 'run.json'}: no results section; not a training run's record")
+        record = provenance.read_record(run_dir)
+        results = provenance.results_of(record, run_dir, "training run")
         slurm = record.get("slurm") or {}
         rows.append({
             **{k: results.get(k) for k in COLUMNS if k in results},
@@ -92,18 +86,15 @@ def write_study(run_dirs: list[str | Path], table: str | Path, loss_figure: str 
 def _loss_curve(run_dir: Path):
     """A run's metrics.csv (a DataFrame), or a DataError naming the file and the first missing column."""
     path = run_dir / "metrics.csv"
-    metrics = io.read_frame(path, missing="missing; the run did not finish")
-    missing = [column for column in LOSS_CURVE if column not in metrics.columns]
-    if missing:
-        raise DataError(f"{path}: missing column {missing[0]!r} (expected {', '.join(LOSS_CURVE)})")
-    return metrics
+    return io.read_frame(path, missing=provenance.UNFINISHED, required=LOSS_CURVE)
 
 
 def write_sample_grid(sample_dirs: list[str | Path], out: str | Path, labels: list[str] | None = None) -> Path:
     """One row per run, one column per prompt, from generate.py output directories."""
     plt = figures.pyplot()
 
-    manifests = [(Path(d), _read_json(Path(d) / MANIFEST)) for d in sample_dirs]
+    manifests = [(Path(d), io.read_json(Path(d) / MANIFEST, missing="missing; generate.py did not finish"))
+                 for d in sample_dirs]
     if not manifests:
         raise DataError("no sample directories given")
     prompts = [item["prompt"] for item in manifests[0][1]["images"]]

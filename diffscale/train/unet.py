@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from diffscale import atomic, attempts, hardware, models, provenance, timing
-from diffscale.errors import ConfigError, DataError, ModelSpecError
+from diffscale.errors import ConfigError, ModelSpecError
 from diffscale.metrics import achieved, cpus_used
 from diffscale.train import checkpoint as ckpt_io
 from diffscale.train.config import check_run_config, differences, micro_batch, trajectory, trajectory_hash
@@ -49,7 +49,7 @@ from diffscale.train.diffusion import noise_scheduler, step_noise
 from diffscale.train.flops import unet_train_flops_per_sample
 from diffscale.train.text import PromptEncoder, as_stored
 
-__all__ = ["Job", "TrainingError", "train", "prepare", "fit", "read_summary"]
+__all__ = ["Job", "TrainingError", "train", "prepare", "fit"]
 
 
 @dataclass
@@ -81,7 +81,7 @@ def train(run_config: dict, images_dir, text_dir, out_dir, *, resume: bool = Fal
     if how != "spawn":
         return summary
     finished = job.stop_after is None or job.stop_after >= job.run_config["train"]["steps"]
-    return read_summary(job.out_dir) if finished else None
+    return provenance.read_results(job.out_dir, "training run") if finished else None
 
 
 def _say(message: str, on: bool = True) -> None:
@@ -394,13 +394,3 @@ def finish(job: Job, s: Setup, rows: list[dict], segments: list[dict]) -> dict:
     checkpoint.finalize(out)  # the run's last act: see core/checkpoint.py
     _say(f"done: {rate:.2f} samples/s, final loss {summary['final_loss']:.4f}; wrote {out}")
     return summary
-
-
-def read_summary(out_dir: str | Path) -> dict[str, Any]:
-    import json
-
-    path = Path(out_dir) / "run.json"
-    try:
-        return json.loads(path.read_text())["results"]
-    except (OSError, KeyError, ValueError):
-        raise DataError(f"{path}: missing or unreadable; the run did not finish") from None

@@ -14,7 +14,8 @@ from diffscale import atomic, models, timing
 from diffscale.errors import ConfigError
 from diffscale.flux import flow, loop
 from diffscale.flux.cache import load_cache
-from diffscale.flux.loop import TrainingError, read_summary, train
+from diffscale.flux.loop import TrainingError, train
+from diffscale.provenance import read_results
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +190,7 @@ def test_a_resumed_run_bills_every_invocation_from_its_scripts_start(trained, pr
     resumed = train(cfg, prepared[1], prepared[0], tmp_path, resume=True)
     assert resumed["resumed"] is True
     assert 1500 <= resumed["job_time_s"] <= 1500 + 2 * (time.time() - start) + 60
-    assert read_summary(tmp_path)["job_time_s"] == resumed["job_time_s"]
+    assert read_results(tmp_path, "FLUX training run")["job_time_s"] == resumed["job_time_s"]
     # no record of the first invocation's try (diffscale.attempts): its checkpoints' sum, a lower bound
     assert resumed["job_time_whole"] is False and resumed["earlier_tries"] == 0
 
