@@ -74,6 +74,25 @@ def positive_int(text: str) -> int:
     return value
 
 
+def needs(by: str, given: dict) -> None:
+    """A ConfigError when a flag that works only with others lacks some: "--config needs --hw, --gpus"
+    (`given`: each other flag's value, None where it was not given)."""
+    from diffscale.errors import ConfigError
+
+    missing = [flag for flag, value in given.items() if value is None]
+    if missing:
+        raise ConfigError(f"{by} needs {', '.join(missing[:-1]) + ' and ' if len(missing) > 1 else ''}{missing[-1]}")
+
+
+def at_least_one(flag: str, value: int | None, what: str) -> None:
+    """A ConfigError naming a count flag given below 1 (checked after parsing, so the one line comes
+    from run_cli like every other mistake; None: not given)."""
+    from diffscale.errors import ConfigError
+
+    if value is not None and value < 1:
+        raise ConfigError(f"{flag}: {value} is not a positive integer ({what})")
+
+
 def fraction(text: str) -> float:
     """argparse type of a share flag (--people-fraction): a number from 0 to 1."""
     import argparse

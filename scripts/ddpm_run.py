@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from diffscale.cli import json_flag, run_cli  # noqa: E402
+from diffscale.cli import json_flag, needs, run_cli  # noqa: E402
 
 
 def main() -> int:
@@ -40,8 +40,7 @@ def main() -> int:
     from diffscale.errors import ConfigError
 
     if args.config:
-        if not args.stage or not args.hw:
-            raise ConfigError("--config needs --stage and --hw")
+        needs("--config", {"--stage": args.stage, "--hw": args.hw})
         pairs = [item.split("=", 1) for item in args.set]
         bad = [item for item, p in zip(args.set, pairs) if len(p) != 2 or not p[0]]
         if bad:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from diffscale.cli import json_flag, run_cli  # noqa: E402
+from diffscale.cli import json_flag, needs, run_cli  # noqa: E402
 
 
 def main() -> int:
@@ -28,13 +28,12 @@ def main() -> int:
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     args = parser.parse_args()
 
-    from diffscale.errors import ConfigError, DataError
+    from diffscale.errors import DataError
     from diffscale.flux.infer import run_infer
     from diffscale.flux.settings import infer_config
 
     if args.config:
-        if not args.hw:
-            raise ConfigError("--config needs --hw")
+        needs("--config", {"--hw": args.hw})
         from diffscale.config import load_config
 
         settings = infer_config(load_config(args.config), args.hw)

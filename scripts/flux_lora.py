@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from diffscale.cli import json_flag, run_cli  # noqa: E402
+from diffscale.cli import at_least_one, json_flag, needs, run_cli  # noqa: E402
 from diffscale.timing import mark_job_start  # noqa: E402
 
 
@@ -42,25 +42,18 @@ def main() -> int:
     args = parser.parse_args()
 
     from diffscale.config import load_config
-    from diffscale.errors import ConfigError
     from diffscale.flux.loop import train
     from diffscale.train.core import launch
     from diffscale.flux.settings import run_config
 
+    at_least_one("--stop-after", args.stop_after, launch.STOP_AFTER_MEANING)
     if args.config:
-        missing = [flag for flag, value in (("--hw", args.hw), ("--gpus", args.gpus), ("--steps", args.steps))
-                   if value is None]
-        if missing:
-            raise ConfigError(f"--config needs {', '.join(missing)}")
-        for flag, value, what in (("--gpus", args.gpus, "devices, or gloo processes"),
-                                  ("--steps", args.steps, "training steps")):
-            if value < 1:
-                raise ConfigError(f"{flag}: {value} is not a positive integer ({what})")
+        needs("--config", {"--hw": args.hw, "--gpus": args.gpus, "--steps": args.steps})
+        at_least_one("--gpus", args.gpus, launch.GPUS_MEANING)
+        at_least_one("--steps", args.steps, "training steps")
         run_cfg = run_config(load_config(args.config), args.hw, args.gpus, args.steps)
     else:
         run_cfg = json_flag("--run-config", args.run_config)
-    if args.stop_after is not None and args.stop_after < 1:
-        raise ConfigError("--stop-after: must be at least 1")
     # each try records the time it holds the hardware (rank 0 of torchrun's): a retried or resumed
     # run is billed for every invocation of the same run config; a --stop-after invocation keeps
     # the records for the next

@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from diffscale.cli import json_flag, run_cli  # noqa: E402
+from diffscale.cli import at_least_one, json_flag, run_cli  # noqa: E402
 
 
 def main() -> int:
@@ -24,12 +24,10 @@ def main() -> int:
     args = parser.parse_args()
 
     from diffscale import hardware, provenance
-    from diffscale.errors import ConfigError
 
     entry = json_flag("--hardware", args.hardware)
     hardware.check_entry(entry, args.hw, source="--hardware")
-    if args.gpus < 1:
-        raise ConfigError(f"--gpus: expected a positive count of GPUs (cuda) or processes (cpu), not {args.gpus}")
+    at_least_one("--gpus", args.gpus, "GPUs (cuda) or processes (cpu) to check")
     cfg = {"hardware": {args.hw: entry}}
     record = hardware.check(cfg, args.hw, args.gpus)
     provenance.write_run_json(args.out, config_slice=cfg, hw=args.hw, check=record)

@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from diffscale import vocab  # noqa: E402
-from diffscale.cli import json_flag, run_cli  # noqa: E402
+from diffscale.cli import at_least_one, json_flag, needs, run_cli  # noqa: E402
 from diffscale.timing import mark_job_start  # noqa: E402
 
 
@@ -43,26 +43,19 @@ def main() -> int:
                         help="end after this step, checkpointed (time-limited jobs; a later --resume continues)")
     args = parser.parse_args()
 
-    from diffscale.errors import ConfigError
     from diffscale.train.config import job_inputs
     from diffscale.train.core import launch
     from diffscale.train.unet import train
 
+    at_least_one("--stop-after", args.stop_after, launch.STOP_AFTER_MEANING)
     if args.config:
-        missing = [flag for flag, value in (("--hw", args.hw), ("--precision", args.precision),
-                                            ("--gpus", args.gpus)) if value is None]
-        if missing:
-            raise ConfigError(f"--config needs {', '.join(missing)}")
-        if args.gpus < 1:
-            raise ConfigError(f"--gpus: {args.gpus} is not a positive integer (devices, or gloo processes)")
+        needs("--config", {"--hw": args.hw, "--precision": args.precision, "--gpus": args.gpus})
+        at_least_one("--gpus", args.gpus, launch.GPUS_MEANING)
         run_cfg, images, text = job_inputs(args.config, args.hw, args.precision, args.gpus, args.images, args.text)
     else:
         run_cfg = json_flag("--run-config", args.run_config)
-        if args.images is None or args.text is None:
-            raise ConfigError("--run-config needs --images and --text")
+        needs("--run-config", {"--images": args.images, "--text": args.text})
         images, text = args.images, args.text
-    if args.stop_after is not None and args.stop_after < 1:
-        raise ConfigError("--stop-after: must be at least 1")
     # each try records the time it holds the hardware (rank 0 of torchrun's): a retried or resumed
     # run is billed for every invocation of the same run config; a --stop-after invocation keeps
     # the records for the next

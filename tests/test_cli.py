@@ -154,3 +154,27 @@ def test_a_models_flag_that_is_not_a_mapping_and_a_share_above_one_are_one_line(
                "--captions", str(tmp_path / "c.json"), "--images", str(tmp_path / "img"))
     assert proc.returncode == 2 and "--people-fraction: expected a number from 0 to 1, not 2" in proc.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_flags_that_need_others_and_counts_below_one_are_one_line_each():
+    from diffscale.cli import at_least_one, needs
+    from diffscale.errors import ConfigError
+
+    needs("--config", {"--hw": "a40", "--gpus": 2})
+    with pytest.raises(ConfigError, match="^--config needs --hw$"):
+        needs("--config", {"--hw": None, "--gpus": 2})
+    with pytest.raises(ConfigError, match="^--config needs --hw, --precision and --gpus$"):
+        needs("--config", {"--hw": None, "--precision": None, "--gpus": None})
+    at_least_one("--stop-after", None, "the step to end after")  # not given
+    at_least_one("--stop-after", 1, "the step to end after")
+    with pytest.raises(ConfigError, match=r"^--stop-after: 0 is not a positive integer \(the step to end after\)$"):
+        at_least_one("--stop-after", 0, "the step to end after")
+
+
+def test_the_training_scripts_check_their_count_flags_alike(repo_root, tmp_path):
+    for script, args in (("scripts/train_unet.py", ["--run-config", "{}", "--images", "i", "--text", "t"]),
+                         ("scripts/flux_lora.py", ["--run-config", "{}"])):
+        proc = run(repo_root, script, *args, "--out", str(tmp_path / "out"), "--stop-after", "-1")
+        assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+            "error: --stop-after: -1 is not a positive integer (the step to end after)"], (script, proc.stderr)
+    assert not (tmp_path / "out").exists()

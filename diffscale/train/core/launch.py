@@ -108,6 +108,11 @@ def env_rank() -> int | None:
     return None
 
 
+# what the training scripts' count flags mean, in their errors
+GPUS_MEANING = "devices, or gloo processes"
+STOP_AFTER_MEANING = "the step to end after"
+
+
 def stopped_note(step: int) -> str:
     """What a run stopped by --stop-after tells its user (its outputs are not written yet)."""
     return f"stopped after step {step}, checkpointed; the same command with --resume continues the run"
