@@ -53,6 +53,7 @@ class FluxRun:
 DDPM_PRECISIONS = ("fp32", "tf32", "bf16", "fp16")  # fp32 = TF32 off; tf32 = fp32 with TF32 matmuls/convs
 DDPM_COMPILE_MODES = ("off", "default", "max-autotune", "reduce-overhead")
 DDPM_STAGES = ("batch", "amp", "workers", "compile")  # the sweeps; profile and peer are single runs
+DDPM_TABLES = ("profile", *DDPM_STAGES, "peer")  # every stage: a run each, a table each (report order)
 
 
 @dataclass(frozen=True)

@@ -377,7 +377,7 @@ def ddpm_stage_runs(stage):
 
 def ddpm_table_stages():
     """The stages with a table: the profile, the sweeps, and the peer's only when ddpm.peer.enabled."""
-    return ["profile", *experiments.DDPM_STAGES] + (["peer"] if DDPM["peer"]["enabled"] else [])
+    return [stage for stage in experiments.DDPM_TABLES if stage != "peer" or DDPM["peer"]["enabled"]]
 
 
 def all_ddpm_markers():

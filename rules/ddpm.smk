@@ -164,7 +164,7 @@ rule ddpm_table:
         train_steps=DDPM["train_steps"],
         inception=DDPM["fid"]["inception_weights"] or "",
     wildcard_constraints:
-        stage="profile|batch|amp|workers|compile|peer",
+        stage="|".join(experiments.DDPM_TABLES),
     log:
         "results/logs/ddpm/table_{stage}.log",
     conda:

@@ -12,12 +12,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from diffscale import experiments  # noqa: E402
 from diffscale.cli import positive_int, run_cli  # noqa: E402
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stage", required=True, choices=["profile", "batch", "amp", "workers", "compile", "peer"])
+    parser.add_argument("--stage", required=True, choices=experiments.DDPM_TABLES)
     parser.add_argument("--runs", nargs="+", type=Path, required=True, help="run directories")
     parser.add_argument("--out", type=Path, required=True, help="CSV to write")
     parser.add_argument("--train-steps", type=positive_int, default=700000,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from diffscale import vocab  # noqa: E402
 from diffscale.cli import json_flag, run_cli  # noqa: E402
 
 
@@ -25,7 +26,7 @@ def main() -> int:
     source.add_argument("--config", type=Path, help="a pipeline config file")
     parser.add_argument("--out", type=Path, required=True, help="cache folder")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="encoder dtype")
+    parser.add_argument("--dtype", default="fp32", choices=vocab.DTYPES, help="encoder dtype")
     args = parser.parse_args()
 
     from diffscale.flux.cache import build_cache
