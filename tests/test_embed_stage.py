@@ -116,7 +116,7 @@ def test_gpu_backend_fails_at_once_without_gpus(tmp_path):
 
 
 def test_bad_arguments_and_empty_input(fixture, tmp_path):
-    with pytest.raises(ConfigError, match="unknown backend 'mpi'"):
+    with pytest.raises(ConfigError, match="embed: backend: 'mpi' is not one of serial"):
         run_embedding("images", fixture.manifest, tmp_path, "mpi", "pinned", 1, demo_settings("images"))
     with pytest.raises(ConfigError, match="the serial backend runs one worker, not 2"):
         run_embedding("images", fixture.manifest, tmp_path, "serial", "pinned", 2, demo_settings("images"))

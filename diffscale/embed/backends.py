@@ -35,6 +35,7 @@ from multiprocessing.connection import wait
 
 from diffscale.embed.worker import WorkerFailed, WorkerTask, read_status, run_worker
 from diffscale.errors import ConfigError
+from diffscale.vocab import BACKENDS, one_of
 
 
 def describe_exit(code: int | None) -> str:
@@ -241,7 +242,7 @@ class DaskBackend(Backend):
             elif kind == "address":
                 self.client = Client(self.settings["address"], timeout=timeout)
             else:  # slurm: diffscale.embed.dask_slurm.SlurmDaskBackend, which make_backend picks
-                raise ConfigError(f"embed.dask.cluster: {kind!r} is not one of local, address (DaskBackend)")
+                one_of(kind, ("local", "address"), "embed.dask.cluster")
         try:
             self.client.wait_for_workers(self.workers, timeout=timeout)
         except TimeoutError:
@@ -300,4 +301,5 @@ def make_backend(name: str, workers: int, *, dask_settings: dict | None = None, 
 
             return SlurmDaskBackend(workers, dask_settings, threads, label)
         return DaskBackend(workers, dask_settings or {}, threads, label)
-    raise ConfigError(f"embed: unknown backend {name!r} (serial, multiprocessing, joblib, dask, gpu)")
+    one_of(name, BACKENDS, "embed: backend")
+    raise AssertionError(f"make_backend: no case for the backend {name!r}")  # a BACKENDS entry without one

@@ -12,7 +12,7 @@ from typing import Any
 
 from diffscale import models, vocab
 from diffscale.errors import ConfigError
-from diffscale.vocab import BACKENDS, MODALITIES, POLICIES  # noqa: F401 - the owner is diffscale.vocab
+from diffscale.vocab import BACKENDS, MODALITIES, POLICIES, one_of  # noqa: F401 - the owner is diffscale.vocab
 
 MODEL_ROLE = {"images": "vae", "text": "text_encoder"}
 TEXT_STORAGE = vocab.TEXT_STORAGE
@@ -53,13 +53,10 @@ class EmbedSettings:
             settings = cls(**raw)
         except TypeError as exc:
             raise ConfigError(f"embed settings: {exc}") from None
-        if settings.modality not in MODALITIES:
-            raise ConfigError(f"embed settings: modality {settings.modality!r} is not one of {', '.join(MODALITIES)}")
+        one_of(settings.modality, MODALITIES, "embed settings: modality")
         for key in ("dtype", "cpu_dtype"):
-            if getattr(settings, key) not in TORCH_DTYPES:
-                raise ConfigError(f"embed.{key}: {getattr(settings, key)!r} is not one of {', '.join(TORCH_DTYPES)}")
-        if settings.text_storage not in TEXT_STORAGE:
-            raise ConfigError(f"embed.text_storage: {settings.text_storage!r} is not one of {', '.join(TEXT_STORAGE)}")
+            one_of(getattr(settings, key), TORCH_DTYPES, f"embed.{key}")
+        one_of(settings.text_storage, TEXT_STORAGE, "embed.text_storage")
         if settings.modality == "images" and not settings.image_size:
             raise ConfigError("embed.image_size: required for the images modality")
         return settings
@@ -67,10 +64,8 @@ class EmbedSettings:
 
 def settings_for(cfg: dict, modality: str, backend: str) -> dict:
     """The config slice one `{modality}` run of `backend` depends on (validated config in)."""
-    if modality not in MODALITIES:
-        raise ConfigError(f"embed: unknown modality {modality!r} (known: {', '.join(MODALITIES)})")
-    if backend not in BACKENDS:
-        raise ConfigError(f"embed: unknown backend {backend!r} (known: {', '.join(BACKENDS)})")
+    one_of(modality, MODALITIES, "embed: modality")
+    one_of(backend, BACKENDS, "embed: backend")
     embed = cfg["embed"]
     if backend == "gpu" and not embed.get("gpu_hardware"):
         raise ConfigError("embed.gpu_hardware: required for the gpu backend (the hardware key its runs use)")

@@ -47,7 +47,7 @@ from diffscale.embed import threads as thread_policy
 from diffscale.embed.backends import make_backend
 from diffscale.embed.inputs import load_inputs
 from diffscale.embed.settings import BACKENDS, EmbedSettings
-from diffscale.vocab import POLICIES
+from diffscale.vocab import POLICIES, one_of
 from diffscale.shards import INDEX, ragged_specs_from, write_index
 from diffscale.embed.worker import STATUS_DIR, WorkerTask
 from diffscale.errors import ConfigError, DataError
@@ -73,8 +73,7 @@ def parse_faults(text: str | None) -> dict[int, tuple[str, int]]:
             faults[int(worker)] = (kind, int(shard))
         except ValueError:
             raise ConfigError(f"{FAULT_ENV}: {part!r} is not <worker>:<shard>:<kind>") from None
-        if kind not in ("raise", "kill", "exit"):
-            raise ConfigError(f"{FAULT_ENV}: fault kind {kind!r} is not one of raise, kill, exit")
+        one_of(kind, ("raise", "kill", "exit"), f"{FAULT_ENV}: fault kind")
     return faults
 
 
@@ -143,10 +142,8 @@ def run_embedding(modality: str, manifest: str | Path, out_dir: str | Path, back
 def plan_run(modality: str, manifest: str | Path, out_dir: str | Path, backend: str, policy: str, workers: int,
              settings: EmbedSettings, skip_list: str | Path | None = None, cpus: int | None = None) -> RunPlan:
     """Check the arguments, read the inputs and cut them into one task per worker process."""
-    if backend not in BACKENDS:
-        raise ConfigError(f"embed: unknown backend {backend!r} (known: {', '.join(BACKENDS)})")
-    if policy not in POLICIES:
-        raise ConfigError(f"embed: unknown thread policy {policy!r} (known: {', '.join(POLICIES)})")
+    one_of(backend, BACKENDS, "embed: backend")
+    one_of(policy, POLICIES, "embed: policy")
     if workers < 1:
         raise ConfigError(f"embed: workers must be at least 1, not {workers}")
     if cpus is not None and cpus < 1:

@@ -35,8 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from diffscale.errors import ConfigError
-from diffscale.vocab import POLICIES
+from diffscale.vocab import POLICIES, one_of
 
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
@@ -53,8 +52,7 @@ class Layout:
 
 def layout(policy: str, cpus: int, backend: str = "multiprocessing", workers: int | None = None) -> Layout:
     """How `policy` uses `cpus` CPUs. On the gpu backend `workers` (GPUs) processes share the CPUs."""
-    if policy not in POLICIES:
-        raise ConfigError(f"embed policy {policy!r} is not one of {', '.join(POLICIES)}")
+    one_of(policy, POLICIES, "embed: policy")
     if backend == "gpu":
         return Layout(policy, cpus, workers or 1, max(1, cpus // (workers or 1)))
     if policy == "intraop":

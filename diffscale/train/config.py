@@ -33,8 +33,7 @@ def validate_train(cfg: dict, source: str = "config") -> None:
 
 def run_config(cfg: dict, hw: str, precision: str, gpus: int) -> dict:
     """Everything one training run reads, and nothing else."""
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    vocab.one_of(precision, PRECISIONS, "precision")
     hardware = vocab.job_hardware(cfg, hw)
     validate_train(cfg)
     train = {k: copy.deepcopy(v) for k, v in cfg["train"].items() if k not in NOT_PER_RUN}
@@ -94,8 +93,7 @@ def check_run_config(run_cfg: Any, source: str = "--run-config") -> dict:
             raise ConfigError(f"{source}: run.{key} is missing")
     if not isinstance(run["gpus"], int) or isinstance(run["gpus"], bool) or run["gpus"] < 1:
         raise ConfigError(f"{source}: run.gpus: {run['gpus']!r} is not a positive integer")
-    if run["precision"] not in PRECISIONS:
-        raise ConfigError(f"{source}: run.precision: {run['precision']!r} is not one of {', '.join(PRECISIONS)}")
+    vocab.one_of(run["precision"], PRECISIONS, f"{source}: run.precision")
     if run["hw"] not in run_cfg["hardware"]:
         raise ConfigError(f"{source}: hardware.{run['hw']}: missing")
     needed = ("steps", "batch_size", "grad_accum", "lr", "weight_decay", "warmup_steps", "ema_decay", "grad_clip",
