@@ -291,6 +291,27 @@ def check_ddpm_window(cfg: dict, source: str = "config") -> None:
             f"timed blocks has the same number of steps); use a multiple of {repeats}")
 
 
+def check_run_slice(obj: Any, source: str, sections=(), keys: dict | None = None, positive=()) -> dict:
+    """A run config read back from JSON (a rule's params, or a file a person passes) has what the
+    run reads: the `sections`, each section's `keys`, and `positive` ("run.gpus") integers of at
+    least 1; else one ConfigError naming the first that is missing or wrong."""
+    if not isinstance(obj, dict):
+        raise ConfigError(f"{source}: expected a JSON object")
+    for section in sections:
+        if section not in obj:
+            raise ConfigError(f"{source}: missing section {section!r}")
+    for section, names in (keys or {}).items():
+        missing = [name for name in names if name not in obj[section]]
+        if missing:
+            raise ConfigError(f"{source}: {section}.{missing[0]} is missing")
+    for dotted in positive:
+        section, key = dotted.split(".")
+        value = obj[section][key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"{source}: {dotted}: {value!r} is not a positive integer")
+    return obj
+
+
 def config_hash(obj: Any) -> str:
     """A short, stable hash of a (slice of a) config, recorded in every result."""
     blob = json.dumps(obj, sort_keys=True, default=str).encode()

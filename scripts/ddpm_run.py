@@ -37,51 +37,18 @@ def main() -> int:
     args = parser.parse_args()
 
     from diffscale.config import load_config
-    from diffscale.ddpm.sweeps import execute, run_config
+    from diffscale.ddpm.sweeps import check_run_config, execute, parse_set, run_config
     from diffscale.errors import ConfigError
 
     if args.config:
         needs("--config", {"--stage": args.stage, "--hw": args.hw})
-        pairs = [item.split("=", 1) for item in args.set]
-        bad = [item for item, p in zip(args.set, pairs) if len(p) != 2 or not p[0]]
-        if bad:
-            raise ConfigError(f"--set: expected KEY=VALUE, got {bad[0]!r}")
-        rc = run_config(load_config(args.config), args.stage, args.hw, **dict(pairs))
+        rc = run_config(load_config(args.config), args.stage, args.hw, **parse_set(args.set))
     else:
         if args.stage or args.hw or args.set:
             raise ConfigError("--stage, --hw and --set go with --config (a --run-config already says them)")
         rc = check_run_config(json_flag("--run-config", args.run_config))
     execute(rc, args.cache, args.out, args.source)
     return 0
-
-
-def check_run_config(rc, source: str = "--run-config") -> dict:
-    """A run config read from JSON has what a run reads (diffscale.ddpm.sweeps.run_config builds
-    it), or one ConfigError naming the missing or wrong key."""
-    from dataclasses import fields
-
-    from diffscale import experiments, vocab
-    from diffscale.ddpm.sweeps import check_variant, settings_of
-    from diffscale.errors import ConfigError
-
-    if not isinstance(rc, dict):
-        raise ConfigError(f"{source}: expected a JSON object")
-    for key, kind in (("stage", str), ("seed", int), ("hw", str), ("hardware", dict), ("model", dict),
-                      ("ddpm", dict), ("variant", dict)):
-        if key not in rc:
-            raise ConfigError(f"{source}: missing key {key!r}")
-        if not isinstance(rc[key], kind):
-            raise ConfigError(f"{source}: {key}: expected a JSON {'object' if kind is dict else kind.__name__}")
-    vocab.hardware_entry(rc, rc["hw"], f"{source}: hw")
-    missing = [k for k in settings_of(rc["stage"]) if k not in rc["ddpm"]]
-    if missing:
-        raise ConfigError(f"{source}: ddpm.{missing[0]} is missing")
-    coords = [f.name for f in fields(experiments.DdpmRun) if f.name not in ("stage", "hw")]
-    missing = [k for k in coords if k not in rc["variant"]]
-    if missing:
-        raise ConfigError(f"{source}: variant.{missing[0]} is missing")
-    rc["variant"].update(check_variant(rc["variant"], coords, f"{source}: variant"))
-    return rc
 
 
 if __name__ == "__main__":

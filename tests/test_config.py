@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 import yaml
@@ -235,3 +236,26 @@ def test_a_flux_matrix_entry_sets_its_own_steps_and_inference_settings(demo):
     assert "flux.matrix[1].infer" in check(bad) and "batch" in check(bad)
     bad["flux"]["matrix"][1].update(infer={"batch_sizes": [1]}, steps=[0])
     assert "flux.matrix[1].steps" in check(bad)
+
+
+def test_a_run_config_read_back_from_json_names_what_it_lacks():
+    from diffscale.config import check_run_slice
+
+    good = {"run": {"hw": "a40", "gpus": 2, "steps": 5}, "flux": {"lr": 1e-4}}
+    shape = dict(sections=("run", "flux"), keys={"run": ("hw", "gpus", "steps"), "flux": ("lr",)},
+                 positive=("run.gpus", "run.steps"))
+    assert check_run_slice(good, "--run-config", **shape) is good
+    for bad, message in (([], "expected a JSON object"), ({"run": good["run"]}, "missing section 'flux'"),
+                         ({**good, "flux": {}}, "flux.lr is missing"),
+                         ({**good, "run": {**good["run"], "steps": 0}}, "run.steps: 0 is not a positive integer"),
+                         ({**good, "run": {**good["run"], "gpus": True}}, "run.gpus: True is not a positive integer")):
+        with pytest.raises(ConfigError, match=rf"^--run-config: {re.escape(message)}$"):
+            check_run_slice(bad, "--run-config", **shape)
+
+
+def test_set_flags_become_a_variant_or_name_the_bad_one():
+    from diffscale.ddpm.sweeps import parse_set
+
+    assert parse_set(["batch=128", "compile=max-autotune"]) == {"batch": "128", "compile": "max-autotune"}
+    with pytest.raises(ConfigError, match=r"^--set: expected KEY=VALUE, got '=3'$"):
+        parse_set(["batch=1", "=3"])

@@ -93,6 +93,40 @@ def run_config(cfg: dict, stage: str, hw: str, **variant) -> dict:
     }
 
 
+def parse_set(items: list[str], flag: str = "--set") -> dict:
+    """KEY=VALUE flags (a variant's coordinates, by hand) as a dict, or a ConfigError naming the bad one."""
+    pairs = [item.split("=", 1) for item in items]
+    bad = [item for item, pair in zip(items, pairs) if len(pair) != 2 or not pair[0]]
+    if bad:
+        raise ConfigError(f"{flag}: expected KEY=VALUE, got {bad[0]!r}")
+    return dict(pairs)
+
+
+def check_run_config(rc, source: str = "--run-config") -> dict:
+    """A run config read from JSON has what a run reads (diffscale.ddpm.sweeps.run_config builds
+    it), or one ConfigError naming the missing or wrong key."""
+    from dataclasses import fields
+
+    if not isinstance(rc, dict):
+        raise ConfigError(f"{source}: expected a JSON object")
+    for key, kind in (("stage", str), ("seed", int), ("hw", str), ("hardware", dict), ("model", dict),
+                      ("ddpm", dict), ("variant", dict)):
+        if key not in rc:
+            raise ConfigError(f"{source}: missing key {key!r}")
+        if not isinstance(rc[key], kind):
+            raise ConfigError(f"{source}: {key}: expected a JSON {'object' if kind is dict else kind.__name__}")
+    vocab.hardware_entry(rc, rc["hw"], f"{source}: hw")
+    missing = [k for k in settings_of(rc["stage"]) if k not in rc["ddpm"]]
+    if missing:
+        raise ConfigError(f"{source}: ddpm.{missing[0]} is missing")
+    coords = [f.name for f in fields(experiments.DdpmRun) if f.name not in ("stage", "hw")]
+    missing = [k for k in coords if k not in rc["variant"]]
+    if missing:
+        raise ConfigError(f"{source}: variant.{missing[0]} is missing")
+    rc["variant"].update(check_variant(rc["variant"], coords, f"{source}: variant"))
+    return rc
+
+
 def table_row(rc: dict, result: dict, run_dir: str | Path) -> dict:
     """The contract columns of one run, plus its settings."""
     v, d = rc["variant"], rc["ddpm"]

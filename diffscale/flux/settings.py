@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 
-from diffscale.config import check_flux_batches
+from diffscale.config import check_flux_batches, check_run_slice
 from diffscale.errors import ConfigError
 from diffscale.experiments import FluxRun, flux_infer
 from diffscale.vocab import DTYPES, job_hardware  # noqa: F401 - DTYPES: the flux modules import it from here
@@ -83,21 +83,8 @@ def compute_dtype(run_flux: dict, device: str) -> str:
 
 
 def check_run_config(run_cfg, source: str = "--run-config") -> dict:
-    if not isinstance(run_cfg, dict):
-        raise ConfigError(f"{source}: expected a JSON object")
-    for section in ("run", "seed", "hardware", "models", "flux"):
-        if section not in run_cfg:
-            raise ConfigError(f"{source}: missing section {section!r}")
-    for key in ("hw", "gpus", "steps"):
-        if key not in run_cfg["run"]:
-            raise ConfigError(f"{source}: run.{key} is missing")
-    missing = [k for k in TRAIN_KEYS if k not in run_cfg["flux"]]
-    if missing:
-        raise ConfigError(f"{source}: flux.{missing[0]} is missing")
-    for key in ("gpus", "steps"):
-        value = run_cfg["run"][key]
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ConfigError(f"{source}: run.{key}: {value!r} is not a positive integer")
+    check_run_slice(run_cfg, source, ("run", "seed", "hardware", "models", "flux"),
+                    {"run": ("hw", "gpus", "steps"), "flux": TRAIN_KEYS}, positive=("run.gpus", "run.steps"))
     if run_cfg["flux"]["batch_size"] % int(run_cfg["run"]["gpus"]):
         raise ConfigError(f"{source}: flux.batch_size {run_cfg['flux']['batch_size']} does not split over "
                           f"{run_cfg['run']['gpus']} processes")

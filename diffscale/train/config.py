@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from diffscale import experiments, vocab
-from diffscale.config import check_train_batches, config_hash
+from diffscale.config import check_run_slice, check_train_batches, config_hash
 from diffscale.errors import ConfigError
 
 # Keys of the train section that only the sampling rule reads, or that describe which runs exist.
@@ -24,6 +24,9 @@ NOT_PER_RUN = ("matrix", *SAMPLING_KEYS)
 # under other values of these still resumes (a longer `steps` continues a shorter run).
 LOGISTICS_KEYS = ("steps", "checkpoint_every", "log_every", "loader_workers")
 PRECISIONS = vocab.PRECISIONS
+# the train keys a training run reads: a run config without one is refused (check_run_config)
+RUN_TRAIN_KEYS = ("steps", "batch_size", "grad_accum", "lr", "weight_decay", "warmup_steps", "ema_decay", "grad_clip",
+                  "caption_dropout", "tf32", "loader_workers", "log_every", "checkpoint_every")
 
 
 def validate_train(cfg: dict, source: str = "config") -> None:
@@ -82,25 +85,12 @@ def job_inputs(config_file, hw: str, precision: str, gpus: int, images=None, tex
 
 def check_run_config(run_cfg: Any, source: str = "--run-config") -> dict:
     """A run config read from JSON: the sections and keys the training needs are there."""
-    if not isinstance(run_cfg, dict):
-        raise ConfigError(f"{source}: expected a JSON object")
-    for section in ("run", "seed", "hardware", "models", "embed", "train"):
-        if section not in run_cfg:
-            raise ConfigError(f"{source}: missing section {section!r}")
+    check_run_slice(run_cfg, source, ("run", "seed", "hardware", "models", "embed", "train"),
+                    {"run": ("hw", "precision", "gpus"), "train": RUN_TRAIN_KEYS}, positive=("run.gpus",))
     run = run_cfg["run"]
-    for key in ("hw", "precision", "gpus"):
-        if key not in run:
-            raise ConfigError(f"{source}: run.{key} is missing")
-    if not isinstance(run["gpus"], int) or isinstance(run["gpus"], bool) or run["gpus"] < 1:
-        raise ConfigError(f"{source}: run.gpus: {run['gpus']!r} is not a positive integer")
     vocab.one_of(run["precision"], PRECISIONS, f"{source}: run.precision")
     if run["hw"] not in run_cfg["hardware"]:
         raise ConfigError(f"{source}: hardware.{run['hw']}: missing")
-    needed = ("steps", "batch_size", "grad_accum", "lr", "weight_decay", "warmup_steps", "ema_decay", "grad_clip",
-              "caption_dropout", "tf32", "loader_workers", "log_every", "checkpoint_every")
-    missing = [k for k in needed if k not in run_cfg["train"]]
-    if missing:
-        raise ConfigError(f"{source}: train.{missing[0]} is missing")
     parts = int(run["gpus"]) * run_cfg["train"]["grad_accum"]
     if run_cfg["train"]["batch_size"] % parts:
         raise ConfigError(f"{source}: train.batch_size {run_cfg['train']['batch_size']} does not split into "
