@@ -235,6 +235,61 @@ def peak_memory_mb(device: str) -> float:
 
 # --- the loop -----------------------------------------------------------------------------------
 
+def build_parts(ctx: launch.Context, job: Job, dtype, timer: PhaseTimer):
+    """The LoRA-wrapped transformer in training mode, its LoRA parameters and their optimizer, the
+    cache, the dataset's items (rank 0: quality) and the VAE (rank 0, when there is something to
+    sample), each phase timed."""
+    import torch
+
+    cfg, flux, device = job.run_config, job.run_config["flux"], ctx.device
+    weights = None if dtype == torch.float32 else dtype
+    with timer.phase("setup"):
+        transformer = models.build("flux_transformer", cfg["models"]["flux_transformer"], device=device,
+                                   dtype=weights, on_device=True)
+        params = lora_io.add_lora(transformer, flux, cfg["seed"])
+        if flux["grad_checkpointing"]:
+            transformer.enable_gradient_checkpointing()
+        transformer.train()
+        optimizer = make_optimizer(params, flux, device)
+    with timer.phase("cache"):
+        cache = load_cache(job.cache_dir)
+        if flux["caption_dropout"] > 0:
+            cache.empty_caption()  # a cache without it fails now, not at the first dropped caption
+        items = ds.load(job.dataset_dir) if ctx.is_main else []
+    with timer.phase("setup"):
+        vae = models.build("flux_vae", cfg["models"]["flux_vae"], device=device, dtype=weights) \
+            if ctx.is_main and (items or cache.manifest["sample_prompts"]) else None
+    return transformer, params, optimizer, cache, items, vae
+
+
+def restore(resume: dict, transformer, optimizer, prec: precision.Precision, ctx: launch.Context) -> tuple:
+    """Put a resume checkpoint's LoRA, optimizer, scaler and RNG state back. Returns where the run
+    stands: (start step, metrics rows, quality rows, checkpoints, earlier segments, last good LoRA)."""
+    lora_io.load_lora_state(transformer, resume["lora"])
+    optimizer.load_state_dict(resume["optimizer"])
+    prec.load_state_dict(resume["scaler"])
+    core_ckpt.restore_rng(resume["rng"], ctx.rank)
+    saved = [c for c in resume["checkpoints"] if c.get("lora")]
+    last_good = guards.LastGood(saved[-1]["lora"], saved[-1]["step"]) if saved else guards.LastGood()
+    return (resume["step"], resume["metrics"], resume["quality"], resume["checkpoints"], resume.get("segments", []),
+            last_good)
+
+
+def train_step(ctx: launch.Context, model, cache: Cache, seed: int, step: int, dtype, prec: precision.Precision,
+               optimizer, params: list, flux: dict):
+    """One optimiser step on this rank's share of step `step`'s global batch (drawn from (seed,
+    step) alone, so a resumed run draws what the straight one would); (loss, grad norm)."""
+    micro = flux["batch_size"] // ctx.world
+    indices, noise, sigmas, dropped = draw(cache, seed, step, flux["batch_size"], flux)
+    mine = slice(ctx.rank * micro, (ctx.rank + 1) * micro)
+    latents, t5, pooled = batch_tensors(cache, indices[mine], ctx.device, dropped[mine])
+    with sdpa_context(flux["sdpa_kernels"]), prec.autocast():
+        loss = flow_loss(model, latents, noise[mine].to(ctx.device), sigmas[mine].to(ctx.device), t5, pooled, dtype)
+    with sdpa_context(flux["sdpa_kernels"]):
+        prec.backward(loss)
+    return loss.detach(), update(prec, optimizer, params, flux["grad_clip"])
+
+
 def fit(ctx: launch.Context, job: Job) -> dict | None:
     import torch
 
@@ -253,23 +308,8 @@ def fit(ctx: launch.Context, job: Job) -> dict | None:
     timer.seconds.update(resume["timings"] if resume else {})
     torch.manual_seed(seed + ctx.rank)  # only stray randomness (LoRA dropout) uses the global generators
 
+    transformer, params, optimizer, cache, items, vae = build_parts(ctx, job, dtype, timer)
     with timer.phase("setup"):
-        transformer = models.build("flux_transformer", cfg["models"]["flux_transformer"], device=device,
-                                   dtype=None if dtype == torch.float32 else dtype, on_device=True)
-        params = lora_io.add_lora(transformer, flux, seed)
-        if flux["grad_checkpointing"]:
-            transformer.enable_gradient_checkpointing()
-        transformer.train()
-        optimizer = make_optimizer(params, flux, device)
-    with timer.phase("cache"):
-        cache = load_cache(job.cache_dir)
-        if flux["caption_dropout"] > 0:
-            cache.empty_caption()  # a cache without it fails now, not at the first dropped caption
-        items = ds.load(job.dataset_dir) if ctx.is_main else []
-    with timer.phase("setup"):  # the VAE decodes samples: rank 0, and only when there is something to sample
-        vae = models.build("flux_vae", cfg["models"]["flux_vae"], device=device,
-                           dtype=None if dtype == torch.float32 else dtype) \
-            if ctx.is_main and (items or cache.manifest["sample_prompts"]) else None
         try:
             with sdpa_context(flux["sdpa_kernels"]), prec.autocast():  # as a training step runs
                 flops_per_sample = bucket_mean_flops(transformer, params, cache, device, dtype)
@@ -278,18 +318,9 @@ def fit(ctx: launch.Context, job: Job) -> dict | None:
                 raise error from None
             raise
         peak = peak_flops(ctx.device_name, dtype_name) if ctx.device_type == "cuda" else None
-    start_step, rows, quality_rows, checkpoints, segments = 0, [], [], [], []
-    last_good = guards.LastGood()
+    start_step, rows, quality_rows, checkpoints, segments, last_good = (
+        restore(resume, transformer, optimizer, prec, ctx) if resume else (0, [], [], [], [], guards.LastGood()))
     if resume:
-        lora_io.load_lora_state(transformer, resume["lora"])
-        optimizer.load_state_dict(resume["optimizer"])
-        prec.load_state_dict(resume["scaler"])
-        core_ckpt.restore_rng(resume["rng"], ctx.rank)
-        start_step, rows = resume["step"], resume["metrics"]
-        quality_rows, checkpoints = resume["quality"], resume["checkpoints"]
-        segments = resume.get("segments", [])
-        saved = [c for c in checkpoints if c.get("lora")]
-        last_good = guards.LastGood(saved[-1]["lora"], saved[-1]["step"]) if saved else last_good
         ctx.say(f"resuming from {job.store.resume_path} at step {start_step}")
 
     model = ctx.wrap(transformer)
@@ -339,16 +370,8 @@ def fit(ctx: launch.Context, job: Job) -> dict | None:
                 checkpoint(0)  # the base model's samples and quality: the baseline
             for step in range(start_step, end_step):
                 with timer.phase("train"):
-                    indices, noise, sigmas, dropped = draw(cache, seed, step, batch, flux)
-                    mine = slice(ctx.rank * micro, (ctx.rank + 1) * micro)
-                    latents, t5, pooled = batch_tensors(cache, indices[mine], device, dropped[mine])
-                    with sdpa(), prec.autocast():
-                        loss = flow_loss(model, latents, noise[mine].to(device), sigmas[mine].to(device), t5,
-                                         pooled, dtype)
-                    with sdpa():
-                        prec.backward(loss)
-                    grad_norm = update(prec, optimizer, params, flux["grad_clip"])
-                    meter.add(loss.detach(), grad_norm, flux["lr"])
+                    loss, grad_norm = train_step(ctx, model, cache, seed, step, dtype, prec, optimizer, params, flux)
+                    meter.add(loss, grad_norm, flux["lr"])
                     done = step + 1
                     checkpoint_now = done % flux["checkpoint_every"] == 0 or done == end_step
                     if done % flux["log_every"] == 0 or checkpoint_now:
