@@ -34,6 +34,27 @@ def schema() -> dict:
     return yaml.safe_load(text)
 
 
+def schema_entry(*keys: str) -> dict:
+    """The schema's entry for a key path ("flux", "resolution"): the one owner of what a value may
+    be and of its default, for a script's flag as for the config."""
+    root = node = schema()
+    for key in keys:
+        node = resolved(resolved(node, root)["properties"][key], root)
+    return node
+
+
+def checked_flag(flag: str, value, *keys: str):
+    """A by-hand flag's value checked against the schema entry at `keys` (None: the entry's
+    default), else a ConfigError naming the flag and what the config would say."""
+    entry = schema_entry(*keys)
+    value = entry["default"] if value is None and "default" in entry else value
+    try:
+        jsonschema.validate(value, entry)
+    except jsonschema.ValidationError as exc:
+        raise ConfigError(f"{flag}: {exc.message}") from None
+    return value
+
+
 def load_config(path: str | Path) -> dict:
     """Read a YAML config, fill schema defaults, validate; raise ConfigError naming the key."""
     path = Path(path)

@@ -259,3 +259,15 @@ def test_set_flags_become_a_variant_or_name_the_bad_one():
     assert parse_set(["batch=128", "compile=max-autotune"]) == {"batch": "128", "compile": "max-autotune"}
     with pytest.raises(ConfigError, match=r"^--set: expected KEY=VALUE, got '=3'$"):
         parse_set(["batch=1", "=3"])
+
+
+def test_a_by_hand_flag_takes_the_schemas_default_and_range():
+    from diffscale.config import checked_flag, schema_entry
+
+    assert schema_entry("flux", "resolution")["default"] == 512
+    assert checked_flag("--resolution", None, "flux", "resolution") == 512  # not given: the config's default
+    assert checked_flag("--resolution", 256, "flux", "resolution") == 256
+    with pytest.raises(ConfigError, match=r"^--resolution: 100 is not a multiple of 16$"):
+        checked_flag("--resolution", 100, "flux", "resolution")
+    with pytest.raises(ConfigError, match=r"^--trigger: "):
+        checked_flag("--trigger", "", "data", "subject", "trigger")
