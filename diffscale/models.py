@@ -447,11 +447,29 @@ def count_parameters(role: str, raw_spec: dict | ModelSpec) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def inventory(models_cfg: dict) -> list[dict]:
+def inventory(models_cfg: dict, source: str = "models") -> list[dict]:
     """One row per configured model: role, spec, parameter count (from config, no weights)."""
+    if not isinstance(models_cfg, dict):
+        raise ModelSpecError(f"{source}: expected a JSON object of role: spec (the config's models: section), "
+                             f"not {type(models_cfg).__name__}")
     rows = []
     for role, raw in models_cfg.items():
         spec = parse_spec(role, raw)
         rows.append({"role": role, "spec": spec.label, "kind": "pretrained" if spec.pretrained else "random",
                      "class": ROLES[role].cls.split(":")[1], "params": count_parameters(role, spec)})
     return rows
+
+
+def write_inventory(models_cfg: dict, out: str | Path, source: str = "models") -> list[dict]:
+    """The inventory as a CSV file (written atomically); its rows."""
+    import csv
+
+    from diffscale import atomic
+
+    rows = inventory(models_cfg, source)
+    with atomic.atomic_path(out) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["role", "spec", "kind", "class", "params"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows
+

@@ -36,20 +36,16 @@ def main() -> int:
     source.add_argument("--config", type=Path, help="a config file to take the settings from")
     args = parser.parse_args()
 
-    from diffscale import attempts
-    from diffscale.config import config_hash, load_config
+    from diffscale.config import load_config
     from diffscale.embed.settings import EmbedSettings, settings_for
-    from diffscale.embed.stage import run_embedding
+    from diffscale.embed.stage import recorded_try, run_embedding
 
     if args.config:
         raw = settings_for(load_config(args.config), args.modality, args.backend)
     else:
         raw = json_flag("--settings", args.settings)
     settings = EmbedSettings.from_dict(raw)
-    # each try records the time it holds the hardware, so a retried job is billed for every try
-    # of the same settings
-    key = config_hash({**settings.to_dict(), "backend": args.backend, "policy": args.policy, "workers": args.workers})
-    with attempts.recorded(attempts.folder(args.out_dir), key) as this:
+    with recorded_try(args.out_dir, settings, args.backend, args.policy, args.workers) as this:
         timing = run_embedding(args.modality, args.manifest, args.out_dir, args.backend, args.policy, args.workers,
                                settings, skip_list=args.skipped, cpus=args.cpus, earlier_tries=this.earlier)
     prepare, noun = "decode_s" if args.modality == "images" else "tokenize_s", vocab.ITEMS[args.modality]

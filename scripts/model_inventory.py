@@ -22,23 +22,15 @@ def main() -> int:
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args()
 
-    import pandas as pd
-
-    from diffscale import atomic, models
+    from diffscale import models
     from diffscale.config import load_config
-    from diffscale.errors import ConfigError
 
     if args.config:
-        models_cfg = load_config(args.config)["models"]
+        rows = models.write_inventory(load_config(args.config)["models"], args.out)
     else:
-        models_cfg = json_flag("--models", args.models)
-        if not isinstance(models_cfg, dict):
-            raise ConfigError(f"--models: expected a JSON object of role: spec (the config's models: section), "
-                              f"not {type(models_cfg).__name__}")
-    table = pd.DataFrame(models.inventory(models_cfg))
-    with atomic.atomic_path(args.out) as tmp:
-        table.to_csv(tmp, index=False)
-    print(table.to_string(index=False))
+        rows = models.write_inventory(json_flag("--models", args.models), args.out, source="--models")
+    for row in rows:
+        print(f"{row['role']:<18} {row['spec']:<48} {row['kind']:<10} {row['class']:<28} {row['params']:>14,}")
     return 0
 
 

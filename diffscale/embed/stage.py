@@ -118,6 +118,17 @@ class Executed:
     closed: float
 
 
+def recorded_try(out_dir: str | Path, settings: EmbedSettings, backend: str, policy: str, workers: int):
+    """This invocation as a try of its embedding job (diffscale.attempts), a context yielding it:
+    keyed by everything the run depends on, so a retried job is billed for every try of the same
+    settings and an edited one starts afresh."""
+    from diffscale import attempts
+    from diffscale.config import config_hash
+
+    key = config_hash({**settings.to_dict(), "backend": backend, "policy": policy, "workers": workers})
+    return attempts.recorded(attempts.folder(out_dir), key)
+
+
 def run_embedding(modality: str, manifest: str | Path, out_dir: str | Path, backend: str, policy: str,
                   workers: int, settings: EmbedSettings, skip_list: str | Path | None = None,
                   cpus: int | None = None, earlier_tries: list[dict] | None = None) -> dict:
