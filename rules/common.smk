@@ -13,6 +13,7 @@ from diffscale.ddpm import data as ddpm_data, sweeps as ddpm_sweeps
 from diffscale.embed.settings import settings_for as _embed_settings_for
 from diffscale.errors import UserError
 from diffscale.flux import settings as flux_settings
+from diffscale.report.contract import TITLES as REPORT_TITLES
 from diffscale.hardware import demand as hardware_demand
 from diffscale.train import config as train_config
 from diffscale.workflow import overlay_note, put_interpreter_on_path, read_command_line_values
@@ -119,6 +120,21 @@ def coco_inputs():
         if coco.get(key):
             found[key] = coco[key]
     return found
+
+
+# Snakemake report categories: the sections' titles (no colon: the category becomes an rst link target)
+REPORT_STUDIES = {key: title.replace(" · ", " – ") for key, title in REPORT_TITLES.items()}
+
+
+def report_price_source():
+    """Where the report says its prices come from: the config files this run read."""
+    return ", ".join(os.path.relpath(f, workflow.basedir) for f in workflow.configfiles) or "the config"
+
+
+def report_unfinished(wildcards):
+    """The report's --unfinished flag and the runs it names (partial_report), or ''."""
+    runs = unfinished_runs()
+    return " ".join(["--unfinished", *runs]) if runs else ""
 
 
 def report_inputs():
@@ -281,6 +297,11 @@ def flux_run_config(wildcards):
 
 def flux_threads(wildcards):
     return hwres.job_resources(config, wildcards.hw, int(wildcards.gpus))["cpus_per_task"]
+
+
+def flux_infer_threads(wildcards):
+    """An inference job's CPUs: one device of its hardware key."""
+    return hwres.job_resources(config, wildcards.hw, 1)["cpus_per_task"]
 
 
 def flux_dtype(hw):

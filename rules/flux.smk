@@ -83,7 +83,7 @@ rule flux_infer:
     params:
         settings=lambda wildcards: json.dumps(flux_settings.infer_config(config, wildcards.hw), sort_keys=True),
         out=lambda wildcards, output: os.path.dirname(output.table),
-    threads: lambda wildcards: hwres.job_resources(config, wildcards.hw, 1)["cpus_per_task"]
+    threads: flux_infer_threads
     log:
         "results/logs/flux/infer/{hw}.log",
     conda:

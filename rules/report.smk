@@ -1,11 +1,7 @@
 # The report: reads only results/bench/*.csv, the figures and the runs' provenance JSON.
 # Its figures also go to results/report/<study>/, marked for Snakemake's own report
-# (snakemake --report results/report.zip) with the captions in report/<study>.rst.
-from diffscale.report.contract import TITLES as REPORT_TITLES
-
-# Snakemake report categories: the sections' titles (no colon: the category becomes an rst link target)
-REPORT_STUDIES = {key: title.replace(" · ", " – ") for key, title in REPORT_TITLES.items()}
-
+# (snakemake --report results/report.zip) with the captions in report/<study>.rst; its input
+# functions and REPORT_STUDIES are in common.smk.
 
 rule model_inventory:
     output:
@@ -39,9 +35,9 @@ rule report:
         },
     params:
         hardware=json.dumps(config["hardware"], sort_keys=True),
-        price_source=", ".join(os.path.relpath(f, workflow.basedir) for f in workflow.configfiles) or "the config",
+        price_source=report_price_source(),
         demo="--demo" if config["data"].get("synthetic") else "",
-        unfinished=lambda wildcards: " ".join(["--unfinished", *runs]) if (runs := unfinished_runs()) else "",
+        unfinished=report_unfinished,
     log:
         "results/logs/report/report.log",
     conda:
