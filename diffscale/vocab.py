@@ -60,6 +60,8 @@ TRAIN_JOB = "train/unet/{hw}/" + TRAIN_VARIANT
 FLUX_JOB = "flux/lora/{hw}/" + FLUX_VARIANT
 TRAIN_RUN = "results/" + TRAIN_JOB  # run directories
 FLUX_RUN = "results/flux/{hw}/" + FLUX_VARIANT
+FLUX_DATASET = "results/flux/dataset"  # the prepared photos (rule flux_dataset), and their cached embeddings
+FLUX_CACHE = "results/flux/cache"
 
 
 def log_path(job: str) -> str:

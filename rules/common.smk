@@ -260,8 +260,8 @@ def train_report_inputs():
 
 # --- study 2: FLUX.1-schnell LoRA (rules/flux.smk) ----------------------------------------------
 
-FLUX_DATASET = "results/flux/dataset"
-FLUX_CACHE = "results/flux/cache"
+FLUX_DATASET = vocab.FLUX_DATASET
+FLUX_CACHE = vocab.FLUX_CACHE
 FLUX_RUN = vocab.FLUX_RUN
 FLUX_INFER = "results/flux/infer/{hw}"
 FLUX_TABLES = [f"results/bench/flux_{name}.csv" for name in ("train", "loss", "quality", "infer")]

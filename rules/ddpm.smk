@@ -173,4 +173,4 @@ rule ddpm_table:
         **cpu_resources(),
     shell:
         "python scripts/ddpm_table.py --stage {wildcards.stage} --runs {params.runs} --out {output}"
-        " --train-steps {params.train_steps} --inception-weights '{params.inception}' > {log} 2>&1"
+        " --train-steps {params.train_steps} --inception-weights {params.inception:q} > {log} 2>&1"

@@ -3,8 +3,8 @@
 # (diffscale.experiments.embed_runs), and the scaling table the report shows. Each run's config slice is a param, so editing one
 # setting re-runs only the runs that depend on it.
 
-EMBED_MANIFEST = "results/data/coco/manifest.parquet"
-EMBED_SKIPPED = "results/data/coco/skipped.csv"
+EMBED_MANIFEST = f"{COCO_DIR}/manifest.parquet"  # rule coco_manifest's outputs
+EMBED_SKIPPED = f"{COCO_DIR}/skipped.csv"
 EMBED_DIR = vocab.embed_dir("{modality}", vocab.EMBED_RUN)  # a run directory, as a pattern
 
 

@@ -21,8 +21,9 @@ def main() -> int:
     parser.add_argument("--stage", required=True, choices=experiments.DDPM_TABLES)
     parser.add_argument("--runs", nargs="+", type=Path, required=True, help="run directories")
     parser.add_argument("--out", type=Path, required=True, help="CSV to write")
-    parser.add_argument("--train-steps", type=positive_int, default=700000,
-                        help="length of a real training run, for compile's break-even (ddpm.train_steps)")
+    parser.add_argument("--train-steps", type=positive_int,
+                        help="length of a real training run, for compile's break-even (default: the config's "
+                             "default ddpm.train_steps)")
     parser.add_argument("--inception-weights", default="", help="ddpm.fid.inception_weights (FID's status)")
     args = parser.parse_args()
 

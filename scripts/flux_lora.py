@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from diffscale import vocab  # noqa: E402
 from diffscale.cli import at_least_one, json_flag, needs, run_cli  # noqa: E402
 from diffscale.timing import mark_job_start  # noqa: E402
 
@@ -32,8 +33,8 @@ def main() -> int:
     parser.add_argument("--hw", help="hardware key (with --config)")
     parser.add_argument("--gpus", type=int, help="devices, or gloo processes on a CPU hardware key (with --config)")
     parser.add_argument("--steps", type=int, help="training steps (with --config)")
-    parser.add_argument("--cache", type=Path, default=Path("results/flux/cache"), help="the flux_cache output")
-    parser.add_argument("--dataset", type=Path, default=Path("results/flux/dataset"), help="the flux_dataset output")
+    parser.add_argument("--cache", type=Path, default=Path(vocab.FLUX_CACHE), help="the flux_cache output")
+    parser.add_argument("--dataset", type=Path, default=Path(vocab.FLUX_DATASET), help="the flux_dataset output")
     parser.add_argument("--out", type=Path, required=True, help="run directory")
     parser.add_argument("--resume", action="store_true",
                         help="continue from --out/resume/last.pt when it was made with the same settings")

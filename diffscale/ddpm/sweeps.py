@@ -18,6 +18,7 @@ import math
 from pathlib import Path
 
 from diffscale import atomic, experiments, models, provenance, vocab
+from diffscale.config import schema_entry
 from diffscale.errors import ConfigError, DataError
 from diffscale.io import csv_text
 from diffscale.metrics import compute_ratio, cpus_used
@@ -225,9 +226,12 @@ def _add_compile(rows: list[dict], train_steps: int) -> None:
             r["pays_off"] = "never (no per-step saving)"
 
 
-def stage_table(stage: str, rows: list[dict], train_steps: int = 700000,
+def stage_table(stage: str, rows: list[dict], train_steps: int | None = None,
                 inception_weights: str | None = None) -> tuple[list[dict], list[str]]:
-    """The rows and columns of results/bench/ddpm_<stage>.csv."""
+    """The rows and columns of results/bench/ddpm_<stage>.csv (`train_steps`: the run length
+    compile's break-even is judged on; None: the config's default ddpm.train_steps)."""
+    if train_steps is None:
+        train_steps = schema_entry("ddpm", "train_steps")["default"]
     if stage == "batch":
         _add_batch(rows)
     elif stage == "amp":
@@ -240,7 +244,7 @@ def stage_table(stage: str, rows: list[dict], train_steps: int = 700000,
     return rows, columns
 
 
-def write_table(stage: str, run_dirs: list[str | Path], out: str | Path, train_steps: int = 700000,
+def write_table(stage: str, run_dirs: list[str | Path], out: str | Path, train_steps: int | None = None,
                 inception_weights: str | None = None) -> Path:
     if stage == "profile":
         from diffscale.ddpm.profiler import COLUMNS
