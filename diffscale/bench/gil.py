@@ -7,6 +7,8 @@ runs alone, then beside loaders kept busy preparing real batches of a synthetic 
 as threads of its own process (how the GPU path prepared batches before) and as processes (a
 torch DataLoader, as diffscale.embed.worker does now). `kept` = ops/s beside ÷ ops/s alone. No
 GPU needed; on a machine with fewer cores than loaders + 2 the loaders also take CPU time from it.
+Loader processes are stopped mid-stream, and one may print "terminate called without an active
+exception" as it exits: harmless, its batches are being thrown away (diffscale.embed.worker._stop_loading).
 
   python -m diffscale.bench gil --modalities text images --loaders 1 2
 """
