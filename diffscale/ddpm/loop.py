@@ -109,6 +109,16 @@ def predict(net, x, t):
     return out if not hasattr(out, "sample") else out.sample
 
 
+def denoising_loss(net, schedule: Schedule, x0, noise, t, prec):
+    """Ho et al.'s simple objective: the model sees x_0 noised to step t and predicts the noise
+    (epsilon), scored by MSE in fp32."""
+    import torch.nn.functional as F
+
+    with prec.autocast():
+        prediction = predict(net, schedule.add_noise(x0, noise, t), t)
+    return F.mse_loss(prediction.float(), noise)
+
+
 def maybe_compile(model, mode: str, backend: str):
     """torch.compile the module in place (nn.Module.compile): parameter names stay as they are, so
     EMA copies (ours, ema-pytorch's) and DDP see the same module; returns it."""
@@ -181,7 +191,6 @@ def flops_per_sample(model, device) -> int | None:
 def fit(ctx: launch.Context, rc: dict, cache, source, model=None, profiler=None, result_path=None) -> dict:
     """Train for one measured window; every process runs this; rank 0 returns (and writes) the result."""
     import torch
-    import torch.nn.functional as F
 
     d, v, seed = rc["ddpm"], rc["variant"], rc["seed"]
     batch, device, global_batch = v["batch"], ctx.device, v["batch"] * ctx.world
@@ -220,9 +229,7 @@ def fit(ctx: launch.Context, rc: dict, cache, source, model=None, profiler=None,
             x0 = ddata.to_model_input(item["images"], device, d["channels_last"])
             t, noise = step_draws(seed, step, global_batch, device)
             t, noise = t[mine], noise[mine]
-            with prec.autocast():
-                prediction = predict(net, schedule.add_noise(x0, noise, t), t)
-            loss = F.mse_loss(prediction.float(), noise)
+            loss = denoising_loss(net, schedule, x0, noise, t, prec)
             prec.backward(loss)
             grad_norm = prec.clip(params, optimizer, d["grad_clip"])
             prec.step(optimizer)

@@ -247,3 +247,57 @@ def test_a_window_reads_only_the_settings_of_its_stage(ddpm_config):
     edited = {**ddpm_config, "ddpm": {**ddpm_config["ddpm"], "train_steps": 5, "profile_steps": 3}}
     assert sweeps.run_config(edited, "batch", "local") == batch  # editing them re-runs no window
     assert sweeps.run_config(edited, "profile", "local")["ddpm"]["profile_steps"] == 3
+
+
+def test_the_objective_is_epsilon_prediction_on_ho_et_als_linear_schedule():
+    import torch
+    from diffusers import DDPMScheduler
+
+    from diffscale.ddpm import loop
+    from diffscale.train.core.precision import Precision
+
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(4, 3, 8, 8, generator=g), torch.randn(4, 3, 8, 8, generator=g)
+    t = torch.tensor([0, 10, 500, 999])
+    schedule = loop.Schedule("cpu")
+    reference = DDPMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear")
+    torch.testing.assert_close(schedule.add_noise(x0, noise, t), reference.add_noise(x0, noise, t))
+    seen = {}
+
+    def oracle(x, steps):  # knows the noise: a perfect epsilon model
+        seen["x"], seen["t"] = x, steps
+        return noise
+
+    assert loop.denoising_loss(oracle, schedule, x0, noise, t, Precision("fp32", "cpu")).item() == 0.0
+    assert torch.equal(seen["t"], t) and torch.equal(seen["x"], schedule.add_noise(x0, noise, t))
+
+
+def test_a_windows_figures_are_its_blocks_median_net_of_warm_up():
+    from diffscale.ddpm.loop import Window
+
+    window = Window({"warmup_steps": 2, "steps": 6, "repeats": 3})  # blocks of 2 steps: 4, 6, 8
+    assert (window.block, window.total) == (2, 8)
+    rows = [{"step": 1, "elapsed_s": 3.0}, {"step": 2, "elapsed_s": 3.5},
+            *({"step": s, "samples_per_s": rate, "data_wait_frac": 0.25, "mfu": None}
+              for s, rate in ((4, 40.0), (6, 40.0), (8, 10.0)))]  # a disturbed last block
+    losses = [1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.2]
+    got = window.summary(rows, losses, global_batch=4)
+    assert got["step_s"] == pytest.approx(0.1)  # the median block, not the mean (0.2)
+    assert got["overhead_s"] == pytest.approx(3.5 - 2 * 0.1)  # warm-up less two ordinary steps
+    assert got["block_s"] == pytest.approx([0.2, 0.2, 0.8]) and got["block_spread"] == pytest.approx(4.0)
+    assert got["data_wait_s_per_step"] == pytest.approx(0.25 * 1.2 / 6)  # over the 6 timed steps
+    assert got["loss_end"] == pytest.approx(0.3)  # the last block's mean
+    assert got["time_to_first_step_s"] == 3.0 and got["run_steps"] == 6
+
+
+def test_compile_is_billed_net_of_eagers_warm_up_and_pays_off_within_the_run_or_not():
+    rows = [{"hw": "a100", "compile": "off", "overhead_s": 2.0, "steps_per_s": 10.0},
+            {"hw": "a100", "compile": "default", "overhead_s": 32.0, "steps_per_s": 12.5},  # 0.02 s a step saved
+            {"hw": "a100", "compile": "max-autotune", "overhead_s": 302.0, "steps_per_s": 12.5},
+            {"hw": "a100", "compile": "reduce-overhead", "overhead_s": 5.0, "steps_per_s": 9.0}]
+    table = {r["compile"]: r for r in sweeps.stage_table("compile", rows, train_steps=10000)[0]}
+    assert table["default"]["compile_s"] == pytest.approx(30.0)  # beyond eager's own warm-up
+    assert table["default"]["break_even_steps"] == 1500 and table["default"]["pays_off"] == "yes"
+    assert table["max-autotune"]["break_even_steps"] == 15000 and table["max-autotune"]["pays_off"] == "no"
+    assert table["reduce-overhead"]["pays_off"] == "never (no per-step saving)"
+    assert table["off"]["pays_off"] == "baseline" and table["off"]["compile_s"] == 0.0

@@ -89,3 +89,28 @@ def test_large_models_can_be_built_directly_on_their_device_seeded_in_their_dtyp
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     c = models._build_on_device(role, config, 6, "cpu", torch.bfloat16)
     assert not all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), c.state_dict().values()))
+
+
+def test_the_flow_loss_is_zero_for_the_true_velocity_on_rectified_flows_mix():
+    """The objective itself: x_t = (1 - s) x_0 + s noise goes in, and the target is noise - x_0
+    (diffusers' train_dreambooth_lora_flux.py); a stand-in that predicts it exactly scores 0."""
+    g = torch.Generator().manual_seed(0)
+    latents, noise = torch.randn(2, 16, 8, 8, generator=g), torch.randn(2, 16, 8, 8, generator=g)
+    sigmas = torch.tensor([0.25, 0.8])
+    t5, pooled = torch.randn(2, 4, 8, generator=g), torch.randn(2, 8, generator=g)
+    seen = {}
+
+    def oracle(hidden_states, timestep, **_):
+        seen["x"], seen["t"] = hidden_states, timestep
+        return [flow.pack(noise - latents)]
+
+    assert flow.flow_loss(oracle, latents, noise, sigmas, t5, pooled, torch.float32).item() == 0.0
+    s = sigmas.view(-1, 1, 1, 1)
+    torch.testing.assert_close(seen["x"], flow.pack((1 - s) * latents + s * noise))
+    torch.testing.assert_close(seen["t"], sigmas)
+
+
+def test_logit_normal_noise_levels_follow_their_mean_and_std():
+    sigmas = flow.sample_sigmas(40000, torch.Generator().manual_seed(0), "logit_normal", logit_mean=0.5, logit_std=0.5)
+    z = torch.logit(sigmas.double())
+    assert z.mean().item() == pytest.approx(0.5, abs=0.01) and z.std().item() == pytest.approx(0.5, abs=0.01)
