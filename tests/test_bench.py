@@ -122,3 +122,29 @@ def test_a_checked_list_flag_reaches_the_stage_without_its_spaces():
     args = argparse.Namespace(sdpa="flash, math", checkpointing=" on,off")
     check_arguments(args)
     assert (args.sdpa, args.checkpointing) == ("flash,math", "on,off")
+
+
+def test_mfu_divides_by_every_devices_peak():
+    tflops, mfu = metrics.achieved(1e12, 100.0, 1e15, devices=2)
+    assert tflops == pytest.approx(100.0) and mfu == pytest.approx(0.05)
+    assert metrics.achieved(None, 100.0, 1e15, 2) == (None, None)
+
+
+def test_phases_accumulate_and_measure_takes_the_median_after_warm_up(monkeypatch):
+    from diffscale import timing
+
+    now = [0.0]
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: now[0])
+    timer = timing.PhaseTimer()
+    for seconds in (1.0, 2.0):
+        with timer.phase("compute"):
+            now[0] += seconds
+    assert timer.seconds == {"compute": 3.0}  # every batch's, not the last one's
+    calls, durations = [], iter([5.0, 1.0, 1.0, 10.0])  # the first call (warm-up) is slow
+
+    def fn():
+        calls.append(1)
+        now[0] += next(durations)
+
+    got = timing.measure(fn, repeats=3, warmup=1)
+    assert len(calls) == 4 and got["median_s"] == pytest.approx(1.0) and got["max_s"] == pytest.approx(10.0)

@@ -151,3 +151,10 @@ def test_a_wildcard_decides_unless_the_rule_gives_a_function_of_the_wildcards(fu
     assert hwres.rule_resources(full, {"hw": "a100", "gpus": "2"}, gpus=1)["gres"] == "gpu:a100:2"
     assert hwres.rule_resources(full, {"hw": "a100", "gpus": "2"}, gpus=lambda w: 1)["gres"] == "gpu:a100:1"
     assert hwres.rule_resources(full, {"hw": "a100"}, gpus=4)["gres"] == "gpu:a100:4"
+
+
+def test_a_cpu_job_of_n_processes_asks_for_n_cpus_at_least(full):
+    """gloo processes on a CPU hardware key (the demo's 2-process runs): each needs a CPU of its own."""
+    cpus = full["hardware"]["cpu"]["cpus"]
+    assert hwres.job_resources(full, "cpu", gpus=cpus + 4)["cpus_per_task"] == cpus + 4
+    assert hwres.job_resources(full, "cpu", gpus=1)["cpus_per_task"] == cpus

@@ -314,3 +314,38 @@ def test_the_rank_that_failed_first_is_reported_not_the_peer_it_disconnected(tmp
     else:
         assert proc.returncode == 2
         assert proc.stderr.strip().splitlines() == ["error: config.yaml: train.steps: the real mistake"]
+
+
+def test_a_metrics_row_rates_the_global_batch_and_steady_figures_skip_warm_up(monkeypatch):
+    """batch is the global batch: 2 processes do not double the rate."""
+    from diffscale.train.core import meter as meter_module
+
+    now = [0.0]  # the meter's clock
+    monkeypatch.setattr(meter_module.time, "perf_counter", lambda: now[0])
+    rows = []
+    m = meter.Meter(rows, batch=8, world=2, flops_per_sample=None, peak=None, start_step=0, verbose=False)
+    with m.waiting():
+        now[0] = 0.5
+    for _ in range(4):
+        m.add(torch.tensor(1.0), None, 1e-4)
+    now[0] = 2.0
+    row = m.row(4, [1.0, 1.0], guards.LastGood())
+    assert row["samples_per_s"] == pytest.approx(4 * 8 / 2.0) and row["data_wait_frac"] == pytest.approx(0.25)
+    now[0] = 3.0
+    assert row["warmup"] == 1 and m.row(4, [1.0], guards.LastGood())["warmup"] == 0  # only a start's first row
+    steady = [{"samples_per_s": 1.0, "warmup": 1, "loss": 9.0}, *({"samples_per_s": r, "warmup": 0, "loss": 1.0}
+                                                                   for r in (10.0, 12.0, 100.0))]
+    assert meter.steady_rate(steady) == 12.0  # the warm-up row left out (11 with it), the outlier by the median
+    tail = [{"loss": float(k)} for k in range(20)]
+    assert meter.final_loss(tail) == pytest.approx(18.5)  # the last tenth: 2 rows
+
+
+def test_fp32_with_tf32_off_really_turns_it_off():
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    try:
+        precision.allow_tf32("cuda", False)
+        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+        precision.allow_tf32("cuda", True)
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
