@@ -242,8 +242,7 @@ def setup(ctx: launch.Context, job: Job) -> Setup:
     schedule = noise_scheduler()
     optimizer = compat.adamw(unet.parameters(), train["lr"], train["weight_decay"], fused=ctx.device_type == "cuda")
     warmup = train["warmup_steps"]
-    lr_schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
+    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_factor(step, warmup))
     prec = precision.Precision(cfg["run"]["precision"], ctx.device_type)
     flops_per_sample = unet_train_flops_per_sample(unet, data.latent_shape, data.hidden_shape, ctx.device)
     device_name = ctx.device_name
@@ -288,9 +287,22 @@ def train_step(ctx: launch.Context, s: Setup, model, batches, step: int, meter: 
     s.prec.step(s.optimizer)
     s.optimizer.zero_grad(set_to_none=True)
     s.lr_schedule.step()
-    decay = min(train["ema_decay"], (1 + step) / (10 + step))
-    compat.lerp_(list(s.ema.parameters()), list(s.unet.parameters()), 1.0 - decay)
+    update_ema(s.ema, s.unet, step, train["ema_decay"])
     return step_loss, grad_norm, lr
+
+
+def warmup_factor(step: int, warmup_steps: int) -> float:
+    """The lr's share at optimiser step `step` (0-based): linear up to 1 over `warmup_steps`, the
+    first step already at 1 / warmup_steps (a step at lr 0 would be wasted)."""
+    return min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
+
+
+def update_ema(ema, model, step: int, ema_decay: float) -> None:
+    """EMA of the weights after optimiser step `step`, its decay warmed up as (1 + step) / (10 +
+    step) up to `ema_decay` (diffusers' EMAModel warm-up): early on the average follows the model
+    instead of staying near the random start, so a short run's EMA samples mean something."""
+    decay = min(ema_decay, (1 + step) / (10 + step))
+    compat.lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - decay)
 
 
 def loss_of(ctx: launch.Context, s: Setup, model, batch: dict, draws: dict, micro_step: int):

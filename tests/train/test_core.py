@@ -349,3 +349,19 @@ def test_fp32_with_tf32_off_really_turns_it_off():
         assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+def test_the_unets_lr_and_ema_warm_up():
+    from diffscale.train.unet import update_ema, warmup_factor
+
+    assert [warmup_factor(s, 4) for s in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]  # no step at lr 0
+    assert warmup_factor(0, 0) == 1.0
+    model, ema = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
+    for p in ema.parameters():
+        torch.nn.init.zeros_(p)
+    for p in model.parameters():
+        torch.nn.init.ones_(p)
+    update_ema(ema, model, step=0, ema_decay=0.9999)  # decay 1/10 at first: 90 % of the way to the model
+    assert all(torch.allclose(p, torch.full_like(p, 0.9)) for p in ema.parameters())
+    update_ema(ema, model, step=10**6, ema_decay=0.5)  # warmed up: the configured decay
+    assert all(torch.allclose(p, torch.full_like(p, 0.95)) for p in ema.parameters())

@@ -71,3 +71,23 @@ def test_training_on_ragged_text_records_the_mask_in_the_checkpoint(ragged, make
     assert model.text_mask and model.null_mask.sum() == 2  # start and end of text
     images = model.generate(["a man"], Settings(num_inference_steps=2, batch_size=1))
     assert images.shape[0] == 1 and images.dtype == torch.uint8
+
+
+def test_a_dropped_caption_is_the_empty_prompt_with_the_empty_prompts_mask(ragged, make_run_config):
+    """Classifier-free guidance's unconditional samples: the null embedding and its own mask (start
+    and end of text), never the dropped caption's mask over the null states."""
+    data = LatentTextDataset(*ragged)
+    batch = data.__getitems__([0, 1, 2, 3])
+    null_mask = torch.zeros(1, 77, dtype=torch.int64)
+    null_mask[0, :2] = 1
+    ctx, s, _, _ = _setup(make_run_config, data, null_mask)
+    draws = step_noise(0, 0, 4, data.latent_shape, 1000, 1.0, "cpu")  # every caption dropped
+    seen = {}
+
+    def unet(noisy, timesteps, encoder_hidden_states, encoder_attention_mask):
+        seen["hidden"], seen["mask"] = encoder_hidden_states, encoder_attention_mask
+        return SimpleNamespace(sample=torch.zeros_like(noisy))
+
+    loss_of(ctx, s, unet, batch, draws, 0)
+    assert torch.equal(seen["mask"], null_mask.expand(4, 77))
+    assert torch.equal(seen["hidden"], s.null.expand(4, 77, -1))
