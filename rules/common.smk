@@ -2,6 +2,7 @@
 # logic lives in the diffscale package (tested there); this file adapts it.
 import json
 import os
+import shlex
 import sys
 
 sys.path.insert(0, workflow.basedir)
@@ -394,6 +395,12 @@ def ddpm_source_flag():
 def ddpm_stage_runs(stage):
     """run.json of every job of a stage the config asks for (under partial_report, that finished)."""
     return finished(_ddpm_stage_markers(stage))
+
+
+def ddpm_inception_flag():
+    """The table's --inception-weights flag, quoted, or '' when ddpm.fid.inception_weights is unset."""
+    weights = DDPM["fid"]["inception_weights"]
+    return f"--inception-weights {shlex.quote(str(weights))}" if weights else ""
 
 
 def ddpm_table_stages():

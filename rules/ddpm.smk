@@ -162,7 +162,7 @@ rule ddpm_table:
     params:
         runs=lambda wildcards, input: [os.path.dirname(p) for p in input],
         train_steps=DDPM["train_steps"],
-        inception=DDPM["fid"]["inception_weights"] or "",
+        inception=ddpm_inception_flag(),
     wildcard_constraints:
         stage="|".join(experiments.DDPM_TABLES),
     log:
@@ -173,4 +173,4 @@ rule ddpm_table:
         **cpu_resources(),
     shell:
         "python scripts/ddpm_table.py --stage {wildcards.stage} --runs {params.runs} --out {output}"
-        " --train-steps {params.train_steps} --inception-weights {params.inception:q} > {log} 2>&1"
+        " --train-steps {params.train_steps} {params.inception} > {log} 2>&1"
