@@ -3,7 +3,8 @@ import math
 import pandas as pd
 import pytest
 
-from diffscale.embed.scaling import findings, load_timings, scaling_rows, write_figure, write_table
+from diffscale.embed.scaling import (findings, load_timings, long_enough, scaling_rows, shard_cap, write_figure,
+                                     write_table)
 from diffscale.errors import DataError
 
 
@@ -30,6 +31,7 @@ def test_speedup_efficiency_and_karp_flatt_against_serial_one_worker():
     assert pinned["speedup"] == pytest.approx(10 / 3) and pinned["efficiency"] == pytest.approx(10 / 12)
     assert pinned["karp_flatt"] == pytest.approx((0.3 - 0.25) / 0.75)
     assert pinned["steady_speedup"] == pytest.approx(8 / 2) and pinned["steady_efficiency"] == pytest.approx(1.0)
+    assert pinned["steady_karp_flatt"] == pytest.approx(0.0, abs=1e-12)  # from the steady times, not end to end
     assert naive["speedup"] == pytest.approx(0.5) and naive["threads_per_worker"] == "8"
     assert pinned["threads_per_worker"] == "2" and pinned["peak_rss_mb"] == 403.0
     assert text["speedup"] == 1
@@ -246,3 +248,25 @@ def test_a_table_without_the_window_columns_is_not_called_short():
     old = {"wall_s": 30.0}  # a CSV from before steady_from_s and compute_s
     assert long_enough(old, old, "steady") and long_enough(old, old, "compute")
     assert not long_enough({"wall_s": 3.0, "steady_from_s": 2.5}, old, "steady")
+
+
+def test_a_finding_quotes_the_most_cpus_a_policy_ran_on():
+    rows = scaling_rows([_timing("serial", "pinned", 1, wall=10.0, startup=2.0, threads=[1], cpus=1),
+                         _timing("multiprocessing", "pinned", 2, wall=6.0, startup=2.0, threads=[1, 1], cpus=2),
+                         _timing("multiprocessing", "pinned", 4, wall=4.0, startup=2.0, threads=[1] * 4, cpus=4)])
+    found = [f for f in findings(rows) if "multiprocessing pinned" in f]
+    assert len(found) == 1 and "on 4 CPUs" in found[0] and "steady speedup 4.00x" in found[0]
+
+
+def test_only_a_split_well_below_the_process_count_caps_the_speedup():
+    assert shard_cap({"shard_bound": 4.0, "processes": 4}) is None  # an even split
+    assert shard_cap({"shard_bound": 3.9, "processes": 4}) is None  # within 5 %: rounding, not a cap
+    assert shard_cap({"shard_bound": 2.0, "processes": 4}) == 2.0
+    assert shard_cap({"processes": 4}) is None
+
+
+def test_a_comparison_needs_a_long_enough_window_on_both_sides():
+    long_row, short_base = {"wall_s": 10.0, "steady_from_s": 2.0}, {"wall_s": 3.0, "steady_from_s": 2.5}
+    assert long_enough(long_row, long_row, "steady")
+    assert not long_enough(long_row, short_base, "steady") and not long_enough(short_base, long_row, "steady")
+
