@@ -164,6 +164,8 @@ def test_a_runs_time_is_exact_only_when_a_try_matches_each_earlier_invocation():
     assert (partial["job_time_s"], partial["job_time_whole"]) == (130.0, False)
     assert attempts.run_time(tries, [(None, 60.0)], this_s=30.0)["job_time_whole"] is False
     assert attempts.run_time([], [], this_s=30.0)["job_time_s"] == 30.0
+    # a record is the same invocation only to within timer rounding: one a second off is another's
+    assert attempts.run_time(tries, [(201.0, 60.0)], this_s=30.0)["job_time_whole"] is False
 
 
 def test_a_try_of_settings_since_changed_is_not_this_runs_cost(tmp_path):

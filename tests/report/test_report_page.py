@@ -976,3 +976,14 @@ def test_flux_inference_compares_each_keys_best_base_rate_and_names_the_fused_ru
             "best batch and dtype: a100 at 2.00 is 1.2× a40 at 1.60 ($0.35, $0.19 per 1,000 images).") in findings
     fused = next(v for k, v in findings.items() if k.startswith("FLUX inference: fusing"))
     assert "flux/infer/a100/lora_fused-b1" in fused and "base-b" not in fused
+
+
+def test_only_a_ratio_within_the_run_to_run_noise_is_called_unresolved():
+    from diffscale.report.ddpm import Repeat, unresolved
+
+    noise = {"a100": Repeat(1.05, ["a", "b"])}
+    assert unresolved(0.97, "a100", noise) == " (within the run-to-run noise, 5.0 %: not resolved)"
+    assert unresolved(1.03, "a100", noise) != "" and unresolved(1 / 1.04, "a100", noise) != ""
+    assert unresolved(0.5, "a100", noise) == "" and unresolved(1.2, "a100", noise) == ""  # slower or faster: resolved
+    assert unresolved(0.97, "a40", noise) == ""  # no repeats measured there
+
