@@ -537,9 +537,16 @@ def test_a_ddpm_difference_within_two_runs_of_the_same_settings_is_not_resolved(
     frame = pd.read_csv(path)
     frame.loc[frame["impl"] == "ours", ["images_per_s", "steps_per_s"]] = [1280 * 1.3, 13.0]
     frame.to_csv(path, index=False)
+    amp = results / "bench" / "ddpm_amp.csv"  # a second, closer pair of repeats: the wider one is the noise
+    rows = pd.read_csv(amp)
+    again = rows[rows["precision"] == "bf16"].assign(run="ddpm/a100/bf16-again",
+                                                     images_per_s=lambda f: f["images_per_s"] * 1.1)
+    pd.concat([rows, again]).to_csv(amp, index=False)
     page = build(results)
     texts = [f["text"].split(" details")[0] for f in page.findings if f["text"].startswith("DDPM")]
     noise = " (within the run-to-run noise, 30 %: not resolved)"
+    # what a run needs: the fewest workers within that noise of the best (not within 5 %)
+    assert "2 workers come within 30 % of it (1,152)" in next(t for t in texts if "loader workers" in t)
     assert [t for t in texts if noise in t] == [
         "DDPM: torch.compile against eager, over a training run of 5,000 steps: default compiles in 60.0 s, saves "
         f"20.0 ms per step and pays off after 3,000 steps, 40.0 s (8.0 %) less over the run{noise}."]
