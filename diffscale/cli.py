@@ -75,8 +75,8 @@ def positive_int(text: str) -> int:
 
 
 def needs(by: str, given: dict) -> None:
-    """A ConfigError when a flag that works only with others lacks some: "--config needs --hw, --gpus"
-    (`given`: each other flag's value, None where it was not given)."""
+    """A ConfigError when a flag that works only with others lacks some: "--config needs --hw and
+    --gpus" (`given`: each other flag's value, None where it was not given)."""
     from diffscale.errors import ConfigError
 
     missing = [flag for flag, value in given.items() if value is None]

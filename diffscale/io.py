@@ -3,7 +3,7 @@
 Part of the ground layer. A missing file or one that does not parse is a `DataError` whose one
 line names the file and what is wrong, so a CLI can print it and exit 2:
 
-    record = io.read_json(run_dir / "run.json", missing="missing; the run did not finish")
+    record = io.read_json(run_dir / "run.json", missing="missing; the run did not finish")  # provenance.read_record
     rows = io.read_csv(run_dir / "metrics.csv")            # list of dicts, values as strings
     frame = io.read_frame(run_dir / "metrics.csv")         # the same as a pandas DataFrame
 
@@ -45,7 +45,8 @@ def read_json(path: str | Path, missing: str = MISSING, what: str = "JSON") -> A
 
 def check_columns(path: str | Path, present, required) -> None:
     """A DataError naming the file and the first of `required` its header lacks."""
-    lacking = [column for column in required if column not in set(present)]
+    have = set(present)
+    lacking = [column for column in required if column not in have]
     if lacking:
         raise DataError(f"{path}: missing column {lacking[0]!r} (expected {', '.join(required)})")
 
