@@ -994,3 +994,14 @@ def test_only_a_ratio_within_the_run_to_run_noise_is_called_unresolved():
     assert unresolved(0.5, "a100", noise) == "" and unresolved(1.2, "a100", noise) == ""  # slower or faster: resolved
     assert unresolved(0.97, "a40", noise) == ""  # no repeats measured there
 
+
+
+def test_the_training_share_of_a_fine_tune_is_the_median_over_the_runs(results, build):
+    path = results / "bench" / "flux_train.csv"
+    frame = pd.read_csv(path)
+    assert len(frame) == 6
+    frame["job_time_s"] = 100.0
+    frame["train_s"] = [90.0, 50.0, 50.0, 50.0, 60.0, 60.0]  # median 55 %; one outlier pulls the mean to 60 %
+    frame.to_csv(path, index=False)
+    text = next(f["text"] for f in build(results).findings if "of a fine-tune's job time" in f["text"])
+    assert text.startswith("FLUX LoRA: training is 55 % of a fine-tune's job time (median; 50 %–90 % over the runs)")
