@@ -341,14 +341,15 @@ def test_a_metrics_row_rates_the_global_batch_and_steady_figures_skip_warm_up(mo
 
 
 def test_fp32_with_tf32_off_really_turns_it_off():
-    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
     try:
         precision.allow_tf32("cuda", False)
         assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
         precision.allow_tf32("cuda", True)
         assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+        (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+         torch.backends.cudnn.benchmark) = before
 
 
 def test_the_unets_lr_and_ema_warm_up():
