@@ -62,8 +62,8 @@ def embed_cols(item: str) -> list[Col]:
         Col("physical_cores", "physical cores", fmt.integer,
             "the physical cores the CPUs were: fewer when SMT siblings (hyper-threads) shared cores", optional=True),
         Col("items", item, fmt.integer, "the items this run embedded: CPU scaling runs embed the first "
-            "embed.scaling_images, a gpu run may embed all (compare rates, not times)", optional=True),
-        Col("wall_s", "time (s)", fmt.seconds, "wall time, start-up included, for this run's items"),
+            "embed.scaling_images, a gpu run may embed all (compare rates, not times; the wall time, start-up "
+            f"included, is items ÷ {item}/s, and in the full table)", optional=True),
         Col("speedup", "speedup", fmt.ratio, "items per second against serial on 1 CPU, 1 thread"),
         Col("efficiency", "efficiency", fmt.percent, "speedup ÷ the run's CPUs (none for gpu runs)"),
         Col("karp_flatt", "Karp–Flatt", fmt.serial_fraction, "serial fraction; growing with workers = overhead; "
