@@ -27,7 +27,7 @@ def main() -> int:
 
     entry = json_flag("--hardware", args.hardware)
     hardware.check_entry(entry, args.hw, source="--hardware")
-    at_least_one("--gpus", args.gpus, "GPUs (cuda) or processes (cpu) to check")
+    at_least_one("--gpus", args.gpus, "GPUs on cuda, processes on cpu")
     cfg = {"hardware": {args.hw: entry}}
     record = hardware.check(cfg, args.hw, args.gpus)
     provenance.write_run_json(args.out, config_slice=cfg, hw=args.hw, check=record)

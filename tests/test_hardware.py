@@ -136,7 +136,7 @@ def _hardware_check(repo_root, tmp_path, *args):
     (["--hardware", '{"partition": "cpu", "device": "tpu"}'],
      "error: --hardware: hardware.x.device: 'tpu' is not one of ['cpu', 'cuda']"),
     (["--gpus", "-2", "--hardware", '{"partition": "cpu", "device": "cpu"}'],
-     "error: --gpus: expected a positive count of GPUs (cuda) or processes (cpu), not -2"),
+     "error: --gpus: -2 is not a positive integer (GPUs on cuda, processes on cpu)"),
 ])
 def test_hardware_check_cli_rejects_a_bad_entry_or_count_in_one_line(repo_root, tmp_path, args, message):
     proc = _hardware_check(repo_root, tmp_path, *args)
