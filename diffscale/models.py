@@ -472,4 +472,3 @@ def write_inventory(models_cfg: dict, out: str | Path, source: str = "models") -
         writer.writeheader()
         writer.writerows(rows)
     return rows
-

@@ -104,8 +104,8 @@ def parse_set(items: list[str], flag: str = "--set") -> dict:
 
 
 def check_run_config(rc, source: str = "--run-config") -> dict:
-    """A run config read from JSON has what a run reads (diffscale.ddpm.sweeps.run_config builds
-    it), or one ConfigError naming the missing or wrong key."""
+    """A run config read from JSON (ddpm_run.py --run-config) has what a run reads (run_config
+    builds it), or one ConfigError naming the missing or wrong key."""
     from dataclasses import fields
 
     if not isinstance(rc, dict):
