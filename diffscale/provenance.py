@@ -169,4 +169,3 @@ def results_of(record: Any, run_dir: str | Path, kind: str, required: tuple | li
 def read_results(run_dir: str | Path, kind: str, required: tuple | list = ()) -> dict:
     """results_of the run folder's record: what a launcher returns for ranks that ran elsewhere."""
     return results_of(read_record(run_dir), run_dir, kind, required)
-

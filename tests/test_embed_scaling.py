@@ -269,4 +269,3 @@ def test_a_comparison_needs_a_long_enough_window_on_both_sides():
     long_row, short_base = {"wall_s": 10.0, "steady_from_s": 2.0}, {"wall_s": 3.0, "steady_from_s": 2.5}
     assert long_enough(long_row, long_row, "steady")
     assert not long_enough(long_row, short_base, "steady") and not long_enough(short_base, long_row, "steady")
-

@@ -99,4 +99,3 @@ def test_a_runs_results_are_read_back_or_the_file_is_named(tmp_path):
     assert provenance.read_results(tmp_path, "training run", ["hw", "gpus"]) == {"hw": "a40", "gpus": 2}
     with pytest.raises(DataError, match=r"run.json: results has no 'steps' \(expected hw, steps\)$"):
         provenance.read_results(tmp_path, "FLUX training run", ["hw", "steps"])
-

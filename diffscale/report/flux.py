@@ -274,4 +274,3 @@ def _per_image(ctx: Context, hw: str, images_per_s) -> float | None:
     if not hw or not rate:
         return None
     return ctx.prices.job(hw, 1000 / rate, gpus=1)
-

@@ -567,4 +567,3 @@ def _train_findings(ctx: Context, frame: pd.DataFrame, anchor: str) -> list[Find
                              f"start-up included{tied(frame, 'cost_per_1k_steps', cheap, label)}).",
                              anchor, [cheap["run"]]))
     return found
-

@@ -123,4 +123,3 @@ def write_sample_grid(sample_dirs: list[str | Path], out: str | Path, labels: li
     fig.tight_layout()
     figures.save(fig, out, dpi=120)
     return Path(out)
-
