@@ -179,6 +179,16 @@ def peak_memory_mb(device) -> tuple[float, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rss"
 
 
+def update_ema(ema_params: list, params: list, step: int, d: dict) -> bool:
+    """After every `ema_every`-th optimiser step (`step` counts from 0), move the EMA weights toward
+    the model's by 1 - `ema_decay` in one fused lerp: ema-pytorch's `update_every` cadence, without its
+    warm-up (the window is a timing, not a model to keep). Returns whether it updated."""
+    if (step + 1) % d["ema_every"]:
+        return False
+    compat.lerp_(ema_params, params, 1.0 - d["ema_decay"])
+    return True
+
+
 def flops_per_sample(model, device) -> int | None:
     """3 x a counted batch-1 forward (core.flops)."""
     import torch
@@ -234,8 +244,7 @@ def fit(ctx: launch.Context, rc: dict, cache, source, model=None, profiler=None,
             grad_norm = prec.clip(params, optimizer, d["grad_clip"])
             prec.step(optimizer)
             optimizer.zero_grad(set_to_none=True)
-            if (step + 1) % d["ema_every"] == 0:
-                compat.lerp_(ema_params, params, 1.0 - d["ema_decay"])
+            update_ema(ema_params, params, step, d)
             meter.add(loss.detach(), grad_norm, d["lr"])
             if profiler is not None and step >= window.warmup:
                 profiler.step()

@@ -272,6 +272,18 @@ def test_the_objective_is_epsilon_prediction_on_ho_et_als_linear_schedule():
     assert torch.equal(seen["t"], t) and torch.equal(seen["x"], schedule.add_noise(x0, noise, t))
 
 
+def test_the_ema_moves_after_every_ema_every_th_step_by_one_minus_the_decay():
+    import torch
+
+    from diffscale.ddpm.loop import update_ema
+
+    d = {"ema_every": 3, "ema_decay": 0.9}
+    ema, params = [torch.zeros(2)], [torch.ones(2)]
+    assert [update_ema(ema, params, step, d) for step in range(6)] == [False, False, True, False, False, True]
+    torch.testing.assert_close(ema[0], torch.full((2,), 0.19))  # 0 -> 0.1 -> 0.1 + 0.1 * 0.9
+    assert torch.equal(params[0], torch.ones(2))
+
+
 def test_a_windows_figures_are_its_blocks_median_net_of_warm_up():
     from diffscale.ddpm.loop import Window
 

@@ -147,6 +147,38 @@ def test_resumed_run_ends_bitwise_equal_to_an_uninterrupted_one(tmp_path, embedd
     assert not ckpt_io.resume_path(interrupted).exists()  # moved into place as checkpoint.pt
 
 
+def test_an_fp16_resume_carries_the_grad_scalers_state_on(tmp_path, embeddings, make_run_config):
+    """The scaler's growth tracker counts clean steps toward its next growth; a resume that started
+    it over would grow the loss scale later than the uninterrupted run does."""
+    cfg = make_run_config("fp16", steps=4, checkpoint_every=2)
+    train(cfg, *embeddings, tmp_path / "straight")
+    train(cfg, *embeddings, tmp_path / "interrupted", resume=True, stop_after=2)
+    train(cfg, *embeddings, tmp_path / "interrupted", resume=True)
+    a, b = final(tmp_path / "straight")["scaler"], final(tmp_path / "interrupted")["scaler"]
+    assert a["_growth_tracker"] > 2  # clean steps on both sides of the checkpoint at step 2
+    assert a == b
+
+
+def test_checkpoint_time_is_not_in_the_next_rows_rate(tmp_path, embeddings, make_run_config, monkeypatch):
+    from diffscale.train import unet
+
+    real_save = unet.save
+
+    def slow_save(ctx, s, done, *args):
+        real_save(ctx, s, done, *args)
+        if done == 2:
+            time.sleep(2.0)
+
+    monkeypatch.setattr(unet, "save", slow_save)
+    train(make_run_config(steps=3, checkpoint_every=2), *embeddings, tmp_path / "run")
+    with open(tmp_path / "run" / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    after_save = rows[2]
+    assert after_save["step"] == "3"
+    assert 8 / float(after_save["samples_per_s"]) < 1.0  # one step of batch 8, not the 2 s the save held
+    assert float(after_save["elapsed_s"]) - float(rows[1]["elapsed_s"]) > 2.0  # the wall clock did see it
+
+
 def test_checkpoint_made_with_other_settings_is_not_resumed(tmp_path, embeddings, make_run_config, capsys):
     out = tmp_path / "run"
     train(make_run_config(steps=4), *embeddings, out, resume=True, stop_after=2)
