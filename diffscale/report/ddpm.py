@@ -33,7 +33,7 @@ def section(ctx: Context) -> Section:
                   "Which optimisation pays off: batch size and GPUs, mixed precision, loader workers, compile?")
     if not any((ctx.bench / name).is_file() for name in TABLES):
         out.ran = False
-        out.notice(f"Study 3 has not run (none of {', '.join(TABLES)} found).")
+        out.notice(f"Not run: none of {', '.join(TABLES)} found.")
         return out
     runs: list[str] = []
     noise = repeats(ctx)  # read once: the sweeps' findings each weigh their ratio against it

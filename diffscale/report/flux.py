@@ -14,7 +14,7 @@ from diffscale.report import fmt, plots
 from diffscale.report.page import (TITLES, Context, Finding, Section, across_hardware, as_int, cheapest,
                                    efficiency_cols, gpu_missing, gpus_col, on_cpus, pair, part_table, per_unit,
                                    quality_tag, runs_of, superlinear, superlinear_note, tied)
-from diffscale.report.tables import Col, TableProblem, full, short
+from diffscale.report.tables import Col, full, short
 
 ROLES = ["flux_transformer", "flux_vae", "flux_clip", "flux_t5"]
 TRAIN_REQUIRED = ["hw", "gpus", "steps", "steps_per_s", "images_per_s", "speedup", "efficiency", "train_s", "total_s",
@@ -56,13 +56,9 @@ def _job_seconds(ctx: Context, row) -> float | None:
 def section(ctx: Context) -> Section:
     out = Section("flux", TITLES["flux"],
                   "How fast and at what cost does a LoRA fine-tune of FLUX.1-schnell run per GPU type and count?")
-    try:
-        frame = ctx.table("flux_train.csv", TRAIN_REQUIRED)
-    except TableProblem as problem:
-        out.ran = not problem.absent
-        out.notice(f"Study 2 has not run ({problem})." if problem.absent else f"Study 2 skipped: {problem}.")
+    frame = out.table(ctx, "flux_train.csv", TRAIN_REQUIRED)
+    if frame is None:
         return out
-    frame = frame.copy()
     frame["run"] = runs_of(frame, _run)
     gpu_missing(ctx, out, frame, "fine-tuning speed across GPU types (A40, A100) and counts")
     frame["job_s"] = [_job_seconds(ctx, r) for _, r in frame.iterrows()]

@@ -1,9 +1,9 @@
 """What every study section shares: where the results are, prices, run provenance, findings,
 figures and the one-line notices.
 
-A section is built by a function `build(ctx) -> Section`; it reads its tables with
-`ctx.table(name, required)` and never crashes on a missing or partial table: `TableProblem`
-becomes a one-line notice in its place.
+A section is built by a function `build(ctx) -> Section`; it reads its main table with
+`section.table(ctx, name, required)` (others with `ctx.table`) and never crashes on a missing or
+partial table: `TableProblem` becomes a one-line notice in its place.
 """
 
 from __future__ import annotations
@@ -56,6 +56,17 @@ class Section:
 
     def notice(self, text: str) -> None:
         self.body.append(f'<p class="notice">{html.escape(text)}</p>')
+
+    def table(self, ctx: Context, name: str, required: Iterable[str]) -> pd.DataFrame | None:
+        """The section's main table (a copy, to add columns to), or None after its one notice:
+        "Not run: …" when the table is absent (and the section marked not run), "Skipped: …" when
+        it is unreadable or lacks a required column."""
+        try:
+            return ctx.table(name, required).copy()
+        except tables.TableProblem as problem:
+            self.ran = not problem.absent
+            self.notice(f"Not run: {problem}." if problem.absent else f"Skipped: {problem}.")
+            return None
 
 
 @dataclass

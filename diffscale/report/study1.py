@@ -15,7 +15,7 @@ from diffscale.report import fmt, plots
 from diffscale.report.page import (TITLES, Context, Finding, Section, across_hardware, as_int, cheapest,
                                    efficiency_cols, gpu_missing, gpus_col, on_cpus, per_unit, runs_of, superlinear,
                                    superlinear_note, tied)
-from diffscale.report.tables import Col, TableProblem, full, short
+from diffscale.report.tables import Col, full, short
 
 MODALITY = {"images": ("VAE latents", vocab.ITEMS["images"]), "text": ("Text embeddings", vocab.ITEMS["text"])}
 
@@ -27,11 +27,8 @@ COCO_COLS = [Col("category", "step", fmt.text), Col("count", "images", fmt.integ
 def coco_section(ctx: Context) -> Section:
     section = Section("coco", TITLES["coco"],
                       "How many images are people-centric, and who is in them?")
-    try:
-        frame = ctx.table("coco_filter.csv", ["section", "category", "count", "fraction"])
-    except TableProblem as problem:
-        section.ran = not problem.absent
-        section.notice(f"Not run: {problem}." if problem.absent else f"Skipped: {problem}.")
+    frame = section.table(ctx, "coco_filter.csv", ["section", "category", "count", "fraction"])
+    if frame is None:
         return section
     steps = frame[frame["section"] == "filter"]
     section.add(short(steps, COCO_COLS, "coco-filter"))
@@ -88,13 +85,9 @@ def _embed_run(row) -> str:
 def embed_section(ctx: Context) -> Section:
     section = Section("embed", TITLES["embed"],
                       "Does parallel CPU preprocessing pay off, by how much, and at what cost?")
-    try:
-        frame = ctx.table("embed_scaling.csv", EMBED_REQUIRED)
-    except TableProblem as problem:
-        section.ran = not problem.absent
-        section.notice(f"Not run: {problem}." if problem.absent else f"Skipped: {problem}.")
+    frame = section.table(ctx, "embed_scaling.csv", EMBED_REQUIRED)
+    if frame is None:
         return section
-    frame = frame.copy()
     frame["run"] = runs_of(frame, _embed_run)
     frame["label"] = [(b if b == "gpu" or (b, p) == ("serial", "pinned") else f"{b} · {p}")
                       + (" (oversubscribed: fewer CPUs than named)" if over else "")
@@ -457,13 +450,9 @@ def _train_run(row) -> str:
 def train_section(ctx: Context) -> Section:
     section = Section("train", TITLES["train"],
                       "How fast does the U-Net train per hardware, precision and GPU count, and at what cost?")
-    try:
-        frame = ctx.table("train_unet.csv", TRAIN_REQUIRED)
-    except TableProblem as problem:
-        section.ran = not problem.absent
-        section.notice(f"Not run: {problem}." if problem.absent else f"Skipped: {problem}.")
+    frame = section.table(ctx, "train_unet.csv", TRAIN_REQUIRED)
+    if frame is None:
         return section
-    frame = frame.copy()
     frame["run"] = runs_of(frame, _train_run)
     gpu_missing(ctx, section, frame, "U-Net training on GPUs (speed, mixed precision on tensor cores, several GPUs)")
     frame["job_s"] = [_train_job_seconds(ctx, r) for _, r in frame.iterrows()]

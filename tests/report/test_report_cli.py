@@ -25,7 +25,7 @@ def test_report_of_empty_results_builds(repo_root, tmp_path):
     (tmp_path / "results").mkdir()
     proc = run(repo_root, "scripts/report.py", "--results", str(tmp_path / "results"), "--out", str(tmp_path / "r.html"))
     assert proc.returncode == 0, proc.stderr
-    assert "has not run" in (tmp_path / "r.html").read_text()
+    assert "Not run: " in (tmp_path / "r.html").read_text()
 
 
 def test_browser_check_of_a_missing_report_is_one_line(repo_root, tmp_path):

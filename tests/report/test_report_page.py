@@ -180,6 +180,7 @@ def test_a_missing_required_column_is_one_line_in_its_section(results, build, na
     page = build(results)
     lines = [n for n in page.notices.get(section, []) if column in n]
     assert len(lines) == 1 and name in lines[0] and "lacks the required column" in lines[0]
+    assert "skipped" in lines[0].lower()
 
 
 def test_a_missing_optional_column_is_left_out(results, build):
