@@ -12,7 +12,9 @@ upward one):
                          the metrics meter, FLOPs. Every training loop is built on it.
   0  ground              errors, atomic, config, vocab, experiments, models, hardware,
                          resources, provenance, timing, attempts, metrics, io, figures, folders, cifar, shards,
-                         tokenize, workflow, cli: imports nothing above it.
+                         tokenize, workflow, cli: imports nothing above it. One flat layer
+                         (config validates with the owners of what it checks: experiments,
+                         models, resources) without import cycles, which the test checks too.
 """
 
 __version__ = "0.1.0"

@@ -78,6 +78,42 @@ def test_imports_flow_one_way():
     assert upward_imports() == []
 
 
+def ground_cycles() -> list[str]:
+    """Ground modules that reach themselves through ground imports (deferred ones included): the
+    ground is one flat layer (config validates with experiments, models and resources, the owners of
+    what it checks), so a cycle is what would tangle it."""
+    edges = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        here = module_name(path)
+        if layer(here)[0] == 0 and here != "diffscale":
+            edges[here] = {t for _, t in imports_of(path) if layer(t)[0] == 0 and t not in (here, "diffscale")}
+    cycles = []
+    for start in edges:
+        seen, todo = set(), list(edges[start])
+        while todo:
+            module = todo.pop()
+            if module not in seen:
+                seen.add(module)
+                todo += edges.get(module, ())
+        if start in seen:
+            cycles.append(start)
+    return cycles
+
+
+def test_the_ground_has_no_import_cycle():
+    assert ground_cycles() == []
+
+
+def test_a_ground_cycle_is_caught(tmp_path, monkeypatch):
+    fake = tmp_path / "diffscale"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("")
+    (fake / "config.py").write_text("from diffscale import models\n")
+    (fake / "models.py").write_text("def spec():\n    from diffscale.config import load\n")
+    monkeypatch.setitem(globals(), "PACKAGE", fake)
+    assert ground_cycles() == ["diffscale.config", "diffscale.models"]
+
+
 def test_the_layer_order_is_stated_in_the_package_docstring():
     doc = diffscale.__doc__
     for word in ("ground", "training core", "studies", "bench", "report", "tests/test_layers.py"):
