@@ -4,6 +4,7 @@ import json
 import os
 import shlex
 import sys
+from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)
 
@@ -26,8 +27,23 @@ from diffscale.workflow import overlay_note, put_interpreter_on_path, read_comma
 # wrap the line in Snakemake's frame of this file and line. First, --config's nested values and
 # true/false, which Snakemake reads as text, become the numbers and booleans the schema wants.
 read_command_line_values(config, workflow.config_settings.config)
+
+
+def config_sources():
+    """Where this run's config came from, as its errors and the report name it: the config files
+    read (--configfile's values over config.yaml's) and --config's values, when given."""
+    files = [str(workflow_relative(f)) for f in workflow.configfiles]
+    return " + ".join(files + (["--config"] if workflow.config_settings.config else [])) or "the config"
+
+
+def workflow_relative(path):
+    """`path` relative to the workflow's folder when it lies inside it; else as it is."""
+    path = Path(path).resolve()
+    return path.relative_to(workflow.basedir) if path.is_relative_to(workflow.basedir) else path
+
+
 try:
-    validate_config(config, source="config")
+    validate_config(config, source=config_sources())
 except UserError as exc:
     print(f"error: {exc}{overlay_note(workflow.config_settings.overwrite_config)}", file=sys.stderr)
     sys.exit(2)
@@ -125,11 +141,6 @@ def coco_inputs():
 
 # Snakemake report categories: the sections' titles (no colon: the category becomes an rst link target)
 REPORT_STUDIES = {key: title.replace(" · ", " – ") for key, title in REPORT_TITLES.items()}
-
-
-def report_price_source():
-    """Where the report says its prices come from: the config files this run read."""
-    return ", ".join(os.path.relpath(f, workflow.basedir) for f in workflow.configfiles) or "the config"
 
 
 def report_unfinished(wildcards):

@@ -35,7 +35,7 @@ rule report:
         },
     params:
         hardware=json.dumps(config["hardware"], sort_keys=True),
-        price_source=report_price_source(),
+        price_source=config_sources(),
         demo="--demo" if config["data"].get("synthetic") else "",
         unfinished=report_unfinished,
     log:

@@ -159,8 +159,14 @@ def test_config_error_stops_before_any_job(repo_root, tmp_path):
     work = clone_workflow(repo_root, tmp_path / "wf")
     proc = snakemake(work, "-n", "--cores", "1", "--config", "seed=-3", check=False)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1].startswith("error: config: seed: -3 is less than the minimum of 0")
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: config.yaml + --config: seed: -3 is less than "
+                                                          "the minimum of 0")
     assert "File " not in proc.stderr and "Traceback" not in proc.stderr  # the line alone, no frame
+    (tmp_path / "mine.yaml").write_text("seed: -3\n")
+    proc = snakemake(work, "-n", "--cores", "1", "--configfile", str(tmp_path / "mine.yaml"), check=False)
+    assert proc.returncode == 2  # the line names the files the value can have come from
+    assert proc.stderr.strip().splitlines()[-1] == (f"error: {tmp_path / 'mine.yaml'} + config.yaml: seed: -3 is less "
+                                                   f"than the minimum of 0")
     assert not (work / "results").exists()
 
 
