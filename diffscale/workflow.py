@@ -91,9 +91,10 @@ def _takes_text(node_schema: dict) -> bool:
 def overlay_note(overlay: dict | None) -> str:
     """For a config error: where the values came from, when the command line gave what looks like
     a whole config short of some sections (half of them or more); a small overlay (`--config
-    seed=1`) is what it means to be, and the error alone says what is wrong."""
-    required = schema()["required"]
-    if not overlay or len(missing_sections(overlay)) > len(required) / 2:
+    seed=1`) is what it means to be, and the error alone says what is wrong; a whole config (no
+    section missing) replaced config.yaml and needs no note."""
+    missing = missing_sections(overlay)
+    if not overlay or not missing or len(missing) > len(schema()["required"]) / 2:
         return ""
     return (f" (the command line's config is an overlay on the demo's config.yaml: it has no "
-            f"{', '.join(missing_sections(overlay))}; give every section for a whole config)")
+            f"{', '.join(missing)}; give every section for a whole config)")

@@ -38,6 +38,8 @@ def test_a_config_error_under_an_overlay_says_which_sections_came_from_the_demo(
     note = overlay_note({"seed": 1, "data": {}, "models": {}, "hardware": {}, "embed": {}, "train": {}, "flux": {}})
     assert note == (" (the command line's config is an overlay on the demo's config.yaml: it has no ddpm; "
                     "give every section for a whole config)")
+    assert overlay_note({"seed": 1, "data": {}, "models": {}, "hardware": {}, "embed": {}, "train": {}, "flux": {},
+                         "ddpm": {}}) == ""  # a whole config (config/full.yaml) replaced the demo's: no note
 
 
 def test_rules_find_the_venv_python_without_conda(monkeypatch):
