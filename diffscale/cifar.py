@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from diffscale.errors import DataError
+from diffscale.io import image_file
 
 SIZE = 32
 BATCH_DIR = "cifar-10-batches-py"
@@ -100,15 +101,10 @@ def image_files(folder: Path) -> list[Path]:
 
 def decode_image(path: Path) -> np.ndarray:
     """One 32x32 RGB image as uint8 [32, 32, 3]; anything else is a one-line DataError."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            if img.mode != "RGB" or img.size != (SIZE, SIZE):
-                raise DataError(f"{path}: {img.size[0]}x{img.size[1]} {img.mode}, expected a 32x32 RGB image")
-            return np.asarray(img, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"{path}: not a readable image ({type(exc).__name__})") from None
+    with image_file(path) as img:
+        if img.mode != "RGB" or img.size != (SIZE, SIZE):
+            raise DataError(f"{path}: {img.size[0]}x{img.size[1]} {img.mode}, expected a 32x32 RGB image")
+        return np.asarray(img, dtype=np.uint8)
 
 
 def source_format(source: str | Path) -> tuple[str, Path]:

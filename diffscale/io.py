@@ -12,6 +12,7 @@ Writing is `diffscale.atomic`'s job.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -84,14 +85,15 @@ def read_frame(path: str | Path, missing: str = MISSING, required=()):
     return frame
 
 
-def read_image(path: str | Path, missing: str = MISSING):
-    """An image file as RGB (decoded in full), or a DataError naming the file: missing, not an
-    image, or corrupt past its header."""
+@contextlib.contextmanager
+def image_file(path: str | Path, missing: str = MISSING):
+    """The image file opened with PIL, for the block to check and decode: a DataError naming the file
+    when it is missing, not an image, or corrupt past its header (found while the block decodes)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
-            return image.convert("RGB")
+            yield image
     except FileNotFoundError:
         raise DataError(f"{path}: {missing}") from None
     except UnidentifiedImageError:  # its message repeats the path
@@ -100,6 +102,12 @@ def read_image(path: str | Path, missing: str = MISSING):
         # past the header PIL raises OSError (a truncated file) or SyntaxError (broken PNG chunks)
         reason = getattr(exc, "strerror", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
         raise DataError(f"{path}: not a readable image ({reason})") from None
+
+
+def read_image(path: str | Path, missing: str = MISSING):
+    """An image file as RGB (decoded in full), or a DataError naming the file (`image_file`)."""
+    with image_file(path, missing) as image:
+        return image.convert("RGB")
 
 
 def csv_text(rows: list[dict], columns: list[str]) -> str:

@@ -114,7 +114,11 @@ def test_image_that_is_not_32x32_rgb_is_named(images, tmp_path):
     with pytest.raises(DataError, match=r"train/2.png: 32x32 L, expected a 32x32 RGB image"):
         cifar.read_images(root)
     (root / "train" / "2.png").write_bytes(b"not a png")
-    with pytest.raises(DataError, match=r"train/2.png: not a readable image"):
+    with pytest.raises(DataError, match=r"train/2.png: not a readable image \(corrupt, or not an image file\)$"):
+        cifar.read_images(root)
+    good = (root / "train" / "1.png").read_bytes()
+    (root / "train" / "2.png").write_bytes(good[: len(good) // 2])  # the header reads; the pixels do not
+    with pytest.raises(DataError, match=r"train/2.png: not a readable image \(.*truncated.*\)$"):
         cifar.read_images(root)
 
 
