@@ -38,6 +38,8 @@ them and continues.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import os
 import statistics
@@ -130,12 +132,16 @@ def _bitsandbytes():
 
 # --- small named helpers of the loop -----------------------------------------------------------
 
-def kernel_error(exc: RuntimeError, flux: dict, device: str) -> ConfigError | None:
-    """The one-line config error when `exc` says none of flux.sdpa_kernels can run here, else None."""
-    if "No available kernel" in str(exc) or "No viable backend" in str(exc):
-        return ConfigError(f"flux.sdpa_kernels: none of {flux['sdpa_kernels']} can run this attention on "
-                           f"{device} (add 'math' to allow PyTorch's reference kernel)")
-    return None
+@contextlib.contextmanager
+def kernel_errors(flux: dict, device: str):
+    """Inside: PyTorch's error that none of flux.sdpa_kernels can run here becomes one config line."""
+    try:
+        yield
+    except RuntimeError as exc:
+        if "No available kernel" in str(exc) or "No viable backend" in str(exc):
+            raise ConfigError(f"flux.sdpa_kernels: none of {flux['sdpa_kernels']} can run this attention on "
+                              f"{device} (add 'math' to allow PyTorch's reference kernel)") from None
+        raise
 
 
 def sdpa_context(names: list[str]):
@@ -309,15 +315,10 @@ def fit(ctx: launch.Context, job: Job) -> dict | None:
     torch.manual_seed(seed + ctx.rank)  # only stray randomness (LoRA dropout) uses the global generators
 
     transformer, params, optimizer, cache, items, vae = build_parts(ctx, job, dtype, timer)
-    with timer.phase("setup"):
-        try:
-            with sdpa_context(flux["sdpa_kernels"]), prec.autocast():  # as a training step runs
-                flops_per_sample = bucket_mean_flops(transformer, params, cache, device, dtype)
-        except RuntimeError as exc:
-            if error := kernel_error(exc, flux, device):
-                raise error from None
-            raise
-        peak = peak_flops(ctx.device_name, dtype_name) if ctx.device_type == "cuda" else None
+    sdpa = functools.partial(sdpa_context, flux["sdpa_kernels"])
+    with timer.phase("setup"), kernel_errors(flux, device), sdpa(), prec.autocast():  # as a training step runs
+        flops_per_sample = bucket_mean_flops(transformer, params, cache, device, dtype)
+    peak = peak_flops(ctx.device_name, dtype_name) if ctx.device_type == "cuda" else None
     start_step, rows, quality_rows, checkpoints, segments, last_good = (
         restore(resume, transformer, optimizer, prec, ctx) if resume else (0, [], [], [], [], guards.LastGood()))
     if resume:
@@ -327,9 +328,6 @@ def fit(ctx: launch.Context, job: Job) -> dict | None:
     end_step = min(steps, job.stop_after) if job.stop_after is not None else steps
     meter = Meter(rows, batch, ctx.world, flops_per_sample, peak, start_step, rows[-1]["elapsed_s"] if rows else 0.0,
                   verbose=ctx.is_main)
-
-    def sdpa():
-        return sdpa_context(flux["sdpa_kernels"])
 
     def ran(done: int) -> list[dict]:  # the earlier segments and this one, up to step `done`
         return segments + [{"start_step": start_step, "end_step": done, "job_s": time.time() - began,
@@ -364,26 +362,21 @@ def fit(ctx: launch.Context, job: Job) -> dict | None:
     how = f"flux.batch_size {batch} / {ctx.world} processes, {cache.manifest['items'][0]['bucket']} px"
     advice = "turn on flux.grad_checkpointing, lower flux.batch_size or flux.resolution, or use more GPUs"
     reset_peak_memory(device)  # set-up's peak is not training's
-    try:
-        with guards.out_of_memory(device, micro, how, advice):
-            if resume is None:
-                checkpoint(0)  # the base model's samples and quality: the baseline
-            for step in range(start_step, end_step):
-                with timer.phase("train"):
-                    loss, grad_norm = train_step(ctx, model, cache, seed, step, dtype, prec, optimizer, params, flux)
-                    meter.add(loss, grad_norm, flux["lr"])
-                    done = step + 1
-                    checkpoint_now = done % flux["checkpoint_every"] == 0 or done == end_step
-                    if done % flux["log_every"] == 0 or checkpoint_now:
-                        losses = ctx.mean(meter.pending_losses()).tolist()
-                        guards.check_finite(losses, done, last_good, DIVERGED)
-                        extend_row(meter.row(done, losses, last_good), batch, device)
-                if checkpoint_now:
-                    checkpoint(done)
-    except RuntimeError as exc:
-        if error := kernel_error(exc, flux, device):
-            raise error from None
-        raise
+    with kernel_errors(flux, device), guards.out_of_memory(device, micro, how, advice):
+        if resume is None:
+            checkpoint(0)  # the base model's samples and quality: the baseline
+        for step in range(start_step, end_step):
+            with timer.phase("train"):
+                loss, grad_norm = train_step(ctx, model, cache, seed, step, dtype, prec, optimizer, params, flux)
+                meter.add(loss, grad_norm, flux["lr"])
+                done = step + 1
+                checkpoint_now = done % flux["checkpoint_every"] == 0 or done == end_step
+                if done % flux["log_every"] == 0 or checkpoint_now:
+                    losses = ctx.mean(meter.pending_losses()).tolist()
+                    guards.check_finite(losses, done, last_good, DIVERGED)
+                    extend_row(meter.row(done, losses, last_good), batch, device)
+            if checkpoint_now:
+                checkpoint(done)
     if end_step < steps or not ctx.is_main:
         return None
     return finish(job, rows, quality_rows, checkpoints, timer, ctx, params, flops_per_sample, peak, ran(end_step))
