@@ -15,6 +15,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
+from diffscale.errors import DataError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -78,16 +80,32 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def check_replaceable(path: str | os.PathLike, marker: str) -> Path:
+    """`path` as a folder `atomic_dir` may write: absent, empty, or an earlier output of the same
+    kind, which holds `marker` (a name every such output has). Anything else is refused, before any
+    work: a file there, or a folder of other files (the script's input, a home folder), which
+    replacing it would delete."""
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise DataError(f"{target}: a file is there; the output is a folder")
+    if target.is_dir() and any(target.iterdir()) and not (target / marker).exists():
+        raise DataError(f"{target}: a folder of other files (without {marker}, so not an earlier output of this "
+                        f"kind), which the output would replace; give a new or empty folder")
+    return target
+
+
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_dir(path: str | os.PathLike, marker: str) -> Iterator[Path]:
     """Yield an empty temporary folder beside `path`; on success it replaces `path` (an earlier
-    folder there is removed first), else it is deleted: a folder of outputs appears whole or not."""
+    output there, checked by `check_replaceable`, is removed first), else it is deleted: a folder of
+    outputs appears whole or not."""
     import shutil
 
-    target = Path(path)
+    target = check_replaceable(path, marker)
     with atomic_path(target) as tmp:
         tmp.mkdir()
         yield tmp
+        check_replaceable(target, marker)  # what appeared there while the folder was written
         if target.is_dir():
             shutil.rmtree(target)
 

@@ -61,6 +61,12 @@ def exit_on_sigterm(signum, frame) -> None:
     raise SystemExit(128 + signum)
 
 
+def out_folder(what: str) -> str:
+    """The --help text of an output folder written whole (diffscale.atomic.atomic_dir)."""
+    return (f"{what} folder, written whole: it replaces an earlier {what} there, and refuses a folder "
+            "that holds other files")
+
+
 def positive_int(text: str) -> int:
     """argparse type of a count flag (--n, --threads, ...): argparse names the flag and exits 2."""
     import argparse

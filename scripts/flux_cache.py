@@ -15,7 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from diffscale import vocab  # noqa: E402
-from diffscale.cli import json_flag, run_cli  # noqa: E402
+from diffscale.cli import json_flag, out_folder, run_cli  # noqa: E402
 
 
 def main() -> int:
@@ -24,7 +24,7 @@ def main() -> int:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--settings", help="the cache config slice as JSON (what the workflow passes)")
     source.add_argument("--config", type=Path, help="a pipeline config file")
-    parser.add_argument("--out", type=Path, required=True, help="cache folder")
+    parser.add_argument("--out", type=Path, required=True, help=out_folder("cache"))
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--dtype", default="fp32", choices=vocab.DTYPES, help="encoder dtype")
     args = parser.parse_args()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from diffscale.cli import run_cli  # noqa: E402
+from diffscale.cli import out_folder, run_cli  # noqa: E402
 
 
 def main() -> int:
@@ -27,7 +27,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=Path, required=True, help="folder of images with same-name .txt captions")
     parser.add_argument("--trigger", required=True, help="the word that replaces [trigger] in captions")
-    parser.add_argument("--out", type=Path, required=True, help="prepared dataset folder")
+    parser.add_argument("--out", type=Path, required=True, help=out_folder("prepared dataset"))
     parser.add_argument("--resolution", type=int, help=f"side of the square bucket, px ({default('resolution')})")
     parser.add_argument("--bucket-ratio", type=float, action="append", dest="ratios",
                         help=f"a bucket aspect ratio, width/height (repeatable; {default('bucket_ratios')})")

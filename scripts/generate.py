@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from diffscale.cli import run_cli  # noqa: E402
+from diffscale.cli import out_folder, run_cli  # noqa: E402
 from diffscale.train.diffusion import SAMPLERS  # noqa: E402
 
 
@@ -32,7 +32,7 @@ def main() -> int:
                         help="classifier-free guidance scale; 1.0 is the conditional model alone (default 2.0)")
     parser.add_argument("--num-inference-steps", type=int, default=50, metavar="N")
     parser.add_argument("--seed", type=int, default=0, metavar="S")
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help=out_folder("samples gallery"))
     parser.add_argument("--scheduler", choices=SAMPLERS, default="ddim")
     parser.add_argument("--batch-size", type=int, default=4, metavar="B", help="prompts per forward pass")
     parser.add_argument("--weights", choices=["ema", "model"], default="ema",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from diffscale.cli import fraction, positive_int, run_cli  # noqa: E402
+from diffscale.cli import fraction, out_folder, positive_int, run_cli  # noqa: E402
 
 
 def main() -> int:
@@ -21,16 +21,16 @@ def main() -> int:
     sub = parser.add_subparsers(dest="what", required=True)
     p = sub.add_parser("coco", help="COCO-format captions json + JPEG images")
     p.add_argument("--captions", required=True, type=Path)
-    p.add_argument("--images", required=True, type=Path)
+    p.add_argument("--images", required=True, type=Path, help=out_folder("demo COCO images"))
     p.add_argument("--n", type=positive_int, default=24)
     p.add_argument("--people-fraction", type=fraction, default=0.6, help="0 to 1 (default 0.6)")
     p.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("cifar", help="CIFAR-like class folders of 32x32 JPEGs")
-    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path, help=out_folder("demo CIFAR"))
     p.add_argument("--per-class", type=positive_int, default=6)
     p.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("subject", help="custom subject images with same-name .txt captions")
-    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path, help=out_folder("demo subject"))
     p.add_argument("--n", type=positive_int, default=6)
     p.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("summary", help="count and check the inputs of every study")

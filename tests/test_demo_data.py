@@ -89,6 +89,23 @@ def test_generation_is_deterministic(demo, tmp_path):
     assert (tmp_path / "other.json").read_bytes() != (demo / "coco" / "captions.json").read_bytes()
 
 
+def test_the_demo_writers_replace_only_their_own_folders(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "precious.txt").write_text("keep")
+    for make in (lambda: synthetic.make_cifar(mine, per_class=1), lambda: synthetic.make_subject(mine, n_images=1),
+                 lambda: synthetic.make_coco(tmp_path / "c.json", mine, 3, 0.6)):
+        with pytest.raises(DataError, match=rf"^{mine}: a folder of other files"):
+            make()
+    assert [p.name for p in mine.iterdir()] == ["precious.txt"] and not (tmp_path / "c.json").exists()
+    synthetic.make_cifar(tmp_path / "cifar", per_class=1)
+    assert synthetic.make_cifar(tmp_path / "cifar", per_class=2) == 20  # its own earlier output: replaced
+    (tmp_path / "c.json").mkdir()  # the captions path is a folder: neither captions nor images appear
+    with pytest.raises(IsADirectoryError):
+        synthetic.make_coco(tmp_path / "c.json", tmp_path / "images", 3, 0.6)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.json", "cifar", "mine"]
+
+
 def test_summary_counts(demo, tmp_path):
     result = write_summary(tmp_path / "s.json", demo / "coco" / "captions.json", demo / "coco" / "images",
                            demo / "cifar", demo / "subject")

@@ -105,7 +105,7 @@ def test_atomic_outputs_get_the_umask_permissions(tmp_path):
         tmp.chmod(0o600)
     assert one.stat().st_mode & 0o777 == 0o600 | atomic.FILE_MODE
     folder = tmp_path / "run"
-    with atomic.atomic_dir(folder) as tmp:
+    with atomic.atomic_dir(folder, "script.sh") as tmp:
         (tmp / "sub").mkdir(mode=0o700)
         (tmp / "sub" / "w.safetensors").write_bytes(b"x")
         (tmp / "sub" / "w.safetensors").chmod(0o600)
@@ -115,6 +115,29 @@ def test_atomic_outputs_get_the_umask_permissions(tmp_path):
     assert (folder / "sub").stat().st_mode & 0o777 == atomic.DIR_MODE | 0o700
     assert (folder / "sub" / "w.safetensors").stat().st_mode & 0o777 == 0o600 | atomic.FILE_MODE
     assert (folder / "script.sh").stat().st_mode & 0o777 == 0o700 | atomic.FILE_MODE  # never narrowed
+
+
+def test_a_folder_output_replaces_only_an_earlier_output_of_its_kind(tmp_path):
+    out = tmp_path / "out"
+    for round_ in (1, 2):  # absent, then an earlier output (it holds the marker): written, then replaced
+        with atomic.atomic_dir(out, "samples.json") as tmp:
+            (tmp / "samples.json").write_text(str(round_))
+        assert (out / "samples.json").read_text() == str(round_)
+    mine = tmp_path / "mine"
+    (mine / "other_run").mkdir(parents=True)
+    (mine / "notes.txt").write_text("keep")
+    with pytest.raises(DataError, match=rf"^{mine}: a folder of other files \(without samples.json, so not an "
+                                        r"earlier output of this kind\), which the output would replace; give a new "
+                                        r"or empty folder$"):
+        with atomic.atomic_dir(mine, "samples.json"):
+            raise AssertionError("refused before the block runs")
+    assert (mine / "notes.txt").read_text() == "keep" and (mine / "other_run").is_dir()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DataError, match=r"file: a file is there; the output is a folder$"):
+        atomic.check_replaceable(tmp_path / "file", "samples.json")
+    (tmp_path / "empty").mkdir()
+    assert atomic.check_replaceable(tmp_path / "empty", "samples.json") == tmp_path / "empty"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "file", "mine", "out"]  # no temp left
 
 
 def test_shards_are_readable_as_the_umask_allows(tmp_path):

@@ -7,7 +7,6 @@ pipeline's timings and file handling are real while the content is not.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +44,7 @@ IMAGE_SIZES = [(160, 120), (120, 160), (144, 108), (128, 128), (176, 96), (96, 1
 
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
+SUBJECT_STEM = "subject_"  # subject_000.png with subject_000.txt, ...
 SUBJECT_SETTINGS = ["on a beach", "in a forest", "on a city street", "in a kitchen", "in the snow",
                     "on a wooden table", "in a garden", "at night"]
 
@@ -102,59 +102,42 @@ def coco_captions(n_images: int, people_fraction: float, seed: int) -> dict:
     )
 
 
-def _fresh_dir(path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    return tmp
-
-
-def _publish_dir(tmp: Path, path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
-    tmp.rename(path)
-
-
 def make_coco(captions_json: str | Path, image_dir: str | Path, n_images: int = 24,
               people_fraction: float = 0.6, seed: int = 0) -> dict:
     data = coco_captions(n_images, people_fraction, seed)
-    image_dir = Path(image_dir)
-    tmp = _fresh_dir(image_dir)
-    for entry in data["images"]:
-        rng = np.random.default_rng([seed, entry["id"]])
-        draw_image(rng, entry["width"], entry["height"]).save(tmp / entry["file_name"], quality=90)
-    _publish_dir(tmp, image_dir)
-    atomic.write_json(captions_json, data)
+    first = min(data["images"], key=lambda entry: entry["id"])["file_name"]  # every such folder holds it
+    with atomic.atomic_dir(image_dir, first) as tmp:
+        for entry in data["images"]:
+            rng = np.random.default_rng([seed, entry["id"]])
+            draw_image(rng, entry["width"], entry["height"]).save(tmp / entry["file_name"], quality=90)
+        atomic.write_json(captions_json, data)  # before the images appear: a bad path leaves neither
     return data
 
 
 def make_cifar(out_dir: str | Path, per_class: int = 6, seed: int = 0) -> int:
     """32x32 JPEGs in <class>/NNNN.jpg, the layout of the CIFAR-10 image-folder exports."""
-    out_dir = Path(out_dir)
-    tmp = _fresh_dir(out_dir)
-    for k, name in enumerate(CIFAR_CLASSES):
-        (tmp / name).mkdir()
-        for i in range(per_class):
-            rng = np.random.default_rng([seed, k, i])
-            draw_image(rng, 32, 32, n_shapes=3).save(tmp / name / f"{i:04d}.jpg", quality=95)
-    _publish_dir(tmp, out_dir)
+    with atomic.atomic_dir(out_dir, CIFAR_CLASSES[0]) as tmp:
+        for k, name in enumerate(CIFAR_CLASSES):
+            (tmp / name).mkdir()
+            for i in range(per_class):
+                rng = np.random.default_rng([seed, k, i])
+                draw_image(rng, 32, 32, n_shapes=3).save(tmp / name / f"{i:04d}.jpg", quality=95)
     return per_class * len(CIFAR_CLASSES)
 
 
 def make_subject(out_dir: str | Path, n_images: int = 6, seed: int = 0, size: int = 96) -> int:
     """A custom subject: the same object (a two-tone disc) in varied settings, each with a
     same-name .txt caption that uses the `[trigger]` placeholder."""
-    out_dir = Path(out_dir)
-    tmp = _fresh_dir(out_dir)
-    for i in range(n_images):
-        rng = np.random.default_rng([seed, 7, i])
-        img = draw_image(rng, size, size, n_shapes=3)
-        draw = ImageDraw.Draw(img)
-        cx, cy = rng.integers(size // 4, 3 * size // 4, size=2)
-        r = size // 5
-        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=(230, 120, 20))
-        draw.ellipse([cx - r // 2, cy - r // 2, cx + r // 2, cy + r // 2], fill=(40, 60, 200))
-        setting = SUBJECT_SETTINGS[i % len(SUBJECT_SETTINGS)]
-        img.save(tmp / f"subject_{i:03d}.png")
-        (tmp / f"subject_{i:03d}.txt").write_text(f"a photo of [trigger] {setting}\n")
-    _publish_dir(tmp, out_dir)
+    with atomic.atomic_dir(out_dir, f"{SUBJECT_STEM}000.png") as tmp:
+        for i in range(n_images):
+            rng = np.random.default_rng([seed, 7, i])
+            img = draw_image(rng, size, size, n_shapes=3)
+            draw = ImageDraw.Draw(img)
+            cx, cy = rng.integers(size // 4, 3 * size // 4, size=2)
+            r = size // 5
+            draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=(230, 120, 20))
+            draw.ellipse([cx - r // 2, cy - r // 2, cx + r // 2, cy + r // 2], fill=(40, 60, 200))
+            setting = SUBJECT_SETTINGS[i % len(SUBJECT_SETTINGS)]
+            img.save(tmp / f"{SUBJECT_STEM}{i:03d}.png")
+            (tmp / f"{SUBJECT_STEM}{i:03d}.txt").write_text(f"a photo of [trigger] {setting}\n")
     return n_images

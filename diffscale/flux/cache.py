@@ -48,6 +48,7 @@ def build_cache(prepared: str | Path, out: str | Path, cache_cfg: dict, device: 
     from safetensors.torch import save_file
 
     items = ds.load(prepared)
+    atomic.check_replaceable(out, MANIFEST)  # before the encoders load: a wrong --out is one line, not lost work
     torch_dtype = getattr(torch, DTYPES[dtype])
     timings: dict[str, float] = {}
     start = time.perf_counter()
@@ -73,7 +74,6 @@ def build_cache(prepared: str | Path, out: str | Path, cache_cfg: dict, device: 
     prompts[f"{EMPTY}.t5"], prompts[f"{EMPTY}.pooled"] = hidden[0].cpu(), pooled[0].cpu()
     timings["text_s"] = time.perf_counter() - start
 
-    out = Path(out)
     manifest = {
         "dataset": str(prepared),
         "items": [{"name": it.name, "caption": it.caption, "bucket": list(it.bucket)} for it in items],
@@ -87,18 +87,13 @@ def build_cache(prepared: str | Path, out: str | Path, cache_cfg: dict, device: 
         "dtype": dtype,
         "device": device,
     }
-    with atomic.atomic_path(out) as tmp:
-        tmp.mkdir(parents=True)
+    with atomic.atomic_dir(out, MANIFEST) as tmp:
         for name, tensors in ((LATENTS, latents), (TEXT, captions), (PROMPTS, prompts)):
             save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / name))
         provenance.write_run_json(tmp / "run.json", config_slice=cache_cfg, timings=timings,
                                   models=[models.parse_spec("flux_vae", cache_cfg["models"]["flux_vae"]).describe(),
                                           *text.describe()])
         (tmp / MANIFEST).write_text(json.dumps({**manifest, "timings": timings}, indent=2, sort_keys=True) + "\n")
-        if out.exists():
-            import shutil
-
-            shutil.rmtree(out)
     return {**manifest, "timings": timings}
 
 

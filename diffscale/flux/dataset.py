@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -113,9 +112,8 @@ def prepare(images: str | Path, out: str | Path, trigger: str, resolution: int =
     from PIL import Image
 
     items = check_folder(images, trigger, resolution, bucket_ratios or [1.0], min_images)
-    out = Path(out)
-    with atomic.atomic_path(out) as tmp:
-        (tmp / IMAGES_DIR).mkdir(parents=True)
+    with atomic.atomic_dir(out, DATASET_FILE) as tmp:
+        (tmp / IMAGES_DIR).mkdir()
         for item in items:
             with Image.open(item.source) as img:
                 crop_to_bucket(img, item.bucket).save(tmp / IMAGES_DIR / f"{item.name}.png")
@@ -124,8 +122,6 @@ def prepare(images: str | Path, out: str | Path, trigger: str, resolution: int =
             "source": str(images), "trigger": trigger, "resolution": resolution,
             "buckets": buckets_for(resolution, bucket_ratios or [1.0]),
             "items": [asdict(item) for item in items]})
-        if out.exists():
-            shutil.rmtree(out)
     return items
 
 

@@ -215,13 +215,14 @@ def generate(prompts: list[str], model_path: str | Path, out_dir: str | Path, se
         raise DataError(f"prompt {empty[0] + 1} is empty")
     if settings.scheduler not in SAMPLERS:
         raise DataError(f"--scheduler {settings.scheduler!r}: expected one of {', '.join(SAMPLERS)}")
+    atomic.check_replaceable(out_dir, MANIFEST)  # before the model loads: a wrong --out is one line, not lost work
     start = time.perf_counter()
     model = TrainedModel(model_path, device=device, weights=settings.weights)
     loaded = time.perf_counter()
     images = model.generate(prompts, settings)
     seconds = time.perf_counter() - loaded
     specs = [models.parse_spec(role, model.config["models"][role]).describe() for role in ("unet", "text_encoder", "vae")]
-    with atomic.atomic_dir(out_dir) as folder:  # the images, samples.json and run.json appear together
+    with atomic.atomic_dir(out_dir, MANIFEST) as folder:  # the images, samples.json and run.json appear together
         written = write_images(images, prompts, settings, model, folder)
         provenance.write_run_json(folder / "run.json", config_slice={**asdict(settings), "prompts": prompts},
                                   models=specs, model_path=str(model.path), train_step=model.step, device=device,

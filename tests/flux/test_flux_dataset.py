@@ -99,6 +99,20 @@ def test_each_mistake_is_one_line_naming_the_file_and_leaves_no_output(folder, t
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
 
 
+def test_the_photos_folder_as_out_is_refused_and_kept(subject, tmp_path):
+    import shutil
+
+    photos = tmp_path / "photos"
+    shutil.copytree(subject, photos)
+    before = sorted(p.name for p in photos.iterdir())
+    with pytest.raises(DataError, match=rf"^{photos}: a folder of other files \(without dataset.json"):
+        ds.prepare(photos, photos, "sks disc", 64, [1.0], 5)
+    assert sorted(p.name for p in photos.iterdir()) == before
+    ds.prepare(photos, tmp_path / "out", "sks disc", 64, [1.0], 5)
+    ds.prepare(photos, tmp_path / "out", "sks disc", 64, [1.0], 5)  # an earlier prepared dataset: replaced
+    assert len(ds.load(tmp_path / "out")) == len(before) // 2
+
+
 def test_the_cli_prints_the_line_and_exits_2(folder, tmp_path):
     expected = _empty_caption(folder)
     done = run_cli("--images", str(folder), "--trigger", "sks", "--out", str(tmp_path / "out"), "--resolution", "64")

@@ -140,6 +140,19 @@ def test_cli(tmp_path, trained_run):
                                                   "# comments are skipped)"]
 
 
+def test_an_out_folder_of_other_files_is_refused_before_the_model_loads(tmp_path, trained_run, monkeypatch):
+    from diffscale.train import generate as gen
+
+    for out in (tmp_path / "mine", trained_run):  # a folder of one's own; the model's own run directory
+        (tmp_path / "mine").mkdir(exist_ok=True)
+        (tmp_path / "mine" / "notes.txt").write_text("keep")
+        before = sorted(p.name for p in out.iterdir())
+        monkeypatch.setattr(gen, "TrainedModel", lambda *a, **k: pytest.fail("the model loaded"))
+        with pytest.raises(DataError, match=rf"^{out}: a folder of other files \(without samples.json"):
+            generate(PROMPTS[:1], trained_run, out, FAST)
+        assert sorted(p.name for p in out.iterdir()) == before
+
+
 def test_an_interrupted_generation_leaves_no_images(tmp_path, trained_run, monkeypatch):
     from diffscale import provenance
 
