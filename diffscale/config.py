@@ -22,8 +22,8 @@ from typing import Any
 import jsonschema
 import yaml
 
-from diffscale import experiments, models, resources as hwres, vocab
-from diffscale.errors import ConfigError, ModelSpecError
+from diffscale import experiments, io, models, resources as hwres, vocab
+from diffscale.errors import ConfigError, DataError, ModelSpecError
 
 SCHEMA_RESOURCE = "schemas/config.schema.yaml"
 
@@ -59,9 +59,9 @@ def load_config(path: str | Path) -> dict:
     """Read a YAML config, fill schema defaults, validate; raise ConfigError naming the key."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
+        raw = yaml.safe_load(io.read_text(path, "config file not found", "YAML config"))
+    except DataError as exc:
+        raise ConfigError(str(exc)) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

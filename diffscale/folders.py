@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from diffscale.errors import DataError
+from diffscale.io import read_text
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 TRIGGER = "[trigger]"
@@ -42,7 +43,7 @@ def subject_folder(root: str | Path, trigger: str) -> list[CaptionedImage]:
         txt = image.with_suffix(".txt")
         if not txt.is_file():
             raise DataError(f"{txt}: missing caption for {image.name}")
-        caption = txt.read_text().strip()
+        caption = read_text(txt, what="caption").strip()
         if not caption:
             raise DataError(f"{txt}: caption is empty")
         out.append(CaptionedImage(image, caption.replace(TRIGGER, trigger)))

@@ -44,6 +44,23 @@ def read_json(path: str | Path, missing: str = MISSING, what: str = "JSON") -> A
         raise DataError(f"{path}: cannot read the {what} file ({exc.strerror})") from None
 
 
+def read_text(path: str | Path, missing: str = MISSING, what: str = "text") -> str:
+    """The UTF-8 text of `path`, else a DataError naming the file: "{path}: {missing}", "{path}:
+    expected the {what} file, found a folder", "{path}: not UTF-8 text (expected the {what} file)",
+    "{path}: cannot read the {what} file ({reason})"."""
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"{path}: {missing}") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: expected the {what} file, found a folder") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text (expected the {what} file)") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the {what} file ({exc.strerror})") from None
+
+
 def check_columns(path: str | Path, present, required) -> None:
     """A DataError naming the file and the first of `required` its header lacks."""
     have = set(present)

@@ -17,7 +17,6 @@ timing.json, which names every worker job and the node each worker said it ran o
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from diffscale import shards
 from diffscale.config import validate_config
 from diffscale.errors import ConfigError, DataError, HardwareError
 from diffscale.hardware import demand
+from diffscale.io import read_json
 
 SACCT_FORMAT = "JobIDRaw,Partition,NodeList,State,AllocTRES,AllocCPUS,ElapsedRaw"
 SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+)")
@@ -343,7 +343,7 @@ def provenance_problems(results: Path, records: dict[str, SlurmRecord]) -> list[
     """Every run.json written by an audited job must name the job, partition and node SLURM did."""
     problems = []
     for path in sorted(results.rglob("run.json")):
-        slurm = (json.loads(path.read_text()).get("slurm") or {})
+        slurm = read_json(path, what="run record").get("slurm") or {}
         record = records.get(slurm.get("job_id", ""))
         if record is None:
             continue
@@ -417,6 +417,7 @@ DASK_JOB_ENDED = ("COMPLETED", "CANCELLED")
 # the worker's node) to the run's cancelling it (on the submitting node). Not more than SLURM's
 # elapsed time but for its whole seconds and the two nodes' clocks (HELD_OVER_S), and less by at
 # most the time a cancelled job takes to end (SLURM's KillWait, 30 s by default).
+NO_TIMING = "missing (expected an embedding run's folder, which holds timing.json)"
 HELD_SLACK_S = 30.0
 HELD_OVER_S = 2.0
 
@@ -451,7 +452,7 @@ def dask_worker_problems(run_dir: Path, records: dict[str, SlurmRecord], partiti
     named, and ended; and what the run recorded each job held (held_problems; runs from before it
     was recorded are not asked). Rows: worker, job id, partition, node, state, CPUs, seconds held
     of SLURM's elapsed."""
-    timing = json.loads((run_dir / "timing.json").read_text())
+    timing = read_json(run_dir / "timing.json", NO_TIMING, "timing")
     info = timing.get("backend_info") or {}
     if info.get("cluster") != "slurm":
         return Audit([], [f"{run_dir}: backend_info.cluster is {info.get('cluster')!r}, not 'slurm'"])
@@ -502,7 +503,7 @@ def same_embeddings_problems(run_dir: Path, reference_dir: Path) -> list[str]:
     import torch
 
     def load(path: Path, name: str) -> dict:
-        return json.loads((path / name).read_text())
+        return read_json(path / name, NO_TIMING, "timing")
 
     problems = []
     threads = set(load(run_dir, "timing.json")["threads_per_worker"])
@@ -530,7 +531,7 @@ def same_embeddings_problems(run_dir: Path, reference_dir: Path) -> list[str]:
 def audit_dask_run(run_dir: Path, partition: str, source: str, reference: Path | None = None) -> Audit:
     """dask_worker_problems from SLURM's records (`source`: sacct or scontrol) of the run's jobs,
     plus same_embeddings_problems against `reference` when given."""
-    info = json.loads((Path(run_dir) / "timing.json").read_text()).get("backend_info") or {}
+    info = read_json(Path(run_dir) / "timing.json", NO_TIMING, "timing").get("backend_info") or {}
     ids = {str(i) for i in info.get("job_ids") or []}
     ids |= {str(w["job_id"]) for w in info.get("workers") or [] if w.get("job_id")}
     result = dask_worker_problems(Path(run_dir), slurm_records(source, sorted(ids)) if ids else {}, partition)

@@ -129,6 +129,11 @@ def test_bad_yaml_names_file_and_line(tmp_path):
         load_config(path)
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "missing.yaml")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00")  # --config given a picture
+    with pytest.raises(ConfigError, match=r"c.yaml: not UTF-8 text \(expected the YAML config file\)$"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r": expected the YAML config file, found a folder$"):
+        load_config(tmp_path)
 
 
 def test_experiment_matrix_of_the_demo(demo):

@@ -286,6 +286,17 @@ def test_dask_worker_jobs_that_ran_in_the_partition_and_ended_pass(tmp_path):
         ("workers 0,1", "31", "cpu", "node-cpu", "CANCELLED", "2 CPUs", "20.4 of 20 s")]
 
 
+def test_a_dask_audit_of_a_folder_that_is_no_run_is_one_line(tmp_path):
+    from diffscale.errors import DataError
+
+    with pytest.raises(DataError, match=rf"^{tmp_path / 'nope' / 'timing.json'}: missing \(expected an embedding "
+                                        r"run's folder, which holds timing.json\)$"):
+        audit.audit_dask_run(tmp_path / "nope", "cpu", "sacct")
+    (tmp_path / "timing.json").write_text("{")
+    with pytest.raises(DataError, match=r"timing.json: not valid JSON"):
+        audit.audit_dask_run(tmp_path, "cpu", "sacct")
+
+
 def test_what_a_run_says_its_worker_jobs_held_must_agree_with_slurm(tmp_path):
     """The CPUs SLURM allocated, and seconds at most 2 s more than SLURM's elapsed and 30 s less."""
     run = _dask_run(tmp_path, "dask", {}, [1, 1], held=[{"job_id": "31", "cpus": 2, "held_s": 22.5}])

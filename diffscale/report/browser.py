@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from diffscale.errors import UserError
+from diffscale.io import read_text
 
 WIDTH = 1400
 MAX_HEIGHT = 16000
@@ -117,7 +118,7 @@ def _run(args: list[str], timeout: int = 120) -> subprocess.CompletedProcess:
 
 
 def probe(report: Path, width: int = WIDTH) -> Verdict:
-    page = report.read_text()
+    page = read_text(report, what="report")
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / "probe.html"
         copy.write_text(page.replace("<head>", "<head>" + PROBE, 1) if "<head>" in page else PROBE + page)

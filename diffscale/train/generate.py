@@ -18,7 +18,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from diffscale import atomic, hardware, models, provenance
+from diffscale import atomic, hardware, io, models, provenance
 from diffscale.errors import ConfigError, DataError, ModelSpecError
 from diffscale.train import checkpoint as ckpt_io
 from diffscale.train.diffusion import SAMPLERS, predict_noise, sampler
@@ -60,13 +60,7 @@ def choose_device(device: str = "auto") -> str:
 
 def read_prompts(path: str | Path) -> list[str]:
     """One prompt per line; blank lines and lines starting with # are skipped."""
-    path = Path(path)
-    try:
-        lines = path.read_text().splitlines()
-    except FileNotFoundError:
-        raise DataError(f"{path}: prompt file not found") from None
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not a UTF-8 text file") from None
+    lines = io.read_text(path, "prompt file not found", "prompt").splitlines()
     prompts = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
     if not prompts:
         raise DataError(f"{path}: no prompts (one per line; blank lines and # comments are skipped)")

@@ -77,6 +77,11 @@ def _unreadable(folder: Path) -> str:
     return f"{folder / 'subject_004.png'}: unreadable image"
 
 
+def _not_utf8(folder: Path) -> str:
+    (folder / "subject_001.txt").write_bytes(b"\xff\xfea photo")  # UTF-16 from a Windows editor
+    return f"{folder / 'subject_001.txt'}: not UTF-8 text (expected the caption file)"
+
+
 def _too_small(folder: Path) -> str:
     with Image.open(folder / "subject_001.png") as img:
         img.resize((40, 40)).save(folder / "subject_001.png")
@@ -90,7 +95,8 @@ def _too_few(folder: Path) -> str:
     return f"{folder}: 3 captioned images, flux.min_images (--min-images by hand) asks for at least 5"
 
 
-@pytest.mark.parametrize("mistake", [_no_caption, _no_image, _empty_caption, _unreadable, _too_small, _too_few])
+@pytest.mark.parametrize("mistake", [_no_caption, _no_image, _empty_caption, _not_utf8, _unreadable, _too_small,
+                                     _too_few])
 def test_each_mistake_is_one_line_naming_the_file_and_leaves_no_output(folder, tmp_path, mistake):
     expected = mistake(folder)
     with pytest.raises(DataError) as err:
