@@ -312,10 +312,12 @@ def check_ddpm_window(cfg: dict, source: str = "config") -> None:
             f"timed blocks has the same number of steps); use a multiple of {repeats}")
 
 
-def check_run_slice(obj: Any, source: str, sections=(), keys: dict | None = None, positive=()) -> dict:
+def check_run_slice(obj: Any, source: str, sections=(), keys: dict | None = None, positive=(),
+                    hw: str = "run.hw") -> dict:
     """A run config read back from JSON (a rule's params, or a file a person passes) has what the
-    run reads: the `sections`, each section's `keys`, and `positive` ("run.gpus") integers of at
-    least 1; else one ConfigError naming the first that is missing or wrong."""
+    run reads: the `sections`, each section's `keys`, `positive` ("run.gpus") integers of at least
+    1, and, with a `hardware` section, the entry its `hw` key ("run.hw", or "hw") names; else one
+    ConfigError naming the first that is missing or wrong."""
     if not isinstance(obj, dict):
         raise ConfigError(f"{source}: expected a JSON object")
     for section in sections:
@@ -330,6 +332,12 @@ def check_run_slice(obj: Any, source: str, sections=(), keys: dict | None = None
         value = obj[section][key]
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ConfigError(f"{source}: {dotted}: {value!r} is not a positive integer")
+    if "hardware" in sections:
+        *section, key = hw.split(".")
+        named = (obj[section[0]] if section else obj).get(key)
+        if named not in obj["hardware"]:
+            raise ConfigError(f"{source}: hardware.{named}: missing ({hw} names it; the table has "
+                              f"{', '.join(map(str, obj['hardware'])) or 'no entry'})")
     return obj
 
 

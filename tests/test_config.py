@@ -256,6 +256,31 @@ def test_a_run_config_read_back_from_json_names_what_it_lacks():
                          ({**good, "run": {**good["run"], "gpus": True}}, "run.gpus: True is not a positive integer")):
         with pytest.raises(ConfigError, match=rf"^--run-config: {re.escape(message)}$"):
             check_run_slice(bad, "--run-config", **shape)
+    # with a hardware section, the entry the run names must be in it (not a KeyError deep in the run)
+    hardware = {**good, "hardware": {"a40": {}, "local": {}}}
+    shape["sections"] += ("hardware",)
+    assert check_run_slice(hardware, "--run-config", **shape) is hardware
+    with pytest.raises(ConfigError, match=r"^--run-config: hardware.a100: missing \(run.hw names it; the table has "
+                                          r"a40, local\)$"):
+        check_run_slice({**hardware, "run": {**good["run"], "hw": "a100"}}, "--run-config", **shape)
+    with pytest.raises(ConfigError, match=r"^--settings: hardware.None: missing \(hw names it"):
+        check_run_slice({"hardware": {}}, "--settings", ("hardware",), hw="hw")
+
+
+def test_the_flux_cache_and_inference_slices_name_what_they_lack(demo):
+    from diffscale.flux import settings
+
+    cfg = validate_config(copy.deepcopy(demo))
+    assert settings.check_cache_config(settings.cache_config(cfg))
+    assert settings.check_infer_config(settings.infer_config(cfg, "local"))
+    with pytest.raises(ConfigError, match=r"^--settings: missing section 'layout'$"):
+        settings.check_cache_config({"x": 1})
+    with pytest.raises(ConfigError, match=r"^--settings: expected a JSON object$"):
+        settings.check_cache_config([1])
+    with pytest.raises(ConfigError, match=r"^--settings: models.flux_transformer is missing$"):
+        settings.check_infer_config({**settings.infer_config(cfg, "local"), "models": settings.cache_config(cfg)["models"]})
+    with pytest.raises(ConfigError, match=r"^--settings: hardware.a100: missing \(hw names it; the table has local\)$"):
+        settings.check_infer_config({**settings.infer_config(cfg, "local"), "hw": "a100"})
 
 
 def test_set_flags_become_a_variant_or_name_the_bad_one():

@@ -25,7 +25,7 @@ from diffscale.errors import DataError
 from diffscale.flux import dataset as ds
 from diffscale.flux.flow import encode
 from diffscale.io import read_image
-from diffscale.flux.settings import CACHE_LAYOUT, DTYPES
+from diffscale.flux.settings import CACHE_LAYOUT, DTYPES, check_cache_config
 from diffscale.flux.text import FluxText
 
 LATENTS, TEXT, PROMPTS, MANIFEST = "latents.safetensors", "text.safetensors", "prompts.safetensors", "cache.json"
@@ -47,6 +47,7 @@ def build_cache(prepared: str | Path, out: str | Path, cache_cfg: dict, device: 
     import torch
     from safetensors.torch import save_file
 
+    check_cache_config(cache_cfg)
     items = ds.load(prepared)
     atomic.check_replaceable(out, MANIFEST)  # before the encoders load: a wrong --out is one line, not lost work
     torch_dtype = getattr(torch, DTYPES[dtype])

@@ -27,7 +27,7 @@ from diffscale.flux import lora as lora_io
 from diffscale.flux.flow import decode, denoise
 from diffscale.timing import synchronize
 from diffscale.flux.sample import seeded_noise
-from diffscale.flux.settings import DTYPES
+from diffscale.flux.settings import DTYPES, check_infer_config
 from diffscale.flux.text import FluxText
 from diffscale.io import csv_text
 from diffscale.train.core import compat
@@ -123,7 +123,7 @@ def run_infer(settings: dict, lora_path: str | Path, out_dir: str | Path) -> lis
     """All rows for one hardware key; writes infer.csv and run.json into out_dir."""
     import torch
 
-    hw = settings["hw"]
+    hw = check_infer_config(settings)["hw"]
     lora_io.check_file(lora_path, "--lora")  # before minutes of timing the base model
     placement = hardware.resolve(settings, hw, 1)
     device = placement.device_for(0)

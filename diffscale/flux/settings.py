@@ -35,12 +35,29 @@ def substitute(text: str, trigger: str) -> str:
     return text.replace(TRIGGER, trigger)
 
 
+CACHE_ROLES = ("flux_vae", "flux_clip", "flux_t5")
+INFER_ROLES = ("flux_transformer", *CACHE_ROLES)
+
+
+def check_cache_config(settings, source: str = "--settings") -> dict:
+    """A cache slice read back from JSON has what build_cache reads (cache_config's keys)."""
+    return check_run_slice(settings, source, ("layout", "seed", "max_sequence_length", "sample_prompts", "models"),
+                           {"models": CACHE_ROLES})
+
+
+def check_infer_config(settings, source: str = "--settings") -> dict:
+    """An inference slice read back from JSON has what run_infer reads (infer_config's keys)."""
+    return check_run_slice(settings, source, ("hw", "seed", "hardware", "models", "prompt", "resolution",
+                                              "inference_steps", "max_sequence_length", "cpu_dtype", "dtypes",
+                                              "batch_sizes", "repeats"), {"models": INFER_ROLES}, hw="hw")
+
+
 def cache_config(cfg: dict) -> dict:
     flux = cfg["flux"]
     trigger = cfg["data"]["subject"]["trigger"]
     return {"layout": CACHE_LAYOUT, "seed": cfg["seed"], "max_sequence_length": flux["max_sequence_length"],
             "sample_prompts": [substitute(p, trigger) for p in flux["sample_prompts"]],
-            "models": {role: copy.deepcopy(cfg["models"][role]) for role in ("flux_vae", "flux_clip", "flux_t5")}}
+            "models": {role: copy.deepcopy(cfg["models"][role]) for role in CACHE_ROLES}}
 
 
 def run_config(cfg: dict, hw: str, gpus: int, steps: int) -> dict:
@@ -59,8 +76,7 @@ def run_config(cfg: dict, hw: str, gpus: int, steps: int) -> dict:
 def infer_config(cfg: dict, hw: str) -> dict:
     flux = cfg["flux"]
     return {"hw": hw, "seed": cfg["seed"], "hardware": {hw: job_hardware(cfg, hw)},
-            "models": {role: copy.deepcopy(cfg["models"][role])
-                       for role in ("flux_transformer", "flux_vae", "flux_clip", "flux_t5")},
+            "models": {role: copy.deepcopy(cfg["models"][role]) for role in INFER_ROLES},
             "prompt": substitute(flux["sample_prompts"][0] if flux["sample_prompts"] else "a photo of [trigger]",
                                  cfg["data"]["subject"]["trigger"]),
             "resolution": flux["resolution"], "inference_steps": flux["inference_steps"],

@@ -89,8 +89,6 @@ def check_run_config(run_cfg: Any, source: str = "--run-config") -> dict:
                     {"run": ("hw", "precision", "gpus"), "train": RUN_TRAIN_KEYS}, positive=("run.gpus",))
     run = run_cfg["run"]
     vocab.one_of(run["precision"], PRECISIONS, f"{source}: run.precision")
-    if run["hw"] not in run_cfg["hardware"]:
-        raise ConfigError(f"{source}: hardware.{run['hw']}: missing")
     parts = int(run["gpus"]) * run_cfg["train"]["grad_accum"]
     if run_cfg["train"]["batch_size"] % parts:
         raise ConfigError(f"{source}: train.batch_size {run_cfg['train']['batch_size']} does not split into "
