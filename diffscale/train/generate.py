@@ -140,6 +140,10 @@ class TrainedModel:
         """uint8 images [n, H, W, 3] for `prompts`, in batches of settings.batch_size."""
         import torch
 
+        trained = self.noise_schedule["num_train_timesteps"]
+        if settings.num_inference_steps > trained:  # a sampler cannot take more steps than the schedule has
+            raise ConfigError(f"--num-inference-steps: {settings.num_inference_steps} is more than the {trained} "
+                              f"timesteps the model was trained with")
         images = []
         for start in range(0, len(prompts), settings.batch_size):
             chunk = prompts[start:start + settings.batch_size]

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from diffscale.errors import DataError, ModelSpecError
+from diffscale.errors import ConfigError, DataError, ModelSpecError
 from diffscale.train.diffusion import predict_noise
 from diffscale.train.generate import Settings, TrainedModel, generate, read_prompts
 
@@ -138,6 +138,13 @@ def test_cli(tmp_path, trained_run):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"error: {prompts}: no prompts (one per line; blank lines and "
                                                   "# comments are skipped)"]
+
+
+def test_more_sampling_steps_than_the_training_schedule_is_one_line(tmp_path, trained_run):
+    with pytest.raises(ConfigError, match=r"^--num-inference-steps: 1001 is more than the 1000 timesteps the model "
+                                          r"was trained with$"):
+        generate(PROMPTS[:1], trained_run, tmp_path / "out", Settings(num_inference_steps=1001, scheduler="ddpm"))
+    assert not (tmp_path / "out").exists()
 
 
 def test_an_out_folder_of_other_files_is_refused_before_the_model_loads(tmp_path, trained_run, monkeypatch):
