@@ -90,6 +90,19 @@ def needs(by: str, given: dict) -> None:
         raise ConfigError(f"{by} needs {', '.join(missing[:-1]) + ' and ' if len(missing) > 1 else ''}{missing[-1]}")
 
 
+def only_with(source: str, given: dict, instead: str) -> None:
+    """A ConfigError when flags that go with `source` (--config) came with `instead` (--run-config),
+    which already holds their values: "--hw and --gpus go with --config (a --run-config already says
+    them)" (`given`: each such flag's value, None or [] where it was not given)."""
+    from diffscale.errors import ConfigError
+
+    extra = [flag for flag, value in given.items() if value not in (None, [])]
+    if extra:
+        joined = ", ".join(extra[:-1]) + " and " + extra[-1] if len(extra) > 1 else extra[0]
+        raise ConfigError(f"{joined} go{'' if len(extra) > 1 else 'es'} with {source} (a {instead} already says "
+                          f"{'them' if len(extra) > 1 else 'it'})")
+
+
 def at_least_one(flag: str, value: int | None, what: str) -> None:
     """A ConfigError naming a count flag given below 1 (checked after parsing, so the one line comes
     from run_cli like every other mistake; None: not given)."""

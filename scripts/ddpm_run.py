@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from diffscale import experiments  # noqa: E402
-from diffscale.cli import json_flag, needs, run_cli  # noqa: E402
+from diffscale.cli import json_flag, needs, only_with, run_cli  # noqa: E402
 
 
 def main() -> int:
@@ -38,14 +38,12 @@ def main() -> int:
 
     from diffscale.config import load_config
     from diffscale.ddpm.sweeps import check_run_config, execute, parse_set, run_config
-    from diffscale.errors import ConfigError
 
     if args.config:
         needs("--config", {"--stage": args.stage, "--hw": args.hw})
         rc = run_config(load_config(args.config), args.stage, args.hw, **parse_set(args.set))
     else:
-        if args.stage or args.hw or args.set:
-            raise ConfigError("--stage, --hw and --set go with --config (a --run-config already says them)")
+        only_with("--config", {"--stage": args.stage, "--hw": args.hw, "--set": args.set}, "--run-config")
         rc = check_run_config(json_flag("--run-config", args.run_config))
     execute(rc, args.cache, args.out, args.source)
     return 0

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from diffscale.cli import json_flag, needs, run_cli  # noqa: E402
+from diffscale.cli import json_flag, needs, only_with, run_cli  # noqa: E402
 
 
 def main() -> int:
@@ -38,6 +38,7 @@ def main() -> int:
 
         settings = infer_config(load_config(args.config), args.hw)
     else:
+        only_with("--config", {"--hw": args.hw}, "--settings")
         settings = json_flag("--settings", args.settings)
     if not args.lora.is_file():
         raise DataError(f"{args.lora}: LoRA file not found")

@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from diffscale import vocab  # noqa: E402
-from diffscale.cli import at_least_one, json_flag, needs, run_cli  # noqa: E402
+from diffscale.cli import at_least_one, json_flag, needs, only_with, run_cli  # noqa: E402
 from diffscale.timing import mark_job_start  # noqa: E402
 
 
@@ -54,6 +54,7 @@ def main() -> int:
         at_least_one("--steps", args.steps, "training steps")
         run_cfg = run_config(load_config(args.config), args.hw, args.gpus, args.steps)
     else:
+        only_with("--config", {"--hw": args.hw, "--gpus": args.gpus, "--steps": args.steps}, "--run-config")
         run_cfg = json_flag("--run-config", args.run_config)
     # each try records the time it holds the hardware (rank 0 of torchrun's): a retried or resumed
     # run is billed for every invocation of the same run config; a --stop-after invocation keeps

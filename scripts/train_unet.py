@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from diffscale import vocab  # noqa: E402
-from diffscale.cli import at_least_one, json_flag, needs, run_cli  # noqa: E402
+from diffscale.cli import at_least_one, json_flag, needs, only_with, run_cli  # noqa: E402
 from diffscale.timing import mark_job_start  # noqa: E402
 
 
@@ -53,6 +53,7 @@ def main() -> int:
         at_least_one("--gpus", args.gpus, launch.GPUS_MEANING)
         run_cfg, images, text = job_inputs(args.config, args.hw, args.precision, args.gpus, args.images, args.text)
     else:
+        only_with("--config", {"--hw": args.hw, "--precision": args.precision, "--gpus": args.gpus}, "--run-config")
         run_cfg = json_flag("--run-config", args.run_config)
         needs("--run-config", {"--images": args.images, "--text": args.text})
         images, text = args.images, args.text

@@ -171,6 +171,28 @@ def test_flags_that_need_others_and_counts_below_one_are_one_line_each():
         at_least_one("--stop-after", 0, "the step to end after")
 
 
+def test_flags_of_config_given_with_a_run_config_are_refused_not_ignored(repo_root, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from diffscale.cli import only_with
+    from diffscale.errors import ConfigError
+
+    only_with("--config", {"--hw": None, "--set": []}, "--run-config")  # none given
+    with pytest.raises(ConfigError, match=r"^--hw goes with --config \(a --run-config already says it\)$"):
+        only_with("--config", {"--hw": "a100", "--gpus": None}, "--run-config")
+    with pytest.raises(ConfigError, match=r"^--hw, --gpus and --set go with --config \(a --settings already says "
+                                          r"them\)$"):
+        only_with("--config", {"--hw": "a100", "--gpus": 8, "--set": ["batch=2"]}, "--settings")
+    # the scripts: refused before anything runs (train_unet ran on, ignoring --hw a100 --gpus 8)
+    proc = subprocess.run([sys.executable, "scripts/train_unet.py", "--run-config", json.dumps({"run": {}}),
+                           "--hw", "a100", "--gpus", "8", "--images", "i", "--text", "t", "--out",
+                           str(tmp_path / "run")], cwd=repo_root, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and not (tmp_path / "run").exists()
+    assert proc.stderr == "error: --hw and --gpus go with --config (a --run-config already says them)\n"
+
+
 def test_the_training_scripts_check_their_count_flags_alike(repo_root, tmp_path):
     for script, args in (("scripts/train_unet.py", ["--run-config", "{}", "--images", "i", "--text", "t"]),
                          ("scripts/flux_lora.py", ["--run-config", "{}"])):
