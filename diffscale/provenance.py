@@ -148,6 +148,17 @@ RUN_RECORD = "run.json"  # a run folder's record: what write_run_json wrote when
 UNFINISHED = "missing; the run did not finish"
 
 
+def distinct_runs(run_dirs) -> list[Path]:
+    """The run folders a table is built from, as Paths; a DataError when one is given twice (a glob
+    and an explicit path, a path repeated): it would be a second row of the same run."""
+    seen: dict[Path, Path] = {}
+    for run_dir in map(Path, run_dirs):
+        if run_dir.resolve() in seen:
+            raise DataError(f"{run_dir}: run folder given twice; each run is one row of the table")
+        seen[run_dir.resolve()] = run_dir
+    return list(seen.values())
+
+
 def read_record(run_dir: str | Path) -> Any:
     """A run folder's run.json, parsed; a DataError naming it when the run left none (io.read_json)."""
     return io.read_json(Path(run_dir) / RUN_RECORD, missing=UNFINISHED)

@@ -167,13 +167,25 @@ def write_run(out_dir: str | Path, rc: dict, result: dict, rows: list[dict] | No
 
 # --- tables -------------------------------------------------------------------------------------
 
-def read_rows(run_dirs: list[str | Path]) -> list[dict]:
-    """The `rows` of every run's run.json (the sweeps' and the profiler's alike)."""
+def table_kind(stage: str) -> str:
+    """Which runs a stage's table is built from: the profiler's, the peer comparison's, or the
+    sweeps' (any sweep's: a point two sweeps share is measured once, by the first)."""
+    return stage if stage in ("profile", "peer") else "sweep"
+
+
+def read_rows(run_dirs: list[str | Path], stage: str | None = None) -> list[dict]:
+    """The `rows` of every run's run.json, each run given once and, with `stage`, of the kind its
+    table takes (a batch run in the profile table would be a row of empty op columns)."""
     rows = []
-    for run_dir in map(Path, run_dirs):
+    for run_dir in provenance.distinct_runs(run_dirs):
         record = provenance.read_record(run_dir)
         if not isinstance(record, dict) or not isinstance(record.get("rows"), list):
             raise DataError(f"{run_dir / provenance.RUN_RECORD}: not a DDPM run record (no rows)")
+        ran = (record.get("config") or {}).get("stage")
+        if stage is not None and table_kind(str(ran)) != table_kind(stage):
+            raise DataError(f"{run_dir / provenance.RUN_RECORD}: a {ran} run; the {stage} table takes "
+                            f"{table_kind(stage)} runs" + (f" ({', '.join(experiments.DDPM_STAGES)})"
+                                                          if table_kind(stage) == "sweep" else ""))
         rows += record["rows"]
     return rows
 
@@ -249,9 +261,9 @@ def write_table(stage: str, run_dirs: list[str | Path], out: str | Path, train_s
     if stage == "profile":
         from diffscale.ddpm.profiler import COLUMNS
 
-        rows, columns = read_rows(run_dirs), COLUMNS
+        rows, columns = read_rows(run_dirs, stage), COLUMNS
     else:
-        rows, columns = stage_table(stage, read_rows(run_dirs), train_steps, inception_weights)
+        rows, columns = stage_table(stage, read_rows(run_dirs, stage), train_steps, inception_weights)
     return atomic.write_text(out, csv_text(rows, columns))
 
 

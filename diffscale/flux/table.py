@@ -109,7 +109,7 @@ def _sample(run: Path, listed: str) -> Path:
 
 
 def write_tables(run_dirs: list[Path], infer_dirs: list[Path], out_dir: Path, grid_path: Path) -> list[Path]:
-    run_dirs, infer_dirs = [Path(p) for p in run_dirs], [Path(p) for p in infer_dirs]
+    run_dirs, infer_dirs = provenance.distinct_runs(run_dirs), provenance.distinct_runs(infer_dirs)
     # every input is read and checked (columns, sample images) before the first output is written
     infer = infer_rows(infer_dirs)
     infer_columns = list(dict.fromkeys([k for r in infer for k in r])) if infer else ["hw", "model", "run"]

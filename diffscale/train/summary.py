@@ -25,7 +25,7 @@ def study_rows(run_dirs: list[str | Path]) -> list[dict]:
     """One row per run; speedup and efficiency against the 1-device run of the same hw and precision
     (efficiency per GPU, or per CPU on CPUs: metrics.compute_ratio)."""
     rows = []
-    for run_dir in map(Path, run_dirs):
+    for run_dir in provenance.distinct_runs(run_dirs):
         record = provenance.read_record(run_dir)
         results = provenance.results_of(record, run_dir, "training run")
         slurm = record.get("slurm") or {}

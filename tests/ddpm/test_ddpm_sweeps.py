@@ -183,8 +183,19 @@ def test_table_reader_names_a_missing_or_foreign_run_record(tmp_path):
     with pytest.raises(DataError, match=r"b/run.json: not a DDPM run record \(no rows\)$"):
         read_rows([tmp_path / "b"])
     (tmp_path / "c").mkdir()
-    (tmp_path / "c" / "run.json").write_text('{"rows": [{"op": "aten::addmm"}]}')
+    (tmp_path / "c" / "run.json").write_text('{"rows": [{"op": "aten::addmm"}], "config": {"stage": "profile"}}')
     assert read_rows([tmp_path / "c"]) == [{"op": "aten::addmm"}]
+    assert read_rows([tmp_path / "c"], "profile") == [{"op": "aten::addmm"}]
+    with pytest.raises(DataError, match=r"c/run.json: a profile run; the batch table takes sweep runs \(batch, amp, "
+                                        r"workers, compile\)$"):
+        read_rows([tmp_path / "c"], "batch")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "run.json").write_text('{"rows": [{"hw": "local"}], "config": {"stage": "batch"}}')
+    assert read_rows([tmp_path / "d"], "compile") == [{"hw": "local"}]  # a shared point: any sweep's run
+    with pytest.raises(DataError, match=r"d/run.json: a batch run; the profile table takes profile runs$"):
+        read_rows([tmp_path / "d"], "profile")
+    with pytest.raises(DataError, match=r"d: run folder given twice; each run is one row of the table$"):
+        read_rows([tmp_path / "d", tmp_path / "c" / ".." / "d"], "batch")
 
 
 def test_amp_is_compared_with_tf32_where_it_ran_else_fp32():

@@ -57,6 +57,15 @@ def test_a_metrics_file_without_loss_is_one_line_and_writes_nothing(tmp_path, mo
     assert_nothing_written(tmp_path)
 
 
+def test_a_run_given_twice_is_one_line_and_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    ok = make_run("fl/ok")
+    proc = flux_table(tmp_path, ok, Path("fl") / ".." / "fl" / "ok")
+    assert proc.returncode == 2
+    assert proc.stderr == "error: fl/../fl/ok: run folder given twice; each run is one row of the table\n"
+    assert_nothing_written(tmp_path)
+
+
 def test_a_quality_file_without_ssim_is_one_line_and_writes_nothing(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     run = make_run("fl/ok")

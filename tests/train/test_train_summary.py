@@ -60,6 +60,12 @@ def test_unfinished_run_is_named(tmp_path):
         study_rows([tmp_path / "run"])
 
 
+def test_a_run_given_twice_is_refused_not_a_second_row(trained_run):
+    again = trained_run / ".." / trained_run.name
+    with pytest.raises(DataError, match=rf"^{again}: run folder given twice; each run is one row of the table$"):
+        study_rows([trained_run, again])
+
+
 def test_sample_grid(tmp_path, trained_run):
     settings = Settings(num_inference_steps=2, seed=1)
     a = tmp_path / "samples" / "local" / "fp32-g1"
