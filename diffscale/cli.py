@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import errno
 import signal
 import sys
@@ -10,6 +11,19 @@ from pathlib import Path
 from typing import Callable
 
 from diffscale.errors import UserError
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage mistakes are one line too: "error: <message> (see <script> --help)", exit 2,
+    not the usage block and the message on two more."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def argument_parser(doc: str | None) -> OneLineParser:
+    """A script's argument parser: its module docstring as the description, kept as written."""
+    return OneLineParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def run_cli(main: Callable[[], int | None]) -> int:

@@ -5,17 +5,16 @@ images, or content wider than the window; keep a full-page screenshot.
   python scripts/check_report_browser.py results/report.html --screenshot results/report-1400.png
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from diffscale.cli import run_cli  # noqa: E402
+from diffscale.cli import argument_parser, run_cli  # noqa: E402
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("report", type=Path, nargs="?", default=Path("results/report.html"))
     parser.add_argument("--screenshot", type=Path, default=Path("results/report-1400.png"))
     parser.add_argument("--width", type=int, default=1400)

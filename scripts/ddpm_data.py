@@ -6,17 +6,16 @@
 (train/*.png, train/<class>/*.png, or <class>/*.png). Writes the .npy and a .json beside it.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from diffscale.cli import run_cli  # noqa: E402
+from diffscale.cli import argument_parser, run_cli  # noqa: E402
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--source", type=Path, required=True, help="CIFAR-10 archive, batch folder or image folder")
     parser.add_argument("--out", type=Path, required=True, help=".npy file to write")
     args = parser.parse_args()

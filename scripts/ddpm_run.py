@@ -12,18 +12,17 @@ Writes run.json (provenance, results, table rows), row.csv and loss.csv into --o
 stage adds ops.csv and trace.json.gz, the peer stage loss_peer.csv.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from diffscale import experiments  # noqa: E402
-from diffscale.cli import json_flag, needs, only_with, run_cli  # noqa: E402
+from diffscale.cli import argument_parser, json_flag, needs, only_with, run_cli  # noqa: E402
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--run-config", help="the run config as JSON (what the workflow passes)")
     source.add_argument("--config", type=Path, help="a pipeline config file; needs --stage and --hw")

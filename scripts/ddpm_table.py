@@ -6,18 +6,17 @@
 (the eager reference of every sweep is the baseline point, which the batch sweep runs once)
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from diffscale import experiments  # noqa: E402
-from diffscale.cli import positive_int, run_cli  # noqa: E402
+from diffscale.cli import argument_parser, positive_int, run_cli  # noqa: E402
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--stage", required=True, choices=experiments.DDPM_TABLES)
     parser.add_argument("--runs", nargs="+", type=Path, required=True, help="run directories")
     parser.add_argument("--out", type=Path, required=True, help="CSV to write")

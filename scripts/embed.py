@@ -11,18 +11,17 @@ try is recorded in .attempts/<run> beside --out-dir (diffscale.attempts): a fail
 stays, and the next try writes it into timing.json (`earlier_tries`) for the report's cost.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from diffscale import vocab  # noqa: E402
-from diffscale.cli import json_flag, run_cli  # noqa: E402
+from diffscale.cli import argument_parser, json_flag, run_cli  # noqa: E402
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("modality", choices=vocab.MODALITIES)
     parser.add_argument("--manifest", required=True, type=Path)
     parser.add_argument("--skipped", type=Path, help="skip list (image_id, file_name, reason)")

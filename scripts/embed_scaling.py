@@ -5,17 +5,16 @@
       --out results/bench/embed_scaling.csv --figure results/bench/embed_scaling.png
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from diffscale.cli import run_cli  # noqa: E402
+from diffscale.cli import argument_parser, run_cli  # noqa: E402
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--timings", nargs="+", required=True, type=Path)
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--figure", required=True, type=Path)

@@ -10,17 +10,16 @@ The people-centric rule and extra word lists come from --people (the config's da
 as JSON) or --config (a diffscale config file); without either, the schema's defaults.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from diffscale.cli import json_flag, positive_int, run_cli  # noqa: E402
+from diffscale.cli import argument_parser, json_flag, positive_int, run_cli  # noqa: E402
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--captions", required=True, type=Path, help="COCO captions json")
     parser.add_argument("--images", default="", help="image folder ('' or omitted: label captions only)")
     parser.add_argument("--instances", default="", help="COCO instances json: check labels against person boxes")

@@ -8,18 +8,17 @@ The settings are the JSON slice diffscale.flux.settings.cache_config builds (mod
 T5 length). Writes latents.safetensors, text.safetensors, prompts.safetensors, cache.json, run.json.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from diffscale import vocab  # noqa: E402
-from diffscale.cli import json_flag, out_folder, run_cli  # noqa: E402
+from diffscale.cli import argument_parser, json_flag, out_folder, run_cli  # noqa: E402
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--dataset", type=Path, required=True, help="the flux_dataset output")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--settings", help="the cache config slice as JSON (what the workflow passes)")

@@ -9,13 +9,12 @@ image, fewer than --min-images images) is one line naming the file, exit 2, and 
 Writes --out/images/ (each image cropped to its aspect-ratio bucket), dataset.json, buckets.csv.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from diffscale.cli import out_folder, run_cli  # noqa: E402
+from diffscale.cli import argument_parser, out_folder, run_cli  # noqa: E402
 
 
 def main() -> int:
@@ -24,7 +23,7 @@ def main() -> int:
     def default(key: str) -> str:
         return f"default {schema_entry('flux', key)['default']}: the config's flux.{key}"
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--images", type=Path, required=True, help="folder of images with same-name .txt captions")
     parser.add_argument("--trigger", required=True, help="the word that replaces [trigger] in captions")
     parser.add_argument("--out", type=Path, required=True, help=out_folder("prepared dataset"))

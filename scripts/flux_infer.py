@@ -9,17 +9,16 @@ Writes infer.csv (one row per model x dtype x batch size: load, text, denoise an
 time to first image, images/s, peak memory) and run.json into --out.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from diffscale.cli import json_flag, needs, only_with, run_cli  # noqa: E402
+from diffscale.cli import argument_parser, json_flag, needs, only_with, run_cli  # noqa: E402
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--settings", help="the inference config slice as JSON (what the workflow passes)")
     source.add_argument("--config", type=Path, help="a pipeline config file; needs --hw")

@@ -13,20 +13,19 @@ Writes lora.safetensors, metrics.csv, quality.csv, timing.json and run.json into
 every checkpoint goes to --out/lora/, samples to --out/samples/, the resumable state to --out/resume/.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from diffscale import vocab  # noqa: E402
-from diffscale.cli import at_least_one, json_flag, needs, only_with, run_cli  # noqa: E402
+from diffscale.cli import argument_parser, at_least_one, json_flag, needs, only_with, run_cli  # noqa: E402
 from diffscale.timing import mark_job_start  # noqa: E402
 
 
 def main() -> int:
     mark_job_start()  # every invocation is billed from its process's start, imports included
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--run-config", help="the run config as JSON (what the workflow passes)")
     source.add_argument("--config", type=Path, help="a pipeline config file; needs --hw, --gpus, --steps")

@@ -7,17 +7,16 @@
 Writes flux_train.csv, flux_loss.csv, flux_quality.csv and flux_infer.csv into --out-dir.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from diffscale.cli import run_cli  # noqa: E402
+from diffscale.cli import argument_parser, run_cli  # noqa: E402
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--runs", nargs="+", type=Path, required=True, help="training run folders")
     parser.add_argument("--infer", nargs="*", type=Path, default=[], help="inference folders (one per hardware)")
     parser.add_argument("--out-dir", type=Path, required=True, help="where the flux_*.csv tables go")

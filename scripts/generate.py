@@ -11,18 +11,17 @@ Writes NNN-<prompt>.png (prompt and settings in the PNG metadata), samples.json 
 --out.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from diffscale.cli import out_folder, run_cli  # noqa: E402
+from diffscale.cli import argument_parser, out_folder, run_cli  # noqa: E402
 from diffscale.train.diffusion import SAMPLERS  # noqa: E402
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--prompt", action="append", metavar="TEXT", help="a prompt (repeatable)")
     source.add_argument("--prompts", type=Path, metavar="FILE", help="a file with one prompt per line")

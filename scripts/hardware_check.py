@@ -6,17 +6,16 @@ device, record where it ran (SLURM job, partition, node, GPUs, PyTorch build) in
       --out results/hardware/check/a100/g4/run.json
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from diffscale.cli import at_least_one, json_flag, run_cli  # noqa: E402
+from diffscale.cli import argument_parser, at_least_one, json_flag, run_cli  # noqa: E402
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--hw", required=True, help="hardware key")
     parser.add_argument("--gpus", type=int, default=1, help="GPUs (cuda) or processes (cpu) to check")
     parser.add_argument("--hardware", required=True, help="the key's hardware entry as JSON")

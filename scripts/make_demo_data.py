@@ -7,17 +7,16 @@
   python scripts/make_demo_data.py summary --captions C.json --images DIR --cifar DIR --subject DIR --out S.json
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from diffscale.cli import fraction, out_folder, positive_int, run_cli  # noqa: E402
+from diffscale.cli import argument_parser, fraction, out_folder, positive_int, run_cli  # noqa: E402
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     sub = parser.add_subparsers(dest="what", required=True)
     p = sub.add_parser("coco", help="COCO-format captions json + JPEG images")
     p.add_argument("--captions", required=True, type=Path)

@@ -5,17 +5,16 @@
   python scripts/model_inventory.py --config config.yaml --out models.csv
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from diffscale.cli import json_flag, run_cli  # noqa: E402
+from diffscale.cli import argument_parser, json_flag, run_cli  # noqa: E402
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--models", help="the config's models: section as JSON")
     source.add_argument("--config", type=Path, help="a config file (its models: section is used)")

@@ -6,17 +6,16 @@
       [--figures results/report]
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from diffscale.cli import json_flag, run_cli  # noqa: E402
+from diffscale.cli import argument_parser, json_flag, run_cli  # noqa: E402
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--results", type=Path, default=Path("results"))
     parser.add_argument("--out", type=Path, default=Path("results/report.html"))
     parser.add_argument("--hardware", default="{}", help="the config's hardware table as JSON (prices for cost)")

@@ -5,17 +5,16 @@
       --out results/bench/train_unet_samples.png
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from diffscale.cli import run_cli  # noqa: E402
+from diffscale.cli import argument_parser, run_cli  # noqa: E402
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--samples", nargs="+", type=Path, required=True, help="generate.py output directories")
     parser.add_argument("--labels", nargs="+", help="row labels (default: <hw> <run> from the paths)")
     parser.add_argument("--out", type=Path, required=True, help="PNG to write")

@@ -15,17 +15,16 @@
 Exit 1 with one line per problem.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from diffscale.cli import run_cli  # noqa: E402
+from diffscale.cli import argument_parser, run_cli  # noqa: E402
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     sub = parser.add_subparsers(dest="what", required=True)
     run = sub.add_parser("run", help="audit a run's jobs")
     run.add_argument("--log", required=True, type=Path, help="Snakemake's output of the run")

@@ -5,17 +5,16 @@
       --table results/bench/train_unet.csv --loss-figure results/bench/train_unet_loss.png
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from diffscale.cli import run_cli  # noqa: E402
+from diffscale.cli import argument_parser, run_cli  # noqa: E402
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--runs", nargs="+", type=Path, required=True, help="training run directories")
     parser.add_argument("--table", type=Path, required=True, help="CSV to write")
     parser.add_argument("--loss-figure", type=Path, required=True, help="PNG to write")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -77,8 +78,9 @@ def test_a_count_flag_below_one_is_refused_before_anything_is_written(repo_root,
         assert proc.returncode == 2, args
         flag, value = args[-2:]
         shown = repr(value) if not value.lstrip("-").isdigit() else value
-        assert proc.stderr.strip().splitlines()[-1].endswith(
-            f"error: argument {flag}: expected a positive integer, not {shown}"), proc.stderr
+        script = Path(args[0]).name + (f" {args[1]}" if args[1] in ("subject", "cifar") else "")
+        assert proc.stderr == (f"error: argument {flag}: expected a positive integer, not {shown} (see {script} "
+                               f"--help)\n")  # one line: no usage block before it
     assert list(tmp_path.iterdir()) == []
 
 

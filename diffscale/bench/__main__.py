@@ -16,7 +16,7 @@ from pathlib import Path
 
 from diffscale import atomic, hardware, provenance
 from diffscale.bench import STAGES
-from diffscale.cli import run_cli
+from diffscale.cli import OneLineParser, run_cli
 from diffscale.errors import ConfigError
 
 OUT_DIR_HELP = "where <stage>.csv and <stage>.json go (default: results/benchmarks)"
@@ -70,7 +70,7 @@ def check_arguments(args: argparse.Namespace, module) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="python -m diffscale.bench", description=__doc__)
+    parser = OneLineParser(prog="python -m diffscale.bench", description=__doc__)
     parser.add_argument("--out-dir", type=Path, default=Path("results/benchmarks"), help=OUT_DIR_HELP)
     sub = parser.add_subparsers(dest="stage", required=True)
     modules = {}
