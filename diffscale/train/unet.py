@@ -121,6 +121,11 @@ def check_data_fits(arch: dict, data: LatentTextDataset) -> None:
 
 def _choose_checkpoint(job: Job, arch: dict, verbose: bool) -> Path | None:
     cfg, steps = job.run_config, job.run_config["train"]["steps"]
+    own = ckpt_io.resume_path(job.out_dir)
+    other = job.resume_from is not None and Path(job.resume_from).resolve() != own.resolve()
+    if other and job.resume and own.is_file():
+        raise ConfigError(f"--resume and --resume-from {job.resume_from}: {own} is this run's own checkpoint, which "
+                          f"a run from the other would replace; give one of the two")
     if job.resume_from is not None:
         ckpt = ckpt_io.load(job.resume_from)
         full_arch = ckpt_io.full_unet_config(arch)
@@ -137,7 +142,7 @@ def _choose_checkpoint(job: Job, arch: dict, verbose: bool) -> Path | None:
         _say(f"resuming from {job.resume_from} at step {ckpt['step']}"
              + (f"; settings changed: {', '.join(diffs)}" if diffs else ""), verbose)
         return job.resume_from
-    path = ckpt_io.resume_path(job.out_dir)
+    path = own
     if not job.resume or not path.is_file():
         return None
     ckpt = ckpt_io.load(path)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffscale.errors import ModelSpecError
+from diffscale.errors import ConfigError, ModelSpecError
 from diffscale.train import checkpoint as ckpt_io
 from diffscale.train.data import StepBatches
 from diffscale.train.synthetic import write_embedding_runs
@@ -190,6 +190,20 @@ def test_checkpoint_made_with_other_settings_is_not_resumed(tmp_path, embeddings
     train(make_run_config(steps=4), *embeddings, tmp_path / "short", resume=True, stop_after=2)
     train(make_run_config(steps=5), *embeddings, tmp_path / "short", resume=True)
     assert "resuming from" in capsys.readouterr().out
+
+
+def test_resume_and_resume_from_with_a_checkpoint_of_its_own_is_refused(tmp_path, embeddings, make_run_config):
+    cfg = make_run_config(steps=4)
+    train(cfg, *embeddings, tmp_path / "other")
+    out = tmp_path / "run"
+    train(cfg, *embeddings, out, resume=True, stop_after=2)
+    own = ckpt_io.resume_path(out)
+    with pytest.raises(ConfigError, match=rf"^--resume and --resume-from {tmp_path / 'other' / 'checkpoint.pt'}: "
+                                          rf"{own} is this run's own checkpoint, which a run from the other would "
+                                          r"replace; give one of the two$"):
+        train(cfg, *embeddings, out, resume=True, resume_from=tmp_path / "other" / "checkpoint.pt")
+    assert ckpt_io.load(own)["step"] == 2  # kept
+    assert train(cfg, *embeddings, out, resume=True, resume_from=own)["resumed"] is True  # its own: the same
 
 
 def test_resume_from_a_checkpoint_of_another_model_size_is_refused(tmp_path, embeddings, make_run_config):
