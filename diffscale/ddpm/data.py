@@ -52,6 +52,8 @@ def load_cache(cache: str | Path) -> np.ndarray:
         raise DataError(f"{cache}: not a readable CIFAR cache ({exc}); re-run the ddpm_data rule") from None
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (SIZE, SIZE, 3):
         raise DataError(f"{cache}: array {images.dtype} {list(images.shape)}, expected uint8 [N, 32, 32, 3]")
+    if not len(images):
+        raise DataError(f"{cache}: holds no images; re-run the ddpm_data rule on a non-empty data.cifar")
     return images
 
 

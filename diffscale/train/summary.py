@@ -89,12 +89,26 @@ def _loss_curve(run_dir: Path):
     return io.read_frame(path, missing=provenance.UNFINISHED, required=LOSS_CURVE)
 
 
+def _gallery(folder: Path) -> dict:
+    """A generate.py folder's samples.json, checked for what the grid reads: a DataError naming it."""
+    path = folder / MANIFEST
+    manifest = io.read_json(path, missing="missing; generate.py did not finish")
+    images = manifest.get("images") if isinstance(manifest, dict) else None
+    if not images or not isinstance(images, list) or not all(isinstance(i, dict) and {"file", "prompt"} <= i.keys()
+                                                             for i in images):
+        raise DataError(f"{path}: expected 'images', a non-empty list of {{file, prompt}} entries (generate.py's)")
+    settings = manifest.get("settings")
+    wanted = ("scheduler", "num_inference_steps", "guidance_scale", "seed", "weights")
+    if not isinstance(settings, dict) or not set(wanted) <= settings.keys():
+        raise DataError(f"{path}: expected 'settings' with {', '.join(wanted)} (generate.py's)")
+    return manifest
+
+
 def write_sample_grid(sample_dirs: list[str | Path], out: str | Path, labels: list[str] | None = None) -> Path:
     """One row per run, one column per prompt, from generate.py output directories."""
     plt = figures.pyplot()
 
-    manifests = [(Path(d), io.read_json(Path(d) / MANIFEST, missing="missing; generate.py did not finish"))
-                 for d in sample_dirs]
+    manifests = [(Path(d), _gallery(Path(d))) for d in sample_dirs]
     if not manifests:
         raise DataError("no sample directories given")
     prompts = [item["prompt"] for item in manifests[0][1]["images"]]

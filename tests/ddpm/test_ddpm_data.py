@@ -47,6 +47,10 @@ def test_prepare_caches_once_and_loads_memory_mapped(images, tmp_path):
     assert isinstance(cached, np.memmap)
     np.testing.assert_array_equal(cached, images)
     assert json.loads(ddata.info_path(tmp_path / "c" / "cifar.npy").read_text()) == info
+    np.save(tmp_path / "empty.npy", np.zeros((0, 32, 32, 3), np.uint8))
+    with pytest.raises(DataError, match=r"empty.npy: holds no images; re-run the ddpm_data rule on a non-empty "
+                                        r"data.cifar$"):
+        ddata.load_cache(tmp_path / "empty.npy")
 
 
 def test_a_cache_whose_info_cannot_be_written_is_not_left_behind(images, tmp_path, monkeypatch):

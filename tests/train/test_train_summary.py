@@ -77,6 +77,16 @@ def test_sample_grid(tmp_path, trained_run):
     generate(["a blue bus", "two cats"], trained_run, b, settings)
     with pytest.raises(DataError, match="other prompts than"):
         write_sample_grid([a, b], tmp_path / "grid.png")
+    # a damaged samples.json is one line naming it (was KeyError, TypeError, or matplotlib's ValueError)
+    manifest = json.loads((b / "samples.json").read_text())
+    for damaged, expected in (({**manifest, "images": []}, "expected 'images', a non-empty list"),
+                              ([], "expected 'images', a non-empty list"),
+                              ({**manifest, "images": [{"file": "000.png"}]}, "expected 'images', a non-empty list"),
+                              ({**manifest, "settings": {}}, "expected 'settings' with scheduler, num_inference_steps")):
+        (b / "samples.json").write_text(json.dumps(damaged))
+        with pytest.raises(DataError, match=rf"^{b / 'samples.json'}: {expected}"):
+            write_sample_grid([a, b], tmp_path / "grid2.png")
+    assert not (tmp_path / "grid2.png").exists()
 
 
 # --- bad input: one line naming the file, exit 2, no output (not even the table) -----------------
