@@ -80,14 +80,24 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def check_folder_path(path: str | os.PathLike) -> Path:
+    """`path` as an output folder, checked before any work: a DataError when a file is there, or
+    where one of the folders above it should be."""
+    target = Path(path)
+    blocker = next((p for p in (target, *target.parents) if p.exists() and not p.is_dir()), None)
+    if blocker == target:
+        raise DataError(f"{target}: a file is there; the output is a folder")
+    if blocker is not None:
+        raise DataError(f"{blocker}: a file is there, where the output folder {target} needs a folder")
+    return target
+
+
 def check_replaceable(path: str | os.PathLike, marker: str) -> Path:
     """`path` as a folder `atomic_dir` may write: absent, empty, or an earlier output of the same
     kind, which holds `marker` (a name every such output has). Anything else is refused, before any
     work: a file there, or a folder of other files (the script's input, a home folder), which
     replacing it would delete."""
-    target = Path(path)
-    if target.exists() and not target.is_dir():
-        raise DataError(f"{target}: a file is there; the output is a folder")
+    target = check_folder_path(path)
     if target.is_dir() and any(target.iterdir()) and not (target / marker).exists():
         raise DataError(f"{target}: a folder of other files (without {marker}, so not an earlier output of this "
                         f"kind), which the output would replace; give a new or empty folder")

@@ -135,6 +135,9 @@ def test_a_folder_output_replaces_only_an_earlier_output_of_its_kind(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(DataError, match=r"file: a file is there; the output is a folder$"):
         atomic.check_replaceable(tmp_path / "file", "samples.json")
+    with pytest.raises(DataError, match=rf"^{tmp_path / 'file'}: a file is there, where the output folder "
+                                        rf"{tmp_path / 'file' / 'run'} needs a folder$"):
+        atomic.check_folder_path(tmp_path / "file" / "run")
     (tmp_path / "empty").mkdir()
     assert atomic.check_replaceable(tmp_path / "empty", "samples.json") == tmp_path / "empty"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "file", "mine", "out"]  # no temp left

@@ -271,7 +271,7 @@ def write_table(stage: str, run_dirs: list[str | Path], out: str | Path, train_s
 
 def execute(rc: dict, cache: str | Path, out_dir: str | Path, source: str | Path | None = None) -> dict:
     """Run one job of the study as its run config's stage says, and write its run directory."""
-    out = Path(out_dir)
+    out = atomic.check_folder_path(out_dir)  # before the measured window, not after it
     stage = rc["stage"]
     if stage == "profile":
         from diffscale.ddpm.profiler import OPS_FILE, TRACE_FILE, profile

@@ -124,6 +124,7 @@ def run_infer(settings: dict, lora_path: str | Path, out_dir: str | Path) -> lis
     import torch
 
     hw = check_infer_config(settings)["hw"]
+    atomic.check_folder_path(out_dir)  # before minutes of timing, not after them
     lora_io.check_file(lora_path, "--lora")  # before minutes of timing the base model
     placement = hardware.resolve(settings, hw, 1)
     device = placement.device_for(0)

@@ -72,7 +72,7 @@ def train(run_config: dict, images_dir, text_dir, out_dir, *, resume: bool = Fal
     """Run one training job; return rank 0's summary (None on other torchrun ranks, and when
     the invocation stopped before the last step). `earlier_tries`: the job's tries before this
     one (diffscale.attempts), which its run time counts."""
-    job = Job(check_run_config(run_config), Path(images_dir), Path(text_dir), Path(out_dir), resume,
+    job = Job(check_run_config(run_config), Path(images_dir), Path(text_dir), atomic.check_folder_path(out_dir), resume,
               Path(resume_from) if resume_from else None, stop_after, list(earlier_tries or []))
     world = int(job.run_config["run"]["gpus"])
     how = launch.mode(world, "run.gpus")

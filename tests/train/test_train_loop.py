@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffscale.errors import ConfigError, ModelSpecError
+from diffscale.errors import ConfigError, DataError, ModelSpecError
 from diffscale.train import checkpoint as ckpt_io
 from diffscale.train.data import StepBatches
 from diffscale.train.synthetic import write_embedding_runs
@@ -190,6 +190,15 @@ def test_checkpoint_made_with_other_settings_is_not_resumed(tmp_path, embeddings
     train(make_run_config(steps=4), *embeddings, tmp_path / "short", resume=True, stop_after=2)
     train(make_run_config(steps=5), *embeddings, tmp_path / "short", resume=True)
     assert "resuming from" in capsys.readouterr().out
+
+
+def test_an_out_path_that_is_a_file_is_refused_before_training(tmp_path, embeddings, make_run_config, monkeypatch):
+    from diffscale.train import unet
+
+    (tmp_path / "out").write_text("not a folder")
+    monkeypatch.setattr(unet, "prepare", lambda *a, **k: pytest.fail("the run was prepared"))
+    with pytest.raises(DataError, match=rf"^{tmp_path / 'out'}: a file is there; the output is a folder$"):
+        train(make_run_config(), *embeddings, tmp_path / "out")
 
 
 def test_resume_and_resume_from_with_a_checkpoint_of_its_own_is_refused(tmp_path, embeddings, make_run_config):
