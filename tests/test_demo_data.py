@@ -115,6 +115,14 @@ def test_summary_counts(demo, tmp_path):
                                "classes": {name: 3 for name in synthetic.CIFAR_CLASSES}}
     assert result["subject"]["images"] == 4
     assert json.loads((tmp_path / "s.json").read_text()) == result
+    captions = demo / "coco" / "captions.json"
+    first = json.loads(captions.read_text())["images"][0]["file_name"]
+    with pytest.raises(DataError, match=rf"^{demo / 'cifar'}: holds none of the 24 images {captions} lists "
+                                        rf"\(such as {first}\)$"):  # the wrong folder: was 'image_files: 0'
+        write_summary(tmp_path / "t.json", captions, demo / "cifar", demo / "cifar", demo / "subject")
+    with pytest.raises(DataError, match=rf"^{tmp_path / 'nowhere'}: not a folder \(the COCO images"):
+        write_summary(tmp_path / "t.json", captions, tmp_path / "nowhere", demo / "cifar", demo / "subject")
+    assert not (tmp_path / "t.json").exists()
 
 
 def test_subject_folder_errors_name_the_file(tmp_path):
