@@ -15,12 +15,19 @@ from diffscale.cli import argument_parser, run_cli  # noqa: E402
 
 def main() -> int:
     parser = argument_parser(__doc__)
-    parser.add_argument("report", type=Path, nargs="?", default=Path("results/report.html"))
-    parser.add_argument("--screenshot", type=Path, default=Path("results/report-1400.png"))
-    parser.add_argument("--width", type=int, default=1400)
+    parser.add_argument("report", type=Path, nargs="?", default=Path("results/report.html"),
+                        help="the report to open (default results/report.html)")
+    parser.add_argument("--screenshot", type=Path, default=Path("results/report-1400.png"),
+                        help="the full-page PNG to write (default results/report-1400.png)")
+    parser.add_argument("--width", type=int, default=1400,
+                        help="window width in px, at least 500, Chromium's smallest (default 1400)")
     args = parser.parse_args()
 
-    from diffscale.report.browser import check
+    from diffscale.errors import ConfigError
+    from diffscale.report.browser import MIN_WIDTH, check
+
+    if args.width < MIN_WIDTH:
+        raise ConfigError(f"--width: {args.width} px is narrower than Chromium's smallest window, {MIN_WIDTH} px")
 
     verdict = check(args.report, args.screenshot, args.width)
     print(f"{args.report}: {verdict.images} images, {verdict.height} px tall at {verdict.viewport} px; "

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -21,10 +22,12 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from diffscale import atomic
 from diffscale.errors import UserError
 from diffscale.io import read_text
 
 WIDTH = 1400
+MIN_WIDTH = 500  # Chromium's smallest window: a narrower --window-size runs at 500 px all the same
 MAX_HEIGHT = 16000
 BINARIES = ("chromium", "chromium-browser", "google-chrome")
 PROBE = """<script>
@@ -130,12 +133,20 @@ def probe(report: Path, width: int = WIDTH) -> Verdict:
 
 
 def screenshot(report: Path, out: Path, height: int, width: int = WIDTH) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
+    """A full-page PNG of `report` at `out`, written whole (a temporary name, then renamed)."""
     height = max(600, min(height, MAX_HEIGHT))
-    proc = _run([f"--window-size={width},{height}", "--virtual-time-budget=15000", f"--screenshot={out.resolve()}",
-                 report.resolve().as_uri()])
-    if not out.is_file():
-        raise BrowserError(f"{report}: no screenshot written (exit {proc.returncode}): {proc.stderr.strip()[-300:]}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.{os.getpid()}.png")  # Chromium picks the format by the extension
+    try:
+        proc = _run([f"--window-size={width},{height}", "--virtual-time-budget=15000",
+                     f"--screenshot={tmp.resolve()}", report.resolve().as_uri()])
+        if not tmp.is_file():
+            last = (proc.stderr.strip().splitlines() or ["no message"])[-1][-200:]
+            raise BrowserError(f"--screenshot {out}: Chromium wrote none (exit {proc.returncode}: {last})")
+        atomic.share(tmp)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
     return out
 
 
@@ -144,6 +155,8 @@ def check(report: str | Path, shot: str | Path | None = None, width: int = WIDTH
     report = Path(report)
     if not report.is_file():
         raise BrowserError(f"{report}: no such report")
+    if shot is not None and (Path(shot).suffix.lower() != ".png" or Path(shot).is_dir()):
+        raise BrowserError(f"--screenshot {shot}: expected a .png file path")
     verdict = probe(report, width)
     if shot is not None:
         screenshot(report, Path(shot), verdict.height, width)

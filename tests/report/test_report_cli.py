@@ -32,6 +32,14 @@ def test_browser_check_of_a_missing_report_is_one_line(repo_root, tmp_path):
     proc = run(repo_root, "scripts/check_report_browser.py", str(tmp_path / "none.html"))
     assert proc.returncode == 2
     assert "none.html: no such report" in proc.stderr
+    (tmp_path / "r.html").write_text("<html><head></head><body>ok</body></html>")
+    for flags, message in ((["--width", "0"], "--width: 0 px is narrower than Chromium's smallest window, 500 px"),
+                           (["--screenshot", str(tmp_path / "s.txt")], f"--screenshot {tmp_path / 's.txt'}: expected "
+                                                                        "a .png file path"),
+                           (["--screenshot", str(tmp_path)], f"--screenshot {tmp_path}: expected a .png file path")):
+        proc = run(repo_root, "scripts/check_report_browser.py", str(tmp_path / "r.html"), *flags)
+        assert (proc.returncode, proc.stderr) == (2, f"error: {message}\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.html"]
 
 
 @pytest.mark.parametrize("table, message", [
