@@ -56,7 +56,7 @@ def os_error_text(exc: OSError) -> str:
     if exc.errno in (errno.EEXIST, errno.ENOTDIR):
         blocker = next((p for p in (Path(path), *Path(path).parents) if p.exists() and not p.is_dir()), None)
         if blocker is not None:
-            writing = "" if str(blocker) == path else f" (writing {path})"
+            writing = "" if str(blocker) == path else f" (for {path})"
             return f"{blocker}: is a file, where a folder is needed{writing}; give another path or move the file"
     return f"{path}: {exc.strerror or exc}"
 

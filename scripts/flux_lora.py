@@ -10,7 +10,8 @@ By hand, from a config file:
 With gpus > 1 the script spawns one process per device; under torchrun
 (torchrun --nproc-per-node N scripts/flux_lora.py ...) it uses the processes torchrun started.
 Writes lora.safetensors, metrics.csv, quality.csv, timing.json and run.json into --out; the LoRA of
-every checkpoint goes to --out/lora/, samples to --out/samples/, the resumable state to --out/resume/.
+every checkpoint goes to --out/lora/, samples to --out/samples/, the resumable state to
+--out/resume/last.pt, which becomes --out/checkpoint.pt when the run finishes.
 """
 
 import sys

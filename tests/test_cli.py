@@ -123,7 +123,7 @@ def test_a_file_in_the_way_of_a_folder_is_named_as_the_problem(tmp_path):
     blocker = tmp_path / "out"
     blocker.write_text("")
     under = NotADirectoryError(20, "Not a directory", str(blocker / "manifest.parquet"))
-    assert os_error_text(under) == (f"{blocker}: is a file, where a folder is needed (writing {blocker}/manifest.parquet); "
+    assert os_error_text(under) == (f"{blocker}: is a file, where a folder is needed (for {blocker}/manifest.parquet); "
                                     "give another path or move the file")
     assert os_error_text(OSError(13, "Permission denied", "/x/y")) == "/x/y: Permission denied"
 
