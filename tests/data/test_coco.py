@@ -143,6 +143,7 @@ def _write(tmp_path, text: str) -> Path:
     ('{"annotations": []}', r"captions.json: missing the 'images' list of the COCO captions format"),
     ('{"images": []}', r"captions.json: missing the 'annotations' list of the COCO captions format"),
     ('{"images": {}, "annotations": []}', r"captions.json: 'images' must be a list, found a dict"),
+    ('{"images": [], "annotations": []}', r"captions.json: 'images' is empty; there is nothing to filter"),
     ('{"images": [{"id": 7, "width": 4, "height": 4}], "annotations": []}',
      r"captions.json: images\[0\] \(id 7\): missing 'file_name'"),
     ('{"images": [{"id": 7, "file_name": "a.jpg", "width": 0, "height": 4}], "annotations": []}',
@@ -326,7 +327,8 @@ def test_cli_config_errors(small, tmp_path, args, message):
 
 
 def test_cli_bad_input_is_one_line(tmp_path):
-    bad = _write(tmp_path, '{"images": [], "annotations": [{"id": 5, "image_id": 3, "caption": "x"}]}')
+    bad = _write(tmp_path, '{"images": [{"id": 7, "file_name": "a.jpg", "width": 4, "height": 4}], '
+                           '"annotations": [{"id": 5, "image_id": 3, "caption": "x"}]}')
     proc = _cli("--captions", str(bad), "--out-dir", str(tmp_path / "o"))
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
