@@ -278,7 +278,8 @@ def test_the_flux_cache_and_inference_slices_name_what_they_lack(demo):
     with pytest.raises(ConfigError, match=r"^--settings: expected a JSON object$"):
         settings.check_cache_config([1])
     with pytest.raises(ConfigError, match=r"^--settings: models.flux_transformer is missing$"):
-        settings.check_infer_config({**settings.infer_config(cfg, "local"), "models": settings.cache_config(cfg)["models"]})
+        settings.check_infer_config({**settings.infer_config(cfg, "local"),
+                                     "models": settings.cache_config(cfg)["models"]})
     with pytest.raises(ConfigError, match=r"^--settings: hardware.a100: missing \(hw names it; the table has local\)$"):
         settings.check_infer_config({**settings.infer_config(cfg, "local"), "hw": "a100"})
 

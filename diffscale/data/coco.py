@@ -119,7 +119,8 @@ def validate_coco(data: Any, path: str | Path, what: str = "captions") -> None:
         if not isinstance(data[key], list):
             raise DataError(f"{path}: '{key}' must be a list, found a {type(data[key]).__name__}")
     if what == "captions" and not data["images"]:
-        raise DataError(f"{path}: 'images' is empty; there is nothing to filter (a COCO captions file lists its images)")
+        raise DataError(f"{path}: 'images' is empty; there is nothing to filter (a COCO captions file lists its "
+                        f"images)")
     seen: dict[int, int] = {}
     for i, img in enumerate(data["images"]):
         where = f"{path}: images[{i}]{_ident(img)}"

@@ -82,7 +82,8 @@ def test_sample_grid(tmp_path, trained_run):
     for damaged, expected in (({**manifest, "images": []}, "expected 'images', a non-empty list"),
                               ([], "expected 'images', a non-empty list"),
                               ({**manifest, "images": [{"file": "000.png"}]}, "expected 'images', a non-empty list"),
-                              ({**manifest, "settings": {}}, "expected 'settings' with scheduler, num_inference_steps")):
+                              ({**manifest, "settings": {}},
+                               "expected 'settings' with scheduler, num_inference_steps")):
         (b / "samples.json").write_text(json.dumps(damaged))
         with pytest.raises(DataError, match=rf"^{b / 'samples.json'}: {expected}"):
             write_sample_grid([a, b], tmp_path / "grid2.png")
