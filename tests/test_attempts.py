@@ -188,3 +188,21 @@ def test_a_record_it_cannot_write_never_hides_the_jobs_own_error(tmp_path, monke
             monkeypatch.setattr(attempts.atomic, "write_json", disk_full)
             time.sleep(0.05)  # heartbeats that cannot write
             raise RuntimeError("the job's own error")
+
+
+@pytest.mark.parametrize("ending", ["failed", "stopped early"])
+def test_a_try_that_ends_between_heartbeats_is_billed_to_its_end(tmp_path, ending):
+    """The last heartbeat can be up to HEARTBEAT_S old when a try fails or stops on purpose: its
+    end is recorded as it happens, so the retry bills the whole try."""
+    where = tmp_path / ".attempts" / "run"
+    try:
+        with attempts.recorded(where, heartbeat_s=1000.0) as this:
+            time.sleep(0.5)
+            end = time.time()
+            if ending == "failed":
+                raise RuntimeError("a crash")
+            this.finished = False
+    except RuntimeError:
+        pass
+    (earlier,) = attempts.earlier_tries(where)
+    assert end <= earlier["alive_at"] <= time.time()  # not the start's beat, 0.5 s earlier

@@ -99,3 +99,12 @@ def test_a_runs_results_are_read_back_or_the_file_is_named(tmp_path):
     assert provenance.read_results(tmp_path, "training run", ["hw", "gpus"]) == {"hw": "a40", "gpus": 2}
     with pytest.raises(DataError, match=r"run.json: results has no 'steps' \(expected hw, steps\)$"):
         provenance.read_results(tmp_path, "FLUX training run", ["hw", "steps"])
+
+
+def test_usable_cpus_are_the_affinity_not_the_machine(monkeypatch):
+    """A 2-CPU SLURM job on a large node: training threads follow the job's CPUs, not the node's."""
+    import os
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert provenance.usable_cpus() == 2

@@ -1008,3 +1008,17 @@ def test_the_training_share_of_a_fine_tune_is_the_median_over_the_runs(results, 
     frame.to_csv(path, index=False)
     text = next(f["text"] for f in build(results).findings if "of a fine-tune's job time" in f["text"])
     assert text.startswith("FLUX LoRA: training is 55 % of a fine-tune's job time (median; 50 %–90 % over the runs)")
+
+
+def test_unpriced_hardware_has_no_cost_and_disagreeing_cpu_rates_bill_nothing():
+    """price_per_hour 0 means no price set: no cost, not $0 (which would rank it cheapest); dask's
+    worker jobs on a partition whose CPU entries price a CPU differently get no price, not a guess."""
+    from diffscale.report.cost import Prices
+
+    entry = {"partition": "cpu", "device": "cpu", "cpus": 4}
+    assert Prices({"c": entry}).job("c", 3600) is None
+    assert Prices({"c": {**entry, "price_per_hour": 4.0}}).job("c", 3600) == pytest.approx(4.0)
+    two = Prices({"small": {**entry, "price_per_hour": 4.0}, "big": {**entry, "cpus": 8, "price_per_hour": 4.0}})
+    assert two.cpu_seconds("cpu", 3600) is None
+    same = Prices({"small": {**entry, "price_per_hour": 4.0}, "big": {**entry, "cpus": 8, "price_per_hour": 8.0}})
+    assert same.cpu_seconds("cpu", 3600) == pytest.approx(1.0)
