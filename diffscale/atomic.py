@@ -80,11 +80,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def file_in_the_way(path: str | os.PathLike) -> Path | None:
+    """The file at `path`, or where one of the folders above it should be; None when there is none."""
+    target = Path(path)
+    return next((p for p in (target, *target.parents) if p.exists() and not p.is_dir()), None)
+
+
 def check_folder_path(path: str | os.PathLike) -> Path:
     """`path` as an output folder, checked before any work: a DataError when a file is there, or
     where one of the folders above it should be."""
     target = Path(path)
-    blocker = next((p for p in (target, *target.parents) if p.exists() and not p.is_dir()), None)
+    blocker = file_in_the_way(target)
     if blocker == target:
         raise DataError(f"{target}: a file is there; the output is a folder")
     if blocker is not None:

@@ -7,7 +7,6 @@ import errno
 import signal
 import sys
 import threading
-from pathlib import Path
 from typing import Callable
 
 from diffscale.errors import UserError
@@ -52,9 +51,11 @@ UNWRITABLE = {errno.EEXIST, errno.EISDIR, errno.ENOTDIR, errno.EACCES, errno.EPE
 def os_error_text(exc: OSError) -> str:
     """'<path>: <reason>'; where a file stands in the way of a folder (mkdir of an existing file, a
     file written under one), that file is named as the problem."""
+    from diffscale.atomic import file_in_the_way
+
     path = os_error_path(exc)
     if exc.errno in (errno.EEXIST, errno.ENOTDIR):
-        blocker = next((p for p in (Path(path), *Path(path).parents) if p.exists() and not p.is_dir()), None)
+        blocker = file_in_the_way(path)
         if blocker is not None:
             writing = "" if str(blocker) == path else f" (for {path})"
             return f"{blocker}: is a file, where a folder is needed{writing}; give another path or move the file"
