@@ -35,8 +35,11 @@ def fake_gpus(monkeypatch, name: str, capability: tuple[int, int], arch_list: li
     ((3, 7), ARCH_TORCH_1_13_CU117, True),  # K80 under train-k80's build
     ((8, 0), ARCH_TORCH_2_CU126, True),  # A100
     ((8, 6), ["sm_80"], True),  # A40 runs sm_80 binaries (same major, higher minor)
+    ((8, 6), ["sm_86"], True),  # ...and its own
+    ((8, 6), ["sm_89"], False),  # ...never a higher minor's
     ((8, 0), ["sm_86"], False),  # ...but not the reverse
     ((9, 0), ["sm_80", "compute_80"], True),  # PTX is JIT-compiled for newer devices
+    ((8, 0), ["sm_70", "compute_80"], True),  # ...and for its own capability
     ((7, 0), ["sm_80", "compute_80"], False),  # ...never for older ones
     ((9, 0), ["sm_90a"], True),  # arch-specific suffixes
     ((10, 0), ["sm_100f", "sm_120"], True),
@@ -96,6 +99,21 @@ def test_fewer_visible_gpus_than_the_job_asked_for(full, monkeypatch):
     fake_gpus(monkeypatch, "NVIDIA A40", (8, 6), ARCH_TORCH_2_CU126, count=2)
     with pytest.raises(HardwareError, match="4 GPUs requested but 2 visible"):
         hardware.resolve(full, "a40", 4)
+
+
+def test_exactly_as_many_visible_gpus_as_the_job_asked_for_is_enough(full, monkeypatch):
+    fake_gpus(monkeypatch, "NVIDIA A40", (8, 6), ARCH_TORCH_2_CU126, count=2)
+    placement = hardware.resolve(full, "a40", 2)
+    assert (placement.device, placement.count, placement.device_for(1)) == ("cuda", 2, "cuda:1")
+
+
+def test_check_device_accepts_the_last_visible_gpu_and_refuses_the_next(monkeypatch):
+    fake_gpus(monkeypatch, "NVIDIA A40", (8, 6), ARCH_TORCH_2_CU126, count=2)
+    monkeypatch.setattr(hardware, "cuda_problem", lambda: None)
+    hardware.check_device("cuda:1", "--device")
+    with pytest.raises(HardwareError) as caught:
+        hardware.check_device("cuda:2", "--device")
+    assert str(caught.value) == "--device: cuda:2 requested but 2 GPUs visible (cuda:0 to cuda:1)"
 
 
 def test_cpu_device_entries_never_touch_cuda(full, monkeypatch):
