@@ -149,6 +149,30 @@ def test_experiment_matrix_of_the_demo(demo):
     assert [r.variant for r in runs if r.stage != "batch"] == ["fp32", "bf16", "w0", "w2", "off", "default"]
 
 
+def test_intraop_runs_follow_the_policies(demo):
+    cfg = copy.deepcopy(demo)
+    cfg["embed"]["policies"] = ["pinned", "naive"]
+    names = [r.name for r in experiments.embed_runs(validate_config(cfg))]
+    assert "serial-pinned-w1" in names and not any("intraop" in n for n in names)
+
+
+def test_a_training_run_by_hand_takes_train_grad_accum(demo):
+    cfg = copy.deepcopy(demo)
+    cfg["train"]["grad_accum"] = 2
+    cfg = validate_config(cfg)
+    assert ("a40", "bf16", 4) not in {(r.hw, r.precision, r.gpus) for r in experiments.train_runs(cfg)}
+    assert experiments.train_run(cfg, "a40", "bf16", 4).grad_accum == 2
+
+
+def test_the_ddpm_baseline_is_measured_once_by_the_batch_sweep(demo):
+    owners = experiments.ddpm_owners(validate_config(copy.deepcopy(demo)))
+    base = experiments.ddpm_baseline(demo)
+    at_base = [run for run in owners if experiments.ddpm_point(run)[1:] == (
+        base["batch"], base["gpus"], base["precision"], base["workers"], base["compile"])]
+    assert {run.stage for run in at_base} == {"batch", "amp", "workers", "compile"}
+    assert {owners[run].stage for run in at_base} == {"batch"}
+
+
 def test_config_hash_is_stable_and_order_free():
     assert config_hash({"a": 1, "b": [1, 2]}) == config_hash({"b": [1, 2], "a": 1})
     assert config_hash({"a": 1}) != config_hash({"a": 2})
