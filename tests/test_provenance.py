@@ -108,3 +108,57 @@ def test_usable_cpus_are_the_affinity_not_the_machine(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 64)
     assert provenance.usable_cpus() == 2
+
+
+def test_an_empty_slurm_variable_is_not_a_slurm_record(monkeypatch):
+    """Some site prologues export SLURM_JOB_ID= on login nodes: that is no job."""
+    for var in provenance.SLURM_VARS.values():
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("SLURM_JOB_ID", "")
+    assert provenance.slurm() is None
+    monkeypatch.setenv("SLURM_JOB_PARTITION", "a40")
+    assert provenance.slurm() == {"partition": "a40"}
+
+
+def test_the_commit_says_dirty_when_tracked_files_changed(monkeypatch):
+    import subprocess
+
+    def fake_git(porcelain: str, head_rc: int = 0):
+        def run(args, **kwargs):
+            out = "0123abcd\n" if "rev-parse" in args else porcelain
+            return subprocess.CompletedProcess(args, head_rc if "rev-parse" in args else 0, out, "")
+        return run
+
+    monkeypatch.setattr(subprocess, "run", fake_git(" M diffscale/io.py\n"))
+    assert provenance.git_commit.__wrapped__() == "0123abcd-dirty"
+    monkeypatch.setattr(subprocess, "run", fake_git(""))
+    assert provenance.git_commit.__wrapped__() == "0123abcd"
+    monkeypatch.setattr(subprocess, "run", fake_git("", head_rc=128))  # not a git checkout (an sdist)
+    assert provenance.git_commit.__wrapped__() is None
+
+
+def test_the_cpu_model_is_read_from_its_cpuinfo_line(monkeypatch):
+    cpuinfo = ("processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 106\n"
+               "model name\t: Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz\n")
+
+    class FakePath:
+        def __init__(self, path):
+            assert path == "/proc/cpuinfo"
+
+        def read_text(self):
+            return cpuinfo
+
+    monkeypatch.setattr(provenance, "Path", FakePath)
+    assert provenance.cpu_model.__wrapped__() == "Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz"
+    cpuinfo = "processor\t: 0\nBogoMIPS\t: 50.00\n"  # aarch64 has no model name line
+    monkeypatch.setattr(provenance.platform, "processor", lambda: "")
+    monkeypatch.setattr(provenance.platform, "machine", lambda: "aarch64")
+    assert provenance.cpu_model.__wrapped__() == "aarch64"
+
+
+def test_created_is_a_local_iso_time_with_its_offset_and_models_default_to_none_listed():
+    import re
+
+    record = provenance.collect()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4}", record["created"]), record["created"]
+    assert record["models"] == [] and record["config"] is None and record["config_hash"] is None
