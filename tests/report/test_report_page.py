@@ -1022,3 +1022,21 @@ def test_unpriced_hardware_has_no_cost_and_disagreeing_cpu_rates_bill_nothing():
     assert two.cpu_seconds("cpu", 3600) is None
     same = Prices({"small": {**entry, "price_per_hour": 4.0}, "big": {**entry, "cpus": 8, "price_per_hour": 8.0}})
     assert same.cpu_seconds("cpu", 3600) == pytest.approx(1.0)
+
+
+def test_the_price_table_names_each_used_keys_share_and_price():
+    """One share is what a price buys: one GPU with its CPUs on a GPU entry, the entry's CPUs on a CPU
+    entry; a key without a price says so, and a key the table lacks is named, not dropped."""
+    from diffscale.report.cost import Prices
+
+    table = {**HARDWARE, "spare": {"partition": "cpu", "device": "cpu", "cpus": 4},
+             "t4": {"partition": "gpu", "device": "cuda", "gpu_model": "t4", "gpus_per_node": 1, "cpus_per_gpu": 4,
+                    "price_per_hour": 0.35}}
+    html_text = Prices(table).table_html(["a100", "t4", "cpu", "spare", "h100"])
+    rows = re.findall(r"<tr>(.*?)</tr>", html_text.split("<tbody>")[1])
+    cells = [re.findall(r"<td[^>]*>(.*?)</td>", row) for row in rows]
+    assert cells == [["a100", "a100", "1 GPU (a100) + 8 CPUs", "$2.50"],
+                     ["t4", "gpu", "1 GPU (t4) + 4 CPUs", "$0.35"],
+                     ["cpu", "cpu", "8 CPUs", "$0.40"],
+                     ["spare", "cpu", "4 CPUs", "no price set"],
+                     ["h100", "not in this config's hardware table"]]
