@@ -67,6 +67,21 @@ def test_a_try_stopped_by_its_input_is_not_recorded_but_one_out_of_memory_is(tmp
     assert len(attempts.earlier_tries(where)) == 2
 
 
+def test_earlier_tries_come_oldest_first_with_a_clock_step_held_as_zero_and_foreign_files_skipped(tmp_path):
+    """Tries sort by start, not file name (try ids are random); a node's clock stepping back between
+    start and heartbeat bills 0 s, never a negative time that would lower the run's total."""
+    import json
+
+    for name, start in zip("abcdef", [600.0, 500.0, 400.0, 300.0, 200.0, 100.0]):  # listed in any order
+        (tmp_path / f"try-{name}.json").write_text(json.dumps({"started_at": start, "alive_at": start + 60}))
+    (tmp_path / "try-g.json").write_text(json.dumps({"started_at": 700.0, "alive_at": 690.0}))
+    (tmp_path / "try-h.json").write_text("{not json")
+    (tmp_path / "try-i.json").write_text(json.dumps({"started_at": 50.0}))
+    tries = attempts.earlier_tries(tmp_path)
+    assert [t["started_at"] for t in tries] == [100.0, 200.0, 300.0, 400.0, 500.0, 600.0, 700.0]
+    assert [t["held_s"] for t in tries] == [60.0] * 6 + [0.0]
+
+
 def test_a_finished_job_leaves_the_records_of_the_job_beside_it(tmp_path):
     with attempts.recorded(tmp_path / ".attempts" / "b") as beside:
         beside.finished = False
