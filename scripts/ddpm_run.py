@@ -31,7 +31,8 @@ def main() -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="variant coordinate: batch, gpus, precision, workers, compile (with --config)")
     parser.add_argument("--cache", type=Path, required=True, help="the uint8 CIFAR array (scripts/ddpm_data.py)")
-    parser.add_argument("--source", type=Path, help="the image folder (only for ddpm.decode_each_step)")
+    parser.add_argument("--source", type=Path,
+                        help="the image folder, only under ddpm.decode_each_step (a run that reads --cache refuses it)")
     parser.add_argument("--out", type=Path, required=True, help="run directory")
     args = parser.parse_args()
 

@@ -155,11 +155,15 @@ def make_loader(dataset, sampler: StepSampler, workers: int, pin_memory: bool):
 
 
 def dataset_for(ddpm: dict, cache: str | Path, source: str | Path | None):
-    """The cached array, or the image files themselves when ddpm.decode_each_step is set."""
+    """The cached array, or the image files themselves when ddpm.decode_each_step is set; an image
+    folder given to a run that reads the cache is refused (it would be silently unused)."""
     if ddpm.get("decode_each_step"):
         if not source:
             raise DataError("ddpm.decode_each_step: the run needs the image folder (data.cifar)")
         return FileImages(source)
+    if source:
+        raise DataError(f"{source}: this run reads the cache {cache}, not an image folder "
+                        "(ddpm.decode_each_step is off); leave the folder out, or set decode_each_step")
     return CachedImages(cache)
 
 

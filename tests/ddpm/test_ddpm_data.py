@@ -150,6 +150,16 @@ def test_empty_folder_and_decode_each_step_on_batches(tmp_path, images):
         ddata.FileImages(batches)
 
 
+def test_an_image_folder_given_to_a_run_that_reads_the_cache_is_refused(tmp_path):
+    with pytest.raises(DataError) as caught:
+        ddata.dataset_for({"decode_each_step": False}, tmp_path / "c.npy", tmp_path / "nowhere")
+    assert str(caught.value) == (f"{tmp_path / 'nowhere'}: this run reads the cache {tmp_path / 'c.npy'}, not an "
+                                 "image folder (ddpm.decode_each_step is off); leave the folder out, or set "
+                                 "decode_each_step")
+    with pytest.raises(DataError, match="decode_each_step: the run needs the image folder"):
+        ddata.dataset_for({"decode_each_step": True}, tmp_path / "c.npy", None)
+
+
 def test_data_cli_exits_2_with_one_line(repo_root, tmp_path):
     import subprocess
     import sys
