@@ -449,9 +449,9 @@ def count_parameters(role: str, raw_spec: dict | ModelSpec) -> int:
 
 def inventory(models_cfg: dict, source: str = "models") -> list[dict]:
     """One row per configured model: role, spec, parameter count (from config, no weights)."""
-    if not isinstance(models_cfg, dict):
+    if not isinstance(models_cfg, dict) or not models_cfg:
         raise ModelSpecError(f"{source}: expected a JSON object of role: spec (the config's models: section), "
-                             f"not {type(models_cfg).__name__}")
+                             f"not {'an empty one' if models_cfg == {} else type(models_cfg).__name__}")
     rows = []
     for role, raw in models_cfg.items():
         spec = parse_spec(role, raw)

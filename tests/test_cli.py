@@ -152,6 +152,9 @@ def test_a_models_flag_that_is_not_a_mapping_and_a_share_above_one_are_one_line(
     proc = run(repo_root, "scripts/model_inventory.py", "--models", '"tiny"', "--out", str(tmp_path / "m.csv"))
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         "error: --models: expected a JSON object of role: spec (the config's models: section), not str"]
+    proc = run(repo_root, "scripts/model_inventory.py", "--models", "{}", "--out", str(tmp_path / "m.csv"))
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "error: --models: expected a JSON object of role: spec (the config's models: section), not an empty one"]
     proc = run(repo_root, "scripts/make_demo_data.py", "coco", "--n", "4", "--people-fraction", "2",
                "--captions", str(tmp_path / "c.json"), "--images", str(tmp_path / "img"))
     assert proc.returncode == 2 and "--people-fraction: expected a number from 0 to 1, not 2" in proc.stderr
