@@ -44,9 +44,10 @@ def share(path: str | os.PathLike) -> None:
             entry.chmod(wanted)
 
 
-def temporary(target: Path) -> Path:
-    """The temporary name `target` is written under: hidden, beside it, this process's."""
-    return target.with_name(f".{target.name}.{os.getpid()}.tmp")
+def temporary(target: Path, suffix: str = ".tmp") -> Path:
+    """The temporary name `target` is written under: hidden, beside it, this process's; `suffix`
+    for a writer that picks the format by the name's extension (Chromium's screenshot)."""
+    return target.with_name(f".{target.name}.{os.getpid()}{suffix}")
 
 
 def target_of(path: str) -> str:
@@ -60,11 +61,12 @@ def target_of(path: str) -> str:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success rename it onto `path`, else delete it."""
+def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+    """Yield a temporary path beside `path` (ending in `suffix`); on success rename it onto `path`,
+    else delete it."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary(target)
+    tmp = temporary(target, suffix)
     try:
         yield tmp
         share(tmp)

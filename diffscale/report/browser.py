@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -135,18 +134,12 @@ def probe(report: Path, width: int = WIDTH) -> Verdict:
 def screenshot(report: Path, out: Path, height: int, width: int = WIDTH) -> Path:
     """A full-page PNG of `report` at `out`, written whole (a temporary name, then renamed)."""
     height = max(600, min(height, MAX_HEIGHT))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.{os.getpid()}.png")  # Chromium picks the format by the extension
-    try:
+    with atomic.atomic_path(out, suffix=".png") as tmp:  # Chromium picks the format by the extension
         proc = _run([f"--window-size={width},{height}", "--virtual-time-budget=15000",
                      f"--screenshot={tmp.resolve()}", report.resolve().as_uri()])
         if not tmp.is_file():
             last = (proc.stderr.strip().splitlines() or ["no message"])[-1][-200:]
             raise BrowserError(f"--screenshot {out}: Chromium wrote none (exit {proc.returncode}: {last})")
-        atomic.share(tmp)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out
 
 

@@ -44,6 +44,7 @@ def test_the_report_passes_the_browser_check(results, tmp_path):
     assert verdict.failures == []
     assert verdict.images >= 20 and verdict.viewport == browser.WIDTH
     assert (tmp_path / "shot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(tmp_path.glob(".shot.png.*"))  # written under a temporary .png name, then renamed
 
 
 def test_the_browser_check_catches_what_a_reader_would_see(tmp_path):
