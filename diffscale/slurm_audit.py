@@ -29,7 +29,7 @@ from diffscale import shards
 from diffscale.config import validate_config
 from diffscale.errors import ConfigError, DataError, HardwareError
 from diffscale.hardware import demand
-from diffscale.io import read_json
+from diffscale.io import read_json, read_text
 
 SACCT_FORMAT = "JobIDRaw,Partition,NodeList,State,AllocTRES,AllocCPUS,ElapsedRaw"
 SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+)")
@@ -232,15 +232,13 @@ def _run(cmd: list[str], flag: str | None = None) -> str:
     return done.stdout
 
 
-def read_input(path: Path, flag: str, what: str) -> str:
-    """The text of the file an audit option names, or a DataError naming the option and the file."""
+def read_input(path: Path, flag: str, what: str, noun: str) -> str:
+    """The text of the file an audit option names (io.read_text), its errors led by the option:
+    "--log: PATH: no such file (expected `what`)", "... expected the `noun` file, found a folder"."""
     try:
-        return Path(path).read_text()
-    except FileNotFoundError:
-        raise DataError(f"{flag}: {path}: no such file (expected {what})") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        why = getattr(exc, "strerror", None) or type(exc).__name__
-        raise DataError(f"{flag}: {path}: not readable as text ({why}; expected {what})") from None
+        return read_text(path, missing=f"no such file (expected {what})", what=noun)
+    except DataError as exc:
+        raise DataError(f"{flag}: {exc}") from None
 
 
 def _gpus_from_tres(tres: str) -> dict[str, int]:
@@ -335,7 +333,7 @@ def merged_config(paths: list[str | Path]) -> dict:
 
     cfg: dict = {}
     for path in paths:
-        merge(cfg, yaml.safe_load(read_input(path, "--configfile", "a config YAML file")) or {})
+        merge(cfg, yaml.safe_load(read_input(path, "--configfile", "a config YAML file", "config")) or {})
     return validate_config(cfg, source=" + ".join(map(str, paths)))
 
 
@@ -556,7 +554,7 @@ def audit_run_log(log: Path, configfiles: list[str | Path], records: str = "sacc
                   save_ids: Path | None = None) -> Verdict:
     """`slurm_audit.py run`: audit the jobs of a run's Snakemake output; optionally save every SLURM
     job id known now, for a later `rerun` audit."""
-    text = read_input(log, "--log", "Snakemake's output of the run")
+    text = read_input(log, "--log", "Snakemake's output of the run", "Snakemake log")
     cfg = merged_config(configfiles)
     ids = [i for job in parse_run_log(text) for i in job.slurm_ids]
     if not ids:
@@ -571,9 +569,9 @@ def audit_run_log(log: Path, configfiles: list[str | Path], records: str = "sacc
 
 def audit_rerun_log(log: Path, known_ids: Path, records: str = "sacct") -> Verdict:
     """`slurm_audit.py rerun`: a second run of the finished workflow submitted nothing."""
-    known = set(read_input(known_ids, "--known-ids", "the SLURM job ids saved by `run --save-ids`").split())
-    problems = idle_rerun_problems(read_input(log, "--log", "Snakemake's output of the second run"), known,
-                                   slurm_records(records))
+    saved = read_input(known_ids, "--known-ids", "the SLURM job ids saved by `run --save-ids`", "job id list")
+    text = read_input(log, "--log", "Snakemake's output of the second run", "Snakemake log")
+    problems = idle_rerun_problems(text, set(saved.split()), slurm_records(records))
     return Verdict([], problems, "the second run submitted nothing")
 
 

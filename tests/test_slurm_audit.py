@@ -406,6 +406,18 @@ def test_rerun_with_missing_known_ids_is_one_line(repo_root, tmp_path):
     assert proc.stdout == ""
 
 
+def test_a_folder_or_non_utf8_file_given_as_an_audit_input_is_one_line(repo_root, tmp_path):
+    (tmp_path / "ids.txt").write_text("4711\n")
+    proc = _audit_cli(repo_root, "rerun", "--log", str(tmp_path), "--known-ids", str(tmp_path / "ids.txt"))
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        f"error: --log: {tmp_path}: expected the Snakemake log file, found a folder"]
+    (tmp_path / "ids.txt").write_bytes(b"4711\n\xff\xfe\n")
+    (tmp_path / "run2.log").write_text("Nothing to be done\n")
+    proc = _audit_cli(repo_root, "rerun", "--log", str(tmp_path / "run2.log"), "--known-ids", str(tmp_path / "ids.txt"))
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        f"error: --known-ids: {tmp_path / 'ids.txt'}: not UTF-8 text (expected the job id list file)"]
+
+
 def test_records_from_a_slurm_command_that_is_not_installed_is_one_line(repo_root, tmp_path):
     (tmp_path / "run2.log").write_text("Nothing to be done\n")
     (tmp_path / "ids.txt").write_text("19\n")
