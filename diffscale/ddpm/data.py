@@ -47,9 +47,16 @@ def prepare(source: str | Path, cache: str | Path) -> dict:
 def load_cache(cache: str | Path) -> np.ndarray:
     """The cached array, memory-mapped (DataLoader workers share the pages)."""
     try:
+        with open(cache, "rb") as fh:
+            magic = fh.read(6)
+    except OSError as exc:
+        raise DataError(f"{cache}: cannot read the CIFAR cache ({exc.strerror}); run the ddpm_data rule") from None
+    if magic != b"\x93NUMPY":  # else NumPy answers a text file with advice to unpickle it
+        raise DataError(f"{cache}: not a NumPy .npy file, so not a CIFAR cache; re-run the ddpm_data rule")
+    try:
         images = np.load(cache, mmap_mode="r")
     except (OSError, ValueError) as exc:
-        raise DataError(f"{cache}: not a readable CIFAR cache ({exc}); re-run the ddpm_data rule") from None
+        raise DataError(f"{cache}: a damaged or truncated CIFAR cache ({exc}); re-run the ddpm_data rule") from None
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (SIZE, SIZE, 3):
         raise DataError(f"{cache}: array {images.dtype} {list(images.shape)}, expected uint8 [N, 32, 32, 3]")
     if not len(images):

@@ -53,6 +53,23 @@ def test_prepare_caches_once_and_loads_memory_mapped(images, tmp_path):
         ddata.load_cache(tmp_path / "empty.npy")
 
 
+def test_a_missing_foreign_or_truncated_cache_is_named_in_our_words(images, tmp_path):
+    """NumPy answers a text file with advice to unpickle it; the message says what the file is instead."""
+    cache = tmp_path / "cifar.npy"
+    with pytest.raises(DataError, match=r"cifar.npy: cannot read the CIFAR cache \(No such file or directory\); "
+                                        r"run the ddpm_data rule$"):
+        ddata.load_cache(cache)
+    cache.write_text("images go here\n")
+    with pytest.raises(DataError, match=r"cifar.npy: not a NumPy .npy file, so not a CIFAR cache; re-run the "
+                                        r"ddpm_data rule$"):
+        ddata.load_cache(cache)
+    np.save(cache, images)
+    cache.write_bytes(cache.read_bytes()[:1000])
+    with pytest.raises(DataError, match=r"cifar.npy: a damaged or truncated CIFAR cache \(.+\); re-run the "
+                                        r"ddpm_data rule$"):
+        ddata.load_cache(cache)
+
+
 def test_a_cache_whose_info_cannot_be_written_is_not_left_behind(images, tmp_path, monkeypatch):
     """Both files or neither: a .npy without its .json would look like a finished step."""
     source = write_pngs(tmp_path / "src", images, classes=False)

@@ -75,6 +75,12 @@ def test_checkpoint_load_names_a_foreign_or_missing_file(tmp_path):
     checkpoint.save(store.resume_path, {"step": 1}, format="mine", version=1)
     with pytest.raises(DataError, match="checkpoint version 1, expected 2"):
         store.load()
+    whole = store.resume_path.read_bytes()
+    store.resume_path.write_bytes(whole[: len(whole) // 2])  # a copy cut short (a quota, a killed rsync)
+    with pytest.raises(DataError) as caught:
+        store.load()
+    assert str(caught.value) == (f"{store.resume_path}: not a readable checkpoint (torch.save writes a zip archive "
+                                 "and this file is not one: a truncated copy, or another kind of file)")
 
 
 def test_rng_states_round_trip():

@@ -103,6 +103,9 @@ def load(path: str | Path, format: str, version: int, kind: str = "diffscale") -
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: checkpoint not found")
+    if not zipfile.is_zipfile(path):  # torch.load's own words here are about mmap or a miniz internal error
+        raise DataError(f"{path}: not a readable checkpoint (torch.save writes a zip archive and this file is "
+                        "not one: a truncated copy, or another kind of file)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False, **compat.load_kwargs())
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
