@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from diffscale import models
 from diffscale.ddpm import sweeps
 
 PEER_UNET = "peer-unet"
@@ -106,7 +107,8 @@ def row_of(args, variant: dict, impl: str, rc: dict, result: dict | None, status
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--preset", default="ddpm-cifar10-32",
-                        help="ddpm_unet preset (ddpm-cifar10-32, tiny) or peer-unet (the peer's own Unet)")
+                        choices=[*sorted(models.ROLES["ddpm_unet"].presets), PEER_UNET],
+                        help="ddpm_unet preset, or peer-unet (the peer's own Unet)")
     parser.add_argument("--batch", type=int, default=128, help="images per step (default 128)")
     parser.add_argument("--variants", nargs="+", type=parse_variant, default=[parse_variant(v) for v in
                         ("tf32", "bf16", "bf16+compile")], help="e.g. tf32 tf32+cl bf16 bf16+compile (default)")

@@ -38,7 +38,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from diffscale import provenance, vocab
+from diffscale import models, provenance, vocab
 from diffscale.bench import saver
 
 CPU_BACKENDS = list(vocab.CPU_BACKENDS)
@@ -172,8 +172,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=4, help="images per VAE batch (default 4)")
     parser.add_argument("--text-batch", type=int, default=16, help="captions per text-encoder batch")
     parser.add_argument("--shard-size", type=int, default=64)
-    parser.add_argument("--vae", default="tiny", help="random preset of the VAE (tiny, sd-vae-ft-mse)")
-    parser.add_argument("--text-encoder", default="tiny", help="random preset (tiny, clip-vit-large-patch14)")
+    parser.add_argument("--vae", default="tiny", choices=sorted(models.ROLES["vae"].presets),
+                        help="random preset of the VAE (default tiny)")
+    parser.add_argument("--text-encoder", default="tiny", choices=sorted(models.ROLES["text_encoder"].presets),
+                        help="random preset of the text encoder (default tiny)")
     parser.add_argument("--dtype", default="fp32", choices=list(vocab.DTYPES), help="storage / GPU compute dtype")
     parser.add_argument("--cpu-dtype", default="fp32", choices=list(vocab.DTYPES))
     parser.add_argument("--text-storage", default="ragged", choices=vocab.TEXT_STORAGE)
