@@ -1,11 +1,17 @@
-"""The bench commands the README shows and the lent-GPU check runs (.ci/gpu/*.sh) parse and pass the
-bench's argument checks: a flag renamed or a preset dropped fails here, on a CPU, rather than in a
-lent GPU's 15 minutes or in a reader's first try. Nothing is run: each stage's `run` is replaced."""
+"""The commands the docs show still parse: the bench commands of the README and of the lent-GPU check
+(.ci/gpu/*.sh), with the bench's argument checks, and the script commands of the README and of each
+script's --help. A flag renamed or a preset dropped fails here, on a CPU, rather than in a lent GPU's
+15 minutes or in a reader's first try. Nothing runs: a bench stage's `run` is replaced, and a script
+stops right after parsing its arguments."""
 
 from __future__ import annotations
 
+import argparse
+import ast
 import re
+import runpy
 import shlex
+import sys
 from pathlib import Path
 
 import pytest
@@ -66,3 +72,58 @@ def test_a_documented_bench_command_parses_and_passes_its_checks(source, index, 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
     assert bench_main.main(argv) == 0, (source, argv)
     assert len(ran) == 1
+
+
+# --- the scripts' commands: the README's and each script's own docstring ----------------------------
+
+def _docstring_code(path: Path) -> str:
+    return (ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or "").replace("\\\n", " ")
+
+
+def script_commands(text: str) -> list[tuple[str, list[str]]]:
+    """Each `python scripts/X.py …` in `text`: the script and its arguments, up to a comment; in a usage
+    sketch, an [optional] part read as given unless it holds a METAVAR, and a|b|c choices read as a."""
+    found = []
+    for line in text.splitlines():
+        match = re.search(r"python3? (scripts/\w+\.py)\b(.*)", line)
+        if match:
+            words = re.split(r"\s(?:#|\||2>&1|>)\s", match.group(2))[0]
+            words = re.sub(r"\[[^]]*\b[A-Z]+\b[^]]*\]", " ", words).replace("[", " ").replace("]", " ")
+            found.append((match.group(1), shlex.split(re.sub(r"(\S+?)\|\S+", r"\1", words))))
+    return found
+
+
+SCRIPT_COMMANDS = [("README.md", *c) for c in script_commands(_code(ROOT / "README.md"))] + [
+    (f"{path.name} --help", *c) for path in sorted((ROOT / "scripts").glob("*.py"))
+    for c in script_commands(_docstring_code(path))]
+
+
+class Parsed(Exception):
+    pass
+
+
+def test_every_script_shows_a_command_and_the_readme_shows_seven():
+    shown = {script for _, script, _ in SCRIPT_COMMANDS}
+    assert shown == {f"scripts/{p.name}" for p in (ROOT / "scripts").glob("*.py")}
+    assert len([c for c in SCRIPT_COMMANDS if c[0] == "README.md"]) >= 7
+
+
+@pytest.mark.parametrize("source, script, argv", SCRIPT_COMMANDS,
+                         ids=[f"{s.split()[0]}:{p.split('/')[1]}#{i}" for i, (s, p, _) in enumerate(SCRIPT_COMMANDS)])
+def test_a_documented_script_command_parses(source, script, argv, monkeypatch, capsys):
+    """Parsed only: the script's main() stops right after parse_args, before it reads or writes anything."""
+    real = argparse.ArgumentParser.parse_args
+
+    def parse_then_stop(self, args=None, namespace=None):
+        raise Parsed(real(self, args, namespace))
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_then_stop)
+    monkeypatch.setattr(sys, "argv", [script, *argv])
+    main = runpy.run_path(str(ROOT / script), run_name="documented")["main"]
+    try:
+        main()
+    except SystemExit as exc:
+        pytest.fail(f"{source}: {script} {' '.join(argv)}\n{capsys.readouterr().err} (exit {exc.code})")
+    except Parsed:
+        return
+    pytest.fail(f"{script}: main() returned without parsing its arguments")
