@@ -119,6 +119,7 @@ def test_a_documented_script_command_parses(source, script, argv, monkeypatch, c
 
     monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_then_stop)
     monkeypatch.setattr(sys, "argv", [script, *argv])
+    monkeypatch.setattr(sys, "path", list(sys.path))  # each script puts the repo root in front
     main = runpy.run_path(str(ROOT / script), run_name="documented")["main"]
     try:
         main()
