@@ -4,6 +4,7 @@ passes a real browser's check."""
 from __future__ import annotations
 
 import shutil
+import tempfile
 import zipfile
 
 import pytest
@@ -37,10 +38,14 @@ def _chromium():
         pytest.skip("no chromium on this machine (.ci/run installs it)")
 
 
-def test_the_report_passes_the_browser_check(results, tmp_path):
+def test_the_report_passes_the_browser_check(results, tmp_path, monkeypatch):
     _chromium()
     page = build_report(results, tmp_path / "report.html", hardware=HARDWARE)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     verdict = browser.check(page, tmp_path / "shot.png")
+    assert list(scratch.iterdir()) == []  # the browser's profiles and the probe's copy are gone
     assert verdict.failures == []
     assert verdict.images >= 20 and verdict.viewport == browser.WIDTH
     assert (tmp_path / "shot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
