@@ -311,8 +311,12 @@ def test_the_rank_that_failed_first_is_reported_not_the_peer_it_disconnected(tmp
 
     script = tmp_path / "failing.py"
     script.write_text(FAILING)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "TMPDIR": str(scratch)}
     proc = subprocess.run([sys.executable, str(script), kind], env=env, capture_output=True, text=True, timeout=120)
+    assert not list(scratch.glob("pytorch-errorfile-*"))  # the failed ranks' tracebacks, read and removed
     if kind == "bug":
         assert proc.returncode == 1
         assert "RankFailed: rank 0 failed first" in proc.stderr and "ValueError: the real bug" in proc.stderr

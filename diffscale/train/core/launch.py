@@ -26,6 +26,7 @@ On a CPU hardware key the world is the number of gloo processes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -207,6 +208,10 @@ def _spawn(entry, world: int, device: str, args: tuple) -> None:
     except BaseException:  # this process was stopped (SIGTERM via run_cli, Ctrl-C): so are its ranks
         stop(ranks.processes)
         raise
+    finally:  # a rank that raised left its traceback in /tmp/pytorch-errorfile-*.pickle; join has read it
+        for path in ranks.error_files:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
 
 def stop(processes, grace_s: float = STOP_GRACE_S) -> None:
