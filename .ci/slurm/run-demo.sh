@@ -9,7 +9,8 @@
 # Config: config.yaml overlaid with config/slurm-test.yaml, which routes the demo's experiments to
 # the cpu, a40, a100 and k80 partitions (fake GPUs, so those entries compute on the CPU).
 # The run happens in a fresh copy of the working tree (WORKDIR, default a new /tmp folder), so
-# every job really runs and the checkout's own results/ stay untouched.
+# every job really runs and the checkout's own results/ stay untouched; a default folder is removed
+# when the demo passes, kept when it fails.
 # Knobs: SNAKEMAKE (default .venv/bin/snakemake of this checkout), ACCOUNTING=slurmdbd|none, WORKDIR.
 set -euo pipefail
 
@@ -58,3 +59,9 @@ log "run 2 done in $((SECONDS - t1)) s; SLURM demo passed in $((SECONDS - t0)) s
 
 # the dask backend's workers as SLURM jobs (dask-jobqueue), on the demo's manifest and serial run
 PYTHON="$python" "$repo/.ci/slurm/run-dask.sh" "$work"
+
+# passed: the copy goes (49 MB a run); a failed run exits above and keeps it, with its job logs
+if [[ -z "${WORKDIR:-}" ]]; then
+  cd / && rm -rf "$work"
+  log "removed $work (set WORKDIR to keep the run's copy)"
+fi
