@@ -26,7 +26,7 @@ def main() -> int:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--run-config", help="the run config as JSON (what the workflow passes)")
     source.add_argument("--config", type=Path, help="a pipeline config file; needs --stage and --hw")
-    parser.add_argument("--stage", choices=experiments.DDPM_TABLES)
+    parser.add_argument("--stage", choices=experiments.DDPM_TABLES, help="the sweep the run belongs to (with --config)")
     parser.add_argument("--hw", help="hardware key (with --config)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="variant coordinate: batch, gpus, precision, workers, compile (with --config)")

@@ -17,7 +17,8 @@ from diffscale.cli import argument_parser, positive_int, run_cli  # noqa: E402
 
 def main() -> int:
     parser = argument_parser(__doc__)
-    parser.add_argument("--stage", required=True, choices=experiments.DDPM_TABLES)
+    parser.add_argument("--stage", required=True, choices=experiments.DDPM_TABLES,
+                        help="the table to build: the sweep whose runs --runs names")
     parser.add_argument("--runs", nargs="+", type=Path, required=True, help="run directories")
     parser.add_argument("--out", type=Path, required=True, help="CSV to write")
     parser.add_argument("--train-steps", type=positive_int,

@@ -22,14 +22,20 @@ from diffscale.cli import argument_parser, json_flag, run_cli  # noqa: E402
 
 def main() -> int:
     parser = argument_parser(__doc__)
-    parser.add_argument("modality", choices=vocab.MODALITIES)
-    parser.add_argument("--manifest", required=True, type=Path)
+    parser.add_argument("modality", choices=vocab.MODALITIES,
+                        help="images: VAE latents of the manifest's images; text: CLIP embeddings of their captions")
+    parser.add_argument("--manifest", required=True, type=Path,
+                        help="the kept images (filter_coco.py's manifest.parquet)")
     parser.add_argument("--skipped", type=Path, help="skip list (image_id, file_name, reason)")
-    parser.add_argument("--backend", required=True, choices=vocab.BACKENDS)
-    parser.add_argument("--policy", default="pinned", choices=vocab.POLICIES)
+    parser.add_argument("--backend", required=True, choices=vocab.BACKENDS,
+                        help="how the work is split: one process (serial), worker processes, or one process per GPU")
+    parser.add_argument("--policy", default="pinned", choices=vocab.POLICIES,
+                        help="the N CPUs: pinned, N processes x 1 thread (default); naive, N processes x the "
+                        "library's default threads; intraop, 1 process x N threads (serial backend)")
     parser.add_argument("--workers", type=int, default=1, help="the run's CPUs, N of w{N} (gpu: GPUs)")
     parser.add_argument("--cpus", type=int, help="CPUs of a gpu job (default: those this process may use); a CPU run has N = --workers")
-    parser.add_argument("--out-dir", required=True, type=Path)
+    parser.add_argument("--out-dir", required=True, type=Path,
+                        help="the run's folder; an earlier run's files there are replaced, others left alone")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--settings", help="the run's config slice as JSON (diffscale.embed.settings)")
     source.add_argument("--config", type=Path, help="a config file to take the settings from")

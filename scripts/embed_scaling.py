@@ -15,9 +15,10 @@ from diffscale.cli import argument_parser, run_cli  # noqa: E402
 
 def main() -> int:
     parser = argument_parser(__doc__)
-    parser.add_argument("--timings", nargs="+", required=True, type=Path)
-    parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--figure", required=True, type=Path)
+    parser.add_argument("--timings", nargs="+", required=True, type=Path,
+                        help="the runs' timing.json files (embed.py writes one per run)")
+    parser.add_argument("--out", required=True, type=Path, help="the scaling table (CSV)")
+    parser.add_argument("--figure", required=True, type=Path, help="its speedup figure (PNG)")
     args = parser.parse_args()
 
     from diffscale import atomic

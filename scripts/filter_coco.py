@@ -23,7 +23,8 @@ def main() -> int:
     parser.add_argument("--captions", required=True, type=Path, help="COCO captions json")
     parser.add_argument("--images", default="", help="image folder ('' or omitted: label captions only)")
     parser.add_argument("--instances", default="", help="COCO instances json: check labels against person boxes")
-    parser.add_argument("--out-dir", required=True, type=Path)
+    parser.add_argument("--out-dir", required=True, type=Path,
+                        help="where the manifest, labels, demographics, skip list and run.json go")
     parser.add_argument("--bench-dir", type=Path, help="where coco_filter.csv and its figures go (default --out-dir)")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--people", default="", help="the data.people config slice as JSON")

@@ -29,10 +29,12 @@ def main() -> int:
                         help="a training run directory (checkpoint.pt + config.json)")
     parser.add_argument("--guidance-scale", type=float, default=2.0, metavar="G",
                         help="classifier-free guidance scale; 1.0 is the conditional model alone (default 2.0)")
-    parser.add_argument("--num-inference-steps", type=int, default=50, metavar="N")
-    parser.add_argument("--seed", type=int, default=0, metavar="S")
+    parser.add_argument("--num-inference-steps", type=int, default=50, metavar="N",
+                        help="denoising steps, at most the training schedule's (default 50)")
+    parser.add_argument("--seed", type=int, default=0, metavar="S",
+                        help="image n's noise is seeded by (S, n), whatever the batch (default 0)")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help=out_folder("samples gallery"))
-    parser.add_argument("--scheduler", choices=SAMPLERS, default="ddim")
+    parser.add_argument("--scheduler", choices=SAMPLERS, default="ddim", help="the sampler (default ddim)")
     parser.add_argument("--batch-size", type=int, default=4, metavar="B", help="prompts per forward pass")
     parser.add_argument("--weights", choices=["ema", "model"], default="ema",
                         help="the EMA weights (default) or the raw trained weights")

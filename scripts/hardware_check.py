@@ -19,7 +19,7 @@ def main() -> int:
     parser.add_argument("--hw", required=True, help="hardware key")
     parser.add_argument("--gpus", type=int, default=1, help="GPUs (cuda) or processes (cpu) to check")
     parser.add_argument("--hardware", required=True, help="the key's hardware entry as JSON")
-    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--out", required=True, type=Path, help="the run.json to write (placement, devices, SLURM job)")
     args = parser.parse_args()
 
     from diffscale import hardware, provenance

@@ -18,7 +18,7 @@ def main() -> int:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--models", help="the config's models: section as JSON")
     source.add_argument("--config", type=Path, help="a config file (its models: section is used)")
-    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--out", required=True, type=Path, help="the CSV to write")
     args = parser.parse_args()
 
     from diffscale import models

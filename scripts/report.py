@@ -16,8 +16,8 @@ from diffscale.cli import argument_parser, json_flag, run_cli  # noqa: E402
 
 def main() -> int:
     parser = argument_parser(__doc__)
-    parser.add_argument("--results", type=Path, default=Path("results"))
-    parser.add_argument("--out", type=Path, default=Path("results/report.html"))
+    parser.add_argument("--results", type=Path, default=Path("results"), help="a workflow run's results folder")
+    parser.add_argument("--out", type=Path, default=Path("results/report.html"), help="the page to write")
     parser.add_argument("--hardware", default="{}", help="the config's hardware table as JSON (prices for cost)")
     parser.add_argument("--price-source", default="the config", help="where the prices come from, as shown")
     parser.add_argument("--demo", action="store_true", help="the results come from the demo (synthetic data)")

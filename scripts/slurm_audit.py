@@ -32,7 +32,7 @@ def main() -> int:
     run.add_argument("--results", type=Path, help="check the run.json files under this folder")
     run.add_argument("--save-ids", type=Path, help="write every SLURM job id known now (for `rerun`)")
     rerun = sub.add_parser("rerun", help="check that a second run submitted nothing")
-    rerun.add_argument("--log", required=True, type=Path)
+    rerun.add_argument("--log", required=True, type=Path, help="Snakemake's output of the second run")
     rerun.add_argument("--known-ids", required=True, type=Path, help="ids saved by `run --save-ids`")
     dask = sub.add_parser("dask", help="audit the worker jobs of a dask-on-SLURM embedding run")
     dask.add_argument("--run-dir", required=True, type=Path, help="the run's directory (timing.json, index.json)")
@@ -40,7 +40,8 @@ def main() -> int:
     dask.add_argument("--reference", type=Path,
                       help="a run whose embeddings it must equal bitwise, item by item (serial-pinned-w1)")
     for p in (run, rerun, dask):
-        p.add_argument("--records", choices=["sacct", "scontrol"], default="sacct")
+        p.add_argument("--records", choices=["sacct", "scontrol"], default="sacct",
+                       help="sacct (a cluster with accounting) or scontrol (without; default sacct)")
     args = parser.parse_args()
 
     from diffscale import slurm_audit as audit

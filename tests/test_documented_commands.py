@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import importlib
 import re
 import runpy
 import shlex
@@ -128,3 +129,35 @@ def test_a_documented_script_command_parses(source, script, argv, monkeypatch, c
     except Parsed:
         return
     pytest.fail(f"{script}: main() returned without parsing its arguments")
+
+
+def _parser_of(script: Path, monkeypatch) -> argparse.ArgumentParser:
+    def hand_back(self, args=None, namespace=None):
+        raise Parsed(self)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", hand_back)
+    monkeypatch.setattr(sys, "argv", [str(script)])
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    with pytest.raises(Parsed) as caught:
+        runpy.run_path(str(script), run_name="documented")["main"]()
+    return caught.value.args[0]
+
+
+def _arguments(parser: argparse.ArgumentParser, prefix: str):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _arguments(sub, f"{prefix} {name}")
+        elif not isinstance(action, argparse._HelpAction):
+            yield f"{prefix} {'/'.join(action.option_strings) or action.dest}", action.help
+
+
+def test_every_argument_of_every_script_and_bench_stage_says_what_it_is_in_help(monkeypatch):
+    arguments = [arg for script in sorted((ROOT / "scripts").glob("*.py"))
+                 for arg in _arguments(_parser_of(script, monkeypatch), script.name)]
+    for stage, module_name in STAGES.items():
+        parser = argparse.ArgumentParser()
+        importlib.import_module(module_name).add_arguments(parser)
+        arguments += _arguments(parser, f"bench {stage}")
+    assert len(arguments) > 180
+    assert [name for name, text in arguments if not text] == []

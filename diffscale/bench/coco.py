@@ -30,8 +30,9 @@ SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "filter_coco.py"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", type=int, default=83_000, help="synthetic images (5 captions each)")
-    parser.add_argument("--people-fraction", type=float, default=0.6)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--people-fraction", type=float, default=0.6,
+                        help="share of synthetic images whose captions name people (default 0.6)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic captions (default 0)")
     parser.add_argument("--captions", type=Path, help="a real COCO captions json instead of the synthetic one")
     parser.add_argument("--cpus", type=int, default=1, help="cores the filter process may use (default 1)")
     parser.add_argument("--image-files", type=int, default=0,

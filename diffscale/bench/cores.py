@@ -37,7 +37,8 @@ MATRIX = 128  # compute probe: three 128x128 float32 operands, 192 KiB, inside a
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cpus", type=int, nargs="+", default=[1, 2, 4, 8, 16],
                         help="processes run at once, one per CPU (1 is always run: the baseline)")
-    parser.add_argument("--probes", nargs="+", choices=list(PROBES), default=list(PROBES))
+    parser.add_argument("--probes", nargs="+", choices=list(PROBES), default=list(PROBES),
+                        help="compute (GFLOP/s in L2) and memory (GB/s) (default both)")
     parser.add_argument("--seconds", type=float, default=1.0, help="length of each timed repeat")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per process (median kept; default 3)")
     parser.add_argument("--memory-mb", type=int, default=256,

@@ -159,26 +159,31 @@ def compute_alone_rate(modality: str, manifest: str, settings: dict, batches: in
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--modalities", nargs="+", default=list(vocab.MODALITIES), choices=vocab.MODALITIES)
-    parser.add_argument("--backends", nargs="+", default=CPU_BACKENDS, choices=vocab.BACKENDS)
+    parser.add_argument("--modalities", nargs="+", default=list(vocab.MODALITIES), choices=vocab.MODALITIES,
+                        help="images (VAE latents), text (CLIP embeddings) or both (default)")
+    parser.add_argument("--backends", nargs="+", default=CPU_BACKENDS, choices=vocab.BACKENDS,
+                        help="the backends to run (default: every CPU backend)")
     parser.add_argument("--cpus", "--workers", dest="cpus", nargs="+", type=int,
                         help="CPU counts N of the runs w{N} (default: 1, 2, 4 … up to the usable cores)")
     parser.add_argument("--gpus", nargs="+", type=int, default=[], help="GPU counts for the gpu backend")
-    parser.add_argument("--policies", nargs="+", default=list(vocab.POLICIES), choices=vocab.POLICIES)
+    parser.add_argument("--policies", nargs="+", default=list(vocab.POLICIES), choices=vocab.POLICIES,
+                        help="how N CPUs are used (default all): pinned N x 1 thread, naive N x the library's "
+                        "default, intraop 1 process x N threads")
     parser.add_argument("--naive-max-cpus", type=int, default=4, help="run naive only up to this many CPUs")
     parser.add_argument("--sizes", nargs="+", type=int, default=[32, 128], help="images in the dataset (two: RSS check)")
     parser.add_argument("--source-size", default="320x240", help="synthetic JPEG size, WxH (COCO: 640x480)")
-    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--image-size", type=int, default=64, help="VAE input side in px, a multiple of 8 (default 64)")
     parser.add_argument("--batch", type=int, default=4, help="images per VAE batch (default 4)")
     parser.add_argument("--text-batch", type=int, default=16, help="captions per text-encoder batch")
-    parser.add_argument("--shard-size", type=int, default=64)
+    parser.add_argument("--shard-size", type=int, default=64, help="items per shard file (default 64)")
     parser.add_argument("--vae", default="tiny", choices=sorted(models.ROLES["vae"].presets),
                         help="random preset of the VAE (default tiny)")
     parser.add_argument("--text-encoder", default="tiny", choices=sorted(models.ROLES["text_encoder"].presets),
                         help="random preset of the text encoder (default tiny)")
     parser.add_argument("--dtype", default="fp32", choices=list(vocab.DTYPES), help="storage / GPU compute dtype")
-    parser.add_argument("--cpu-dtype", default="fp32", choices=list(vocab.DTYPES))
-    parser.add_argument("--text-storage", default="ragged", choices=vocab.TEXT_STORAGE)
+    parser.add_argument("--cpu-dtype", default="fp32", choices=list(vocab.DTYPES), help="CPU compute dtype (default fp32)")
+    parser.add_argument("--text-storage", default="ragged", choices=vocab.TEXT_STORAGE,
+                        help="ragged: each caption's real tokens (default); full: all 77 positions")
     parser.add_argument("--work-dir", type=Path,
                         help="keep datasets and shards here (default: a temporary folder, removed at the end)")
 

@@ -44,11 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text-length", type=int, default=256, help="T5 tokens (schnell 256)")
     parser.add_argument("--steps", type=int, default=20, help="loop steps per setting (default 20)")
     parser.add_argument("--log-every", type=int, default=5, help="loop steps per metrics row (default 5)")
-    parser.add_argument("--inference-steps", type=int, default=4)
+    parser.add_argument("--inference-steps", type=int, default=4, help="sampler steps timed (default 4: schnell's)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats of bare steps and sampling (default 5)")
     parser.add_argument("--checkpointing", default="off,on", help="gradient checkpointing settings (default off,on)")
     parser.add_argument("--sdpa", default="flash,efficient", help="SDPA kernels for training (default flash,efficient)")
-    parser.add_argument("--skip-infer", action="store_true")
+    parser.add_argument("--skip-infer", action="store_true", help="time the training loop only, not the sampler")
 
 
 def _dtype_name(args) -> str:

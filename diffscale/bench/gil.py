@@ -112,11 +112,13 @@ def measure(kind: str, task, seconds: float) -> dict:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--modalities", nargs="+", default=list(vocab.MODALITIES), choices=vocab.MODALITIES)
+    parser.add_argument("--modalities", nargs="+", default=list(vocab.MODALITIES), choices=vocab.MODALITIES,
+                        help="whose loaders to run: images (JPEG decode), text (tokenize) or both (default)")
     parser.add_argument("--loaders", nargs="+", type=int, default=[1], help="loader threads / processes")
-    parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
+    parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS,
+                        help="loaders as threads (sharing the GIL), processes, or both (default)")
     parser.add_argument("--images", type=int, default=64, help="synthetic 640x480 JPEGs (five captions each)")
-    parser.add_argument("--image-size", type=int, default=256)
+    parser.add_argument("--image-size", type=int, default=256, help="decoded side in px (default 256: the full config's)")
     parser.add_argument("--batch", type=int, default=16, help="images per batch (default 16: the full config's)")
     parser.add_argument("--text-batch", type=int, default=256, help="captions per batch (the full config's)")
     parser.add_argument("--text-encoder", default="clip-vit-large-patch14", help="its tokenizer is used")

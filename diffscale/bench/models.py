@@ -86,12 +86,13 @@ def raw_throughput(role: str, spec: dict, batch: int, resolution: int = 64, devi
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--roles", nargs="+", default=DEFAULT_ROLES, choices=sorted(models.ROLES))
+    parser.add_argument("--roles", nargs="+", default=DEFAULT_ROLES, choices=sorted(models.ROLES),
+                        help=f"the models to time (default {' '.join(DEFAULT_ROLES)})")
     parser.add_argument("--preset", default="tiny", help="random preset for every role (default tiny)")
     parser.add_argument("--batch", type=int, default=4, help="items per forward pass (default 4)")
     parser.add_argument("--resolution", type=int, default=64, help="image side, px, a multiple of 16 (default 64)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
+    parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES), help="compute dtype (default fp32)")
     parser.add_argument("--repeats", type=int, default=3, help="timed forward passes (median; default 3)")
 
 

@@ -87,10 +87,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="U-Net preset (random weights; default tiny)")
     parser.add_argument("--batch", type=int, default=8, help="samples per step (default 8)")
     parser.add_argument("--latent-size", type=int, default=16, help="latent height and width (default 16)")
-    parser.add_argument("--precision", default="fp32", choices=vocab.PRECISIONS)
+    parser.add_argument("--precision", default="fp32", choices=vocab.PRECISIONS, help="training precision (default fp32)")
     parser.add_argument("--steps", type=int, default=30, help="timed steps of each (default 30)")
     parser.add_argument("--log-every", type=int, default=5, help="loop steps per metrics row (default 5)")
-    parser.add_argument("--loader-workers", type=int, default=0)
+    parser.add_argument("--loader-workers", type=int, default=0,
+                        help="DataLoader worker processes (default 0: batches made in the loop's process)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--rounds", type=int, default=3, help="alternating bare/loop rounds, best of each (default 3)")
 
