@@ -326,3 +326,23 @@ def test_a_by_hand_flag_takes_the_schemas_default_and_range():
         checked_flag("--resolution", 100, "flux", "resolution")
     with pytest.raises(ConfigError, match=r"^--trigger: "):
         checked_flag("--trigger", "", "data", "subject", "trigger")
+
+
+def test_every_key_of_the_schema_says_what_it_is():
+    """The README sends readers to the schema as the one description of every key."""
+    from diffscale.config import schema
+
+    def undescribed(node, path):
+        if not isinstance(node, dict):
+            return
+        for key, sub in (node.get("properties") or {}).items():
+            ref = sub.get("$ref", "") if isinstance(sub, dict) else ""
+            if isinstance(sub, dict) and "description" not in sub and not ref.startswith("#/properties/"):
+                yield f"{path}.{key}"  # a reference to another key shares that key's description
+            yield from undescribed(sub, f"{path}.{key}")
+        for key in ("items", "additionalProperties"):
+            yield from undescribed(node.get(key), f"{path}[]")
+        for name, sub in (node.get("$defs") or {}).items():
+            yield from undescribed(sub, f"$defs.{name}")
+
+    assert list(undescribed(schema(), "")) == []
