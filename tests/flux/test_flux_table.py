@@ -118,3 +118,85 @@ def test_a_corrupt_sample_is_one_line_and_writes_nothing(tmp_path, monkeypatch):
     assert str(info.value) == ("fl/ok/samples/step-00004/prompt_0.png: not a readable image "
                                "(corrupt, or not an image file)")
     assert_nothing_written(tmp_path)
+
+
+def _timed(run: Path, hw: str, gpus: int, steps: int, rate: float, threads: int | None = None) -> Path:
+    """A run folder whose run.json carries what flux_train.csv is computed from."""
+    make_run(str(run))
+    record = json.loads((run / "run.json").read_text())
+    record["results"].update(hw=hw, gpus=gpus, steps=steps, steps_per_s=rate, threads=threads)
+    (run / "run.json").write_text(json.dumps(record))
+    return run
+
+
+def test_speedup_is_against_the_one_gpu_run_of_the_same_hardware_and_step_count(tmp_path, monkeypatch):
+    """Listed first, a 1-GPU run of another step count or hardware must not become the baseline."""
+    from diffscale.flux.table import train_rows
+
+    monkeypatch.chdir(tmp_path)
+    runs = [_timed(tmp_path / "a", "a100", 1, 8, 1.0), _timed(tmp_path / "b", "a40", 1, 4, 1.0),
+            _timed(tmp_path / "c", "a100", 1, 4, 2.0), _timed(tmp_path / "d", "a100", 2, 4, 3.0)]
+    rows = {Path(r["run"]).name: r for r in train_rows(runs)}
+    assert rows["d"]["speedup"] == 1.5 and rows["d"]["efficiency"] == 0.75
+    assert [rows[name]["speedup"] for name in "abc"] == [1.0, 1.0, 1.0]
+    assert [r["run"] for r in train_rows(runs)] == [str(run) for run in runs]  # the path, for provenance
+
+
+def test_cpu_efficiency_divides_by_the_cpus_each_run_used(tmp_path, monkeypatch):
+    """1 process x 1 thread against 2 processes x 1 thread: 1.5x on twice the CPUs is 75 %."""
+    from diffscale.flux.table import train_rows
+
+    monkeypatch.chdir(tmp_path)
+    runs = [_timed(tmp_path / "g1", "local", 1, 4, 2.0, threads=1),
+            _timed(tmp_path / "g2", "local", 2, 4, 3.0, threads=1)]
+    one, two = train_rows(runs)
+    assert (one["cpus"], two["cpus"], two["speedup"], two["efficiency"]) == (1, 2, 1.5, 0.75)
+
+
+def test_the_tables_keep_steps_whole_name_each_run_by_its_path_and_keep_an_empty_inference_header(
+        tmp_path, monkeypatch):
+    import csv
+
+    monkeypatch.chdir(tmp_path)
+    runs = [make_run("fl/a"), make_run("fl/b")]
+    write_tables(runs, [], tmp_path / "bench", tmp_path / "bench" / "flux_samples.png")
+    loss = list(csv.DictReader(open(tmp_path / "bench" / "flux_loss.csv")))
+    assert [(r["run"], r["step"]) for r in loss] == [("fl/a", "2"), ("fl/a", "4"), ("fl/b", "2"), ("fl/b", "4")]
+    quality = list(csv.DictReader(open(tmp_path / "bench" / "flux_quality.csv")))
+    assert [r["run"] for r in quality] == ["fl/a", "fl/a", "fl/b", "fl/b"]
+    assert (tmp_path / "bench" / "flux_infer.csv").read_text().splitlines() == ["hw,model,run"]
+
+
+def test_the_inference_table_keeps_the_columns_of_infer_csv_in_order(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    header = "hw,model,batch_size,dtype,images_per_s,status"
+    (tmp_path / "infer").mkdir()
+    (tmp_path / "infer" / "infer.csv").write_text(f"{header}\nlocal,base,1,fp32,2.5,ok\n")
+    write_tables([make_run("fl/a")], [tmp_path / "infer"], tmp_path / "bench", tmp_path / "bench" / "g.png")
+    assert (tmp_path / "bench" / "flux_infer.csv").read_text().splitlines() == [
+        f"{header},run", f"local,base,1,fp32,2.5,ok,{tmp_path / 'infer'}"]
+
+
+def test_a_metrics_row_cut_short_is_one_line_not_a_traceback(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run = make_run("fl/ok")
+    (run / "metrics.csv").write_text("step,loss\n2\n")
+    proc = flux_table(tmp_path, run)
+    assert proc.returncode == 2
+    assert proc.stderr == "error: fl/ok/metrics.csv: line 2: step '2' and loss None must be numbers\n"
+    assert_nothing_written(tmp_path)
+
+
+def test_the_grid_shows_the_first_prompt_and_a_checkpoint_without_samples_is_a_gap(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run = make_run("fl/ok")
+    record = json.loads((run / "run.json").read_text())
+    for checkpoint in record["results"]["checkpoints"]:
+        second = Path(checkpoint["samples"][0]).with_name("prompt_1.png")
+        Image.new("RGB", (16, 16), "red").save(second)
+        checkpoint["samples"].append(str(second))
+    record["results"]["checkpoints"][0]["samples"] = []
+    (run / "run.json").write_text(json.dumps(record))
+    write_tables([run], [], tmp_path / "bench", tmp_path / "bench" / "flux_samples.png")
+    with Image.open(tmp_path / "bench" / "flux_samples.png") as shown:
+        assert shown.convert("RGB").getpixel((16 + 8, 8)) == (0, 0, 0)  # step 4's first prompt (black), not red
