@@ -65,6 +65,13 @@ def test_ragged_is_smaller_and_the_projection_follows_from_the_shards_bytes(runs
         10 * per_token * captions / images * sizes.FULL_STUDY_IMAGES / 1e9)
     assert reader.index["meta"]["storage"]["projected_full_gb"] == ragged_t["projected_full_gb"]
     assert "bytes_per_token" not in full_t  # full-77 storage: a caption's size does not depend on its tokens
+    assert ragged_t["projected_images"] == sizes.FULL_STUDY_IMAGES == 48_000  # the people-centric subset
+    assert (ragged_t["bytes_per_item"], ragged_t["bytes_per_image"]) == pytest.approx(
+        (shard_bytes / captions, shard_bytes / images))
+    full_dir = runs["full"][0]
+    full_bytes = sum((full_dir / s["file"]).stat().st_size for s in ShardReader(full_dir).index["shards"])
+    assert captions > images and full_t["projected_full_gb"] == pytest.approx(
+        full_bytes / images * sizes.FULL_STUDY_IMAGES / 1e9)  # per image: five captions each in the study
 
 
 def test_pad_ragged():
