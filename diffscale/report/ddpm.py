@@ -86,7 +86,8 @@ def repeats(ctx: Context) -> dict[str, Repeat]:
             continue
         spread, hw = float(rates.max() / rates.min()), str(key[0])
         if hw not in found or spread > found[hw].spread:
-            found[hw] = Repeat(spread, [str(group.loc[rates.idxmax(), "run"]), str(group.loc[rates.idxmin(), "run"])])
+            order = group.assign(rate=rates).sort_values("rate", kind="stable")  # two runs, even when all tie
+            found[hw] = Repeat(spread, [str(order["run"].iloc[-1]), str(order["run"].iloc[0])])
     return found
 
 
@@ -359,8 +360,9 @@ def _compile_verdict(row) -> str:
     if saving is None and str(row["pays_off"]) == "baseline":  # the sweep had no eager run on this hardware
         return f"{mode} {cost}; no eager run on this hardware to compare it with"
     if saving is None or saving <= 0:  # a compiled step no faster than eager never repays its compile time
-        slower = f"{ms(-saving)} ms per step slower" if saving is not None else "no per-step saving"
-        return f"{mode} {cost} and runs {slower}: it never pays off"
+        how = ("has no measured per-step saving" if saving is None else "saves nothing per step" if saving == 0
+               else f"runs {ms(-saving)} ms per step slower")
+        return f"{mode} {cost} and {how}: it never pays off"
     if str(row["pays_off"]) == "yes":
         return (f"{mode} {cost}, saves {ms(saving)} ms per step and pays off after "
                 f"{fmt.integer(row['break_even_steps'])} steps{_net_saving(row, saving)}")

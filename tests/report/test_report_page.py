@@ -1040,3 +1040,101 @@ def test_the_price_table_names_each_used_keys_share_and_price():
                      ["cpu", "cpu", "8 CPUs", "$0.40"],
                      ["spare", "cpu", "4 CPUs", "no price set"],
                      ["h100", "not in this config's hardware table"]]
+
+
+def _texts(page, start: str) -> list[str]:
+    return [f["text"].split(" details")[0] for f in page.findings if f["text"].startswith(start)]
+
+
+def test_the_run_to_run_noise_names_two_runs_and_a_baseline_shared_by_the_sweeps_is_no_repeat(results, build):
+    """The fixture repeats the baseline point in five runs at the same rate: the note names two of them,
+    not one twice. A sweep table that shows the batch sweep's own baseline run is that one run."""
+    text = " ".join(build(results).sections["ddpm"])
+    named = re.search(r"two runs of the same settings \(([^,]+), ([^)]+)\) differ by 0 %", text)
+    assert named and named.group(1) != named.group(2)
+    for name, query in (("ddpm_amp.csv", "precision == 'fp32'"), ("ddpm_workers.csv", "workers == 4"),
+                        ("ddpm_compile.csv", "compile == 'off'"), ("ddpm_peer.csv", "impl == 'ours'"),
+                        ("ddpm_batch.csv", "gpus == 1 and batch == 128")):
+        path = results / "bench" / name
+        frame = pd.read_csv(path)
+        frame.loc[frame.eval(query), "run"] = "ddpm/a100/b128-g1"
+        frame.to_csv(path, index=False)
+    assert "Run-to-run noise" not in " ".join(build(results).sections["ddpm"])
+
+
+def test_two_runs_of_the_same_settings_differ_by_the_faster_over_the_slower(results, build):
+    for name in ("ddpm_amp.csv", "ddpm_workers.csv", "ddpm_compile.csv"):
+        (results / "bench" / name).unlink()
+    path = results / "bench" / "ddpm_peer.csv"
+    frame = pd.read_csv(path)
+    frame.loc[frame["impl"] == "ours", "images_per_s"] = 1280 * 1.3
+    frame.to_csv(path, index=False)
+    assert ("two runs of the same settings (ddpm/a100/ours, ddpm/a100/b128-g1) differ by 30 % in images/s"
+            in " ".join(build(results).sections["ddpm"]))
+
+
+def test_a_ratio_equal_to_the_run_to_run_noise_is_not_resolved():
+    from diffscale.report.ddpm import Repeat, unresolved
+
+    assert unresolved(1.05, "a100", {"a100": Repeat(1.05, ["a", "b"])}) != ""
+
+
+def test_the_ddpm_findings_read_their_tables_in_any_row_order(results, build):
+    """The best batch point, the top operator, the workers and precision comparisons come from the values,
+    not from the order the rows were written in."""
+    before = _texts(build(results), "DDPM")
+    assert "DDPM: most images/s (4,480) with 4 GPUs × batch 128 per device (3.5× 1 GPU, 88 % efficiency per GPU)." \
+        in before
+    for name in ("ddpm_batch.csv", "ddpm_workers.csv", "ddpm_amp.csv"):
+        path = results / "bench" / name
+        pd.read_csv(path).iloc[::-1].to_csv(path, index=False)
+    path = results / "bench" / "ddpm_profile.csv"
+    profile = pd.read_csv(path)
+    pd.concat([profile[profile["sort_by"] == "device"].iloc[::-1], profile[profile["sort_by"] == "cpu"]]).to_csv(
+        path, index=False)
+    assert _texts(build(results), "DDPM") == before
+
+
+def test_the_profile_by_device_time_comes_first_whatever_the_csv_order(results, build):
+    path = results / "bench" / "ddpm_profile.csv"
+    profile = pd.read_csv(path)
+    pd.concat([profile[profile["sort_by"] == "cpu"], profile[profile["sort_by"] == "device"]]).to_csv(path, index=False)
+    page = build(results)
+    assert [t.split(" is ")[0] for t in _texts(page, "DDPM profile")] == [
+        "DDPM profile on a100: the top operator by device time", "DDPM profile on a100: the top operator by cpu time"]
+    assert [t["id"] for t in page.tables if (t["id"] or "").startswith("ddpm-profile")][0] == "ddpm-profile-device"
+
+
+def test_when_every_precision_is_slower_than_the_reference_the_finding_names_the_fastest_other(results, build):
+    path = results / "bench" / "ddpm_amp.csv"
+    pd.DataFrame(amp_rows([_ddpm_amp("fp32", 1280.0), _ddpm_amp("bf16", 640.0)])).to_csv(path, index=False)
+    (text,) = [t for t in _texts(build(results), "DDPM") if "trains at" in t]
+    assert text.startswith("DDPM: bf16 trains at 0.50× the fp32")
+
+
+def _ddpm_amp(precision: str, rate: float) -> dict:
+    from report_data import _ddpm_row
+
+    return _ddpm_row(precision=precision, images_per_s=rate, steps_per_s=rate / 128, run=f"ddpm/a100/{precision}")
+
+
+def test_compile_paying_off_exactly_at_the_run_length_pays_off_and_no_saving_never_does(results, build):
+    path = results / "bench" / "ddpm_compile.csv"
+    frame = pd.read_csv(path)
+    frame.loc[frame["compile"] == "default", "break_even_steps"] = 5000
+    same = frame[frame["compile"] == "default"].assign(compile="max-autotune", saving_per_step_s=0.0,
+                                                       break_even_steps=float("nan"), run="ddpm/a100/c2")
+    pd.concat([frame, same]).to_csv(path, index=False)
+    (text,) = _texts(build(results), "DDPM: torch.compile")
+    assert "pays off after 5,000 steps" in text
+    assert text.endswith("max-autotune compiles in 60.0 s and saves nothing per step: it never pays off.")
+
+
+def test_a_peer_race_without_a_ratio_is_left_out_of_the_peer_finding(results, build):
+    before = _texts(build(results), "DDPM: our loop")
+    path = results / "bench" / "ddpm_peer.csv"
+    frame = pd.read_csv(path)
+    failed = frame[frame["impl"] == "ours"].assign(precision="fp16", ratio_to_peer=float("nan"), status="oom",
+                                                   run="ddpm/a100/ours-fp16")
+    pd.concat([frame, failed]).to_csv(path, index=False)
+    assert _texts(build(results), "DDPM: our loop") == before
