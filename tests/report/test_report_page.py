@@ -1138,3 +1138,67 @@ def test_a_peer_race_without_a_ratio_is_left_out_of_the_peer_finding(results, bu
                                                    run="ddpm/a100/ours-fp16")
     pd.concat([frame, failed]).to_csv(path, index=False)
     assert _texts(build(results), "DDPM: our loop") == before
+
+
+def test_the_flux_quality_finding_is_the_median_of_the_runs_and_one_run_needs_no_spread(results, build):
+    assert _texts(build(results), "FLUX LoRA quality") == [
+        "FLUX LoRA quality at step 1000: PSNR 22.0 dB, SSIM 0.400 (random weights: timing only)."]
+    path = results / "bench" / "flux_quality.csv"
+    frame = pd.read_csv(path)
+    last = frame[frame["checkpoint_step"] == 1000]
+    others = [last.assign(gpus=g, psnr=p, run=f"flux/train/a100/g{g}-s1000") for g, p in ((2, 20.0), (4, 30.0))]
+    pd.concat([frame, *others]).to_csv(path, index=False)
+    (text,) = _texts(build(results), "FLUX LoRA quality")
+    assert text.startswith("FLUX LoRA quality at step 1000: PSNR 22.0 dB")  # 20, 22, 30: the median, not 24
+
+
+def test_the_flux_inference_finding_prices_one_image(results, build):
+    (text,) = _texts(build(results), "FLUX inference: best")
+    assert text == ("FLUX inference: best 2.00 images/s (a100, bf16, base weights, batch 1); first image after 20.9 s; "
+                    "$0.00035 per image at that rate, loading not billed.")  # $2.50/h over 2 images/s
+
+
+def test_the_fusing_finding_is_the_median_matched_ratio_and_one_pair_needs_no_median(results, build):
+    path = results / "bench" / "flux_infer.csv"
+    frame = pd.read_csv(path)
+    frame[frame["batch_size"] == 1].to_csv(path, index=False)  # one matched pair: 2.0 against 1.6
+    assert _texts(build(results), "FLUX inference: fusing") == [
+        "FLUX inference: fusing the LoRA into the weights gives 1.2× the throughput of the unfused adapter."]
+    pairs = [frame[frame["batch_size"] == 1].assign(batch_size=b, images_per_s=lambda f, r=r: f["images_per_s"].where(
+        f["model"] != "lora", 2.0 / r)) for b, r in ((1, 1.25), (4, 1.25), (8, 2.5))]
+    pd.concat(pairs).to_csv(path, index=False)
+    (text,) = _texts(build(results), "FLUX inference: fusing")
+    assert text.startswith("FLUX inference: fusing the LoRA into the weights gives 1.2× the throughput")  # not 1.7
+
+
+def test_flux_across_hardware_uses_each_keys_longest_run_and_a_key_with_one_gpu_makes_no_scaling_finding(
+        results, build):
+    path = results / "bench" / "flux_train.csv"
+    frame = pd.read_csv(path)
+    short = frame[(frame["hw"] == "a100") & (frame["gpus"] == 1)].assign(steps=20, steps_per_s=1.5,
+                                                                       run="flux/train/a100/g1-s20")
+    h100 = frame[(frame["hw"] == "a100") & (frame["gpus"] == 1)].assign(hw="h100", run="flux/train/h100/g1-s1000")
+    pd.concat([frame, short, h100]).to_csv(path, index=False)
+    hardware = {**HARDWARE, "h100": {**HARDWARE["a100"], "partition": "h100", "gpu_model": "h100"}}
+    texts = _texts(build(results, hardware=hardware), "FLUX LoRA")
+    assert not any(t.startswith("FLUX LoRA on h100") for t in texts)
+    across = next(t for t in texts if t.startswith("FLUX LoRA across hardware"))
+    assert "1 GPU: a100 at 2.00 is level with h100 at 2.00" in across and "1.50" not in across  # not the 20-step run
+
+
+def test_a_superlinear_fine_tune_is_explained_by_its_split_of_the_global_batch(results, build):
+    path = results / "bench" / "flux_train.csv"
+    frame = pd.read_csv(path)
+    frame.loc[(frame["hw"] == "a100") & (frame["gpus"] == 2), "speedup"] = 2.2
+    frame.to_csv(path, index=False)
+    assert "the same global work split over 2 devices" in " ".join(build(results).sections["flux"])
+
+
+def test_an_inference_where_every_batch_ran_out_of_memory_shows_its_table_and_claims_no_rate(results, build):
+    path = results / "bench" / "flux_infer.csv"
+    frame = pd.read_csv(path).assign(status="oom", images_per_s=float("nan"), denoise_s=float("nan"),
+                                     decode_s=float("nan"), first_image_s=float("nan"))
+    frame.to_csv(path, index=False)
+    page = build(results)
+    assert not page.notices.get("flux") and any(t["id"] == "flux-infer" for t in page.tables)
+    assert _texts(page, "FLUX inference") == []
