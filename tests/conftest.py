@@ -25,3 +25,16 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is absent (a fresh clone has no shared data)")
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _no_job_start_left_behind():
+    """A job script's main() run in-process marks the job's start in the environment
+    (timing.mark_job_start); left there, every later in-process training run is billed from it."""
+    import os
+
+    from diffscale.timing import JOB_STARTED_ENV
+
+    before = os.environ.get(JOB_STARTED_ENV)
+    yield
+    assert os.environ.get(JOB_STARTED_ENV) == before, f"this test left {JOB_STARTED_ENV} set"

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffscale import hardware
+from diffscale import hardware, timing
 from diffscale.bench import STAGES
 from diffscale.bench import __main__ as bench_main
 
@@ -103,6 +103,14 @@ class Parsed(Exception):
     pass
 
 
+def isolate(monkeypatch) -> None:
+    """What a script's main() changes in this process before it parses, undone after the test: the
+    repo root it puts in sys.path, and the job start the training scripts mark in the environment
+    (left behind, it would bill every later in-process training run from this moment)."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setenv(timing.JOB_STARTED_ENV, "")
+
+
 def test_every_script_shows_a_command_and_the_readme_shows_seven():
     shown = {script for _, script, _ in SCRIPT_COMMANDS}
     assert shown == {f"scripts/{p.name}" for p in (ROOT / "scripts").glob("*.py")}
@@ -119,8 +127,8 @@ def test_a_documented_script_command_parses(source, script, argv, monkeypatch, c
         raise Parsed(real(self, args, namespace))
 
     monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_then_stop)
+    isolate(monkeypatch)
     monkeypatch.setattr(sys, "argv", [script, *argv])
-    monkeypatch.setattr(sys, "path", list(sys.path))  # each script puts the repo root in front
     main = runpy.run_path(str(ROOT / script), run_name="documented")["main"]
     try:
         main()
@@ -136,8 +144,8 @@ def _parser_of(script: Path, monkeypatch) -> argparse.ArgumentParser:
         raise Parsed(self)
 
     monkeypatch.setattr(argparse.ArgumentParser, "parse_args", hand_back)
+    isolate(monkeypatch)
     monkeypatch.setattr(sys, "argv", [str(script)])
-    monkeypatch.setattr(sys, "path", list(sys.path))
     with pytest.raises(Parsed) as caught:
         runpy.run_path(str(script), run_name="documented")["main"]()
     return caught.value.args[0]
