@@ -878,6 +878,10 @@ def test_hardware_keys_are_compared_at_the_same_settings(results, build):
         "DDPM across hardware, images/s and $ per 1M images (fp32, 4 loader workers, eager): batch 64 on 1 GPU: a100 at "
         "640 is 2.0× a40 at 320 ($")
     assert "ddpm/a40/b128-g1" in finding["text"] and "b128-g2" not in finding["text"]
+    pd.read_csv(path).iloc[::-1].to_csv(path, index=False)  # multi-GPU rows first: still the 1-GPU rates
+    text = across(build(results), "DDPM")
+    assert "batch 64 on 1 GPU: a100 at 640 is 2.0× a40 at 320 (" in text
+    assert "batch 128 on 1 GPU: a100 at 1,280 is 2.0× a40 at 640 (" in text
 
 
 def test_the_cheapest_fine_tune_is_named_per_step_count(results, build):
