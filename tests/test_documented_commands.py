@@ -57,7 +57,7 @@ COMMANDS = [(source, i, argv) for source in SOURCES for i, argv in enumerate(ben
 
 def test_the_documented_bench_commands_are_found():
     """The README shows the embed, gil, cores, train, flux and ddpm benches; the GPU check runs four."""
-    stages = {argv[argv.index(next(a for a in argv if a in STAGES))] for _, _, argv in COMMANDS}
+    stages = {next(word for word in argv if word in STAGES) for _, _, argv in COMMANDS}
     assert {"embed", "gil", "cores", "train", "flux", "ddpm"} <= stages
     assert len([c for c in COMMANDS if c[0] == ".ci/gpu/embed-check.sh"]) == 4
 
@@ -66,8 +66,7 @@ def test_the_documented_bench_commands_are_found():
 def test_a_documented_bench_command_parses_and_passes_its_checks(source, index, argv, monkeypatch):
     ran = []
     for module_name in STAGES.values():
-        module = __import__(module_name, fromlist=["run"])
-        monkeypatch.setattr(module, "run", lambda args: ran.append(args.stage) or [])
+        monkeypatch.setattr(importlib.import_module(module_name), "run", lambda args: ran.append(args.stage) or [])
     monkeypatch.setattr(bench_main, "write_results", lambda *a, **k: (Path("x.csv"), Path("x.json")))
     monkeypatch.setattr(hardware, "cuda_problem", lambda: None)  # a GPU command is checked as on a GPU host
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
