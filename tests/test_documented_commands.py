@@ -102,6 +102,9 @@ class Parsed(Exception):
     pass
 
 
+REAL_PARSE_ARGS = argparse.ArgumentParser.parse_args
+
+
 def isolate(monkeypatch) -> None:
     """What a script's main() changes in this process before it parses, undone after the test: the
     repo root it puts in sys.path, and the job start the training scripts mark in the environment
@@ -116,29 +119,8 @@ def test_every_script_shows_a_command_and_the_readme_shows_seven():
     assert len([c for c in SCRIPT_COMMANDS if c[0] == "README.md"]) >= 7
 
 
-@pytest.mark.parametrize("source, script, argv", SCRIPT_COMMANDS,
-                         ids=[f"{s.split()[0]}:{p.split('/')[1]}#{i}" for i, (s, p, _) in enumerate(SCRIPT_COMMANDS)])
-def test_a_documented_script_command_parses(source, script, argv, monkeypatch, capsys):
-    """Parsed only: the script's main() stops right after parse_args, before it reads or writes anything."""
-    real = argparse.ArgumentParser.parse_args
-
-    def parse_then_stop(self, args=None, namespace=None):
-        raise Parsed(real(self, args, namespace))
-
-    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_then_stop)
-    isolate(monkeypatch)
-    monkeypatch.setattr(sys, "argv", [script, *argv])
-    main = runpy.run_path(str(ROOT / script), run_name="documented")["main"]
-    try:
-        main()
-    except SystemExit as exc:
-        pytest.fail(f"{source}: {script} {' '.join(argv)}\n{capsys.readouterr().err} (exit {exc.code})")
-    except Parsed:
-        return
-    pytest.fail(f"{script}: main() returned without parsing its arguments")
-
-
-def _parser_of(script: Path, monkeypatch) -> argparse.ArgumentParser:
+def parser_of(script: Path, monkeypatch) -> argparse.ArgumentParser:
+    """The parser a script's main() builds, taken from its parse_args call: nothing after it runs."""
     def hand_back(self, args=None, namespace=None):
         raise Parsed(self)
 
@@ -148,6 +130,16 @@ def _parser_of(script: Path, monkeypatch) -> argparse.ArgumentParser:
     with pytest.raises(Parsed) as caught:
         runpy.run_path(str(script), run_name="documented")["main"]()
     return caught.value.args[0]
+
+
+@pytest.mark.parametrize("source, script, argv", SCRIPT_COMMANDS,
+                         ids=[f"{s.split()[0]}:{p.split('/')[1]}#{i}" for i, (s, p, _) in enumerate(SCRIPT_COMMANDS)])
+def test_a_documented_script_command_parses(source, script, argv, monkeypatch, capsys):
+    parser = parser_of(ROOT / script, monkeypatch)
+    try:
+        REAL_PARSE_ARGS(parser, argv)
+    except SystemExit as exc:
+        pytest.fail(f"{source}: {script} {' '.join(argv)}\n{capsys.readouterr().err} (exit {exc.code})")
 
 
 def _arguments(parser: argparse.ArgumentParser, prefix: str):
@@ -161,7 +153,7 @@ def _arguments(parser: argparse.ArgumentParser, prefix: str):
 
 def test_every_argument_of_every_script_and_bench_stage_says_what_it_is_in_help(monkeypatch):
     arguments = [arg for script in sorted((ROOT / "scripts").glob("*.py"))
-                 for arg in _arguments(_parser_of(script, monkeypatch), script.name)]
+                 for arg in _arguments(parser_of(script, monkeypatch), script.name)]
     for stage, module_name in STAGES.items():
         parser = argparse.ArgumentParser()
         importlib.import_module(module_name).add_arguments(parser)
