@@ -1128,10 +1128,12 @@ def test_compile_paying_off_exactly_at_the_run_length_pays_off_and_no_saving_nev
     frame.loc[frame["compile"] == "default", "break_even_steps"] = 5000
     same = frame[frame["compile"] == "default"].assign(compile="max-autotune", saving_per_step_s=0.0,
                                                        break_even_steps=float("nan"), run="ddpm/a100/c2")
-    pd.concat([frame, same]).to_csv(path, index=False)
+    unknown = same.assign(compile="reduce-overhead", saving_per_step_s=float("nan"), run="ddpm/a100/c3")
+    pd.concat([frame, same, unknown]).to_csv(path, index=False)
     (text,) = _texts(build(results), "DDPM: torch.compile")
     assert "pays off after 5,000 steps" in text
-    assert text.endswith("max-autotune compiles in 60.0 s and saves nothing per step: it never pays off.")
+    assert text.endswith("max-autotune compiles in 60.0 s and saves nothing per step: it never pays off; "
+                         "reduce-overhead compiles in 60.0 s and has no measured per-step saving: it never pays off.")
 
 
 def test_a_peer_race_without_a_ratio_is_left_out_of_the_peer_finding(results, build):
