@@ -40,10 +40,10 @@ from pathlib import Path
 
 from diffscale import models, provenance, vocab
 from diffscale.bench import saver
+from diffscale.embed.scaling import BASELINE
 
 CPU_BACKENDS = list(vocab.CPU_BACKENDS)
 DISTINCT_IMAGES = 64  # drawn once each; a larger dataset repeats their bytes (decode cost is the same)
-BASELINE = ("serial", "pinned", 1)
 # Caption lengths in CLIP BPE tokens (without start/end) of COCO val2017's 25,014 captions: the
 # quantiles at 2.5 %, 7.5 % … 97.5 % (they average 11.4; all captions 11.5, the longest 56, none
 # truncated). Synthetic captions cycle through them, so a ragged text shard holds per caption what
