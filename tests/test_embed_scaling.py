@@ -3,8 +3,8 @@ import math
 import pandas as pd
 import pytest
 
-from diffscale.embed.scaling import (findings, load_timings, long_enough, scaling_rows, shard_cap, write_figure,
-                                     write_table)
+from diffscale.embed.scaling import (figure_lines, findings, load_timings, long_enough, scaling_rows, shard_bound,
+                                     shard_cap, write_figure, write_table)
 from diffscale.errors import DataError
 
 
@@ -71,6 +71,7 @@ def test_table_and_figure_files(tmp_path):
     table = pd.read_csv(write_table(rows, tmp_path / "embed_scaling.csv"))
     assert list(table["backend"]) == ["serial", "multiprocessing", "multiprocessing"]
     assert {"speedup", "efficiency", "karp_flatt", "steady_speedup", "threads_per_worker"} <= set(table.columns)
+    assert table["speedup"][1] == pytest.approx(10 / 6, rel=1e-5)  # six significant digits: 1.66667
     figure = write_figure(rows, tmp_path / "embed_scaling.png")
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -118,7 +119,9 @@ def test_where_the_efficiency_went_compute_cost_and_busy_share():
     assert pinned["compute_cost_vs_1cpu"] == pytest.approx(1.25) and pinned["prepare_cost_vs_1cpu"] == pytest.approx(1)
     assert pinned["busy_share"] == pytest.approx(0.8)
     assert pinned["steady_efficiency"] == pytest.approx(0.8 / (0.1 + 0.8 * 1.25 + 0.1)) == pytest.approx(2 / 3)
-    assert "compute costs 1.25x" in findings([one, pinned])[0]
+    assert findings([one, pinned])[0].endswith(
+        "; per item, compute costs 1.25x the CPU time it takes on 1 CPU and decode 1.00x; workers busy 80% of the "
+        "steady time (1 CPU: 100%)")
 
 
 def test_load_timings_names_the_bad_file(tmp_path):
@@ -140,7 +143,8 @@ def test_the_slurm_queue_wait_is_shown_not_charged():
 
 def test_where_dask_workers_ran_and_what_their_slurm_jobs_held_reach_the_table():
     jobs = [{"job_id": "7", "partition": "cpu", "cpus": 4, "held_s": 30.0},
-            {"job_id": "8", "partition": "cpu", "cpus": 4, "held_s": 31.0}]
+            {"job_id": "8", "partition": "cpu", "cpus": 4, "held_s": 31.0},
+            {"job_id": "9", "partition": None, "cpus": 4, "held_s": 0.0}]  # one sacct had no record of
     slurm = _timing("dask", "pinned", 2, wall=6.0, startup=2.0, cpus=8, worker_job_cpu_s=244.0,
                     backend_info={"cluster": "slurm", "jobs": jobs})
     local = _timing("dask", "naive", 2, wall=6.0, startup=2.0, backend_info={"cluster": "local"})
@@ -269,3 +273,71 @@ def test_a_comparison_needs_a_long_enough_window_on_both_sides():
     long_row, short_base = {"wall_s": 10.0, "steady_from_s": 2.0}, {"wall_s": 3.0, "steady_from_s": 2.5}
     assert long_enough(long_row, long_row, "steady")
     assert not long_enough(long_row, short_base, "steady") and not long_enough(short_base, long_row, "steady")
+
+
+def test_one_file_by_two_spellings_is_given_twice_and_runs_differing_in_n_are_two_rows(tmp_path):
+    two = _timing_file(tmp_path / "multiprocessing-pinned-w2", _timing("multiprocessing", "pinned", 2, 6.0, 2.0))
+    four = _timing_file(tmp_path / "multiprocessing-pinned-w4", _timing("multiprocessing", "pinned", 4, 4.0, 2.0))
+    assert [t["workers"] for t in load_timings([two, four])] == [2, 4]
+    again = tmp_path / "multiprocessing-pinned-w4" / ".." / "multiprocessing-pinned-w2" / "timing.json"
+    with pytest.raises(DataError, match=r"timing file given twice; each run is one row of the table$"):
+        load_timings([two, again])
+
+
+def test_a_window_of_exactly_the_shortest_time_is_long_enough():
+    exact = {"wall_s": 3.0, "steady_from_s": 2.0, "compute_s": 1.0}
+    assert long_enough(exact, exact, "steady") and long_enough(exact, exact, "compute")
+
+
+def test_the_shard_bound_of_a_run_that_embedded_nothing_is_unknown():
+    assert math.isnan(shard_bound({"items": 0, "per_worker": [{"items": 0}, {"items": 0}]}))
+    assert math.isnan(shard_bound({"items": 8, "per_worker": []}))
+    assert shard_bound({"items": 12, "per_worker": [{"items": 8}, {"items": 4}]}) == 1.5
+
+
+def test_a_split_caps_the_speedup_below_95_percent_of_the_processes():
+    assert shard_cap({"shard_bound": 3.7, "processes": 4}) == 3.7
+    assert shard_cap({"shard_bound": 3.8, "processes": 4}) is None  # exactly 95 %
+
+
+def test_threads_per_worker_are_listed_worker_by_worker_when_they_differ():
+    [row] = scaling_rows([_timing("multiprocessing", "naive", 3, 6.0, 2.0, threads=[1, 2, 1])])
+    assert row["threads_per_worker"] == "1/2/1"
+
+
+def test_a_timing_from_before_cpus_and_processes_has_one_of_each_per_worker():
+    [row] = scaling_rows([_timing("joblib", "pinned", 4, 6.0, 2.0)])
+    assert (row["cpus"], row["processes"]) == (4, 4)
+
+
+def test_a_run_with_no_steady_window_has_no_busy_share():
+    base = _timing("serial", "pinned", 1, wall=10.0, startup=2.0, threads=[1], cpus=1)
+    closed = _timing("multiprocessing", "pinned", 2, wall=3.0, startup=2.0, threads=[1, 1], cpus=2, steady_from_s=3.0)
+    assert math.isnan(scaling_rows([base, closed])[1]["busy_share"])
+
+
+def test_the_findings_project_the_full_study_from_each_modality():
+    images = _timing("serial", "pinned", 1, 10.0, 2.0, projected_full_gb=1.5, bytes_per_item=16384, bytes_per_image=16384)
+    text = _timing("serial", "pinned", 1, 10.0, 2.0, modality="text", projected_full_gb=0.25, bytes_per_item=400,
+                   bytes_per_image=2000)
+    older = _timing("serial", "pinned", 1, 10.0, 2.0, modality="audio")  # a run without the projection
+    assert findings(scaling_rows([images, text, older]))[-1] == (
+        "projected full-study shards at these settings: images 1.50 GB (16384 B per image), text 0.25 GB "
+        "(2000 B per image); total 1.75 GB")
+
+
+def test_the_figure_draws_each_policy_by_n_without_the_baseline_or_oversubscribed_runs():
+    rows = scaling_rows([
+        _timing("serial", "pinned", 1, wall=12.0, startup=2.0, threads=[1], cpus=1),
+        _timing("multiprocessing", "pinned", 4, wall=4.0, startup=2.0, threads=[1] * 4, cpus=4),
+        _timing("multiprocessing", "pinned", 2, wall=7.0, startup=2.0, threads=[1, 1], cpus=2),
+        _timing("multiprocessing", "pinned", 8, wall=4.0, startup=2.0, threads=[1] * 8, cpus=8, oversubscribed=True),
+        _timing("serial", "intraop", 2, wall=8.0, startup=2.0, threads=[2], cpus=2),
+        _timing("serial", "pinned", 1, wall=5.0, startup=1.0, modality="text"),
+    ])
+    assert figure_lines(rows, "images", "steady_speedup") == {
+        ("serial", "intraop"): [(2, pytest.approx(10 / 6))],
+        ("multiprocessing", "pinned"): [(2, pytest.approx(2.0)), (4, pytest.approx(5.0))]}
+    assert list(figure_lines(rows[::-1], "images", "steady_speedup")) == [("serial", "intraop"), ("multiprocessing", "pinned")]
+    assert figure_lines(rows[::-1], "images", "steady_speedup") == figure_lines(rows, "images", "steady_speedup")
+    assert figure_lines(rows, "text", "speedup") == {}

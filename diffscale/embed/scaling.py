@@ -269,6 +269,21 @@ def write_table(rows: list[dict], path: str | Path) -> Path:
     return Path(path)
 
 
+def figure_lines(rows: list[dict], modality: str, column: str) -> dict[tuple[str, str], list[tuple]]:
+    """The figure's lines for one modality: (backend, policy) -> [(N, value of `column`)] by N, in
+    BACKEND_ORDER. The baseline is the ideal line's origin, not a line; oversubscribed runs are left
+    out (they did not have N CPUs)."""
+    lines = {}
+    for backend in BACKEND_ORDER:
+        for policy in POLICY_STYLE:
+            series = sorted((r["workers"], r[column]) for r in rows
+                            if (r["modality"], r["backend"], r["policy"]) == (modality, backend, policy)
+                            and (backend, policy) != ("serial", "pinned") and not r["oversubscribed"])
+            if series:
+                lines[(backend, policy)] = series
+    return lines
+
+
 def write_figure(rows: list[dict], path: str | Path) -> Path:
     """Speedup against workers, end to end and without start-up, one row of panels per modality."""
     import matplotlib
@@ -281,18 +296,13 @@ def write_figure(rows: list[dict], path: str | Path) -> Path:
     modalities = sorted({r["modality"] for r in rows})
     fig, axes = plt.subplots(len(modalities), 2, figsize=(10, 3.6 * len(modalities)), squeeze=False)
     for i, modality in enumerate(modalities):
-        mine = [r for r in rows if r["modality"] == modality and (r["backend"], r["policy"]) != ("serial", "pinned")]
-        top = max([r["workers"] for r in mine] + [2])
+        top = max([r["workers"] for r in rows if r["modality"] == modality] + [2])
         for j, (column, title) in enumerate([("speedup", "end to end"), ("steady_speedup", "without start-up")]):
             ax = axes[i][j]
             ax.plot([1, top], [1, top], ":", color="grey", label="ideal")
             ax.axhline(1.0, color="black", lw=0.8)
-            for backend in BACKEND_ORDER:
-                for policy, style in POLICY_STYLE.items():
-                    series = sorted((r["workers"], r[column]) for r in mine
-                                    if r["backend"] == backend and r["policy"] == policy and not r["oversubscribed"])
-                    if series:
-                        ax.plot(*zip(*series), style, label=f"{backend} {policy}")
+            for (backend, policy), series in figure_lines(rows, modality, column).items():
+                ax.plot(*zip(*series), POLICY_STYLE[policy], label=f"{backend} {policy}")
             ax.set_xscale("log", base=2)
             ax.set_xlabel("CPUs (gpu: GPUs); oversubscribed runs left out")
             ax.set_ylabel("speedup vs 1 CPU, 1 thread")
