@@ -344,7 +344,9 @@ def _workers(row) -> str:
 
 def _speedup_plot(ctx: Context, mine: pd.DataFrame, title: str) -> str:
     series: dict[str, list] = {}
-    plotted = mine[(mine["backend"] != "serial") & ~_oversubscribed(mine)]  # those did not have the CPUs of their x
+    # the baseline is the ideal line's origin; oversubscribed runs did not have the CPUs of their x
+    baseline = (mine["backend"] == "serial") & (mine["policy"] == "pinned")
+    plotted = mine[~baseline & ~_oversubscribed(mine)]
     for _, row in plotted.iterrows():
         label = "gpu (x = GPUs)" if row["backend"] == "gpu" else f"{row['backend']} {row['policy']}"
         if fmt.number(row["speedup"]) is not None:

@@ -114,3 +114,80 @@ def test_parallel_runs_on_one_cpu_only_say_one_cpu(results, build):
     frame = frame.drop_duplicates(["modality", "backend", "policy", "workers"])
     frame.to_csv(path, index=False)
     assert _finding(build(results), "VAE latents, 1 CPU").startswith("VAE latents, 1 CPU: pinned workers")
+
+
+def _projected(frame, images=48000):
+    frame["projected_images"] = images
+    frame["bytes_per_item"] = frame["modality"].map({"images": 2048, "text": 1480})
+    frame["bytes_per_image"] = frame["modality"].map({"images": 2048, "text": 7400})  # 5 captions an image
+    frame["projected_full_gb"] = frame["modality"].map({"images": 0.1, "text": 0.35})
+    return frame
+
+
+def test_a_cost_row_without_a_steady_rate_gives_no_full_study_time(results, build):
+    path, frame = _embed(results)
+    frame = _projected(frame)
+    frame.loc[frame["backend"] == "serial", "steady_items_per_s"] = float("nan")
+    frame.to_csv(path, index=False)
+    text = _finding(build(results), "Text embeddings: cost per 1,000")
+    assert "CPU $0.00028 (serial, 1 worker, cpu; start-up 5.0 % of its wall time)" in text
+    assert "GPU $0.00079 (gpu, 1 GPU, a100; start-up 53 % of its wall time; the full study's 240,000 captions in" in text
+
+
+def test_a_small_study_gives_its_caption_count_unrounded(results, build):
+    path, frame = _embed(results)
+    _projected(frame, images=96).to_csv(path, index=False)
+    assert "; the full study's 480 captions in " in _finding(build(results), "Text embeddings: cost per 1,000")
+
+
+def test_the_disk_projection_quotes_the_largest_run_and_needs_both_modalities(results, build):
+    path, frame = _embed(results)
+    frame = _projected(frame)
+    frame.loc[(frame["modality"] == "images") & (frame["backend"] == "gpu"), "projected_full_gb"] = 0.2
+    frame.to_csv(path, index=False)
+    page = build(results)
+    assert _finding(page, "VAE latents: the full").startswith("VAE latents: the full people-centric study (48,000 "
+                                                              "images) would take 0.200 GB on disk")
+    assert _finding(page, "Embeddings of the full study").startswith("Embeddings of the full study on disk, with these "
+                                                                     "runs' models and dtype: latents 0.200 GB + text 0.350 GB")
+    frame.loc[frame["modality"] == "text", "projected_full_gb"] = float("nan")  # text not projected: no total
+    frame.to_csv(path, index=False)
+    page = build(results)
+    assert not [f for f in page.findings if f["text"].startswith("Embeddings of the full study")]
+    assert _finding(page, "VAE latents: the full")
+
+
+def test_the_speedup_figure_draws_intraop_and_leaves_out_the_baseline_and_oversubscribed_runs(results, build,
+                                                                                            monkeypatch):
+    from diffscale.report import plots
+
+    drawn = {}
+
+    def speedup(series, title, *args, **kwargs):
+        drawn[title.split(":")[0]] = series
+        return plots.Drawing(lambda: b"", (), {})
+
+    monkeypatch.setattr(plots, "speedup", speedup)
+    path, frame = _embed(results)
+    serial = frame[(frame["modality"] == "images") & (frame["backend"] == "serial")].iloc[0]
+    intraop = serial.to_dict() | {"policy": "intraop", "workers": 2, "cpus": 2, "speedup": 1.5,
+                                  "run": "embed/images/serial-intraop-w2"}
+    frame = pd.concat([frame, pd.DataFrame([intraop])])
+    frame["oversubscribed"] = (frame["backend"] == "joblib") & (frame["workers"] == 8)
+    frame.to_csv(path, index=False)
+    build(results)
+    series = drawn["VAE latents"]
+    assert sorted(series) == ["gpu (x = GPUs)", "joblib naive", "joblib pinned", "multiprocessing naive",
+                              "multiprocessing pinned", "serial intraop"]
+    assert series["serial intraop"] == [(2.0, 1.5)] and [x for x, _ in series["joblib pinned"]] == [2.0]
+
+
+def test_a_naive_run_with_the_pinned_threads_has_nothing_to_explain(results, build):
+    path, frame = _embed(results)
+    same = (frame["backend"] == "joblib") & (frame["policy"] == "naive") & (frame["workers"] == 2)
+    frame.loc[same, "threads_per_worker"] = 1
+    frame.to_csv(path, index=False)
+    rows = next(t for t in build(results).tables if t["id"] == "embed-oversubscription")["rows"]
+    shown = [tuple(c["text"] for c in row[:3]) for row in rows]
+    assert ("images", "joblib", "2") not in shown and ("images", "joblib", "8") in shown
+    assert ("images", "multiprocessing", "2") in shown
