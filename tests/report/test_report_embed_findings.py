@@ -191,3 +191,16 @@ def test_a_naive_run_with_the_pinned_threads_has_nothing_to_explain(results, bui
     shown = [tuple(c["text"] for c in row[:3]) for row in rows]
     assert ("images", "joblib", "2") not in shown and ("images", "joblib", "8") in shown
     assert ("images", "multiprocessing", "2") in shown
+
+
+def test_the_oversubscription_table_counts_threads_per_cpu_and_names_the_largest_slowdown(results, build):
+    page = build(results)
+    rows = next(t for t in page.tables if t["id"] == "embed-oversubscription")["rows"]
+    per_cpu = {tuple(c["text"] for c in row[:3]): next(c["text"] for c in row if c["col"] == "threads_per_cpu")
+               for row in rows}
+    assert per_cpu[("images", "joblib", "8")] == "8.0" and per_cpu[("images", "joblib", "2")] == "2.0"
+    _, frame = _embed(results)
+    wall = frame.set_index(["modality", "backend", "policy", "workers"])["wall_s"]
+    worst = wall[("images", "multiprocessing", "naive", 8)] / wall[("images", "multiprocessing", "pinned", 8)]
+    assert fmt.ratio(worst) == "7.6×"
+    assert f"the largest slowdown here is 7.6× (multiprocessing, 8 workers, images)." in " ".join(page.sections["embed"])
