@@ -204,3 +204,10 @@ def test_the_oversubscription_table_counts_threads_per_cpu_and_names_the_largest
     worst = wall[("images", "multiprocessing", "naive", 8)] / wall[("images", "multiprocessing", "pinned", 8)]
     assert fmt.ratio(worst) == "7.6×"
     assert f"the largest slowdown here is 7.6× (multiprocessing, 8 workers, images)." in " ".join(page.sections["embed"])
+
+
+def test_the_multi_gpu_finding_leaves_out_a_precision_run_on_one_gpu_only(results, build):
+    texts = [f["text"].split(" details")[0] for f in build(results).findings
+             if f["text"].startswith(("U-Net training on a100:", "U-Net training on a40:"))]
+    assert texts == ["U-Net training on a100: fp32 on 4 GPUs 3.8× one (94 % efficiency per GPU).",
+                     "U-Net training on a40: fp32 on 4 GPUs 3.8× one (94 % efficiency per GPU)."]  # bf16 ran on 1
