@@ -88,7 +88,7 @@ def embed_runs(cfg: dict) -> list[EmbedRun]:
         if backend == "gpu":
             runs += [EmbedRun("gpu", "pinned", n, embed["gpu_hardware"]) for n in embed.get("gpus", [])]
         elif backend == "serial":
-            runs.append(EmbedRun("serial", "pinned", 1, embed["hardware"]))
+            runs.append(EmbedRun(*vocab.EMBED_BASELINE, embed["hardware"]))
             if "intraop" in embed["policies"]:
                 runs += [EmbedRun("serial", "intraop", n, embed["hardware"]) for n in embed["workers"] if n > 1]
         else:

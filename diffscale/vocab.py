@@ -6,6 +6,7 @@ workflow's wildcard constraints (rules/common.smk) are derived from them.
 
   BACKENDS, POLICIES, MODALITIES   the embedding stage's parallel backends, thread policies, inputs
   ITEMS                            what one item of each modality is called (images, captions)
+  EMBED_BASELINE                   the run every embedding speedup is against: serial on 1 CPU, 1 thread
   TEXT_STORAGE                     how text embeddings are stored (ragged, full)
   PRECISIONS                       training precisions (fp32, bf16, fp16)
   DTYPES                           storage/compute dtypes of embeddings, with their torch names
@@ -29,6 +30,7 @@ ITEMS = {"images": "images", "text": "captions"}  # what one item of each modali
 BACKENDS = ("serial", "multiprocessing", "joblib", "dask", "gpu")
 CPU_BACKENDS = tuple(b for b in BACKENDS if b != "gpu")
 POLICIES = ("pinned", "naive", "intraop")  # intraop: 1 process x N threads (diffscale.embed.threads)
+EMBED_BASELINE = ("serial", "pinned", 1)  # (backend, policy, workers)
 TEXT_STORAGE = ("ragged", "full")  # embed.text_storage: real tokens only, or all 77 positions
 PRECISIONS = ("fp32", "bf16", "fp16")
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # name -> torch dtype name

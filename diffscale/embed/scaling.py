@@ -25,12 +25,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from diffscale import io
+from diffscale import io, vocab
 from diffscale.metrics import efficiency, karp_flatt, speedup
 from diffscale.errors import DataError
 
 BACKEND_ORDER = ["serial", "multiprocessing", "joblib", "dask", "gpu"]
-BASELINE = ("serial", "pinned", 1)
+BASELINE = vocab.EMBED_BASELINE  # what speedup, efficiency and Karp–Flatt are against
 POLICY_STYLE = {"pinned": "-o", "naive": "--x", "intraop": "-.s"}
 # A run's start-up, step by step (timing.json and this table): process or cluster start, imports
 # of torch and the modality's model library, starting the loader processes (GPU path), device
@@ -278,7 +278,7 @@ def figure_lines(rows: list[dict], modality: str, column: str) -> dict[tuple[str
         for policy in POLICY_STYLE:
             series = sorted((r["workers"], r[column]) for r in rows
                             if (r["modality"], r["backend"], r["policy"]) == (modality, backend, policy)
-                            and (backend, policy) != ("serial", "pinned") and not r["oversubscribed"])
+                            and (backend, policy) != BASELINE[:2] and not r["oversubscribed"])
             if series:
                 lines[(backend, policy)] = series
     return lines

@@ -10,7 +10,7 @@ import math
 import pandas as pd
 
 from diffscale import resources, vocab
-from diffscale.embed.scaling import SHORTEST_S, long_enough, shard_cap, smt_note
+from diffscale.embed.scaling import BASELINE, SHORTEST_S, long_enough, shard_cap, smt_note
 from diffscale.report import fmt, plots
 from diffscale.report.page import (TITLES, Context, Finding, Section, across_hardware, as_int, cheapest,
                                    efficiency_cols, gpu_missing, gpus_col, on_cpus, per_unit, runs_of, superlinear,
@@ -89,7 +89,7 @@ def embed_section(ctx: Context) -> Section:
     if frame is None:
         return section
     frame["run"] = runs_of(frame, _embed_run)
-    frame["label"] = [(b if b == "gpu" or (b, p) == ("serial", "pinned") else f"{b} · {p}")
+    frame["label"] = [(b if b == "gpu" or (b, p) == BASELINE[:2] else f"{b} · {p}")
                       + (" (oversubscribed: fewer CPUs than named)" if over else "")
                       for b, p, over in zip(frame["backend"], frame["policy"], _oversubscribed(frame))]
     frame["cost_per_1k"] = [_cost_per_1k(ctx, row) for _, row in frame.iterrows()]
@@ -163,7 +163,8 @@ def _oversubscribed(rows: pd.DataFrame) -> pd.Series:
 
 def _baseline(cpu: pd.DataFrame):
     """The 1-CPU serial run that speedups are against, or None."""
-    rows = cpu[(cpu["backend"] == "serial") & (cpu["policy"] == "pinned") & (cpu["workers"] == 1)]
+    backend, policy, workers = BASELINE
+    rows = cpu[(cpu["backend"] == backend) & (cpu["policy"] == policy) & (cpu["workers"] == workers)]
     return None if rows.empty else rows.iloc[0]
 
 
@@ -345,7 +346,7 @@ def _workers(row) -> str:
 def _speedup_plot(ctx: Context, mine: pd.DataFrame, title: str) -> str:
     series: dict[str, list] = {}
     # the baseline is the ideal line's origin; oversubscribed runs did not have the CPUs of their x
-    baseline = (mine["backend"] == "serial") & (mine["policy"] == "pinned")
+    baseline = (mine["backend"] == BASELINE[0]) & (mine["policy"] == BASELINE[1])
     plotted = mine[~baseline & ~_oversubscribed(mine)]
     for _, row in plotted.iterrows():
         label = "gpu (x = GPUs)" if row["backend"] == "gpu" else f"{row['backend']} {row['policy']}"
