@@ -10,7 +10,7 @@ import math
 import pandas as pd
 
 from diffscale import resources, vocab
-from diffscale.embed.scaling import BASELINE, SHORTEST_S, long_enough, shard_cap, smt_note
+from diffscale.embed.scaling import BASELINE, SHORTEST_S, figure_lines, long_enough, shard_cap, smt_note
 from diffscale.report import fmt, plots
 from diffscale.report.page import (TITLES, Context, Finding, Section, across_hardware, as_int, cheapest,
                                    efficiency_cols, gpu_missing, gpus_col, on_cpus, per_unit, runs_of, superlinear,
@@ -344,17 +344,17 @@ def _workers(row) -> str:
 
 
 def _speedup_plot(ctx: Context, mine: pd.DataFrame, title: str) -> str:
+    """The lines of the pipeline's own scaling figure (scaling.figure_lines: no baseline, no
+    oversubscribed run), end to end, without the runs that have no speedup."""
+    modality = str(mine["modality"].iloc[0])
+    rows = mine.assign(oversubscribed=_oversubscribed(mine)).to_dict("records")
     series: dict[str, list] = {}
-    # the baseline is the ideal line's origin; oversubscribed runs did not have the CPUs of their x
-    baseline = (mine["backend"] == BASELINE[0]) & (mine["policy"] == BASELINE[1])
-    plotted = mine[~baseline & ~_oversubscribed(mine)]
-    for _, row in plotted.iterrows():
-        label = "gpu (x = GPUs)" if row["backend"] == "gpu" else f"{row['backend']} {row['policy']}"
-        if fmt.number(row["speedup"]) is not None:
-            series.setdefault(label, []).append((float(row["workers"]), float(row["speedup"])))
+    for (backend, policy), points in figure_lines(rows, modality, "speedup").items():
+        points = [(float(n), float(value)) for n, value in points if fmt.number(value) is not None]
+        if points:
+            series["gpu (x = GPUs)" if backend == "gpu" else f"{backend} {policy}"] = points
     if not series:
         return ""
-    modality = str(mine["modality"].iloc[0])
     png = plots.speedup(series, f"{title}: speedup against serial, 1 CPU", "workers (CPUs)")
     return ctx.figure("embed", f"speedup-{modality}", png,
                       f"{title}: speedup against workers, end to end; dashed = naive threads (library defaults).")
