@@ -41,11 +41,19 @@ def sig(value: Any, digits: int = 3) -> str:
     if math.isinf(v):
         return "∞" if v > 0 else "−∞"
     magnitude = math.floor(math.log10(abs(v)))
+    if magnitude < digits - 1:  # round first, so 99.96 reads "100", not "100.0"
+        v = _round_sig(v, digits)
+        magnitude = math.floor(math.log10(abs(v)))
     if magnitude >= digits - 1:
         return f"{round(v):,}"
     if magnitude < -4:
         return f"{v:.{digits - 1}e}"
     return f"{v:.{digits - 1 - magnitude}f}"
+
+
+def _round_sig(v: float, digits: int) -> float:
+    """`v` rounded to `digits` significant digits (finite, non-zero `v`)."""
+    return float(f"{v:.{digits - 1}e}")
 
 
 def integer(value: Any) -> str:
@@ -80,12 +88,13 @@ def percent(value: Any) -> str:
 
 
 def money(value: Any) -> str:
-    """US dollars, two significant digits below $10 and never an exponent: $0.000016, $0.12,
-    $1.2, $12."""
+    """US dollars, two significant digits below $10, three from $10, never an exponent: $0.000016,
+    $0.12, $1.2, $12.3, $1,234."""
     v = number(value)
     if v is None:
         return MISSING
-    if 0 < abs(v) < 1e-4:
+    if 0 < abs(v) < 1e-4:  # two significant digits written out: 9.996e-05 → $0.00010
+        v = _round_sig(v, 2)
         return f"${v:.{1 - math.floor(math.log10(abs(v)))}f}"
     return f"${sig(v, 2 if v < 10 else 3)}"
 
@@ -104,10 +113,12 @@ def yes_no(value: Any) -> str:
 
 
 def span(low: Any, high: Any, format=None) -> str:
-    """'low–high', or one value where both read the same."""
+    """'low–high', or one value where both read the same or one end is missing."""
     format = format or sig
     a, b = format(low), format(high)
-    return a if a == b else f"{a}–{b}"
+    if a == MISSING:
+        return b
+    return a if b in (a, MISSING) else f"{a}–{b}"
 
 
 def serial_fraction(value: Any) -> str:

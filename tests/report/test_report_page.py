@@ -4,7 +4,6 @@ the CSVs, findings are computed, a missing study is one line, short tables stay 
 from __future__ import annotations
 
 import base64
-import math
 import re
 from pathlib import Path
 
@@ -251,24 +250,6 @@ def test_provenance_sits_beside_each_study(results, build):
     text = " ".join(build(results).sections["flux"])
     assert "a100/4242" in text and "torch 2.11.0" in text and "commit 0123456789ab" in text
     assert "flux_transformer random:tiny" in text
-
-
-@pytest.mark.parametrize("value,text", [(0.123456, "0.123"), (1234.5, "1,234"), (12.345, "12.3"), (None, "–"),
-                                        (math.nan, "–"), (0, "0")])
-def test_sig(value, text):
-    assert fmt.sig(value) == text
-
-
-@pytest.mark.parametrize("seconds,text", [(42.0, "42.0 s"), (59.9, "59.9 s"), (60.0, "1.00 min"), (450, "7.50 min"),
-                                          (3600, "1.00 h"), (24480, "6.80 h"), (-90, "-1.50 min"), (None, "–")])
-def test_a_duration_reads_in_the_unit_a_reader_thinks_in(seconds, text):
-    assert fmt.duration(seconds) == text
-
-
-def test_units():
-    assert fmt.ratio(6.14) == "6.1×" and fmt.percent(0.764) == "76 %" and fmt.money(0.1234) == "$0.12"
-    assert fmt.money(0.001234) == "$0.0012" and fmt.money(12.345) == "$12.3"
-    assert fmt.money(0.0000163) == "$0.000016"
 
 
 def test_several_hardware_keys_are_compared_within_their_own(results, build):
@@ -824,11 +805,6 @@ def test_a_study_without_a_gpu_run_says_its_gpu_side_is_not_measured(results, bu
     notes = page.notices["flux"]
     assert ("No GPU run in these results: fine-tuning speed across GPU types (A40, A100) and counts is not measured "
             "here (run config/full.yaml on a cluster, or name a GPU hardware key in your config).") in notes
-
-
-def test_a_range_whose_ends_read_the_same_is_one_value_and_a_slowdown_has_no_serial_fraction():
-    assert fmt.span(10.61, 10.64) == "10.6" and fmt.span(10.6, 12.3) == "10.6–12.3"
-    assert fmt.serial_fraction(0.123) == "0.12" and fmt.serial_fraction(1.9) == fmt.MISSING
 
 
 def test_an_embedding_cost_says_how_much_of_its_job_was_start_up(results, build):
