@@ -239,9 +239,10 @@ def _provenance(results: Path) -> str:
     if not rows:
         return "<section id='provenance'><h2>Provenance</h2><p class='notice'>No run.json found.</p></section>"
     frame = pd.DataFrame(rows)
-    versions = "; ".join(f"{k}: {', '.join(sorted(set(frame[k].astype(str))))}" for k in ("torch", "commit"))
+    versions = "; ".join(f"{k}: {', '.join(sorted(set(frame[k].astype(str)) - {''})) or 'unknown'}"
+                         for k in ("torch", "commit"))
     return ("<section id='provenance'><h2>Provenance</h2>"
-            f"<p>{len(frame)} runs left a <code>run.json</code> (config slice, model spec, devices, CPU, threads, SLURM "
+            f"<p>{len(frame)} run{'s' if len(frame) != 1 else ''} left a <code>run.json</code> (config slice, model spec, devices, CPU, threads, SLURM "
             f"job, versions, commit, config hash). {html.escape(versions)}.</p>" + full(frame, "runs.csv") + "</section>")
 
 

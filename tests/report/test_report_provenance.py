@@ -98,3 +98,25 @@ def test_one_local_record_and_the_model_specs_of_the_roles(ctx, tmp_path):
     assert line(ctx.trust(["r1"], ["vae", "text"])) == (
         "(1 run record) device cpu (cpu, ? usable CPUs) · no SLURM job (local run) · config hash aa · "
         "models vae random:sd-vae, text random:clip")
+
+
+def test_the_provenance_section_lists_every_readable_record(tmp_path):
+    from diffscale.report.html import _provenance
+
+    results = tmp_path / "results"
+    results.mkdir()
+    assert "<p class='notice'>No run.json found.</p>" in _provenance(results)
+    write_record(results / "train" / "a", host="n1", slurm={"partition": "gpu", "job_id": "7"},
+                 devices={"gpus": ["NVIDIA A100"]}, cpu_model="EPYC", usable_cpus=8, versions={"torch": "2.11.0"},
+                 git_commit="0123456789abcdef", config_hash="aa")
+    (results / "broken").mkdir()
+    (results / "broken" / "run.json").write_text("{")
+    one = _provenance(results)
+    assert "<p>1 run left a <code>run.json</code>" in one and "torch: 2.11.0; commit: 0123456789ab." in one
+    assert re.findall(r"<td>(.*?)</td>", one) == ["train/a", "n1", "gpu", "7", "NVIDIA A100", "EPYC ×8", "2.11.0",
+                                                   "0123456789ab", "aa"]
+    write_record(results / "embed" / "b", versions={"torch": "2.10.0"})
+    two = _provenance(results)
+    assert "<p>2 runs left a <code>run.json</code>" in two and "torch: 2.10.0, 2.11.0; commit: 0123456789ab." in two
+    write_record(results / "train" / "a", config_hash="aa")
+    assert "torch: 2.10.0; commit: unknown." in _provenance(results)  # a record without a commit adds no blank
