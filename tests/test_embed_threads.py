@@ -83,7 +83,11 @@ def test_a_job_takes_one_cpu_per_physical_core_before_any_smt_sibling(monkeypatc
         allocation = thread_policy.pin_job(2)
         assert allocation["cores"] == two == set_to[-1] and allocation["physical_cores"] == 2
         assert thread_policy.pin_job(4)["physical_cores"] == 4
-        assert thread_policy.pin_job(8)["physical_cores"] == 4  # all 8: the 4 cores' two threads each
+        six = thread_policy.pin_job(6)  # 4 cores, then 2 siblings: recorded and pinned in CPU order
+        assert six["cores"] == sorted(six["cores"]) == set_to[-1] and six["usable_cores"] == 8
+        pinned = len(set_to)
+        whole = thread_policy.pin_job(8)  # all 8: the 4 cores' two threads each
+        assert whole["physical_cores"] == 4 and whole["pinned"] is False and len(set_to) == pinned  # nothing to narrow
         assert thread_policy.pin_job(9)["oversubscribed"] is True
 
 
@@ -95,6 +99,23 @@ def test_physical_core_reads_linux_topology_and_falls_back_to_one_core_per_cpu(m
     monkeypatch.setattr(thread_policy, "TOPOLOGY", str(tmp_path / "cpu{}" / "topology"))
     assert thread_policy.physical_core(3) == (1, 5)
     assert thread_policy.physical_core(7) == (-1, 7)  # no topology files: its own core
+    (topology / "core_id").write_text("x\n")
+    assert thread_policy.physical_core(3) == (-1, 3)  # unreadable: its own core, not a traceback
+
+
+def test_a_model_is_built_on_one_thread_and_the_record_names_the_thread_variables(monkeypatch):
+    import torch
+
+    before = torch.get_num_threads()
+    with thread_policy.building():
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    for name in thread_policy.THREAD_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    info = thread_policy.record()
+    assert info["env"] == {"OMP_NUM_THREADS": "3"} and info["threads"] == before
+    assert info["affinity"] == len(thread_policy.usable_cores())
 
 
 def test_thread_env_kept_restores_set_and_unset_variables(monkeypatch):
