@@ -29,6 +29,7 @@ def test_more_workers_than_batches_leaves_some_idle():
     assert [p.items for p in plans] == [4, 1, 0, 0]
 
 
-def test_rejects_zero():
-    with pytest.raises(ValueError):
-        plan([1], 0, 1, 1)
+@pytest.mark.parametrize("workers,batch_size,shard_size", [(0, 1, 1), (1, 0, 1), (1, 1, 0)])
+def test_rejects_zero(workers, batch_size, shard_size):
+    with pytest.raises(ValueError, match="workers, batch_size and shard_size must be at least 1"):
+        plan([1, 2, 3, 4], workers, batch_size, shard_size)

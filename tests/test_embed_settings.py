@@ -103,3 +103,22 @@ def test_scaling_images_limits_the_cpu_runs_not_the_gpu_ones(full):
     for backend in ("serial", "multiprocessing", "joblib", "dask"):
         assert EmbedSettings.from_dict(settings_for(full, "images", backend)).max_images == 2048
     assert "max_images" not in settings_for(full, "text", "gpu")  # the training source: every image
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"modality": "audio"}, "embed settings: modality: 'audio' is not one of"),
+    ({"dtype": "fp8"}, "embed.dtype: 'fp8' is not one of"),
+    ({"cpu_dtype": "fp8"}, "embed.cpu_dtype: 'fp8' is not one of"),
+    ({"image_size": 0}, "embed.image_size: required for the images modality"),
+    ({"image_size": None}, "embed.image_size: required for the images modality"),
+    ({"colour": "red"}, "embed settings: .*unexpected keyword argument 'colour'")])
+def test_settings_of_a_run_are_checked_field_by_field(demo, change, message):
+    with pytest.raises(ConfigError, match=message):
+        EmbedSettings.from_dict({**settings_for(demo, "images", "serial"), **change})
+
+
+def test_a_run_depends_on_where_it_computes_not_on_its_price_and_dask_only_on_dask(full):
+    gpu = settings_for(full, "images", "gpu")
+    assert set(gpu["hardware"]) <= {"partition", "device", "gpu_model", "gpus_per_node"}
+    assert gpu["hardware"] == {"partition": "a100", "device": "cuda", "gpu_model": "a100", "gpus_per_node": 4}
+    assert "dask" not in settings_for(full, "images", "joblib") and "dask" in settings_for(full, "images", "dask")
