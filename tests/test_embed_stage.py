@@ -163,3 +163,64 @@ def test_by_hand_an_unreadable_image_is_a_warning_on_stderr_naming_the_manifest(
     assert proc.stderr.strip().splitlines() == [
         f"warning: {fixture.manifest}: 1 of {total} images could not be read and are left out (index.json's "
         "meta.skipped names them and why)"]
+
+
+def test_each_argument_is_refused_before_any_work_with_its_own_message(fixture, tmp_path):
+    from diffscale.embed.stage import plan_run
+
+    def refused(backend, policy, workers, message, cpus=None):
+        with pytest.raises(ConfigError, match=message):
+            plan_run("images", fixture.manifest, tmp_path / "out", backend, policy, workers, demo_settings("images"),
+                     cpus=cpus)
+
+    refused("multiprocessing", "pinned", 0, "^embed: workers must be at least 1, not 0$")
+    refused("gpu", "pinned", 1, "^embed: cpus must be at least 1, not 0$", cpus=0)
+    refused("serial", "pinned", 2, r"^embed: the serial backend runs one worker, not 2 \(N CPUs in one process: "
+                                   r"policy intraop\)$")
+    refused("joblib", "intraop", 2, "^embed: policy intraop is 1 process x N threads, run on the serial backend, "
+                                    "not joblib$")
+    with pytest.raises(ConfigError, match="embed settings are for text, not images"):
+        plan_run("images", fixture.manifest, tmp_path / "out", "serial", "pinned", 1, demo_settings("text"))
+    with pytest.raises(ConfigError, match="DIFFSCALE_EMBED_FAULT: fault kind: 'boom' is not one of raise, kill, exit"):
+        parse_faults("0:0:boom")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_failed_run_leaves_no_index_and_no_status_of_an_earlier_one(fixture, tmp_path, monkeypatch):
+    out = tmp_path / "serial-pinned-w1"
+    (out / ".status").mkdir(parents=True)
+    (out / ".status" / "w0.json").write_text("{}")
+    (out / "index.json").write_text("{}")  # an earlier run's: the folder looked complete
+    monkeypatch.setenv("DIFFSCALE_EMBED_FAULT", "0:0:raise")
+    with pytest.raises(Exception, match="injected fault"):
+        run_embedding("images", fixture.manifest, out, "serial", "pinned", 1, demo_settings("images"),
+                      skip_list=fixture.skipped)
+    assert sorted(p.name for p in out.iterdir()) == []
+
+
+def fake_result(worker: int, t0: float, ready: float, items: int, build_s: float, compute_s: float) -> dict:
+    return {"worker": worker, "pid": 100 + worker, "host": "h", "device": "cpu", "threads": 1,
+            "thread_info": {"affinity": 1}, "started_at": t0 + 0.2, "ready_at": t0 + ready, "load_s": ready - 0.2,
+            "finished_at": t0 + 8.0, "phases": {"prepare": 0.5, "compute": compute_s, "write": 0.25},
+            "items": items, "shards": [], "peak_rss_mb": 100.0, "load_phases": {"build_s": build_s},
+            "skipped": [], "truncated": [], "tokens": 0, "tensors": None}
+
+
+def test_the_timing_record_takes_the_slowest_start_up_the_first_ready_worker_and_busy_workers_only(fixture, tmp_path,
+                                                                                                   monkeypatch):
+    from diffscale.embed import sizes, stage
+
+    planned = stage.plan_run("images", fixture.manifest, tmp_path / "out", "multiprocessing", "pinned", 2,
+                             demo_settings("images"))
+    monkeypatch.setattr(sizes, "storage", lambda *args: {})
+    t0 = 1000.0
+    results = [fake_result(0, t0, ready=1.0, items=6, build_s=1.0, compute_s=3.0),
+               fake_result(1, t0, ready=3.0, items=0, build_s=3.0, compute_s=0.0)]  # nothing left to embed
+    allocation = {"oversubscribed": False, "usable_cores": 2, "physical_cores": 2}
+    executed = stage.Executed(results, {}, allocation, t0, launched=t0 + 0.5, gathered=t0 + 10.0, closed=t0 + 12.0)
+    timing = stage._timing(planned, executed, [])
+    assert timing["launch_s"] == 0.5 and timing["shutdown_s"] == 2.0
+    assert timing["startup_s"] == 3.0 and timing["steady_from_s"] == 1.0
+    assert timing["compute_s"] == 3.0 and timing["decode_s"] == 0.5  # the busy worker's, not a mean with an idle one
+    assert timing["build_s"] == 3.0 and timing["spawn_s"] == pytest.approx(0.2)
+    assert [w["startup_s"] for w in timing["per_worker"]] == [1.0, 3.0]
