@@ -1184,3 +1184,24 @@ def test_an_inference_where_every_batch_ran_out_of_memory_shows_its_table_and_cl
     page = build(results)
     assert not page.notices.get("flux") and any(t["id"] == "flux-infer" for t in page.tables)
     assert _texts(page, "FLUX inference") == []
+
+
+def test_flux_hardware_is_compared_at_each_keys_longest_run_and_its_best_base_rate(results, build):
+    path = results / "bench" / "flux_train.csv"
+    frame = pd.read_csv(path)
+    short_run = frame[(frame["hw"] == "a100") & (frame["gpus"] == 1)].assign(steps=500, steps_per_s=1.0,
+                                                                           run="flux/train/a100/g1-s500")
+    stalled = short_run.assign(hw="a40", steps=100, steps_per_s=0.0, run="flux/train/a40/g1-s100")  # timed nothing
+    pd.concat([short_run, stalled, frame]).to_csv(path, index=False)  # the shorter runs first
+    path = results / "bench" / "flux_infer.csv"
+    frame = pd.read_csv(path)
+    frame.loc[(frame["model"] == "base") & (frame["batch_size"] == 4), "images_per_s"] = 3.0  # after batch 1's 2.0
+    a40 = frame.assign(hw="a40", images_per_s=1.5, run=frame["run"].str.replace("a100", "a40"))
+    pd.concat([frame, a40]).to_csv(path, index=False)
+    texts = [f["text"] for f in build(results).findings]
+    assert next(t for t in texts if t.startswith("FLUX LoRA across hardware")).startswith(
+        "FLUX LoRA across hardware, steady steps/s and $ per 1,000 steps at that rate (each key's longest run): 1 GPU: "
+        "a100 at 2.00 is 1.8× a40 at 1.10")
+    assert next(t for t in texts if t.startswith("FLUX inference across hardware")).startswith(
+        "FLUX inference across hardware, images/s and $ per 1,000 images at that rate: base weights, each key's "
+        "best batch and dtype: a100 at 3.00 is 2.0× a40 at 1.50")
