@@ -80,3 +80,20 @@ def test_pad_ragged():
     assert mask.tolist() == [[1, 1, 0, 0], [0, 0, 0, 0], [1, 1, 1, 0]]
     assert hidden[0, :2].tolist() == [[0, 1], [2, 3]] and hidden[2, :3].flatten().tolist() == [4, 5, 6, 7, 8, 9]
     assert not hidden[1].any() and not hidden[0, 2:].any()
+
+
+def test_storage_counts_every_shard_and_every_image_once(tmp_path):
+    from types import SimpleNamespace
+
+    (tmp_path / "shard-00000.safetensors").write_bytes(b"x" * 300)
+    (tmp_path / "shard-00001.safetensors").write_bytes(b"x" * 100)
+    shards = [{"file": "shard-00000.safetensors", "items": 6, "tensor_bytes": {"tokens": 120}},
+              {"file": "shard-00001.safetensors", "items": 2, "tensor_bytes": {"tokens": 40}}]
+    inputs = SimpleNamespace(items=[SimpleNamespace(image_id=i // 2) for i in range(8)])  # 2 captions an image
+    out = sizes.storage(tmp_path, shards, inputs, tokens=80)
+    assert out["shard_bytes"] == 400 and out["bytes_per_item"] == 50 and out["bytes_per_image"] == 100
+    assert out["bytes_per_token"] == 2 and out["fixed_bytes_per_caption"] == 30 and out["tokens_per_caption"] == 10
+    assert out["projected_full_gb"] == pytest.approx(sizes.FULL_STUDY_IMAGES * 2 * (30 + 2 * 10) / 1e9)
+    images = sizes.storage(tmp_path, [{**s, "tensor_bytes": {}} for s in shards], inputs)
+    assert "bytes_per_token" not in images and images["projected_full_gb"] == pytest.approx(
+        100 * sizes.FULL_STUDY_IMAGES / 1e9)
