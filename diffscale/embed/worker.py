@@ -211,10 +211,11 @@ def run_worker(task: WorkerTask) -> dict:
         raise
     except Exception as exc:
         traceback.print_exc()  # the whole story goes to the job's log; the error is one line
-        where = f"on {progress.current.file}" if progress.current else "while starting"
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        shard, error = (exc.shard, exc.error) if isinstance(exc, _ShardFailed) else (progress.current, exc)
+        where = f"on {shard.file}" if shard else "while starting"
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise WorkerFailed(f"{task.run}: {task.label()} (pid {os.getpid()}) failed {where}: "
-                           f"{type(exc).__name__}{': ' + detail if detail else ''}") from None
+                           f"{type(error).__name__}{': ' + detail if detail else ''}") from None
     finally:
         if prepared is not None:
             _stop_loading(prepared)
@@ -286,6 +287,16 @@ def _run_inline(task: WorkerTask, embedder, progress: _Progress) -> PhaseTimer:
 
 class _Stopped(Exception):
     """A sibling thread failed; its error is the one to report."""
+
+
+class _ShardFailed(Exception):
+    """`error` while computing or writing `shard` in the overlapped schedule: by the time it is
+    reported the other threads have moved on (the compute thread is shards ahead of a slow write),
+    so `progress.current` would name the wrong shard."""
+
+    def __init__(self, shard: ShardPlan, error: Exception):
+        super().__init__(str(error))
+        self.shard, self.error = shard, error
 
 
 _END = object()  # the last item through a queue
@@ -410,8 +421,6 @@ def _load_stage(task: WorkerTask, prepared, pipe: _Pipeline) -> None:
 def _compute_stage(task: WorkerTask, embedder, progress: _Progress, pipe: _Pipeline) -> list:
     """This thread: keep the device busy; results leave through non-blocking copies to the host.
     Returns the CUDA (start, end) event pairs: device time without a synchronisation per batch."""
-    import torch
-
     timings = []
     while True:
         start = time.perf_counter()
@@ -424,23 +433,35 @@ def _compute_stage(task: WorkerTask, embedder, progress: _Progress, pipe: _Pipel
             progress.note(shard, "running")
         out, done = {}, None
         if prepared.size:
-            start = time.perf_counter()
-            if pipe.cuda:
-                begin, finish = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                begin.record()
-                result = embedder.compute(prepared.inputs)
-                finish.record()
-                timings.append((begin, finish))
-                out = {k: v.to("cpu", non_blocking=True) for k, v in result.items()}  # lands in pinned memory
-                done = torch.cuda.Event()
-                done.record()
-                pipe.seconds["host"] += time.perf_counter() - start
-            else:
-                out = {k: v.cpu() for k, v in embedder.compute(prepared.inputs).items()}
-                pipe.seconds["compute"] += time.perf_counter() - start
+            try:
+                out, done = _compute_batch(embedder, prepared, pipe, timings)
+            except Exception as exc:
+                raise _ShardFailed(shard, exc) from exc
         pipe.put(pipe.to_write, (shard, prepared, out, done, last))
     pipe.put(pipe.to_write, _END)
     return timings
+
+
+def _compute_batch(embedder, prepared, pipe: _Pipeline, timings: list) -> tuple[dict, object]:
+    """One batch's outputs (on CUDA: copies still landing, and the event that marks them landed)."""
+    import torch
+
+    done = None
+    start = time.perf_counter()
+    if pipe.cuda:
+        begin, finish = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        begin.record()
+        result = embedder.compute(prepared.inputs)
+        finish.record()
+        timings.append((begin, finish))
+        out = {k: v.to("cpu", non_blocking=True) for k, v in result.items()}  # lands in pinned memory
+        done = torch.cuda.Event()
+        done.record()
+        pipe.seconds["host"] += time.perf_counter() - start
+    else:
+        out = {k: v.cpu() for k, v in embedder.compute(prepared.inputs).items()}
+        pipe.seconds["compute"] += time.perf_counter() - start
+    return out, done
 
 
 def _write_stage(progress: _Progress, pipe: _Pipeline) -> None:
@@ -448,7 +469,10 @@ def _write_stage(progress: _Progress, pipe: _Pipeline) -> None:
     write threads (at most WRITE_THREADS shards in flight)."""
     def write_timed(shard, outputs):
         start = time.perf_counter()
-        progress.write(shard, outputs)
+        try:
+            progress.write(shard, outputs)
+        except Exception as exc:
+            raise _ShardFailed(shard, exc) from exc
         with pipe.lock:
             pipe.seconds["write"] += time.perf_counter() - start
 
