@@ -16,8 +16,8 @@ def fixture(tmp_path_factory):
     return make_manifest(tmp_path_factory.mktemp("manifest"), n_synthetic=10, n_real=2)
 
 
-def _task(fixture, out_dir, modality="images", overlap=False, fault=None, worker=1, workers=2):
-    settings = demo_settings(modality)
+def _task(fixture, out_dir, modality="images", overlap=False, fault=None, worker=1, workers=2, **change):
+    settings = demo_settings(modality, **change)
     items = load_inputs(fixture.manifest, modality, fixture.skipped).items
     part = plan(items, workers, settings.batch_size, settings.shard_size)[worker]
     return WorkerTask(run="test", backend="serial", worker=worker, shards=part.shards, out_dir=str(out_dir),
@@ -25,12 +25,14 @@ def _task(fixture, out_dir, modality="images", overlap=False, fault=None, worker
                       loader_workers=2, fault=fault)
 
 
-@pytest.mark.parametrize("modality", ["images", "text"])
-def test_overlapped_schedule_writes_the_same_shards_as_inline(fixture, tmp_path, modality):
-    inline = run_worker(_task(fixture, tmp_path / "inline", modality))
-    overlapped = run_worker(_task(fixture, tmp_path / "overlap", modality, overlap=True))
-    assert [s["file"] for s in inline["shards"]] == [s["file"] for s in overlapped["shards"]]
-    assert [s["items"] for s in inline["shards"]] == [s["items"] for s in overlapped["shards"]]
+@pytest.mark.parametrize("modality,worker,workers", [("images", 1, 2), ("text", 1, 2), ("images", 0, 1)])
+def test_overlapped_schedule_writes_the_same_shards_as_inline(fixture, tmp_path, modality, worker, workers):
+    inline = run_worker(_task(fixture, tmp_path / "inline", modality, worker=worker, workers=workers))
+    overlapped = run_worker(_task(fixture, tmp_path / "overlap", modality, overlap=True, worker=worker,
+                                  workers=workers))
+    assert len(inline["shards"]) >= (3 if workers == 1 else 1)  # one worker: shards after shards
+    in_order = lambda result: sorted((s["file"], s["items"]) for s in result["shards"])  # noqa: E731
+    assert in_order(inline) == in_order(overlapped)  # overlapped: written by a few threads, listed as they finish
     for entry in inline["shards"]:
         a, b = load_file(tmp_path / "inline" / entry["file"]), load_file(tmp_path / "overlap" / entry["file"])
         assert a.keys() == b.keys()
@@ -43,7 +45,7 @@ def test_overlapped_schedule_writes_the_same_shards_as_inline(fixture, tmp_path,
         steps = record["load_phases"]
         loaders = {"loaders_s"} if record is overlapped else set()
         assert set(steps) == {"import_s", "device_init_s", "build_s"} | loaders and min(steps.values()) >= 0
-        assert sum(steps.values()) <= record["load_s"]
+        assert sum(steps.values()) <= record["load_s"] == pytest.approx(record["ready_at"] - record["started_at"])
 
 
 def test_worker_streams_one_shard_at_a_time(fixture, tmp_path, monkeypatch):
@@ -82,7 +84,9 @@ def test_worker_streams_one_shard_at_a_time(fixture, tmp_path, monkeypatch):
 
 
 def test_text_tensors_and_dtypes(fixture, tmp_path):
-    result = run_worker(_task(fixture, tmp_path, "text"))  # ragged, the default: real tokens only
+    result = run_worker(_task(fixture, tmp_path, "text", worker=0, workers=1))  # ragged, the default: real tokens only
+    lengths = [load_file(tmp_path / s["file"])["lengths"] for s in result["shards"]]
+    assert len(lengths) >= 2 and result["tokens"] == sum(int(n.sum()) for n in lengths)  # every shard's tokens
     assert result["tensors"]["tokens"] == {"dtype": "float32", "item_shape": [32]}
     assert result["tensors"]["lengths"]["dtype"] == "int32" and result["tensors"]["offsets"]["dtype"] == "int64"
     assert result["tokens"] < 77 * result["items"] and result["tensors"]["truncated"]["dtype"] == "bool"
@@ -191,3 +195,77 @@ def test_a_loader_that_aborts_as_it_is_stopped_does_not_replace_the_workers_erro
     assert [p.killed for p in prepared._workers] == [False, True]  # none left running
     with pytest.raises(RuntimeError, match="something else"):
         worker._stop_loading(_StoppedMidStream("something else"))
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_an_unreadable_image_alone_in_its_batch_and_shard_is_neither_computed_nor_written(fixture, tmp_path,
+                                                                                         monkeypatch, overlap):
+    from diffscale.embed import encoders
+
+    computed = []
+    real_compute = encoders.ImageEmbedder.compute
+    monkeypatch.setattr(encoders.ImageEmbedder, "compute",
+                        lambda self, pixels: computed.append(len(pixels)) or real_compute(self, pixels))
+    task = _task(fixture, tmp_path, "images", overlap=overlap, worker=0, workers=1, batch_size=1, shard_size=1)
+    result = run_worker(task)
+    readable = [s for s in task.shards if s.items[0].image_id != fixture.corrupt_id]
+    assert len(readable) == len(task.shards) - 1
+    # written by a few threads at once: in the order they finish (the stage sorts them by file)
+    assert sorted(s["file"] for s in result["shards"]) == [s.file for s in readable]
+    assert result["items"] == len(readable)
+    assert computed == [1] * len(readable) and [s["image_id"] for s in result["skipped"]] == [fixture.corrupt_id]
+
+
+def test_an_early_failure_of_an_overlapped_worker_with_many_shards_queued_is_reported(fixture, tmp_path):
+    task = _task(fixture, tmp_path, "images", overlap=True, worker=0, workers=1, batch_size=1, shard_size=1)
+    first = task.shards[0]
+    task = _task(fixture, tmp_path, "images", overlap=True, worker=0, workers=1, batch_size=1, shard_size=1,
+                 fault=("raise", first.number))
+    assert len(task.shards) >= 5
+    with pytest.raises(WorkerFailed, match=rf"failed on {first.file}: RuntimeError: injected fault"):
+        run_worker(task)
+
+
+def test_a_worker_without_shards_reports_zero_phases_and_computes_in_the_cpu_dtype(fixture, tmp_path):
+    task = _task(fixture, tmp_path, "images", dtype="bf16", cpu_dtype="fp32")
+    task = WorkerTask(**{**task.__dict__, "shards": ()})
+    result = run_worker(task)
+    assert result["phases"] == {"prepare": 0.0, "compute": 0.0, "write": 0.0} and result["shards"] == []
+    assert result["compute_dtype"] == "fp32" and result["items"] == 0
+
+
+def test_a_bad_model_spec_reaches_the_caller_as_the_one_line_error_it_is(fixture, tmp_path):
+    from diffscale.errors import ModelSpecError
+
+    task = _task(fixture, tmp_path, "images")
+    task = WorkerTask(**{**task.__dict__, "settings": {**task.settings, "model": {"random": "no-such-layout"}}})
+    with pytest.raises(ModelSpecError, match="^models.vae.random: unknown preset 'no-such-layout' for vae"):
+        run_worker(task)
+
+
+def test_a_damaged_status_file_reads_as_none_and_a_loader_without_processes_stops_as_nothing(tmp_path):
+    from diffscale.embed import worker
+
+    (tmp_path / ".status").mkdir()
+    (tmp_path / ".status" / "w0.json").write_text("{")
+    assert read_status(tmp_path, 0) is None and read_status(tmp_path, 1) is None
+    assert worker._stop_loading(iter([])) is None
+
+
+def test_a_compute_failure_in_the_overlapped_schedule_names_the_shard_it_was_computing(fixture, tmp_path,
+                                                                                      monkeypatch):
+    from diffscale.embed import encoders
+
+    calls, real_compute = [], encoders.ImageEmbedder.compute
+
+    def compute(self, pixels):
+        calls.append(len(pixels))
+        if len(calls) == 3:
+            raise RuntimeError("compute broke")
+        return real_compute(self, pixels)
+
+    monkeypatch.setattr(encoders.ImageEmbedder, "compute", compute)
+    task = _task(fixture, tmp_path, "images", overlap=True, worker=0, workers=1, batch_size=1, shard_size=1)
+    third = [s for s in task.shards if s.items[0].image_id != fixture.corrupt_id][2]
+    with pytest.raises(WorkerFailed, match=rf"failed on {third.file}: RuntimeError: compute broke$"):
+        run_worker(task)
