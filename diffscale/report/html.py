@@ -241,9 +241,10 @@ def _provenance(results: Path) -> str:
     frame = pd.DataFrame(rows)
     versions = "; ".join(f"{k}: {', '.join(sorted(set(frame[k].astype(str)) - {''})) or 'unknown'}"
                          for k in ("torch", "commit"))
+    runs = f"{len(frame)} run{'s' if len(frame) != 1 else ''}"
     return ("<section id='provenance'><h2>Provenance</h2>"
-            f"<p>{len(frame)} run{'s' if len(frame) != 1 else ''} left a <code>run.json</code> (config slice, model spec, devices, CPU, threads, SLURM "
-            f"job, versions, commit, config hash). {html.escape(versions)}.</p>" + full(frame, "runs.csv") + "</section>")
+            f"<p>{runs} left a <code>run.json</code> (config slice, model spec, devices, CPU, threads, SLURM job, "
+            f"versions, commit, config hash). {html.escape(versions)}.</p>" + full(frame, "runs.csv") + "</section>")
 
 
 def _write_figures(ctx: Context, figures_dir: Path) -> None:
